@@ -1,0 +1,137 @@
+"""Loading and validating the TOML configuration.
+
+Where the config comes from: ``--config FILE``, else ``$SYNCENGINE_CONFIG``, else
+``./syncengine.toml``. Every table is a pydantic model with ``extra="forbid"``, so a misspelt
+key is an error that names the key and the file, never a silently ignored setting. Relative
+paths in the config (database file, source files, secret files) are taken relative to the
+config file's folder, so a config works from any working directory.
+
+Each adapter package owns the model of its own table (``providers.config.ExmailConfig``...);
+this module only composes them and turns validation failures into :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from syncengine.errors import ConfigError
+from syncengine.providers.config import ExmailConfig
+
+DEFAULT_CONFIG_NAME = "syncengine.toml"
+CONFIG_ENV = "SYNCENGINE_CONFIG"
+
+
+class DatabaseConfig(BaseModel):
+    """``[database]``: where the staging database lives (SQLite file or PostgreSQL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = "sqlite:///syncengine.db"
+
+
+class Config(BaseModel):
+    """The whole configuration. Tables not given take their defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exmail: ExmailConfig
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+
+    _path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def path(self) -> Path | None:
+        """The file this config was read from (None when built in code)."""
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path.parent if self._path else Path.cwd()
+
+    def resolve_path(self, value: str | os.PathLike[str]) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path made relative to the config file."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.resolve_path(url[len(prefix) :]))
+        return url
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config to use: the explicit one, ``$SYNCENGINE_CONFIG``, or ``./syncengine.toml``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path.cwd() / DEFAULT_CONFIG_NAME
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif not item.startswith("function-") and item not in {"literal", "str"}:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or "(top level)"
+
+
+def config_error_from_validation(exc: ValidationError, source: str) -> ConfigError:
+    """Turn pydantic's report into one message that names every bad key."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        key = _format_location(tuple(err["loc"]))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see the README for the keys)"
+        elif err["type"] == "missing":
+            msg = "is required but missing"
+        msg = msg.removeprefix("Value error, ")
+        lines.append(f"{key}: {msg}")
+    return ConfigError("; ".join(lines), where=source)
+
+
+def parse_config(data: dict[str, Any], *, path: Path | None = None) -> Config:
+    """Validate an already-parsed TOML document."""
+    source = str(path) if path else "config"
+    base_dir = path.parent if path else Path.cwd()
+    try:
+        cfg = Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, source) from None
+    cfg._path = path.resolve() if path else None
+    return cfg
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Read, parse and validate the config file; every failure is a :class:`ConfigError`."""
+    path = find_config_path(explicit)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            "configuration file not found",
+            where=str(path),
+            hint=f"pass --config FILE, set {CONFIG_ENV}, or create {DEFAULT_CONFIG_NAME}",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration: {exc.strerror}", where=str(path)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ConfigError("configuration is not UTF-8 text", where=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", where=str(path)) from None
+    return parse_config(data, path=path)

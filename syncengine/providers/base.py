@@ -1,0 +1,76 @@
+"""The ``MailboxProvider`` interface: Exmail in the engine's own terms.
+
+Both API generations implement it (``exmail_v2`` for the current API, ``exmail_v1`` for the
+open protocol). Departments are paths (see :mod:`syncengine.domain`), users carry the HR
+employee id in ``ext_id``. Every method raises only :class:`syncengine.errors.ProviderError`
+subclasses; ``RetriableProviderError`` means "the same call may succeed later, but a write may
+already have taken effect" and the executor decides whether and how to retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from syncengine.domain import AddressKind, Mailbox, MailboxState, UserUpdate
+
+Progress = Callable[[int, int | None], None]
+"""Called as ``progress(done, total)`` during long reads; ``total`` may be unknown (None)."""
+
+
+@runtime_checkable
+class MailboxProvider(Protocol):
+    """What the planner and executor need from Exmail, whatever the API generation."""
+
+    api: str
+    """``"v1"`` or ``"v2"``."""
+
+    def read_state(self, *, progress: Progress | None = None) -> MailboxState:
+        """The whole directory: every department (root excluded), member and group address."""
+        ...
+
+    def get_user(self, email: str) -> Mailbox | None:
+        """One member by primary address; None when there is none."""
+        ...
+
+    def create_department(self, path: str) -> None:
+        """Create the department at ``path``; its parent must exist (Gen 1 creates ancestors)."""
+        ...
+
+    def move_department(self, old_path: str, new_path: str) -> None:
+        """Rename and/or move a department with its members and children."""
+        ...
+
+    def delete_department(self, path: str) -> None:
+        """Delete an empty leaf department."""
+        ...
+
+    def create_user(
+        self, mailbox: Mailbox, *, password: str, change_password_at_login: bool = True
+    ) -> None:
+        """Create a member. ``password`` is sent and forgotten: never logged or kept."""
+        ...
+
+    def update_user(self, email: str, update: UserUpdate) -> None:
+        """Change the fields that are not None; lists given replace the whole list."""
+        ...
+
+    def delete_user(self, email: str) -> None: ...
+
+    def swap_alias(self, email: str, alias: str) -> None:
+        """Make ``alias`` the primary address and keep ``email`` as an alias."""
+        ...
+
+    def check_addresses(self, addresses: Sequence[str]) -> dict[str, AddressKind]:
+        """What each address is in Exmail (free, a user, an alias, a group, invalid)."""
+        ...
+
+    def login_url(self, email: str) -> str:
+        """A fresh single sign-on URL for the member."""
+        ...
+
+    def new_mail_count(self, email: str) -> int:
+        """The member's unread-mail count."""
+        ...
+
+    def close(self) -> None: ...
