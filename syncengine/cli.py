@@ -16,9 +16,9 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from syncengine import __version__
+from syncengine import __version__, service  # noqa: F401  (the commands below use it)
 from syncengine.config import Config, load_config
-from syncengine.errors import EXIT_ERROR, SyncEngineError
+from syncengine.errors import SyncEngineError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,7 +87,6 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     ctx.obj = State(config_path, debug)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-_ = EXIT_ERROR  # documented exit codes live in syncengine.errors
+# --- commands -----------------------------------------------------------------------------
+# Each command parses its options, calls one function of syncengine.service, renders the
+# result (text, or JSON with --json) and exits with a documented code.

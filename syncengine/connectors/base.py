@@ -1,0 +1,72 @@
+"""The connector interface and the plug-in registry.
+
+A connector is a generator of raw records (``dict[str, Any]``, keys as the source names them)
+plus a one-line description of where they come from. It knows nothing of the engine's Person:
+:mod:`syncengine.connectors.mapping` turns records into Persons with the config's field map.
+
+Errors follow the Singer SDK split: a failure of the source as a whole (file missing, refused
+connection, the query fails) raises :class:`syncengine.errors.SourceError`, which aborts the
+ingest; a bad *row* is not the connector's business: it is yielded as it is, and mapping
+quarantines it with the row number, field and reason.
+
+Connectors are found by name through the ``syncengine.connectors`` entry-point group (the
+built-ins register there too), so a company can ship its own HR system's connector as a
+package: an entry point ``myhr = mypkg:make_connector`` where ``make_connector(options,
+base_dir)`` returns a :class:`Connector`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from syncengine.errors import ConfigError
+
+ENTRY_POINT_GROUP = "syncengine.connectors"
+
+RawRecord = dict[str, Any]
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A source of raw HR records."""
+
+    def describe(self) -> str:
+        """Where the records come from, for messages and reports (no secrets)."""
+        ...
+
+    def records(self) -> Iterator[RawRecord]:
+        """Yield every record, streaming; raise SourceError if the source fails as a whole."""
+        ...
+
+
+class ConnectorFactory(Protocol):
+    def __call__(self, options: Mapping[str, Any], base_dir: Path) -> Connector: ...
+
+
+def available_connectors() -> dict[str, ConnectorFactory]:
+    """Every connector type installed: the built-ins and any company plug-ins."""
+    found: dict[str, ConnectorFactory] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.load()
+    return found
+
+
+def make_connector(options: Mapping[str, Any], base_dir: Path, *, key: str = "source") -> Connector:
+    """Build the connector a ``[source]``-like config table names with its ``type`` key."""
+    kind = options.get("type")
+    factories = available_connectors()
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(
+            f"{key}.type is required (one of: {', '.join(sorted(factories)) or 'none installed'})"
+        )
+    factory = factories.get(kind)
+    if factory is None:
+        raise ConfigError(
+            f"{key}.type = {kind!r} is not an installed connector "
+            f"(installed: {', '.join(sorted(factories)) or 'none'})"
+        )
+    rest = {k: v for k, v in options.items() if k != "type"}
+    return factory(rest, base_dir)
