@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 MAX_NAME_BYTES = 64
 MAX_POSITION_BYTES = 64
@@ -147,6 +147,42 @@ class MailEvent:
     mail_id: str = ""
     sender: str = ""
     subject: str = ""
+
+
+@dataclass(frozen=True)
+class IdentityLink:
+    """The stored tie between an HR employee and the mailbox the engine manages for them.
+
+    Once made, a link survives name and address changes (an address change is an update of the
+    same mailbox). ``generated`` marks an address the engine generated from the template: it is
+    kept on later runs so the address never changes. ``disabled_since`` starts the grace period
+    after which a leaver's mailbox is deleted.
+    """
+
+    employee_id: str
+    email: str
+    first_seen: datetime
+    disabled_since: date | None = None
+    generated: bool = False
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """Why one source record was quarantined: it is not synced and never treated as a leaver."""
+
+    reason: str
+    row: int | None = None
+    field: str | None = None
+    value: str | None = None
+    employee_id: str | None = None
+
+    def __str__(self) -> str:
+        where = [f"row {self.row}" if self.row is not None else "", self.field or ""]
+        if self.employee_id:
+            where.append(f"employee {self.employee_id}")
+        prefix = ", ".join(w for w in where if w)
+        shown = f" (value {self.value!r})" if self.value is not None else ""
+        return f"{prefix}: {self.reason}{shown}" if prefix else f"{self.reason}{shown}"
 
 
 @dataclass(frozen=True)
