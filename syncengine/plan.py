@@ -1,0 +1,653 @@
+"""The Plan: every change the engine decided on, as a reviewable, checksummed artifact.
+
+PURE: dataclasses, JSON (de)serialisation and the checksum; no I/O, no clock.
+
+A plan is what an admin reads, keeps and approves, and what the executor applies. It holds an
+ordered list of :class:`Action` s (a valid order: every action comes after the actions named in
+its ``depends_on``), the conflicts the planner refused to guess about, the mailboxes it does not
+own, the quarantined employees, and the findings of the safety brakes.
+
+Every action has these fields:
+
+``key``
+    Unique in the plan, stable across runs for the same change: ``"<kind>:<target>"``.
+``kind``
+    One of :class:`ActionKind` (below).
+``target``
+    The mailbox's primary address *at the time the action runs* (for users) or the department
+    path (for departments).
+``employee_id``
+    The HR employee the action is for ("" for department actions and unmanaged mailboxes).
+``reason``
+    One human sentence: why the engine wants this.
+``changes``
+    Field-level diffs ``{field: (old, new)}``; values are JSON scalars or tuples of strings.
+``depends_on``
+    Keys of actions that must have succeeded first (if one failed, this one is skipped).
+``mailbox`` / ``update`` / ``new_path`` / ``alias`` / ``link`` / ``password``
+    The data the executor needs, present only for the kinds that use it.
+
+Action kinds and what the executor does for each:
+
+``create_department``
+    ``provider.create_department(target)``. Its parent exists or is created by an earlier
+    action named in ``depends_on``.
+``move_department``
+    ``provider.move_department(target, new_path)``: a rename and/or move of an HR department
+    (same HR id, new path); members and children move with it.
+``delete_department``
+    ``provider.delete_department(target)``: an empty managed department, after its children are
+    deleted and its members moved out (both named in ``depends_on``).
+``create_user``
+    ``provider.create_user(mailbox, password=<generated at apply>, change_password_at_login=
+    password.change_at_login)``. ``mailbox`` is the complete member to create (``ext_id`` is
+    the employee id). The password is NEVER in the plan: ``password`` only says how it is made
+    and the delivery channel (``password.delivery``) through which the executor hands it over.
+    Then store ``link``.
+``update_user``
+    ``provider.update_user(target, update)``; ``update`` holds only the fields that change
+    (lists replace the whole list). Then store ``link`` when present (e.g. a mailbox adopted
+    by address match gets its ``ext_id`` set and a link stored).
+``add_alias``
+    ``provider.update_user(target, update)`` with ``update.aliases`` = the current aliases plus
+    ``alias`` (the new primary address): the first half of an address change.
+``swap_primary``
+    ``provider.swap_alias(target, alias)``: ``alias`` becomes the primary address, ``target``
+    stays as an alias. Depends on the ``add_alias`` (when the alias was not already there).
+    Then store ``link`` (its email is the new address).
+``enable_user``
+    ``provider.update_user(target, update)`` with ``enabled=True`` (a rehire or a return from
+    leave); then store ``link`` (``disabled_since`` cleared).
+``disable_user``
+    ``provider.update_user(target, update)`` with ``enabled=False``; then store ``link``, whose
+    ``disabled_since`` (the plan's day) starts the grace period before deletion.
+``delete_user``
+    ``provider.delete_user(target)`` after the grace period; then remove the employee's link.
+``link``
+    No Exmail call: store ``link`` (adopting a mailbox that already matches, recording where a
+    grace period starts, or following an address that moved outside the engine).
+``unlink``
+    No Exmail call: remove the stored link of ``employee_id`` (its mailbox no longer exists and
+    the employee has left).
+
+Storing a link means: upsert the row for ``link.employee_id`` with ``email``, ``generated`` and
+``disabled_since``; ``first_seen`` is kept when the row exists, else set to the apply time.
+
+The checksum is the sha256 of the canonical JSON of everything in the plan except the checksum
+itself (actions, fingerprints, conflicts, brake findings...), so an applied plan is provably the
+reviewed one and a hand-edited file is refused.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Any, cast
+
+from syncengine.domain import Gender, Mailbox, UserUpdate
+from syncengine.errors import PlanBlockedError, PlanError
+
+SCHEMA_VERSION = 1
+
+ChangeValue = str | int | bool | None | tuple[str, ...]
+"""An old or new value in a field diff."""
+
+
+class ActionKind(enum.StrEnum):
+    """What an action does; the docstring of :mod:`syncengine.plan` details each."""
+
+    CREATE_DEPARTMENT = "create_department"
+    MOVE_DEPARTMENT = "move_department"
+    CREATE_USER = "create_user"
+    UPDATE_USER = "update_user"
+    ADD_ALIAS = "add_alias"
+    SWAP_PRIMARY = "swap_primary"
+    ENABLE_USER = "enable_user"
+    LINK = "link"
+    DISABLE_USER = "disable_user"
+    DELETE_USER = "delete_user"
+    UNLINK = "unlink"
+    DELETE_DEPARTMENT = "delete_department"
+
+
+REMOVAL_KINDS = frozenset({ActionKind.DISABLE_USER, ActionKind.DELETE_USER})
+"""Kinds that take a mailbox away from someone: what the removal brakes count."""
+
+UPDATE_KINDS = frozenset(
+    {ActionKind.UPDATE_USER, ActionKind.ADD_ALIAS, ActionKind.SWAP_PRIMARY, ActionKind.ENABLE_USER}
+)
+"""Kinds that change an existing mailbox: what the update brake counts."""
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    """The identity link the executor stores after the action succeeds (see module doc)."""
+
+    employee_id: str
+    email: str
+    generated: bool = False
+    disabled_since: date | None = None
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    """How the initial password of a new mailbox is handled. Never the password itself.
+
+    The executor generates a strong random password at apply time, sends it to Exmail, hands it
+    over through ``delivery`` (a channel named in the config) and forgets it.
+    """
+
+    delivery: str
+    change_at_login: bool = True
+    length: int = 16
+
+
+@dataclass(frozen=True)
+class Action:
+    """One change; see the module docstring for every kind's fields and meaning."""
+
+    key: str
+    kind: ActionKind
+    target: str
+    reason: str
+    employee_id: str = ""
+    changes: Mapping[str, tuple[ChangeValue, ChangeValue]] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    mailbox: Mailbox | None = None
+    update: UserUpdate | None = None
+    new_path: str | None = None
+    alias: str | None = None
+    link: LinkRecord | None = None
+    password: PasswordPolicy | None = None
+
+
+def action_key(kind: ActionKind, target: str) -> str:
+    """The stable key of an action: unique because a plan does one thing of a kind per target."""
+    return f"{kind.value}:{target}"
+
+
+class ConflictKind(enum.StrEnum):
+    """Why the planner refused to act for some people (see :class:`Conflict`)."""
+
+    MAILBOX_CLAIMED_TWICE = "mailbox_claimed_twice"  # two people match one mailbox
+    PERSON_MATCHES_TWO = "person_matches_two"  # one person matches two mailboxes
+    FOREIGN_EXT_ID = "foreign_ext_id"  # matched by address, but the mailbox has another ext_id
+    ADDRESS_TAKEN = "address_taken"  # the wanted address belongs to another mailbox or group
+    ALIAS_TAKEN = "alias_taken"  # an HR alias belongs to someone else: that alias is skipped
+
+
+BLOCKING_CONFLICTS = frozenset(
+    {
+        ConflictKind.MAILBOX_CLAIMED_TWICE,
+        ConflictKind.PERSON_MATCHES_TWO,
+        ConflictKind.FOREIGN_EXT_ID,
+        ConflictKind.ADDRESS_TAKEN,
+    }
+)
+"""Conflicts whose people get no actions at all (``alias_taken`` only drops that alias)."""
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Something the planner will not guess about; an admin must resolve it in HR or Exmail."""
+
+    kind: ConflictKind
+    message: str
+    employee_ids: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the operator granted after reviewing a blocked plan (``--allow-removals N``,
+    ``--allow-updates N``, ``--force``)."""
+
+    allow_removals: int | None = None
+    allow_updates: int | None = None
+    force: bool = False
+
+
+class ReleaseKind(enum.StrEnum):
+    ALLOW_REMOVALS = "allow_removals"
+    ALLOW_UPDATES = "allow_updates"
+    FORCE = "force"
+
+
+@dataclass(frozen=True)
+class BlockedReason:
+    """One brake that fired. ``release`` and ``needed`` say what lifts it: ``--allow-removals
+    N`` / ``--allow-updates N`` with N >= ``needed``, or ``--force`` (which lifts every brake)."""
+
+    brake: str
+    message: str
+    release: ReleaseKind
+    needed: int = 0
+
+    def released_by(self, release: Release | None) -> bool:
+        if release is None:
+            return False
+        if release.force:
+            return True
+        if self.release is ReleaseKind.ALLOW_REMOVALS:
+            return release.allow_removals is not None and release.allow_removals >= self.needed
+        if self.release is ReleaseKind.ALLOW_UPDATES:
+            return release.allow_updates is not None and release.allow_updates >= self.needed
+        return False
+
+    @property
+    def how_to_release(self) -> str:
+        if self.release is ReleaseKind.ALLOW_REMOVALS:
+            return f"review the plan, then pass --allow-removals {self.needed} (or --force)"
+        if self.release is ReleaseKind.ALLOW_UPDATES:
+            return f"review the plan, then pass --allow-updates {self.needed} (or --force)"
+        return "review the plan, then pass --force"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole decision of one planning run. Build it through :func:`make_plan` or
+    :meth:`from_json`, which validate the order and fill ``summary`` and ``checksum``."""
+
+    created_at: datetime
+    config_fingerprint: str
+    state_fingerprint: str
+    actions: tuple[Action, ...]
+    conflicts: tuple[Conflict, ...] = ()
+    unmanaged: tuple[str, ...] = ()
+    protected: tuple[str, ...] = ()
+    quarantined: tuple[str, ...] = ()
+    blocked_reasons: tuple[BlockedReason, ...] = ()
+    explanations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    summary: Mapping[str, int] = field(default_factory=dict)
+    checksum: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    # --- questions ---------------------------------------------------------------------------
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actions)
+
+    def count(self, *kinds: ActionKind) -> int:
+        return sum(1 for a in self.actions if a.kind in kinds)
+
+    @property
+    def removal_count(self) -> int:
+        return self.count(*REMOVAL_KINDS)
+
+    @property
+    def update_count(self) -> int:
+        return self.count(*UPDATE_KINDS)
+
+    def unreleased(self, release: Release | None = None) -> tuple[BlockedReason, ...]:
+        """The brakes that ``release`` does not lift."""
+        return tuple(r for r in self.blocked_reasons if not r.released_by(release))
+
+    def is_blocked(self, release: Release | None = None) -> bool:
+        return bool(self.unreleased(release))
+
+    def raise_if_unsafe(self, release: Release | None = None) -> None:
+        """Refuse a plan whose brakes the given release does not lift (octoDNS-style)."""
+        left = self.unreleased(release)
+        if left:
+            text = "; ".join(f"{r.message} — {r.how_to_release}" for r in left)
+            raise PlanBlockedError(
+                f"plan blocked by {len(left)} brake(s): {text}",
+                where=f"plan {self.checksum[:12]}",
+            )
+
+    def action(self, key: str) -> Action:
+        for a in self.actions:
+            if a.key == key:
+                return a
+        raise KeyError(key)
+
+    def for_employee(self, employee_id: str) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.employee_id == employee_id)
+
+    # --- JSON --------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        body = _body_dict(self)
+        body["checksum"] = self.checksum
+        return body
+
+    def to_json(self) -> str:
+        """The plan file: indented, key-sorted UTF-8 JSON; ``from_json`` reads it back equal."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "plan") -> Plan:
+        """Read a plan file; refuse a wrong schema version or a checksum that does not match."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(
+                f"not a plan file (invalid JSON: {exc.msg} at line {exc.lineno})",
+                where=source,
+                hint="pass the file written by 'syncengine plan --out FILE'",
+            ) from None
+        if not isinstance(data, dict):
+            raise PlanError("not a plan file (top level is not an object)", where=source)
+        return cls.from_dict(data, source=source)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "plan") -> Plan:
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise PlanError(
+                f"plan schema version {version!r} is not the supported version {SCHEMA_VERSION}",
+                where=source,
+                hint="make a new plan with this version of syncengine",
+            )
+        try:
+            plan = _plan_from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanError(
+                f"plan file is malformed ({type(exc).__name__}: {exc})",
+                where=source,
+                hint="make a new plan; plan files are not meant to be edited",
+            ) from None
+        stored = data.get("checksum")
+        if stored != plan.checksum:
+            raise PlanError(
+                f"checksum mismatch: the file says {stored!r} but its content hashes to "
+                f"{plan.checksum!r}; the plan was changed after it was made",
+                where=source,
+                hint="make a new plan and review it again",
+            )
+        return plan
+
+
+# --- building ------------------------------------------------------------------------------
+
+
+def make_plan(
+    *,
+    created_at: datetime,
+    config_fingerprint: str,
+    state_fingerprint: str,
+    actions: Sequence[Action],
+    conflicts: Iterable[Conflict] = (),
+    unmanaged: Iterable[str] = (),
+    protected: Iterable[str] = (),
+    quarantined: Iterable[str] = (),
+    blocked_reasons: Iterable[BlockedReason] = (),
+    explanations: Mapping[str, Sequence[str]] | None = None,
+) -> Plan:
+    """A validated plan with its summary counts and checksum filled in."""
+    validate_order(actions)
+    counts = Counter(a.kind.value for a in actions)
+    summary = {k.value: counts.get(k.value, 0) for k in ActionKind}
+    summary["total"] = len(actions)
+    plan = Plan(
+        created_at=created_at,
+        config_fingerprint=config_fingerprint,
+        state_fingerprint=state_fingerprint,
+        actions=tuple(actions),
+        conflicts=tuple(conflicts),
+        unmanaged=tuple(unmanaged),
+        protected=tuple(protected),
+        quarantined=tuple(quarantined),
+        blocked_reasons=tuple(blocked_reasons),
+        explanations={k: tuple(v) for k, v in sorted((explanations or {}).items())},
+        summary={},
+    )
+    summary["conflicts"] = len(plan.conflicts)
+    summary["unmanaged"] = len(plan.unmanaged)
+    summary["quarantined"] = len(plan.quarantined)
+    summary["blocked"] = len(plan.blocked_reasons)
+    plan = _replace(plan, summary=summary)
+    return _replace(plan, checksum=compute_checksum(plan))
+
+
+def validate_order(actions: Sequence[Action]) -> None:
+    """Keys are unique and every dependency comes earlier in the list."""
+    seen: set[str] = set()
+    for a in actions:
+        if a.key in seen:
+            raise PlanError(f"action key {a.key!r} appears twice in the plan")
+        missing = [d for d in a.depends_on if d not in seen]
+        if missing:
+            raise PlanError(
+                f"action {a.key!r} depends on {missing} which do not come before it in the plan"
+            )
+        seen.add(a.key)
+
+
+def compute_checksum(plan: Plan) -> str:
+    """sha256 of the canonical JSON of the plan without its checksum."""
+    blob = json.dumps(_body_dict(plan), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _replace(plan: Plan, **changes: Any) -> Plan:
+    return replace(plan, **changes)
+
+
+# --- (de)serialisation helpers ---------------------------------------------------------------
+
+
+def _value_to_json(v: ChangeValue) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _value_from_json(v: Any) -> ChangeValue:
+    if isinstance(v, list):
+        return tuple(str(x) for x in v)
+    if v is None or isinstance(v, str | int | bool):
+        return cast(ChangeValue, v)
+    raise ValueError(f"unexpected change value {v!r}")
+
+
+def mailbox_to_dict(m: Mailbox) -> dict[str, Any]:
+    return {
+        "email": m.email,
+        "name": m.name,
+        "ext_id": m.ext_id,
+        "departments": list(m.departments),
+        "aliases": list(m.aliases),
+        "position": m.position,
+        "tel": m.tel,
+        "mobile": m.mobile,
+        "gender": int(m.gender),
+        "enabled": m.enabled,
+    }
+
+
+def mailbox_from_dict(d: Mapping[str, Any]) -> Mailbox:
+    return Mailbox(
+        email=str(d["email"]),
+        name=str(d["name"]),
+        ext_id=str(d["ext_id"]),
+        departments=tuple(str(x) for x in d["departments"]),
+        aliases=tuple(str(x) for x in d["aliases"]),
+        position=str(d["position"]),
+        tel=str(d["tel"]),
+        mobile=str(d["mobile"]),
+        gender=Gender(int(d["gender"])),
+        enabled=bool(d["enabled"]),
+    )
+
+
+def update_to_dict(u: UserUpdate) -> dict[str, Any]:
+    """Only the fields that are set: an absent key means "leave as it is"."""
+    out: dict[str, Any] = {}
+    for name in u.__dataclass_fields__:
+        v = getattr(u, name)
+        if v is None:
+            continue
+        if isinstance(v, tuple):
+            out[name] = list(v)
+        elif isinstance(v, Gender):
+            out[name] = int(v)
+        else:
+            out[name] = v
+    return out
+
+
+def update_from_dict(d: Mapping[str, Any]) -> UserUpdate:
+    known = set(UserUpdate.__dataclass_fields__)
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown update fields {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, v in d.items():
+        if name in {"departments", "aliases"}:
+            kwargs[name] = tuple(str(x) for x in v)
+        elif name == "gender":
+            kwargs[name] = Gender(int(v))
+        elif name == "enabled":
+            kwargs[name] = bool(v)
+        else:
+            kwargs[name] = str(v)
+    return UserUpdate(**kwargs)
+
+
+def _link_to_dict(link: LinkRecord) -> dict[str, Any]:
+    return {
+        "employee_id": link.employee_id,
+        "email": link.email,
+        "generated": link.generated,
+        "disabled_since": link.disabled_since.isoformat() if link.disabled_since else None,
+    }
+
+
+def _link_from_dict(d: Mapping[str, Any]) -> LinkRecord:
+    ds = d["disabled_since"]
+    return LinkRecord(
+        employee_id=str(d["employee_id"]),
+        email=str(d["email"]),
+        generated=bool(d["generated"]),
+        disabled_since=date.fromisoformat(ds) if ds else None,
+    )
+
+
+def action_to_dict(a: Action) -> dict[str, Any]:
+    return {
+        "key": a.key,
+        "kind": a.kind.value,
+        "target": a.target,
+        "employee_id": a.employee_id,
+        "reason": a.reason,
+        "changes": {k: [_value_to_json(o), _value_to_json(n)] for k, (o, n) in a.changes.items()},
+        "depends_on": list(a.depends_on),
+        "mailbox": mailbox_to_dict(a.mailbox) if a.mailbox else None,
+        "update": update_to_dict(a.update) if a.update is not None else None,
+        "new_path": a.new_path,
+        "alias": a.alias,
+        "link": _link_to_dict(a.link) if a.link else None,
+        "password": (
+            {
+                "delivery": a.password.delivery,
+                "change_at_login": a.password.change_at_login,
+                "length": a.password.length,
+            }
+            if a.password
+            else None
+        ),
+    }
+
+
+def action_from_dict(d: Mapping[str, Any]) -> Action:
+    pw = d["password"]
+    return Action(
+        key=str(d["key"]),
+        kind=ActionKind(d["kind"]),
+        target=str(d["target"]),
+        employee_id=str(d["employee_id"]),
+        reason=str(d["reason"]),
+        changes={
+            str(k): (_value_from_json(v[0]), _value_from_json(v[1]))
+            for k, v in d["changes"].items()
+        },
+        depends_on=tuple(str(x) for x in d["depends_on"]),
+        mailbox=mailbox_from_dict(d["mailbox"]) if d["mailbox"] else None,
+        update=update_from_dict(d["update"]) if d["update"] is not None else None,
+        new_path=d["new_path"],
+        alias=d["alias"],
+        link=_link_from_dict(d["link"]) if d["link"] else None,
+        password=(
+            PasswordPolicy(
+                delivery=str(pw["delivery"]),
+                change_at_login=bool(pw["change_at_login"]),
+                length=int(pw["length"]),
+            )
+            if pw
+            else None
+        ),
+    )
+
+
+def _body_dict(plan: Plan) -> dict[str, Any]:
+    return {
+        "schema_version": plan.schema_version,
+        "created_at": plan.created_at.isoformat(),
+        "config_fingerprint": plan.config_fingerprint,
+        "state_fingerprint": plan.state_fingerprint,
+        "actions": [action_to_dict(a) for a in plan.actions],
+        "conflicts": [
+            {
+                "kind": c.kind.value,
+                "message": c.message,
+                "employee_ids": list(c.employee_ids),
+                "emails": list(c.emails),
+            }
+            for c in plan.conflicts
+        ],
+        "unmanaged": list(plan.unmanaged),
+        "protected": list(plan.protected),
+        "quarantined": list(plan.quarantined),
+        "blocked_reasons": [
+            {
+                "brake": r.brake,
+                "message": r.message,
+                "release": r.release.value,
+                "needed": r.needed,
+                "how_to_release": r.how_to_release,
+            }
+            for r in plan.blocked_reasons
+        ],
+        "explanations": {k: list(v) for k, v in plan.explanations.items()},
+        "summary": dict(plan.summary),
+    }
+
+
+def _plan_from_dict(d: Mapping[str, Any]) -> Plan:
+    plan = Plan(
+        schema_version=int(d["schema_version"]),
+        created_at=datetime.fromisoformat(d["created_at"]),
+        config_fingerprint=str(d["config_fingerprint"]),
+        state_fingerprint=str(d["state_fingerprint"]),
+        actions=tuple(action_from_dict(a) for a in d["actions"]),
+        conflicts=tuple(
+            Conflict(
+                kind=ConflictKind(c["kind"]),
+                message=str(c["message"]),
+                employee_ids=tuple(str(x) for x in c["employee_ids"]),
+                emails=tuple(str(x) for x in c["emails"]),
+            )
+            for c in d["conflicts"]
+        ),
+        unmanaged=tuple(str(x) for x in d["unmanaged"]),
+        protected=tuple(str(x) for x in d["protected"]),
+        quarantined=tuple(str(x) for x in d["quarantined"]),
+        blocked_reasons=tuple(
+            BlockedReason(
+                brake=str(r["brake"]),
+                message=str(r["message"]),
+                release=ReleaseKind(r["release"]),
+                needed=int(r["needed"]),
+            )
+            for r in d["blocked_reasons"]
+        ),
+        explanations={str(k): tuple(str(x) for x in v) for k, v in d["explanations"].items()},
+        summary={str(k): int(v) for k, v in d["summary"].items()},
+    )
+    validate_order(plan.actions)
+    return _replace(plan, checksum=compute_checksum(plan))
