@@ -9,13 +9,42 @@ already have taken effect" and the executor decides whether and how to retry.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from syncengine.domain import AddressKind, Mailbox, MailboxState, UserUpdate
 
 Progress = Callable[[int, int | None], None]
 """Called as ``progress(done, total)`` during long reads; ``total`` may be unknown (None)."""
+
+
+class GroupPosting(enum.IntEnum):
+    """Who may post to a mail group: Gen 2 ``allow_type`` values; Gen 1 ``status`` words."""
+
+    COMPANY = 0  # Gen 1 "inner": members of the company
+    ANYONE = 1  # Gen 1 "all"
+    MEMBERS = 2  # Gen 1 "group": the group's own members
+    ALLOW_LIST = 3  # Gen 1 "list": the accounts in ``allow_list``
+
+    @property
+    def v1_status(self) -> str:
+        return {0: "inner", 1: "all", 2: "group", 3: "list"}[int(self)]
+
+
+@dataclass(frozen=True)
+class MailGroup:
+    """A mail group (邮件群组). ``departments`` are paths; Gen 1 groups cannot hold departments
+    or other groups, only member accounts."""
+
+    address: str
+    name: str
+    members: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    departments: tuple[str, ...] = ()
+    posting: GroupPosting = GroupPosting.COMPANY
+    allow_list: tuple[str, ...] = ()
 
 
 @runtime_checkable

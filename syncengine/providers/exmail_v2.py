@@ -1,0 +1,580 @@
+"""The Exmail client for the current API (Gen 2, ``{base_url}/cgi-bin/...``).
+
+It speaks Gen 2's terms at the wire (department ids, JSON bodies, ``access_token`` in the query,
+one token per application secret) and the engine's terms to its callers (departments as paths,
+root excluded; membership in the root alone is an empty tuple). The path <-> id map is read
+from ``department/list`` and read again whenever a path or id is unknown, so a department made
+by someone else between two calls is still found.
+
+No retries here apart from the single token refresh of :class:`~.http.TokenAuth`: the error's
+class says whether the executor may retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from syncengine.domain import (
+    AddressKind,
+    Gender,
+    Mailbox,
+    MailboxState,
+    Party,
+    UserUpdate,
+    normalise_email,
+    normalise_path,
+    parent_path,
+    path_name,
+)
+from syncengine.errors import (
+    ConfigError,
+    FatalProviderError,
+    NotFoundError,
+)
+from syncengine.providers.base import GroupPosting, MailGroup, Progress
+from syncengine.providers.config import ExmailConfig, Gen2App
+from syncengine.providers.http import (
+    TokenAuth,
+    address_kind,
+    api_error,
+    decode_json,
+    parse_errcode,
+    send,
+    set_query_token,
+    str_field,
+    v2_token_rejected,
+)
+from syncengine.providers.tokens import IssuedToken, TokenCache
+
+log = logging.getLogger("syncengine.providers.exmail_v2")
+
+ROOT_ID = 1
+BATCHCHECK_LIMIT = 20
+
+_APP_BY_PREFIX: dict[str, Gen2App] = {
+    "department/": "contacts",
+    "user/": "contacts",
+    "group/": "contacts",
+    "tag/": "contacts",
+    "service/": "sso",
+    "mail/": "mail",
+    "log/": "log",
+    "useroption/": "settings",
+}
+_APP_TITLE: dict[Gen2App, str] = {
+    "contacts": "通讯录管理 (contacts)",
+    "sso": "单点登录 (single sign-on)",
+    "mail": "新邮件提醒 (new-mail notice)",
+    "log": "系统日志 (logs)",
+    "settings": "功能设置 (settings)",
+}
+
+
+def app_for(call: str) -> Gen2App:
+    """Which application's secret a call needs (a token only works for its application)."""
+    for prefix, app in _APP_BY_PREFIX.items():
+        if call.startswith(prefix):
+            return app
+    raise ValueError(f"no Exmail application serves {call}")
+
+
+@dataclass(frozen=True)
+class Gen2Department:
+    """One row of ``department/list`` with its path worked out (root: ``""``)."""
+
+    id: int
+    name: str
+    parent_id: int
+    order: int
+    path: str
+
+
+def _gender(value: Any) -> Gender:
+    code = parse_errcode(value)  # "1", 1, "" all tolerated
+    return Gender(code) if code in (0, 1, 2) else Gender.UNSET
+
+
+def _enabled(value: Any) -> bool:
+    code = parse_errcode(value)
+    return code != 0  # absent means enabled
+
+
+class ExmailV2Provider:
+    """:class:`~syncengine.providers.base.MailboxProvider` over Exmail's current API."""
+
+    api = "v2"
+
+    def __init__(
+        self,
+        config: ExmailConfig,
+        client: httpx.Client,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if config.api != "v2" or not config.corp_id:
+            raise ConfigError("exmail.api must be 'v2' with a corp_id for the Gen 2 client")
+        self._config = config
+        self._client = client
+        self._base = config.base_url.rstrip("/") + "/cgi-bin/"
+        self._clock = clock
+        self._auth: dict[Gen2App, TokenAuth] = {}
+        self._tokens: dict[Gen2App, TokenCache] = {}
+        self._auth_lock = threading.Lock()
+        self._dept_lock = threading.Lock()
+        self._by_path: dict[str, int] = {"": ROOT_ID}
+        self._by_id: dict[int, str] = {ROOT_ID: ""}
+
+    def __repr__(self) -> str:
+        return f"ExmailV2Provider(base_url={self._config.base_url!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ExmailV2Provider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def token_cache(self, app: Gen2App) -> TokenCache:
+        """The token cache of one application (created on first use)."""
+        self._auth_for(app)
+        return self._tokens[app]
+
+    def _auth_for(self, app: Gen2App) -> TokenAuth:
+        with self._auth_lock:
+            auth = self._auth.get(app)
+            if auth is None:
+                if app not in self._config.secrets:
+                    raise ConfigError(
+                        f"no secret for the {_APP_TITLE[app]} application",
+                        where=f"exmail.secrets.{app}",
+                        hint="copy it from the Exmail admin console (应用 -> secret)",
+                    )
+                cache = TokenCache(
+                    lambda: self._fetch_token(app), name=f"v2 {app}", clock=self._clock
+                )
+                auth = TokenAuth(cache, set_query_token, v2_token_rejected)
+                self._tokens[app] = cache
+                self._auth[app] = auth
+            return auth
+
+    def _fetch_token(self, app: Gen2App) -> IssuedToken:
+        call = "gettoken"
+        secret = self._config.secrets[app].get_secret_value()
+        request = self._client.build_request(
+            "GET",
+            self._base + call,
+            params={"corpid": self._config.corp_id or "", "corpsecret": secret},
+        )
+        response = send(self._client, request, call, subject=f"application {app}")
+        data = decode_json(call, response, subject=f"application {app}")
+        code = parse_errcode(data.get("errcode"))
+        if code not in (None, 0):
+            err = api_error(
+                call,
+                errcode=code,
+                errmsg=str_field(data, "errmsg"),
+                subject=f"application {app} (exmail.corp_id / exmail.secrets.{app})",
+            )
+            raise err
+        token = data.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise FatalProviderError(
+                "gettoken answered without an access_token",
+                call=call,
+                hint=f"check exmail.base_url and exmail.secrets.{app}",
+            )
+        expires = data.get("expires_in", 7200)
+        expires_in = float(expires) if isinstance(expires, int | float | str) else 7200.0
+        log.debug("fetched a token for application %s (expires in %ss)", app, expires_in)
+        return IssuedToken(token, expires_in)
+
+    def call(
+        self,
+        call: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        subject: str | None = None,
+        method: str | None = None,
+    ) -> dict[str, Any]:
+        """One API call: GET with ``params``, or POST with the JSON ``body``.
+
+        Returns the decoded answer when errcode is 0; raises the typed error otherwise.
+        """
+        auth = self._auth_for(app_for(call))
+        verb = method or ("POST" if body is not None else "GET")
+        request = self._client.build_request(
+            verb,
+            self._base + call,
+            params=dict(params) if params else None,
+            json=dict(body) if body is not None else None,
+        )
+        response = send(self._client, request, call, auth=auth, subject=subject)
+        data = decode_json(call, response, subject=subject)
+        code = parse_errcode(data.get("errcode"))
+        if code not in (None, 0):
+            raise api_error(
+                call,
+                errcode=code,
+                errmsg=str_field(data, "errmsg"),
+                http_status=response.status_code,
+                subject=subject,
+            )
+        return data
+
+    # --- departments ----------------------------------------------------------------------
+
+    def list_departments(self) -> list[Gen2Department]:
+        """The whole tree (root included, path ``""``), and the path <-> id map refreshed."""
+        data = self.call("department/list", params={"id": ROOT_ID})
+        rows: dict[int, tuple[str, int, int]] = {}
+        for item in data.get("department") or []:
+            try:
+                did = int(item["id"])
+                rows[did] = (
+                    str(item.get("name", "")),
+                    int(item.get("parentid", 0) or 0),
+                    int(item.get("order", 0) or 0),
+                )
+            except (KeyError, TypeError, ValueError):
+                raise FatalProviderError(
+                    f"department/list returned a malformed row: {item!r}",
+                    call="department/list",
+                ) from None
+        paths: dict[int, str] = {ROOT_ID: ""}
+
+        def path_of(did: int, seen: frozenset[int] = frozenset()) -> str | None:
+            if did in paths:
+                return paths[did]
+            row = rows.get(did)
+            if row is None or did in seen:
+                return None  # dangling parent or a cycle: not reachable from the root
+            parent = path_of(row[1], seen | {did})
+            if parent is None:
+                return None
+            paths[did] = f"{parent}/{row[0]}" if parent else row[0]
+            return paths[did]
+
+        result: list[Gen2Department] = []
+        for did, (name, parent, order) in rows.items():
+            path = path_of(did)
+            if path is None:
+                log.warning("department %s (%s) is not under the root; ignored", did, name)
+                continue
+            result.append(Gen2Department(did, name, parent, order, path))
+        if not any(d.id == ROOT_ID for d in result):
+            result.insert(0, Gen2Department(ROOT_ID, "", 0, 0, ""))
+        with self._dept_lock:
+            self._by_id = dict(paths)
+            self._by_path = {p: i for i, p in paths.items()}
+        return result
+
+    def department_id(self, path: str) -> int:
+        """The Gen 2 id of a department path (``""`` is the root, id 1)."""
+        path = normalise_path(path)
+        with self._dept_lock:
+            found = self._by_path.get(path)
+        if found is not None:
+            return found
+        self.list_departments()
+        with self._dept_lock:
+            found = self._by_path.get(path)
+        if found is None:
+            raise NotFoundError(
+                f"department {path!r} does not exist in Exmail",
+                call="department/list",
+                hint="create its parent departments first, or read the state again",
+            )
+        return found
+
+    def department_path(self, department_id: int) -> str:
+        """The path of a Gen 2 department id (re-reading the tree once if it is unknown)."""
+        with self._dept_lock:
+            found = self._by_id.get(department_id)
+        if found is not None:
+            return found
+        self.list_departments()
+        with self._dept_lock:
+            found = self._by_id.get(department_id)
+        if found is None:
+            raise FatalProviderError(
+                f"Exmail named department id {department_id}, which department/list lacks",
+                call="department/list",
+                hint="the directory changed during the read; read the state again",
+            )
+        return found
+
+    def search_departments(self, name: str, *, fuzzy: bool = False) -> list[Gen2Department]:
+        """``department/search``: departments by name, with Exmail's own path."""
+        data = self.call(
+            "department/search", body={"name": name, "fuzzy": 1 if fuzzy else 0}, subject=name
+        )
+        return [
+            Gen2Department(
+                int(item["id"]),
+                str(item.get("name", "")),
+                int(item.get("parentid", 0) or 0),
+                int(item.get("order", 0) or 0),
+                normalise_path(str(item.get("path", ""))),
+            )
+            for item in data.get("department") or []
+        ]
+
+    def create_department(self, path: str) -> None:
+        path = normalise_path(path)
+        parent_id = self.department_id(parent_path(path))
+        data = self.call(
+            "department/create",
+            body={"name": path_name(path), "parentid": parent_id},
+            subject=f"department {path!r}",
+        )
+        new_id = parse_errcode(data.get("id"))
+        if new_id is not None:
+            with self._dept_lock:
+                self._by_path[path] = new_id
+                self._by_id[new_id] = path
+
+    def move_department(self, old_path: str, new_path: str) -> None:
+        old_path, new_path = normalise_path(old_path), normalise_path(new_path)
+        did = self.department_id(old_path)
+        body: dict[str, Any] = {"id": did, "name": path_name(new_path)}
+        if parent_path(new_path) != parent_path(old_path):
+            body["parentid"] = self.department_id(parent_path(new_path))
+        self.call("department/update", body=body, subject=f"department {old_path!r}")
+        with self._dept_lock:  # the subtree moved with it
+            for p, i in list(self._by_path.items()):
+                if p == old_path or p.startswith(old_path + "/"):
+                    moved = new_path + p[len(old_path) :]
+                    del self._by_path[p]
+                    self._by_path[moved] = i
+                    self._by_id[i] = moved
+
+    def delete_department(self, path: str) -> None:
+        path = normalise_path(path)
+        did = self.department_id(path)
+        self.call("department/delete", params={"id": did}, subject=f"department {path!r}")
+        with self._dept_lock:
+            self._by_path.pop(path, None)
+            self._by_id.pop(did, None)
+
+    def _department_ids(self, paths: Sequence[str]) -> list[int]:
+        ids = [self.department_id(p) for p in paths if normalise_path(p)]
+        return ids or [ROOT_ID]  # Gen 2 needs a department; root membership is [1]
+
+    # --- users ----------------------------------------------------------------------------
+
+    def _mailbox(self, item: Mapping[str, Any]) -> Mailbox:
+        departments: list[str] = []
+        for raw in item.get("department") or []:
+            did = parse_errcode(raw)
+            if did is None or did == ROOT_ID:
+                continue
+            path = self.department_path(did)
+            if path and path not in departments:
+                departments.append(path)
+        return Mailbox(
+            email=normalise_email(str_field(item, "userid")),
+            name=str_field(item, "name"),
+            ext_id=str_field(item, "extid"),
+            departments=tuple(departments),
+            aliases=tuple(normalise_email(str(a)) for a in item.get("slaves") or [] if a),
+            position=str_field(item, "position"),
+            tel=str_field(item, "tel"),
+            mobile=str_field(item, "mobile"),
+            gender=_gender(item.get("gender")),
+            enabled=_enabled(item.get("enable")),
+        )
+
+    def read_state(self, *, progress: Progress | None = None) -> MailboxState:
+        """Two calls: ``department/list`` and ``user/list`` of the root with ``fetch_child``."""
+        departments = self.list_departments()
+        if progress:
+            progress(0, None)
+        users = self.list_users("", recursive=True)
+        if progress:
+            progress(len(users), len(users))
+        parties = tuple(Party(d.path, d.id) for d in departments if d.id != ROOT_ID)
+        return MailboxState(mailboxes=tuple(users), parties=parties, groups=())
+
+    def list_users(self, path: str = "", *, recursive: bool = True) -> list[Mailbox]:
+        """``user/list``: full member records of a department (and below, if recursive)."""
+        did = self.department_id(path)
+        data = self.call(
+            "user/list",
+            params={"department_id": did, "fetch_child": 1 if recursive else 0},
+            subject=f"department {path!r}",
+        )
+        return [self._mailbox(u) for u in data.get("userlist") or []]
+
+    def simple_list(self, path: str = "", *, recursive: bool = True) -> list[tuple[str, str]]:
+        """``user/simplelist``: (address, name) of the members of a department."""
+        did = self.department_id(path)
+        data = self.call(
+            "user/simplelist",
+            params={"department_id": did, "fetch_child": 1 if recursive else 0},
+            subject=f"department {path!r}",
+        )
+        return [
+            (normalise_email(str_field(u, "userid")), str_field(u, "name"))
+            for u in data.get("userlist") or []
+        ]
+
+    def get_user(self, email: str) -> Mailbox | None:
+        try:
+            data = self.call("user/get", params={"userid": email}, subject=email)
+        except NotFoundError:
+            return None
+        return self._mailbox(data)
+
+    def create_user(
+        self, mailbox: Mailbox, *, password: str, change_password_at_login: bool = True
+    ) -> None:
+        body: dict[str, Any] = {
+            "userid": mailbox.email,
+            "name": mailbox.name,
+            "department": self._department_ids(mailbox.departments),
+            "password": password,
+            "cpwd_login": 1 if change_password_at_login else 0,
+        }
+        for key, value in (
+            ("position", mailbox.position),
+            ("mobile", mailbox.mobile),
+            ("tel", mailbox.tel),
+            ("extid", mailbox.ext_id),
+        ):
+            if value:
+                body[key] = value
+        if mailbox.gender != Gender.UNSET:
+            body["gender"] = str(int(mailbox.gender))
+        if mailbox.aliases:
+            body["slaves"] = list(mailbox.aliases)
+        self.call("user/create", body=body, subject=mailbox.email)
+        if not mailbox.enabled:  # user/create has no enable field
+            self.call(
+                "user/update", body={"userid": mailbox.email, "enable": 0}, subject=mailbox.email
+            )
+
+    def update_user(self, email: str, update: UserUpdate) -> None:
+        if update.is_empty():
+            return
+        body: dict[str, Any] = {"userid": email}
+        if update.name is not None:
+            body["name"] = update.name
+        if update.gender is not None:
+            body["gender"] = str(int(update.gender))
+        for key, value in (
+            ("position", update.position),
+            ("tel", update.tel),
+            ("mobile", update.mobile),
+            ("extid", update.ext_id),
+        ):
+            if value is not None:
+                body[key] = value
+        if update.departments is not None:
+            body["department"] = self._department_ids(update.departments)
+        if update.aliases is not None:
+            body["slaves"] = list(update.aliases)
+        if update.enabled is not None:
+            body["enable"] = 1 if update.enabled else 0
+        self.call("user/update", body=body, subject=email)
+
+    def delete_user(self, email: str) -> None:
+        self.call("user/delete", params={"userid": email}, subject=email)
+
+    def swap_alias(self, email: str, alias: str) -> None:
+        self.call(
+            "user/swapalias",
+            body={"alias": email, "slavealias": alias},
+            subject=f"{email} <-> {alias}",
+        )
+
+    def check_addresses(self, addresses: Sequence[str]) -> dict[str, AddressKind]:
+        """``user/batchcheck`` in batches of 20; keys are the lower-cased addresses."""
+        wanted = list(dict.fromkeys(normalise_email(a) for a in addresses))
+        result: dict[str, AddressKind] = {}
+        for start in range(0, len(wanted), BATCHCHECK_LIMIT):
+            chunk = wanted[start : start + BATCHCHECK_LIMIT]
+            data = self.call("user/batchcheck", body={"userlist": chunk})
+            for item in data.get("list") or []:
+                kind = parse_errcode(item.get("type"))
+                addr = normalise_email(str_field(item, "user"))
+                result[addr] = address_kind(kind)
+        return result
+
+    # --- groups ---------------------------------------------------------------------------
+
+    def _group_body(self, group: MailGroup) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "groupid": group.address,
+            "groupname": group.name,
+            "allow_type": int(group.posting),
+        }
+        if group.members:
+            body["userlist"] = list(group.members)
+        if group.groups:
+            body["grouplist"] = list(group.groups)
+        if group.departments:
+            body["department"] = [self.department_id(p) for p in group.departments]
+        if group.posting == GroupPosting.ALLOW_LIST:
+            body["allow_userlist"] = list(group.allow_list)
+        return body
+
+    def create_group(self, group: MailGroup) -> None:
+        self.call("group/create", body=self._group_body(group), subject=group.address)
+
+    def update_group(self, group: MailGroup) -> None:
+        """Replace the group's name, members and posting rights with ``group``'s."""
+        self.call("group/update", body=self._group_body(group), subject=group.address)
+
+    def delete_group(self, address: str) -> None:
+        self.call("group/delete", params={"groupid": address}, subject=address)
+
+    def get_group(self, address: str) -> MailGroup | None:
+        try:
+            data = self.call("group/get", params={"groupid": address}, subject=address)
+        except NotFoundError:
+            return None
+        posting = parse_errcode(data.get("allow_type"))
+        departments = tuple(
+            self.department_path(d)
+            for d in (parse_errcode(x) for x in data.get("department") or [])
+            if d is not None
+        )
+        return MailGroup(
+            address=normalise_email(str_field(data, "groupid") or address),
+            name=str_field(data, "groupname"),
+            members=tuple(normalise_email(str(u)) for u in data.get("userlist") or []),
+            groups=tuple(normalise_email(str(g)) for g in data.get("grouplist") or []),
+            departments=departments,
+            posting=GroupPosting(posting) if posting in (0, 1, 2, 3) else GroupPosting.COMPANY,
+            allow_list=tuple(normalise_email(str(u)) for u in data.get("allow_userlist") or []),
+        )
+
+    # --- single sign-on and mail ----------------------------------------------------------
+
+    def login_url(self, email: str) -> str:
+        """``service/get_login_url``: single-use, valid 300 s (needs ``secrets.sso``)."""
+        data = self.call("service/get_login_url", params={"userid": email}, subject=email)
+        url = data.get("login_url")
+        if not isinstance(url, str) or not url:
+            raise FatalProviderError("answered without a login_url", call="service/get_login_url")
+        return url
+
+    def new_mail_count(self, email: str) -> int:
+        """``mail/newcount`` (needs ``secrets.mail``)."""
+        data = self.call("mail/newcount", params={"userid": email}, subject=email)
+        count = parse_errcode(data.get("count"))
+        if count is None:
+            raise FatalProviderError(f"answered without a count for {email}", call="mail/newcount")
+        return count
