@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from syncengine import __version__, service  # noqa: F401  (the commands below use it)
+from syncengine import __version__, service
 from syncengine.config import Config, load_config
 from syncengine.errors import SyncEngineError
 
@@ -90,3 +90,74 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
 # --- commands -----------------------------------------------------------------------------
 # Each command parses its options, calls one function of syncengine.service, renders the
 # result (text, or JSON with --json) and exits with a documented code.
+
+
+@main.command("sso-url")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@pass_state
+@handle_errors
+def sso_url_command(state: State, email: str, as_json: bool) -> None:
+    """Print a fresh single sign-on URL for the mailbox EMAIL (single use)."""
+    url = service.sso_url(state.config, email)
+    if as_json:
+        echo_json({"email": email, "login_url": url})
+    else:
+        click.echo(url)
+
+
+@main.group("mail")
+def mail_group() -> None:
+    """Unread-mail counts and new-mail events."""
+
+
+@mail_group.command("count")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@pass_state
+@handle_errors
+def mail_count_command(state: State, email: str, as_json: bool) -> None:
+    """Print the unread-mail count of the mailbox EMAIL."""
+    count = service.mail_count(state.config, email)
+    if as_json:
+        echo_json({"email": email, "new_count": count})
+    else:
+        click.echo(str(count))
+
+
+@mail_group.command("watch")
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    help="Mailbox to watch (repeatable). Gen 2 needs at least one; Gen 1 filters on them.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=None,
+    help="Gen 2: seconds between polls of mail/newcount (default: exmail.poll_interval).",
+)
+@click.option("--max-events", type=click.IntRange(min=1), default=None, help="Stop after N.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0), default=None, help="Stop after S seconds."
+)
+@pass_state
+@handle_errors
+def mail_watch_command(
+    state: State,
+    users: tuple[str, ...],
+    interval: float | None,
+    max_events: int | None,
+    timeout: float | None,
+) -> None:
+    """Print new-mail events as they arrive, one JSON object per line.
+
+    Gen 1 long-polls the listen API; Gen 2 polls the unread counts of the given mailboxes.
+    """
+    import dataclasses
+
+    for event in service.watch_mail(
+        state.config, users=users, interval=interval, max_events=max_events, timeout=timeout
+    ):
+        click.echo(json.dumps(dataclasses.asdict(event), ensure_ascii=False, sort_keys=True))

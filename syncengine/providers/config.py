@@ -29,6 +29,8 @@ class ExmailConfig(BaseModel):
     domains: list[str] = Field(default_factory=list)
     timeout: float = Field(default=15.0, gt=0)
     read_concurrency: int = Field(default=8, ge=1, le=64)
+    # Gen 2 has no push: ``mail watch`` polls mail/newcount of the given mailboxes this often.
+    poll_interval: float = Field(default=30.0, gt=0)
 
     # Gen 2: one corp id, one secret per application.
     corp_id: str | None = None
