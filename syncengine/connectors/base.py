@@ -22,11 +22,21 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import ValidationError
+
+from syncengine.connectors.config import options_error
 from syncengine.errors import ConfigError
 
 ENTRY_POINT_GROUP = "syncengine.connectors"
 
 RawRecord = dict[str, Any]
+
+# Reserved keys a connector may add to a record. ROW_KEY: the record's number as a human counts
+# it in the source (a file's header is row 1; JSON/SQL/LDAP records count from 1), so problems
+# name the row. ERROR_KEY: why the connector could not read this one record properly (a line
+# that is not JSON, more cells than the header has columns); mapping quarantines the row.
+ROW_KEY = "__row__"
+ERROR_KEY = "__error__"
 
 
 @runtime_checkable
@@ -69,4 +79,8 @@ def make_connector(options: Mapping[str, Any], base_dir: Path, *, key: str = "so
             f"(installed: {', '.join(sorted(factories)) or 'none'})"
         )
     rest = {k: v for k, v in options.items() if k != "type"}
-    return factory(rest, base_dir)
+    try:
+        return factory(rest, base_dir)
+    except ValidationError as exc:
+        # Connectors validate their options with their own pydantic model; name the keys.
+        raise options_error(exc, key) from None
