@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from syncengine.connectors.config import DepartmentsConfig, MappingConfig, SourceConfig
 from syncengine.errors import ConfigError
 from syncengine.providers.config import ExmailConfig
 
@@ -41,6 +42,9 @@ class Config(BaseModel):
 
     exmail: ExmailConfig
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    source: SourceConfig | None = None
+    mapping: MappingConfig = Field(default_factory=MappingConfig)
+    departments: DepartmentsConfig | None = None
 
     _path: Path | None = PrivateAttr(default=None)
 
