@@ -1,0 +1,91 @@
+"""Person and Department to and from plain JSON dicts, and their content hashes.
+
+The snapshot stores each record whole (``data``) beside a hash of its canonical JSON, so
+"did this person change since the last snapshot?" is a comparison of two strings in SQL, not a
+field-by-field walk in Python. The canonical form is stable: keys sorted, lists as given (the
+order of aliases and departments is data), dates ISO, enums by value. Reading is tolerant of
+missing keys so that rows written before a field existed still load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from typing import Any
+
+from syncengine.domain import Department, Gender, Person, Status, path_name
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def content_hash(data: Any) -> str:
+    """sha256 of the canonical JSON of ``data``."""
+    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
+
+
+def _iso(value: date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _date(value: Any) -> date | None:
+    if value in (None, ""):
+        return None
+    return date.fromisoformat(str(value))
+
+
+def person_to_dict(person: Person) -> dict[str, Any]:
+    return {
+        "employee_id": person.employee_id,
+        "name": person.name,
+        "email": person.email,
+        "aliases": list(person.aliases),
+        "departments": list(person.departments),
+        "position": person.position,
+        "mobile": person.mobile,
+        "tel": person.tel,
+        "gender": int(person.gender),
+        "status": person.status.value,
+        "start_date": _iso(person.start_date),
+        "end_date": _iso(person.end_date),
+    }
+
+
+def person_from_dict(data: dict[str, Any]) -> Person:
+    return Person(
+        employee_id=str(data["employee_id"]),
+        name=str(data.get("name", "")),
+        email=data.get("email"),
+        aliases=tuple(data.get("aliases") or ()),
+        departments=tuple(data.get("departments") or ()),
+        position=str(data.get("position") or ""),
+        mobile=str(data.get("mobile") or ""),
+        tel=str(data.get("tel") or ""),
+        gender=Gender(int(data.get("gender") or 0)),
+        status=Status(data.get("status") or Status.ACTIVE.value),
+        start_date=_date(data.get("start_date")),
+        end_date=_date(data.get("end_date")),
+    )
+
+
+def person_hash(person: Person) -> str:
+    return content_hash(person_to_dict(person))
+
+
+def department_to_dict(department: Department, parent_hr_id: str | None = None) -> dict[str, Any]:
+    return {
+        "path": department.path,
+        "name": path_name(department.path),
+        "hr_id": department.hr_id,
+        "parent_hr_id": parent_hr_id,
+    }
+
+
+def department_from_dict(data: dict[str, Any]) -> Department:
+    return Department(path=str(data["path"]), hr_id=data.get("hr_id"))
+
+
+def department_hash(department: Department, parent_hr_id: str | None = None) -> str:
+    return content_hash(department_to_dict(department, parent_hr_id))

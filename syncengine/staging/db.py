@@ -1,0 +1,334 @@
+"""Engines, sessions and schema migrations for the staging database.
+
+One place decides how a URL becomes a working engine on each backend:
+- SQLite: foreign keys ON, WAL journal, a busy timeout, and every transaction opened with
+  ``BEGIN IMMEDIATE``. The last point matters: with Python's default deferred transactions a
+  read followed by a write in one transaction can fail at once with "database is locked" when
+  another process wrote in between (the busy timeout does not apply to that case); taking the
+  write lock at BEGIN makes concurrent writers (a nightly run, the hook worker) simply wait.
+- PostgreSQL through psycopg 3: ``postgresql://`` and ``postgres://`` are rewritten to
+  ``postgresql+psycopg://``.
+
+Migrations are Alembic's, run from the repository's ``migrations/`` folder. Every command that
+opens the database calls :func:`check_schema` first: a database behind the code is refused
+with the command that fixes it; a brand-new empty SQLite database is created and upgraded on
+the spot, so the demo and a new config's first run need no extra step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+import syncengine
+from syncengine.errors import DatabaseBehindError, StagingError
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+UPGRADE_COMMAND = "syncengine db upgrade"
+VERSION_TABLE = "alembic_version"
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Parse a database URL and pick psycopg 3 for PostgreSQL."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StagingError(
+            "not a valid database URL",
+            where="database.url",
+            hint="use sqlite:///path/to/file.db or postgresql://user@host/dbname",
+        ) from None
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def display_url(url: str | URL) -> str:
+    """The URL with any password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid database URL>"
+
+
+def _sqlite_path(url: URL) -> Path | None:
+    """The file of a file-backed SQLite URL, None for memory databases and other backends."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in {"", ":memory:"} or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _install_sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy (see the module docstring).
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys = ON")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """An engine for the staging database with the backend settings above."""
+    parsed = normalise_url(url)
+    path = _sqlite_path(parsed)
+    if path is not None and not path.parent.is_dir():
+        raise StagingError(
+            f"the folder for the SQLite database does not exist: {path.parent}",
+            where="database.url",
+            hint="create the folder or point database.url elsewhere",
+        )
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except NoSuchModuleError:
+        raise StagingError(
+            f"no SQLAlchemy driver for {parsed.drivername!r}",
+            where="database.url",
+            hint="use sqlite:///FILE or postgresql://... (psycopg 3 is installed with syncengine)",
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise StagingError(
+            f"the database driver {exc.name!r} is not installed",
+            where="database.url",
+            hint="use postgresql:// (psycopg 3) or sqlite:///",
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        _install_sqlite_pragmas(engine)
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (plain read-outs)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+# --- migrations -----------------------------------------------------------------------------
+
+
+def migrations_dir() -> Path:
+    """The repository's ``migrations/`` folder (present in the editable install)."""
+    folder = Path(syncengine.__file__).resolve().parent.parent / "migrations"
+    if not (folder / "env.py").is_file():
+        raise StagingError(
+            f"the Alembic migrations folder is missing: {folder}",
+            hint="install syncengine from its source checkout (pip install -e .), "
+            "which keeps migrations/ beside the package",
+        )
+    return folder
+
+
+def alembic_config(url: str | URL) -> AlembicConfig:
+    """An Alembic config built in code: our migrations folder and the given database."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    # ConfigParser interpolation: a literal % in a URL (escaped passwords) must be doubled.
+    rendered = normalise_url(url).render_as_string(hide_password=False)
+    cfg.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    if head is None:
+        raise StagingError("the migrations folder has no revisions", where=str(migrations_dir()))
+    return head
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database stands against the code's migrations."""
+
+    url: str  # password masked
+    current: str | None
+    head: str
+    known: bool  # the current revision is one of ours (False: a newer syncengine wrote it)
+    empty: bool  # no tables at all
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+def _connect_error(url: str | URL, exc: Exception) -> StagingError:
+    detail = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return StagingError(
+        f"cannot open the staging database: {detail[0] if detail else type(exc).__name__}",
+        where=display_url(url),
+        hint="check database.url in the config and that the server is running",
+    )
+
+
+def schema_status(engine: Engine) -> SchemaStatus:
+    """Read the database's Alembic revision and compare it with the code's head."""
+    head = head_revision()
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            tables = inspect(conn).get_table_names()
+    except (OperationalError, DBAPIError) as exc:
+        raise _connect_error(engine.url, exc) from None
+    try:
+        known = current is None or script.get_revision(current) is not None
+    except CommandError:
+        known = False
+    return SchemaStatus(
+        url=display_url(engine.url),
+        current=current,
+        head=head,
+        known=known,
+        empty=not tables,
+    )
+
+
+def current(url: str | URL) -> tuple[str | None, str]:
+    """``(the database's revision or None, the code's head revision)``."""
+    engine = make_engine(url)
+    try:
+        status = schema_status(engine)
+    finally:
+        engine.dispose()
+    return status.current, status.head
+
+
+def upgrade(url: str | URL, revision: str = "head") -> tuple[str | None, str | None]:
+    """Migrate the database to ``revision``; returns (revision before, revision after)."""
+    engine = make_engine(url)
+    try:
+        before = schema_status(engine)
+        if not before.known:
+            raise _newer_error(before)
+        try:
+            _migrate(engine, lambda cfg: command.upgrade(cfg, revision))
+        except (OperationalError, DBAPIError) as exc:
+            raise StagingError(
+                f"migration failed: {str(getattr(exc, 'orig', exc)).strip()}",
+                where=display_url(url),
+                hint="the database was left at its previous revision; fix the cause and rerun "
+                f"'{UPGRADE_COMMAND}'",
+            ) from None
+        after = schema_status(engine)
+    finally:
+        engine.dispose()
+    return before.current, after.current
+
+
+def downgrade(url: str | URL, revision: str) -> None:
+    """Migrate down to ``revision`` (``base`` drops everything); for tests and rollbacks."""
+    engine = make_engine(url)
+    try:
+        _migrate(engine, lambda cfg: command.downgrade(cfg, revision))
+    finally:
+        engine.dispose()
+
+
+def stamp(url: str | URL, revision: str) -> None:
+    """Record ``revision`` as the database's without running anything (for tests and repairs)."""
+    engine = make_engine(url)
+    try:
+        _migrate(engine, lambda cfg: command.stamp(cfg, revision))
+    finally:
+        engine.dispose()
+
+
+def _migrate(engine: Engine, action: Callable[[AlembicConfig], None]) -> None:
+    """Run one Alembic command on ``engine`` in a single transaction.
+
+    On SQLite, foreign keys are switched off for the duration (the PRAGMA only works outside a
+    transaction): batch migrations rebuild a table by copy-drop-rename, and dropping a parent
+    table with enforcement on would first delete, or cascade-delete, the rows that refer to it.
+    Integrity is checked with ``PRAGMA foreign_key_check`` before committing instead.
+    """
+    cfg = alembic_config(engine.url)
+    is_sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        raw: Any = conn.connection.dbapi_connection
+        if is_sqlite:
+            raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                action(cfg)
+                if is_sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise StagingError(
+                            f"the migration left {len(broken)} broken foreign keys "
+                            f"(first: {tuple(broken[0])}); nothing was changed",
+                            where=display_url(engine.url),
+                        )
+        finally:
+            if is_sqlite:
+                raw.execute("PRAGMA foreign_keys = ON")
+
+
+def _newer_error(status: SchemaStatus) -> StagingError:
+    return StagingError(
+        f"the database is at revision {status.current}, which this version of syncengine "
+        f"does not know (its newest is {status.head})",
+        where=status.url,
+        hint="a newer syncengine migrated this database: upgrade syncengine itself",
+    )
+
+
+def check_schema(engine: Engine, *, create_sqlite: bool = True) -> SchemaStatus:
+    """Refuse a database the code cannot work with; create a brand-new SQLite one.
+
+    Called by every command that opens the database. A completely empty SQLite database (a new
+    file) is migrated to head on the spot, with a log line, so the demo and a new config's first
+    run work without ``db upgrade``. Anything else not at head is an error naming the fix.
+    """
+    status = schema_status(engine)
+    if status.up_to_date:
+        return status
+    if not status.known:
+        raise _newer_error(status)
+    if status.current is None and status.empty:
+        if create_sqlite and engine.url.get_backend_name() == "sqlite":
+            log.info("new staging database at %s: creating the schema (%s)", status.url, status.head)
+            _migrate(engine, lambda cfg: command.upgrade(cfg, "head"))
+            return schema_status(engine)
+        raise DatabaseBehindError(
+            "the staging database is empty (no syncengine schema yet)",
+            where=status.url,
+            hint=f"run '{UPGRADE_COMMAND}' to create it",
+        )
+    if status.current is None:
+        raise StagingError(
+            "the database has tables but no syncengine schema revision",
+            where=status.url,
+            hint="point database.url at a database of its own, or at an empty one and run "
+            f"'{UPGRADE_COMMAND}'",
+        )
+    raise DatabaseBehindError(
+        f"the staging database is at revision {status.current}, the code needs {status.head}",
+        where=status.url,
+        hint=f"run '{UPGRADE_COMMAND}' (back the database up first)",
+    )
