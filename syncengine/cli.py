@@ -161,3 +161,49 @@ def mail_watch_command(
         state.config, users=users, interval=interval, max_events=max_events, timeout=timeout
     ):
         click.echo(json.dumps(dataclasses.asdict(event), ensure_ascii=False, sort_keys=True))
+
+
+@main.group()
+def db() -> None:
+    """The staging database: create, migrate and inspect its schema."""
+
+
+@db.command("upgrade")
+@pass_state
+@handle_errors
+def db_upgrade_command(state: State) -> None:
+    """Create or migrate the staging database to this version's schema."""
+    before, after = service.db_upgrade(state.config)
+    if before == after:
+        click.echo(f"database already at {after} (up to date)")
+    else:
+        click.echo(f"database upgraded from {before or 'empty'} to {after}")
+
+
+@db.command("current")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+@handle_errors
+def db_current_command(state: State, as_json: bool) -> None:
+    """Show the database's schema revision and the one this version needs."""
+    status = service.db_current(state.config)
+    if as_json:
+        echo_json(
+            {
+                "url": status.url,
+                "current": status.current,
+                "head": status.head,
+                "up_to_date": status.up_to_date,
+                "known": status.known,
+            }
+        )
+        return
+    click.echo(f"database: {status.url}")
+    click.echo(f"current:  {status.current or '(empty: no schema yet)'}")
+    click.echo(f"head:     {status.head}")
+    if status.up_to_date:
+        click.echo("up to date")
+    elif not status.known:
+        click.echo("the database is newer than this syncengine: upgrade syncengine")
+    else:
+        click.echo("behind: run 'syncengine db upgrade'")

@@ -18,6 +18,8 @@ from syncengine.providers.base import MailboxProvider
 from syncengine.providers.exmail_v1 import ExmailV1Provider
 from syncengine.providers.exmail_v2 import ExmailV2Provider
 from syncengine.providers.http import new_http_client
+from syncengine.staging import db as staging_db
+from syncengine.staging.repository import Repository
 
 # --- Exmail provider, SSO and mail (issue 2) ---------------------------------------------
 
@@ -148,3 +150,35 @@ def _watch_poll(
                 return
             pause = min(pause, deadline - now)
         sleep(pause)
+
+
+# --- staging database (issue 3) -----------------------------------------------------------
+
+
+def open_staging(config: Config) -> Repository:
+    """The staging repository of this config, its schema checked (the caller closes it).
+
+    A database behind the code raises DatabaseBehindError naming ``syncengine db upgrade``; a
+    brand-new empty SQLite file is created and migrated on the spot (logged).
+    """
+    engine = staging_db.make_engine(config.database_url)
+    try:
+        staging_db.check_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return Repository(engine)
+
+
+def db_current(config: Config) -> staging_db.SchemaStatus:
+    """Where the configured database stands: its revision and the code's head."""
+    engine = staging_db.make_engine(config.database_url)
+    try:
+        return staging_db.schema_status(engine)
+    finally:
+        engine.dispose()
+
+
+def db_upgrade(config: Config) -> tuple[str | None, str | None]:
+    """Migrate the configured database to the code's head: (revision before, after)."""
+    return staging_db.upgrade(config.database_url)
