@@ -1,0 +1,92 @@
+"""The emulator's knobs: faults, limits, timings, control API, state file.
+
+:class:`EmulatorOptions` is what ``create_app`` takes; :class:`Faults` is the part the control
+API may change while the emulator runs (``POST /_emulator/faults``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+GEN1_TOKEN_LIFETIME = 86400.0
+GEN2_TOKEN_LIFETIME = 7200.0
+
+
+@dataclass(frozen=True)
+class EmulatorOptions:
+    """How the emulator behaves. All faults are off by default.
+
+    ``drop_when`` says whether a dropped connection happens before the call takes effect or
+    after (the default, the nasty case: a write happened but the client never hears of it).
+    ``rate_limit_per_token`` is calls per second per token (0 = unlimited); over it Gen 2
+    answers 45009 and Gen 1 1002. ``token_lifetime`` None means the real value (Gen 2 7200 s,
+    Gen 1 86400 s). ``rng_seed`` makes fault injection repeatable. ``invalid_token_code`` is
+    what Gen 2 answers for an unknown or expired token (40014; 42001 or 40001 to test a
+    client's tolerance).
+    """
+
+    latency_ms: float = 0.0
+    fail_rate: float = 0.0
+    drop_rate: float = 0.0
+    drop_when: Literal["before", "after"] = "after"
+    rate_limit_per_token: float = 0.0
+    token_lifetime: float | None = None
+    listen_hold: float = 25.0
+    control: bool = False
+    state_file: str | os.PathLike[str] | None = None
+    rng_seed: int | None = None
+    invalid_token_code: int = 40014
+
+    def __post_init__(self) -> None:
+        for name in ("fail_rate", "drop_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1 (got {value})")
+        for name in ("latency_ms", "rate_limit_per_token", "listen_hold"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.token_lifetime is not None and self.token_lifetime <= 0:
+            raise ValueError("token_lifetime must be positive")
+        if self.drop_when not in ("before", "after"):
+            raise ValueError("drop_when must be 'before' or 'after'")
+        if self.invalid_token_code not in (40014, 42001, 40001):
+            raise ValueError("invalid_token_code must be 40014, 42001 or 40001")
+
+
+@dataclass
+class Faults:
+    """The run-time adjustable subset of the options (mutable, guarded by the runtime lock)."""
+
+    latency_ms: float = 0.0
+    fail_rate: float = 0.0
+    drop_rate: float = 0.0
+    drop_when: str = "after"
+    rate_limit_per_token: float = 0.0
+    token_lifetime: float | None = None
+    listen_hold: float = 25.0
+
+    @classmethod
+    def from_options(cls, options: EmulatorOptions) -> Faults:
+        return cls(**{f.name: getattr(options, f.name) for f in fields(cls)})
+
+    def updated(self, changes: dict[str, Any]) -> Faults:
+        """A copy with ``changes`` applied, validated like EmulatorOptions."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(f"unknown fault settings {unknown} (known: {sorted(names)})")
+        merged = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in changes.items():
+            if key == "drop_when":
+                merged[key] = str(value)
+            elif key == "token_lifetime":
+                merged[key] = None if value is None else float(value)
+            else:
+                merged[key] = float(value if value is not None else 0)
+        EmulatorOptions(**merged)  # validation only
+        return Faults(**merged)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
