@@ -10,7 +10,8 @@ own, the quarantined employees, and the findings of the safety brakes.
 Every action has these fields:
 
 ``key``
-    Unique in the plan, stable across runs for the same change: ``"<kind>:<target>"``.
+    Unique in the plan, stable across runs for the same change: ``"<kind>:<target>"``
+    (``"link:<employee_id>"`` / ``"unlink:<employee_id>"`` for the two link-only kinds).
 ``kind``
     One of :class:`ActionKind` (below).
 ``target``
@@ -179,6 +180,7 @@ class ConflictKind(enum.StrEnum):
     FOREIGN_EXT_ID = "foreign_ext_id"  # matched by address, but the mailbox has another ext_id
     ADDRESS_TAKEN = "address_taken"  # the wanted address belongs to another mailbox or group
     ALIAS_TAKEN = "alias_taken"  # an HR alias belongs to someone else: that alias is skipped
+    TOO_MANY_ALIASES = "too_many_aliases"  # over Exmail's 5: the extra aliases are skipped
 
 
 BLOCKING_CONFLICTS = frozenset(
@@ -189,7 +191,7 @@ BLOCKING_CONFLICTS = frozenset(
         ConflictKind.ADDRESS_TAKEN,
     }
 )
-"""Conflicts whose people get no actions at all (``alias_taken`` only drops that alias)."""
+"""Conflicts whose people get no actions at all (the alias ones only drop those aliases)."""
 
 
 @dataclass(frozen=True)
