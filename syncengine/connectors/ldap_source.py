@@ -104,9 +104,10 @@ class LdapOptions(BaseModel):
     binary_attributes: list[str] = Field(default_factory=list)
     page_size: int = Field(default=500, ge=1, le=100_000)
     max_pages: int = Field(default=10_000, ge=1, le=1_000_000)
-    dn_field: str | None = "dn"
-    ou_path_field: str | None = "ou_path"
-    disabled_field: str | None = "disabled"
+    # Names of the computed keys; "" leaves that key out.
+    dn_field: str = "dn"
+    ou_path_field: str = "ou_path"
+    disabled_field: str = "disabled"
     start_tls: bool = False
     verify_tls: bool = True
     ca_file: str | None = None
