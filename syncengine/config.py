@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from syncengine.connectors.config import DepartmentsConfig, MappingConfig, SourceConfig
 from syncengine.errors import ConfigError
+from syncengine.policy_config import AddressesConfig, LifecycleConfig, PolicyConfig
 from syncengine.providers.config import ExmailConfig
 
 DEFAULT_CONFIG_NAME = "syncengine.toml"
@@ -45,6 +46,9 @@ class Config(BaseModel):
     source: SourceConfig | None = None
     mapping: MappingConfig = Field(default_factory=MappingConfig)
     departments: DepartmentsConfig | None = None
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    addresses: AddressesConfig = Field(default_factory=AddressesConfig)
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 
