@@ -389,6 +389,7 @@ def test_v1_secret_absent_from_logs(caplog: pytest.LogCaptureFixture) -> None:
         assert p.get_user("a@corp.test") is None
         with pytest.raises(NotFoundError) as info:
             p.delete_user("a@corp.test")
-        rendered = [str(info.value), repr(p), caplog.text, json.dumps(vars(info.value), default=str)]
+        state = json.dumps(vars(info.value), default=str)
+        rendered = [str(info.value), repr(p), caplog.text, state]
     for text in rendered:
         assert TOKEN not in text and V1_SECRET not in text
