@@ -27,6 +27,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
@@ -169,7 +170,8 @@ class SchemaStatus:
     current: str | None
     head: str
     known: bool  # the current revision is one of ours (False: a newer syncengine wrote it)
-    empty: bool  # no tables at all
+    empty: bool  # no tables at all (a brand-new database)
+    bare: bool  # no tables but Alembic's version table (migrated down to base)
 
     @property
     def up_to_date(self) -> bool:
@@ -197,7 +199,7 @@ def schema_status(engine: Engine) -> SchemaStatus:
         raise _connect_error(engine.url, exc) from None
     try:
         known = current is None or script.get_revision(current) is not None
-    except CommandError:
+    except (CommandError, RevisionError):
         known = False
     return SchemaStatus(
         url=display_url(engine.url),
@@ -205,6 +207,7 @@ def schema_status(engine: Engine) -> SchemaStatus:
         head=head,
         known=known,
         empty=not tables,
+        bare=set(tables) == {VERSION_TABLE},
     )
 
 
@@ -312,13 +315,22 @@ def check_schema(engine: Engine, *, create_sqlite: bool = True) -> SchemaStatus:
         raise _newer_error(status)
     if status.current is None and status.empty:
         if create_sqlite and engine.url.get_backend_name() == "sqlite":
-            log.info("new staging database at %s: creating the schema (%s)", status.url, status.head)
+            log.info(
+                "new staging database at %s: creating the schema (%s)", status.url, status.head
+            )
             _migrate(engine, lambda cfg: command.upgrade(cfg, "head"))
             return schema_status(engine)
         raise DatabaseBehindError(
             "the staging database is empty (no syncengine schema yet)",
             where=status.url,
             hint=f"run '{UPGRADE_COMMAND}' to create it",
+        )
+    if status.current is None and status.bare:
+        raise DatabaseBehindError(
+            f"the staging database is at the base revision (no schema), the code needs "
+            f"{status.head}",
+            where=status.url,
+            hint=f"run '{UPGRADE_COMMAND}'",
         )
     if status.current is None:
         raise StagingError(

@@ -288,9 +288,7 @@ def process_started_at(pid: int) -> datetime | None:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
             stat = fh.read()
         with open("/proc/stat", encoding="ascii", errors="replace") as fh:
-            btime = next(
-                int(line.split()[1]) for line in fh if line.startswith("btime ")
-            )
+            btime = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
         ticks = int(stat.rpartition(")")[2].split()[19])  # field 22: starttime
         hz = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
@@ -359,9 +357,7 @@ class Repository:
 
     # --- runs ---------------------------------------------------------------------------
 
-    def start_run(
-        self, kind: str, actor: str, *, config_fingerprint: str | None = None
-    ) -> int:
+    def start_run(self, kind: str, actor: str, *, config_fingerprint: str | None = None) -> int:
         kind = RunKind(kind).value
         with self._tx("starting a run") as conn:
             run_id = conn.execute(
@@ -446,8 +442,7 @@ class Repository:
                     total += len(chunk)
         except IntegrityError as exc:
             raise StagingError(
-                f"{what} for snapshot {snapshot_id} failed: a duplicate key "
-                f"({_first_line(exc)})",
+                f"{what} for snapshot {snapshot_id} failed: a duplicate key ({_first_line(exc)})",
                 hint="records must be unique per snapshot (employee id, department path); "
                 "mapping should have quarantined the duplicate",
             ) from None
@@ -489,9 +484,7 @@ class Repository:
                     "content_hash": codec.department_hash(dept, stored.parent_hr_id),
                 }
 
-        return self._bulk_insert(
-            "storing departments", snapshot_id, SnapshotDepartment, rows()
-        )
+        return self._bulk_insert("storing departments", snapshot_id, SnapshotDepartment, rows())
 
     def add_problems(self, snapshot_id: int, problems: Iterable[RowProblem]) -> int:
         rows = (
@@ -553,7 +546,7 @@ class Repository:
             )
 
     @staticmethod
-    def _snapshot_info(row: Mapping[str, Any]) -> SnapshotInfo:
+    def _snapshot_info(row: Mapping[Any, Any]) -> SnapshotInfo:
         data = dict(row)
         data["counts"] = data["counts"] or {}
         return SnapshotInfo(**data)
@@ -619,7 +612,9 @@ class Repository:
                 .where(SnapshotDepartment.snapshot_id == snapshot_id)
                 .order_by(SnapshotDepartment.path)
             )
-            return [StoredDepartment(Department(path, hr_id), parent) for path, hr_id, parent in rows]
+            return [
+                StoredDepartment(Department(path, hr_id), parent) for path, hr_id, parent in rows
+            ]
 
     def load_departments(self, snapshot_id: int) -> list[Department]:
         return [d.department for d in self.load_department_rows(snapshot_id)]
@@ -691,7 +686,9 @@ class Repository:
         """Delete all but the newest ``keep`` snapshots (never the current one)."""
         with self._tx("pruning snapshots") as conn:
             ids = list(
-                conn.execute(select(Snapshot.id).order_by(Snapshot.id.desc()).offset(keep)).scalars()
+                conn.execute(
+                    select(Snapshot.id).order_by(Snapshot.id.desc()).offset(keep)
+                ).scalars()
             )
             if not ids:
                 return 0
@@ -776,13 +773,13 @@ class Repository:
     # --- plans and actions --------------------------------------------------------------
 
     @staticmethod
-    def _plan(row: Mapping[str, Any]) -> PlanRecord:
+    def _plan(row: Mapping[Any, Any]) -> PlanRecord:
         data = dict(row)
         data["block_reasons"] = tuple(data["block_reasons"] or ())
         return PlanRecord(**data)
 
     @staticmethod
-    def _action(row: Mapping[str, Any]) -> ActionRecord:
+    def _action(row: Mapping[Any, Any]) -> ActionRecord:
         data = dict(row)
         data["depends_on"] = tuple(data["depends_on"] or ())
         return ActionRecord(**data)
@@ -901,9 +898,7 @@ class Repository:
                 select(PlanAction.__table__)
                 .where(
                     PlanAction.plan_id == plan_id,
-                    PlanAction.status.in_(
-                        [ActionStatus.PENDING.value, ActionStatus.RUNNING.value]
-                    ),
+                    PlanAction.status.in_([ActionStatus.PENDING.value, ActionStatus.RUNNING.value]),
                 )
                 .order_by(PlanAction.seq)
             ).mappings()
@@ -986,9 +981,7 @@ class Repository:
             {"status": target.value, "error": error, "finished_at": self.now()},
         )
 
-    def reset_actions(
-        self, plan_id: int, statuses: Sequence[str] = ("failed", "skipped")
-    ) -> int:
+    def reset_actions(self, plan_id: int, statuses: Sequence[str] = ("failed", "skipped")) -> int:
         """Put failed/skipped actions back to pending so that a retry of the plan runs them."""
         wanted = [ActionStatus(s).value for s in statuses]
         if ActionStatus.DONE.value in wanted:
@@ -1093,7 +1086,7 @@ class Repository:
     # --- hook events --------------------------------------------------------------------
 
     @staticmethod
-    def _event(row: Mapping[str, Any]) -> HookEvent:
+    def _event(row: Mapping[Any, Any]) -> HookEvent:
         return HookEvent(**row)
 
     def _event_where(self, cond: Any) -> HookEvent | None:
@@ -1240,8 +1233,8 @@ class Repository:
         hostname = socket.gethostname() if hostname is None else hostname
         for _ in range(5):
             now = self.now()
-            mine = {
-                "name": name,
+            mine = LockInfo(name, pid, hostname, command, acquired_at=now, heartbeat_at=now)
+            values = {
                 "pid": pid,
                 "hostname": hostname,
                 "command": command,
@@ -1250,8 +1243,8 @@ class Repository:
             }
             try:
                 with self._tx("taking the run lock") as conn:
-                    conn.execute(insert(RunLockRow).values(**mine))
-                return LockInfo(**mine)
+                    conn.execute(insert(RunLockRow).values(name=name, **values))
+                return mine
             except IntegrityError:
                 pass
             holder = self.get_lock(name)
@@ -1273,11 +1266,11 @@ class Repository:
                         RunLockRow.hostname == holder.hostname,
                         RunLockRow.acquired_at == holder.acquired_at,
                     )
-                    .values(**{k: v for k, v in mine.items() if k != "name"})
+                    .values(**values)
                 )
             if result.rowcount == 1:
                 log.warning("took over run lock %r left by %s", name, holder.describe())
-                return LockInfo(**mine)
+                return mine
         raise LockHeldError(
             f"could not take the lock {name!r}: other processes kept taking it",
             hint="retry in a moment",
@@ -1290,7 +1283,9 @@ class Repository:
         with self._tx("refreshing the run lock") as conn:
             result = conn.execute(
                 update(RunLockRow)
-                .where(RunLockRow.name == name, RunLockRow.pid == pid, RunLockRow.hostname == hostname)
+                .where(
+                    RunLockRow.name == name, RunLockRow.pid == pid, RunLockRow.hostname == hostname
+                )
                 .values(heartbeat_at=self.now())
             )
             return result.rowcount == 1
@@ -1323,7 +1318,9 @@ class Repository:
         now = self.now()
         with self._tx("saving a cursor") as conn:
             result = conn.execute(
-                update(WatchState).where(WatchState.name == name).values(value=value, updated_at=now)
+                update(WatchState)
+                .where(WatchState.name == name)
+                .values(value=value, updated_at=now)
             )
             if result.rowcount == 0:
                 conn.execute(insert(WatchState).values(name=name, value=value, updated_at=now))
