@@ -207,3 +207,46 @@ def db_current_command(state: State, as_json: bool) -> None:
         click.echo("the database is newer than this syncengine: upgrade syncengine")
     else:
         click.echo("behind: run 'syncengine db upgrade'")
+
+
+@main.command("ingest")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_state
+@handle_errors
+def ingest_command(state: State, as_json: bool) -> None:
+    """Read the HR source into a new snapshot; print counts and every problem row.
+
+    Rows with a problem are quarantined: not synced and never treated as leavers. Exit 1 when
+    the source fails as a whole (the previous snapshot then stays current).
+    """
+    show_progress = not as_json and sys.stderr.isatty()
+
+    def progress(stage: str, count: int) -> None:
+        if show_progress:
+            click.echo(f"\r{stage}: {count:,} ...", err=True, nl=stage == "storing")
+
+    report = service.ingest(state.config, progress=progress)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    counts = report.counts
+    click.echo(f"Read {report.rows:,} records from {report.source}")
+    previous = report.previous_snapshot_id
+    click.echo(
+        f"Snapshot {report.snapshot_id} is now current"
+        + (f" (previous: {previous})" if previous is not None else " (the first one)")
+    )
+    for key in ("people", "departments", "new", "changed", "gone", "quarantined"):
+        click.echo(f"  {key:<12} {counts[key]:>7,}")
+    if report.problems:
+        click.echo(
+            f"Problems ({len(report.problems)}; these rows are held back until HR fixes them):"
+        )
+        for p in report.problems:
+            click.echo(f"  {p}")
+    if report.notes:
+        click.echo("Notes:")
+        for p in report.notes:
+            click.echo(f"  {p}")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)

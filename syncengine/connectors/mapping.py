@@ -45,6 +45,7 @@ from syncengine.domain import (
     department_name_problem,
     is_valid_email,
     normalise_email,
+    parent_path,
 )
 
 _MISSING = object()
@@ -102,6 +103,12 @@ class MappingResult:
     rows: int
     notes: tuple[RowProblem, ...] = ()
     missing_fields: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+
+    def department_parents(self) -> dict[str, str | None]:
+        """Each department's parent HR id (None at the top or without a department table)."""
+        hr_ids = {d.path: d.hr_id for d in self.departments}
+        return {d.path: hr_ids.get(parent_path(d.path)) for d in self.departments}
 
     @property
     def counts(self) -> dict[str, int]:
@@ -716,8 +723,11 @@ def map_people(
     dupes: dict[str, list[_Row]] = {}
     loose: list[RowProblem] = []
     count = 0
+    columns: tuple[str, ...] = ()
     for index, record in enumerate(records):
         count += 1
+        if count == 1:
+            columns = tuple(str(k) for k in record if k not in (ROW_KEY, ERROR_KEY))
         if len(seen_fields) < len(wanted):
             seen_fields.update(n for n in wanted if _lookup(record, n) is not _MISSING)
         row = _row_number(record, index)
@@ -792,6 +802,7 @@ def map_people(
         rows=count,
         notes=tuple(sorted(notes, key=_problem_key)),
         missing_fields=tuple(sorted(wanted - seen_fields)) if count else (),
+        columns=columns,
     )
 
 
