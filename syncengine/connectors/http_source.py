@@ -84,12 +84,12 @@ class HttpOptions(BaseModel):
     page_param: str = "page"
     first_page: int = 1
     page_size: int = Field(default=100, ge=1, le=100_000)
-    page_size_param: str | None = "page_size"
+    page_size_param: str = "page_size"  # "" when the server alone decides the page size
     offset_param: str = "offset"
     limit_param: str = "limit"
     cursor_param: str = "cursor"
-    cursor_path: str | None = None
-    next_path: str | None = None
+    cursor_path: str = ""
+    next_path: str = ""  # "" with next_link paging: the Link header names the next page
     max_pages: int = Field(default=10_000, ge=1, le=1_000_000)
 
     timeout: float = Field(default=30.0, gt=0, le=600)
@@ -244,9 +244,12 @@ class HttpConnector:
     ) -> tuple[Any, str | None]:
         """One GET: the JSON body and the ``Link: rel="next"`` target, or an error."""
         self.attempts += 1
+        if params:
+            # Merge with the URL's own query string (httpx's params= would replace it).
+            url = str(httpx.URL(url).copy_merge_params(dict(params)))
         shown = redact_url(url)
         try:
-            response = client.get(url, params=params)
+            response = client.get(url)
             response.read()
         except httpx.TimeoutException as err:
             raise _Transient(f"timed out ({type(err).__name__})") from None
@@ -382,7 +385,7 @@ class HttpConnector:
             if records:
                 yield records
             if o.paging == "cursor":
-                nxt = dig(body, o.cursor_path or "")
+                nxt = dig(body, o.cursor_path)
                 if nxt is _MISSING or nxt is None or nxt == "" or nxt is False:
                     return
                 cursor = str(nxt)
@@ -394,7 +397,7 @@ class HttpConnector:
                     )
                 seen_cursors.add(cursor)
                 continue
-            short = o.paging == "offset" or o.page_size_param is not None
+            short = o.paging == "offset" or bool(o.page_size_param)
             if not records or (short and len(records) < o.page_size):
                 return
             page += 1
