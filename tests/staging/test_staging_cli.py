@@ -1,0 +1,101 @@
+"""``syncengine db upgrade`` / ``db current`` and ``service.open_staging`` on both backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from syncengine import service
+from syncengine.cli import main
+from syncengine.config import parse_config
+from syncengine.errors import DatabaseBehindError
+from syncengine.staging import db as staging_db
+
+HEAD = staging_db.head_revision()
+
+
+def write_config(folder: Path, url: str) -> Path:
+    path = folder / "syncengine.toml"
+    path.write_text(
+        "[exmail]\n"
+        'corp_id = "wm-test"\n'
+        'secrets = { contacts = "not-a-real-secret" }\n'
+        "[database]\n"
+        f'url = "{url}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def run(config: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["--config", str(config), *args])
+    return result.exit_code, result.output
+
+
+def test_db_current_and_upgrade(database_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, database_url)
+
+    code, out = run(config, "db", "current", "--json")
+    assert code == 0, out
+    status = json.loads(out)
+    assert status["current"] is None and status["head"] == HEAD
+    assert status["up_to_date"] is False
+
+    code, out = run(config, "db", "current")
+    assert code == 0 and "syncengine db upgrade" in out
+
+    code, out = run(config, "db", "upgrade")
+    assert code == 0, out
+    assert f"from empty to {HEAD}" in out
+
+    code, out = run(config, "db", "upgrade")
+    assert code == 0 and "up to date" in out
+
+    code, out = run(config, "db", "current", "--json")
+    assert json.loads(out)["up_to_date"] is True and json.loads(out)["current"] == HEAD
+
+
+def test_relative_sqlite_path_is_relative_to_the_config(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "sqlite:///state/engine.db")
+    (tmp_path / "state").mkdir()
+    code, out = run(config, "db", "upgrade")
+    assert code == 0, out
+    assert (tmp_path / "state" / "engine.db").is_file()
+
+
+def test_unreachable_database_is_a_clear_error_without_traceback(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "postgresql://sync:pw-secret@127.0.0.1:1/none")
+    code, out = run(config, "db", "current")
+    assert code == 1
+    assert "cannot open the staging database" in out and "127.0.0.1" in out
+    assert "pw-secret" not in out and "Traceback" not in out
+
+
+def test_open_staging_creates_a_new_sqlite_file(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "exmail": {"corp_id": "wm", "secrets": {"contacts": "x"}},
+            "database": {"url": f"sqlite:///{tmp_path / 'new.db'}"},
+        }
+    )
+    repo = service.open_staging(config)
+    try:
+        assert repo.current_snapshot() is None
+    finally:
+        repo.close()
+    assert staging_db.current(config.database_url) == (HEAD, HEAD)
+
+
+def test_open_staging_refuses_a_database_behind_the_code(staging_url: str) -> None:
+    staging_db.downgrade(staging_url, "base")
+    config = parse_config(
+        {
+            "exmail": {"corp_id": "wm", "secrets": {"contacts": "x"}},
+            "database": {"url": staging_url},
+        }
+    )
+    with pytest.raises(DatabaseBehindError, match="syncengine db upgrade"):
+        service.open_staging(config)
