@@ -204,34 +204,44 @@ class SqlConnector:
                     where=where,
                     hint="check source.url, the password secret and that the server is reachable",
                 ) from None
-            with conn:  # closing the connection rolls the read-only transaction back
-                try:
-                    result = conn.execution_options(
-                        stream_results=True, yield_per=self.options.batch_size
-                    ).execute(text(self._query))
-                    if not result.returns_rows:
-                        raise SourceError(
-                            "the query returns no rows (it is not a SELECT)",
-                            where=where,
-                            hint="source.query must be a SELECT over the people or departments",
-                        )
-                    keys = list(map(str, result.keys()))
-                    dupes = sorted({k for k in keys if keys.count(k) > 1})
-                    if dupes:
-                        raise SourceError(
-                            f"the query returns several columns named {', '.join(dupes)}",
-                            where=where,
-                            hint="give each column its own label with AS",
-                        )
-                    for row in result:
-                        count += 1
-                        yield {k: plain_value(v) for k, v in zip(keys, row, strict=True)}
-                except exc.SQLAlchemyError as err:
+            try:
+                result = conn.execution_options(
+                    stream_results=True, yield_per=self.options.batch_size
+                ).execute(text(self._query))
+                if not result.returns_rows:
                     raise SourceError(
-                        f"the query failed after {count} rows: {self._reason(err)}",
+                        "the statement returns no rows",
                         where=where,
-                        hint="run the query by hand against the HR database to see why",
-                    ) from None
+                        hint="source.query must be a SELECT over the people or departments",
+                    )
+                # Fixed-size batches from the server-side cursor (the execution option alone
+                # starts at one row and grows the buffer towards the limit).
+                result = result.yield_per(self.options.batch_size)
+                keys = list(map(str, result.keys()))
+                dupes = sorted({k for k in keys if keys.count(k) > 1})
+                if dupes:
+                    raise SourceError(
+                        f"the query returns several columns named {', '.join(dupes)}",
+                        where=where,
+                        hint="give each column its own label with AS",
+                    )
+                for row in result:
+                    count += 1
+                    yield {k: plain_value(v) for k, v in zip(keys, row, strict=True)}
+            except exc.SQLAlchemyError as err:
+                raise SourceError(
+                    f"the query failed after {count} rows: {self._reason(err)}",
+                    where=where,
+                    hint="run it by hand against the HR database to see why; "
+                    "source.query must be a SELECT",
+                ) from None
+            finally:
+                # Closing rolls the transaction back: the engine never changes the HR database.
+                # A connection that died meanwhile has nothing left to roll back.
+                try:
+                    conn.close()
+                except exc.SQLAlchemyError as err:
+                    log.debug("closing the HR database connection: %s", self._reason(err))
         finally:
             engine.dispose()
         if count == 0:
