@@ -864,8 +864,10 @@ class Repository:
             conn.execute(update(PlanRow).where(PlanRow.id == plan_id).values(status=status))
 
     def unfinished_plans(self) -> list[PlanRecord]:
-        """Plans in status saved/applying with actions still pending or running, oldest
-        first: what ``apply --resume`` (or the next run) must finish."""
+        """Plans being applied (status ``applying``) with actions still pending or running,
+        oldest first: what ``apply --resume`` (or the next run) must finish. A plan only saved
+        (status ``saved``: made for review) is never listed, so it is never applied by accident.
+        """
         open_action = exists().where(
             PlanAction.plan_id == PlanRow.id,
             PlanAction.status.in_([ActionStatus.PENDING.value, ActionStatus.RUNNING.value]),
@@ -873,10 +875,7 @@ class Repository:
         with self._tx("listing unfinished plans") as conn:
             rows = conn.execute(
                 select(PlanRow.__table__)
-                .where(
-                    PlanRow.status.in_([PlanStatus.SAVED.value, PlanStatus.APPLYING.value]),
-                    open_action,
-                )
+                .where(PlanRow.status == PlanStatus.APPLYING.value, open_action)
                 .order_by(PlanRow.id)
             ).mappings()
             return [self._plan(r) for r in rows]
@@ -949,13 +948,20 @@ class Repository:
                 )
         return self._action(row)
 
-    def start_action(self, plan_id: int, seq: int) -> ActionRecord:
-        """pending → running (or running → running when resuming), attempts + 1, committed
-        before the caller makes the API call."""
+    def start_action(self, plan_id: int, seq: int, *, resuming: bool = False) -> ActionRecord:
+        """pending → running, attempts + 1, committed before the caller makes the API call.
+
+        Only one caller can win that transition. An action a killed run left ``running`` is
+        restarted only with ``resuming=True``: the caller says it has checked the mailbox (the
+        first call's effect is unknown), and ``attempts`` counts the restart.
+        """
+        allowed = (
+            (ActionStatus.PENDING, ActionStatus.RUNNING) if resuming else (ActionStatus.PENDING,)
+        )
         return self._transition(
             plan_id,
             seq,
-            (ActionStatus.PENDING, ActionStatus.RUNNING),
+            allowed,
             {
                 "status": ActionStatus.RUNNING.value,
                 "attempts": PlanAction.attempts + 1,

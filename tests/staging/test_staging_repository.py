@@ -3,6 +3,7 @@ audit, hook events, cursors and runs."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
@@ -267,11 +268,15 @@ def test_action_checkpoints_follow_the_lifecycle(staging_repo: Repository) -> No
     with pytest.raises(StagingError, match="is pending"):
         repo.finish_action(plan_id, 4, "done")  # done only from running
 
-    # A run killed mid-call leaves a running action: it is still to do, and resuming counts
-    # a second attempt.
+    # A run killed mid-call leaves a running action: it is still to do; only an explicit
+    # resume restarts it, and that counts a second attempt.
+    assert repo.unfinished_plans() == []  # saved for review only: never resumed by accident
+    repo.set_plan_status(plan_id, "applying")
     repo.start_action(plan_id, 4)
     assert [(a.seq, a.status) for a in repo.pending_actions(plan_id)] == [(4, "running")]
-    assert repo.start_action(plan_id, 4).attempts == 2
+    with pytest.raises(StagingError, match="is running"):
+        repo.start_action(plan_id, 4)
+    assert repo.start_action(plan_id, 4, resuming=True).attempts == 2
 
     assert repo.action_counts(plan_id) == {"done": 1, "failed": 1, "skipped": 1, "running": 1}
     assert [p.id for p in repo.unfinished_plans()] == [plan_id]
@@ -429,3 +434,25 @@ def test_runs_and_watch_cursors(staging_repo: Repository) -> None:
     repo.set_cursor("mail.watch.version", "1700000000000")
     repo.set_cursor("mail.watch.version", "1700000000999")
     assert repo.get_cursor("mail.watch.version") == "1700000000999"
+
+
+def test_only_one_of_two_concurrent_starts_wins(staging_repo: Repository) -> None:
+    plan_id = save_sample_plan(staging_repo)
+    barrier = threading.Barrier(4, timeout=30)
+    outcomes: list[str] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            staging_repo.start_action(plan_id, 2)
+            outcomes.append("won")
+        except StagingError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes) == ["refused", "refused", "refused", "won"]
+    assert staging_repo.load_actions(plan_id)[1].attempts == 1
