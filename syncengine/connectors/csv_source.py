@@ -167,15 +167,20 @@ class CsvConnector:
 
 def _record(header: list[str], cells: list[str], row: int) -> RawRecord:
     record: RawRecord = {name: "" for name in header if name}
-    for name, cell in zip(header, cells, strict=False):
+    stray = 0
+    for index, cell in enumerate(cells):
+        name = header[index] if index < len(header) else ""
         if name:
             record[name] = cell
-    extra = cells[len(header) :]
-    if any(c.strip() for c in extra):
+        elif cell.strip():
+            stray = stray or index + 1
+    if len(cells) > len(header) and stray > len(header):
         record[ERROR_KEY] = (
             f"row has {len(cells)} values but the header has {len(header)} columns "
             "(an unquoted delimiter inside a value?)"
         )
+    elif stray:
+        record[ERROR_KEY] = f"a value in column {stray}, which has no header"
     record[ROW_KEY] = row
     return record
 

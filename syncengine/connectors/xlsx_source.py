@@ -111,12 +111,15 @@ class XlsxConnector:
                 continue
             data_rows += 1
             record: RawRecord = {name: "" for name in header if name}
-            for name, value in zip(header, cells, strict=False):
+            stray = 0
+            for index, value in enumerate(cells):
+                name = header[index] if index < len(header) else ""
                 if name:
                     record[name] = "" if value is None else value
-            extra = cells[len(header) :]
-            if any(v not in (None, "") for v in extra):
-                record[ERROR_KEY] = f"row has values beyond the header's {len(header)} columns"
+                elif value is not None and str(value).strip():
+                    stray = stray or index + 1
+            if stray:
+                record[ERROR_KEY] = f"a value in column {stray}, which has no header"
             record[ROW_KEY] = row
             yield record
         if header is None:
