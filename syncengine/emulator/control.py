@@ -98,7 +98,8 @@ async def clear_calls(request: Request) -> Response:
 
 
 async def state(request: Request) -> Response:
-    return JSONResponse(_rt(request).directory.public_state())
+    rt = _rt(request)
+    return JSONResponse({**rt.directory.public_state(), "listen_waiting": rt.listen_waiting})
 
 
 async def check_password(request: Request) -> Response:

@@ -123,10 +123,13 @@ async def listen(rt: Runtime, tok: Token, p: Params) -> Result:
         remaining = deadline - loop.time()
         if remaining <= 0 or rt.closing:
             return {"Ret": 0}
+        rt.listen_waiting += 1
         try:
             await asyncio.wait_for(waiter.wait(), timeout=remaining)
         except TimeoutError:
             pass
+        finally:
+            rt.listen_waiting -= 1
 
 
 async def mail_newcount(rt: Runtime, tok: Token, p: Params) -> Result:

@@ -93,6 +93,16 @@ class RunningEmulator:
         return bool(self.control("POST", "check-password",
                                  {"userid": userid, "password": password})["ok"])
 
+    def reset(self) -> None:
+        """Back to the start: the seed's directory, no tokens, the starting faults, no calls."""
+        self.control("POST", "reset")
+        o = self.options
+        self.set_faults(latency_ms=o.latency_ms, fail_rate=o.fail_rate, drop_rate=o.drop_rate,
+                        drop_when=o.drop_when, rate_limit_per_token=o.rate_limit_per_token,
+                        token_lifetime=o.token_lifetime, listen_hold=o.listen_hold,
+                        seed=o.rng_seed)
+        self.clear_calls()
+
     def reseed(self, seed: dict[str, Any]) -> None:
         self.control("POST", "seed", seed)
         self.seed = seed

@@ -78,6 +78,7 @@ class Runtime:
         self._windows: dict[str, deque[float]] = {}
         self.notifier = Notifier()
         self.closing = False
+        self.listen_waiting = 0  # long polls parked right now (event-loop thread only)
         directory.add_listener(self.notifier.wake_threadsafe)
 
     # -- faults -------------------------------------------------------------------------
