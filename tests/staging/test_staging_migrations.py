@@ -3,6 +3,8 @@ and what opening a database that is behind (or ahead of) the code does."""
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import logging
 import uuid
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from syncengine.errors import DatabaseBehindError, StagingError
@@ -164,3 +167,48 @@ def test_password_never_shown_in_connection_errors() -> None:
 def test_missing_sqlite_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StagingError, match=r"folder .* does not exist"):
         staging_db.make_engine(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+
+
+# --- rules for the migration files themselves ---------------------------------------------
+
+VERSIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
+
+# sha256 of each released migration. A released migration is never edited (databases in the
+# field already ran it): change the schema with a new revision and add its hash here.
+RELEASED = {
+    "0001_initial.py": "561a39754fe15b5e11ed9ad478e23572cab8cca01d70a9190e265bde114ed321",
+}
+
+
+def test_released_migrations_are_unchanged() -> None:
+    for name, digest in RELEASED.items():
+        text_ = (VERSIONS / name).read_bytes().replace(b"\r\n", b"\n")
+        assert hashlib.sha256(text_).hexdigest() == digest, (
+            f"migrations/versions/{name} was edited after release; restore it and put the "
+            "change in a new revision (alembic revision --autogenerate -m '...')"
+        )
+
+
+def test_revisions_form_one_line_with_one_head() -> None:
+    script = ScriptDirectory.from_config(staging_db.alembic_config("sqlite://"))
+    heads = script.get_heads()
+    assert len(heads) == 1, (
+        f"migrations have several heads {heads}: two branches were added in parallel; "
+        "re-point one revision's down_revision at the other"
+    )
+    assert "0001" in {r.revision for r in script.walk_revisions()}
+    files = {p.name for p in VERSIONS.glob("*.py")}
+    assert set(RELEASED) <= files
+
+
+def test_migrations_use_op_only_never_the_models() -> None:
+    for path in sorted(VERSIONS.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            bad = [n for n in names if n.startswith("syncengine")]
+            assert not bad, f"{path.name} imports {bad}: migrations use op.* only"
