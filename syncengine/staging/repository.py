@@ -1282,6 +1282,17 @@ class Repository:
             hint="retry in a moment",
         )
 
+    @contextmanager
+    def locked(
+        self, name: str, *, command: str = "", stale_after: timedelta | None = None
+    ) -> Iterator[LockInfo]:
+        """Hold the named lock for the ``with`` block (this process), released on exit."""
+        info = self.acquire_lock(name, command=command, stale_after=stale_after)
+        try:
+            yield info
+        finally:
+            self.release_lock(name, pid=info.pid, hostname=info.hostname)
+
     def heartbeat(self, name: str, *, pid: int | None = None, hostname: str | None = None) -> bool:
         """Refresh our lock's heartbeat; False when we no longer hold it (stop working)."""
         pid = os.getpid() if pid is None else pid

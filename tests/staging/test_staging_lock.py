@@ -129,3 +129,43 @@ def test_only_one_of_many_concurrent_acquirers_wins(staging_repo: Repository) ->
     assert len(won) == 1 and len(refused) == 7
     holder = staging_repo.get_lock("apply:race")
     assert holder is not None and holder.hostname == won[0]
+
+
+def test_locked_block_holds_then_releases(staging_repo: Repository) -> None:
+    with staging_repo.locked("apply", command="syncengine sync") as info:
+        assert info.pid == os.getpid()
+        held = staging_repo.get_lock("apply")
+        assert held is not None and held.command == "syncengine sync"
+        with pytest.raises(LockHeldError, match="syncengine sync"):
+            staging_repo.acquire_lock("apply", command="syncengine apply")
+    assert staging_repo.get_lock("apply") is None
+
+
+HOLDER = """
+import sys, time
+from syncengine.staging.db import make_engine
+from syncengine.staging.repository import Repository
+repo = Repository(make_engine(sys.argv[1]))
+repo.acquire_lock("apply", command="syncengine sync (child)")
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_lock_of_a_process_killed_with_sigkill_is_taken_over(
+    staging_repo: Repository, staging_url: str
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, staging_url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "held"  # bounded by the child's own sleep
+        with pytest.raises(LockHeldError, match=f"pid {child.pid}"):
+            staging_repo.acquire_lock("apply", command="syncengine sync")
+    finally:
+        child.kill()  # SIGKILL: no chance to release the lock
+        child.wait(timeout=30)
+
+    taken = staging_repo.acquire_lock("apply", command="syncengine sync")
+    assert taken.pid == os.getpid()
