@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from typing import Any
 
 import httpx
@@ -108,7 +109,7 @@ def test_v1_read_state_walks_parties_then_fetches_each_member(
     emulator_factory: Callable[..., RunningEmulator],
 ) -> None:
     emu = emulator_factory("v1")
-    with build(emu) as p:  # type: ignore[attr-defined]
+    with closing(build(emu)) as p:
         p.read_state()
     counts = emu.call_counts()
     assert counts["/openapi/party/list"] == len(SEED_PATHS) + 1  # every party and the root
@@ -119,7 +120,7 @@ def test_v1_read_state_walks_parties_then_fetches_each_member(
 
 def test_v2_read_state_is_two_list_calls(emulator_factory: Callable[..., RunningEmulator]) -> None:
     emu = emulator_factory("v2")
-    with build(emu) as p:  # type: ignore[attr-defined]
+    with closing(build(emu)) as p:
         p.read_state()
     counts = emu.call_counts()
     assert counts == {"/cgi-bin/gettoken": 1, "/cgi-bin/department/list": 1,
@@ -230,7 +231,7 @@ def test_v2_create_user_sets_change_password_at_login(
     emulator_factory: Callable[..., RunningEmulator],
 ) -> None:
     emu = emulator_factory("v2")
-    with build(emu) as p:  # type: ignore[attr-defined]
+    with closing(build(emu)) as p:
         p.create_user(Mailbox("a1@example.com", "甲"), password=PASSWORD)
         p.create_user(Mailbox("a2@example.com", "乙"), password=PASSWORD,
                       change_password_at_login=False)
@@ -328,7 +329,7 @@ def test_v2_tolerates_other_invalid_token_codes(
     emulator_factory: Callable[..., RunningEmulator], code: int
 ) -> None:
     emu = emulator_factory("v2", invalid_token_code=code)
-    with build(emu) as p:  # type: ignore[attr-defined]
+    with closing(build(emu)) as p:
         p.get_user("lisi@example.com")
         emu.expire_tokens()
         assert p.get_user("lisi@example.com") is not None
@@ -341,15 +342,14 @@ def test_invalid_credentials_are_an_authentication_error(emulator: RunningEmulat
         wrong = {"secrets": {**emulator.exmail_config()["secrets"], "contacts": "wrong-secret"}}
     else:
         wrong = {"client_secret": "ffffffffffffffffffffffffffffffff"}
-    with build(emulator, **wrong) as p:  # type: ignore[attr-defined]
-        with pytest.raises(AuthenticationError) as info:
-            p.read_state()
+    with closing(build(emulator, **wrong)) as p, pytest.raises(AuthenticationError) as info:
+        p.read_state()
     assert "wrong-secret" not in str(info.value) and "ffffffff" not in str(info.value)
 
 
 def test_v1_basic_token_auth(emulator_factory: Callable[..., RunningEmulator]) -> None:
     emu = emulator_factory("v1")
-    with build(emu, token_auth="basic") as p:  # type: ignore[attr-defined]
+    with closing(build(emu, token_auth="basic")) as p:
         assert p.get_user("lisi@example.com") is not None
 
 
@@ -553,7 +553,7 @@ def test_v1_groups(emulator_factory: Callable[..., RunningEmulator]) -> None:
 @pytest.mark.xfail(strict=True, reason="emulator lacks Gen 1 group/addallowlist (V14 §3.3.12)")
 def test_v1_allow_list_group(emulator_factory: Callable[..., RunningEmulator]) -> None:
     emu = emulator_factory("v1")
-    with build(emu) as p:  # type: ignore[attr-defined]
+    with closing(build(emu)) as p:
         p.create_group(MailGroup("ops@example.com", "运维", members=("lisi@example.com",),
                                  posting=GroupPosting.ALLOW_LIST,
                                  allow_list=("zhangsan@example.com",)))
