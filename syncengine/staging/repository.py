@@ -530,7 +530,7 @@ class Repository:
         problems are kept, since they may explain the failure.
         """
         with self._tx("failing a snapshot") as conn:
-            conn.execute(
+            result = conn.execute(
                 update(Snapshot)
                 .where(Snapshot.id == snapshot_id, Snapshot.status == SnapshotStatus.LOADING.value)
                 .values(
@@ -540,6 +540,11 @@ class Repository:
                     is_current=False,
                 )
             )
+            if result.rowcount != 1:
+                raise StagingError(
+                    f"snapshot {snapshot_id} is not loading; only a loading snapshot can fail",
+                    hint="a complete snapshot stays as it is",
+                )
             conn.execute(delete(SnapshotPerson).where(SnapshotPerson.snapshot_id == snapshot_id))
             conn.execute(
                 delete(SnapshotDepartment).where(SnapshotDepartment.snapshot_id == snapshot_id)

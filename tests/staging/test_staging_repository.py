@@ -122,6 +122,11 @@ def test_complete_snapshot_takes_no_more_records(staging_repo: Repository) -> No
         staging_repo.add_people(snap, [person("E2")])
     with pytest.raises(StagingError, match="only a loading snapshot"):
         staging_repo.complete_snapshot(snap, {})
+    with pytest.raises(StagingError, match="only a loading snapshot can fail"):
+        staging_repo.fail_snapshot(snap, "late failure")
+    assert staging_repo.load_people(snap) == [person("E1")]
+    current = staging_repo.current_snapshot()
+    assert current is not None and current.id == snap
 
 
 def test_duplicate_employee_in_one_snapshot_is_refused_whole(staging_repo: Repository) -> None:
