@@ -63,7 +63,11 @@ class MailboxProvider(Protocol):
         ...
 
     def create_department(self, path: str) -> None:
-        """Create the department at ``path``; its parent must exist (Gen 1 creates ancestors)."""
+        """Create the department at ``path``.
+
+        Both generations answer alike: NotFoundError when the parent does not exist (create
+        ancestors first, parents before children), AlreadyExistsError when ``path`` exists.
+        """
         ...
 
     def move_department(self, old_path: str, new_path: str) -> None:

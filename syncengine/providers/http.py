@@ -366,15 +366,12 @@ def send(
     *,
     auth: httpx.Auth | None = None,
     subject: str | None = None,
-    timeout: float | None = None,
 ) -> httpx.Response:
     """Send a request; httpx failures become typed errors without the URL's secrets.
 
     The original httpx exception is not chained (``from None``): its ``request`` carries the
     unredacted URL, and a traceback printed with ``--debug`` must not show it.
     """
-    if timeout is not None:
-        request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
     try:
         response = client.send(request, auth=auth) if auth else client.send(request)
         response.read()

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syncengine.config import parse_config
 from syncengine.errors import (
@@ -393,3 +395,20 @@ def test_v1_secret_absent_from_logs(caplog: pytest.LogCaptureFixture) -> None:
         rendered = [str(info.value), repr(p), caplog.text, state]
     for text in rendered:
         assert TOKEN not in text and V1_SECRET not in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    token=st.text(
+        alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs")),
+        min_size=12,
+        max_size=64,
+    ),
+    param=st.sampled_from(["access_token", "corpsecret", "client_secret"]),
+)
+def test_redacted_url_never_shows_the_secret(token: str, param: str) -> None:
+    url = httpx.URL("http://exmail.test/cgi-bin/user/get", params={"userid": "a@b.c", param: token})
+    shown = redact_url(url)
+    encoded = str(httpx.QueryParams({param: token})).partition("=")[2]
+    assert token not in shown and encoded not in shown
+    assert "userid=a%40b.c" in shown or "userid=a@b.c" in shown
