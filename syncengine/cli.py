@@ -250,3 +250,84 @@ def ingest_command(state: State, as_json: bool) -> None:
             click.echo(f"  {p}")
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+@main.command("emulator")
+@click.option("--api", type=click.Choice(["v1", "v2"]), default="v2", show_default=True,
+              help="Which Exmail API generation to emulate.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port to bind (0 = any free port).")
+@click.option("--seed", "seed_path", type=click.Path(dir_okay=False), default=None,
+              help="Seed file (JSON or TOML); default: the built-in demo directory.")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False), default=None,
+              help="State file: loaded at start if present, written after each change.")
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0,
+              help="Added latency per call, in milliseconds.")
+@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0,
+              help="Fraction of calls answered with HTTP 503.")
+@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0,
+              help="Fraction of calls whose connection is dropped (after the call took effect).")
+@click.option("--rate-limit", type=click.FloatRange(min=0), default=0.0,
+              help="Calls per second per token (0 = unlimited); over it: 45009 / 1002.")
+@click.option("--token-lifetime", type=click.FloatRange(min=1), default=None,
+              help="Token lifetime in seconds (default: 7200 for v2, 86400 for v1).")
+@click.option("--listen-hold", type=click.FloatRange(min=0), default=25.0, show_default=True,
+              help="Seconds a Gen 1 listen long poll is held when nothing happens.")
+@click.option("--rng-seed", type=int, default=None,
+              help="Seed for fault injection, for repeatable runs.")
+@click.option("--control/--no-control", default=False, show_default=True,
+              help="Serve the test-control API under /_emulator/.")
+@click.option("--control-anywhere", is_flag=True,
+              help="Allow --control on a non-loopback address.")
+@pass_state
+@handle_errors
+def emulator_command(
+    state: State,
+    api: str,
+    host: str,
+    port: int,
+    seed_path: str | None,
+    state_path: str | None,
+    latency_ms: float,
+    fail_rate: float,
+    drop_rate: float,
+    rate_limit: float,
+    token_lifetime: float | None,
+    listen_hold: float,
+    rng_seed: int | None,
+    control: bool,
+    control_anywhere: bool,
+) -> None:
+    """Run a local Exmail emulator (both API generations) until interrupted."""
+
+    def ready(start: service.EmulatorStart) -> None:
+        click.echo(f"Exmail emulator ({start.api}) listening on {start.base_url}")
+        if start.control:
+            click.echo(f"Control API: {start.base_url}/_emulator/")
+        if start.state_file:
+            click.echo(f"State file: {start.state_file}")
+        if start.config_snippet:
+            click.echo("Demo credentials (put this in syncengine.toml):\n")
+            click.echo(start.config_snippet + "\n")
+        click.echo("Press Ctrl+C to stop.")
+
+    service.run_emulator(
+        api=api,
+        host=host,
+        port=port,
+        seed_path=seed_path,
+        state_path=state_path,
+        options={
+            "latency_ms": latency_ms,
+            "fail_rate": fail_rate,
+            "drop_rate": drop_rate,
+            "rate_limit_per_token": rate_limit,
+            "token_lifetime": token_lifetime,
+            "listen_hold": listen_hold,
+            "rng_seed": rng_seed,
+        },
+        control=control,
+        control_anywhere=control_anywhere,
+        on_ready=ready,
+    )

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from syncengine.emulator.app import create_app
 from syncengine.emulator.harness import RunningEmulator, measure_rps, start_emulator
+from syncengine.emulator.model import SeedError
 from syncengine.emulator.options import EmulatorOptions
-from syncengine.emulator.seed import default_seed, load_seed_file
+from syncengine.emulator.seed import config_snippet, default_seed, load_seed_file
 from syncengine.emulator.server import RunningServer, serve, start_in_thread
 
 __all__ = [
     "EmulatorOptions",
     "RunningEmulator",
     "RunningServer",
+    "SeedError",
+    "config_snippet",
     "create_app",
     "default_seed",
     "load_seed_file",

@@ -48,6 +48,7 @@ _EMAIL_RE = re.compile(rf"^[a-z0-9][a-z0-9._+\-]*@{_LABEL}(?:\.{_LABEL})+$")
 _MOBILE_RE = re.compile(r"^\+?[0-9][0-9\- ]{0,31}$")
 _TEL_RE = re.compile(r"^[0-9+\-() ,#*]{0,32}$")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+_HASH_RE = re.compile(r"^sha256\$[0-9a-f]{16}\$[0-9a-f]{64}$")
 
 GEN1_ERRORS = {
     1002: "temporarily_unavailable",
@@ -253,7 +254,7 @@ class Directory:
             self._batch = True  # one write of the state file at the end, not one per entry
             try:
                 self._apply_seed(seed)
-                self.seed = seed
+                self.seed = _without_plain_passwords(seed)
             except (ApiError, SeedError) as exc:
                 self._clear()
                 if backup is not None:
@@ -637,7 +638,11 @@ class Directory:
             out["department"] = ids or [ROOT_ID]
         elif user is None:
             out["department"] = [ROOT_ID]
-        if "password_md5" in body:
+        if "password_hash" in body and user is None:  # a seed kept in a state file
+            if not _HASH_RE.match(str(body["password_hash"])):
+                raise ApiError(600003, 1100, "password_hash is not a hash this emulator made")
+            out["password_hash"] = str(body["password_hash"])
+        elif "password_md5" in body:
             md5 = str(body["password_md5"]).lower()
             if not _MD5_RE.match(md5):
                 raise ApiError(600003, 1100, "an MD5 password must be 32 hex digits")
@@ -994,3 +999,16 @@ def _as_list(value: Any, code: int) -> Iterable[Any]:
     if not isinstance(value, list):
         raise ApiError(code, 1100, "expected a list")
     return value
+
+
+def _without_plain_passwords(seed: dict[str, Any]) -> dict[str, Any]:
+    """The seed as kept for ``reset`` and the state file: passwords only as salted hashes."""
+    kept = dict(seed)
+    users = []
+    for raw in seed.get("users", []):
+        user = dict(raw)
+        if "password" in user:
+            user["password_hash"] = hash_password(md5_hex(str(user.pop("password"))))
+        users.append(user)
+    kept["users"] = users
+    return kept

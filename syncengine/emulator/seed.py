@@ -106,3 +106,22 @@ def big_seed(users: int, departments: int, *, domain: str = "example.com") -> di
     ]
     seed["groups"] = []
     return seed
+
+
+def config_snippet(seed: dict[str, Any], base_url: str, api: str) -> str:
+    """The ``[exmail]`` TOML table that points syncengine at an emulator with this seed.
+
+    Only meant for the built-in demo seed, whose credentials are public anyway.
+    """
+    domains = ", ".join(json.dumps(d) for d in seed.get("domains", []))
+    lines = ["[exmail]", f'api = "{api}"', f"base_url = {json.dumps(base_url)}",
+             f"sso_url = {json.dumps(base_url + '/cgi-bin/login')}", f"domains = [{domains}]"]
+    if api == "v2":
+        lines.append(f"corp_id = {json.dumps(seed['corp_id'])}")
+        lines.append("[exmail.secrets]")
+        lines += [f"{app} = {json.dumps(secret)}" for app, secret in seed["secrets"].items()]
+    else:
+        client_id, secret = next(iter(seed["v1_clients"].items()))
+        lines += [f"client_id = {json.dumps(client_id)}",
+                  f"client_secret = {json.dumps(secret)}"]
+    return "\n".join(lines)
