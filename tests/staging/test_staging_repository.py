@@ -7,10 +7,13 @@ import threading
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import select
 
 from syncengine.domain import Department, Gender, IdentityLink, Person, RowProblem, Status
 from syncengine.errors import StagingError
 from syncengine.staging import codec
+from syncengine.staging.db import make_session_factory
+from syncengine.staging.models import Run
 from syncengine.staging.repository import (
     AuditEntry,
     EventReplay,
@@ -461,3 +464,14 @@ def test_only_one_of_two_concurrent_starts_wins(staging_repo: Repository) -> Non
         t.join(timeout=60)
     assert sorted(outcomes) == ["refused", "refused", "refused", "won"]
     assert staging_repo.load_actions(plan_id)[1].attempts == 1
+
+
+def test_orm_session_reads_what_the_repository_wrote(staging_repo: Repository) -> None:
+    """The typed models work through an ORM session too (for ad-hoc tools and reports)."""
+    run_id = staging_repo.start_run("plan", "cli:bob")
+    factory = make_session_factory(staging_repo.engine)
+    with factory() as session:
+        run = session.get(Run, run_id)
+        assert run is not None and run.actor == "cli:bob" and run.kind == "plan"
+        assert run.started_at.tzinfo is not None
+        assert session.scalars(select(Run.id)).all() == [run_id]
