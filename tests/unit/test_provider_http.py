@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from syncengine.config import parse_config
@@ -407,7 +407,9 @@ def test_v1_secret_absent_from_logs(caplog: pytest.LogCaptureFixture) -> None:
     param=st.sampled_from(["access_token", "corpsecret", "client_secret"]),
 )
 def test_redacted_url_never_shows_the_secret(token: str, param: str) -> None:
-    url = httpx.URL("http://exmail.test/cgi-bin/user/get", params={"userid": "a@b.c", param: token})
+    base = "http://exmail.test/cgi-bin/user/get"
+    assume(token not in f"{base}?userid=a%40b.c&{param}=***")  # not a piece of the rest
+    url = httpx.URL(base, params={"userid": "a@b.c", param: token})
     shown = redact_url(url)
     encoded = str(httpx.QueryParams({param: token})).partition("=")[2]
     assert token not in shown and encoded not in shown
