@@ -159,6 +159,223 @@ CASES: list[ConnectorCase] = [
 # e.g. CASES.append(ConnectorCase("sql-sqlite", make=..., make_failing=..., names=...,
 #                                 secrets=("the-password",), marks=(pytest.mark.postgres,)))
 
+# SQL, LDAP and HTTP: the same records in a real SQLite file, on the real PostgreSQL server, in
+# the real slapd (tests/fixtures/ldap.py) and behind a real paged JSON API on loopback. Imports
+# are local so that this block stays apart from the file cases above.
+SQL_PASSWORD = "Sql-Contract-Pa55"  # PostgreSQL's test cluster trusts; the secret must not show
+HTTP_TOKEN = "http-contract-token-7f3a"
+LDAP_WRONG_PASSWORD = "Wrong-Contract-Pa55"
+SQL_QUERY = "SELECT * FROM people ORDER BY employee_id"
+
+
+def _sql_fill(url: str, records: list[dict[str, str]]) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        table = sa.Table("people", sa.MetaData(), *(sa.Column(f, sa.Text) for f in FIELDS))
+        table.create(engine)
+        with engine.begin() as conn:
+            if records:
+                conn.execute(table.insert(), records)
+    finally:
+        engine.dispose()
+
+
+def _sqlite_make(ctx: CaseContext, records: list[dict[str, str]]) -> Connector:
+    _sql_fill(f"sqlite:///{ctx.tmp_path / 'people.db'}", records)
+    options = {"type": "sql", "url": "sqlite:///people.db", "query": SQL_QUERY, "batch_size": 2}
+    return make_connector(options, ctx.tmp_path)
+
+
+def _sqlite_failing(ctx: CaseContext) -> Connector:
+    url = "sqlite:///no-such-folder/people.db"  # SQLite cannot create a file in a missing folder
+    return make_connector({"type": "sql", "url": url, "query": SQL_QUERY}, ctx.tmp_path)
+
+
+def _pg_database(ctx: CaseContext) -> Any:
+    import uuid
+
+    server = ctx.fixture("postgres_server")
+    name = f"contract_{uuid.uuid4().hex[:10]}"
+    server.create_database(name)
+    ctx.request.addfinalizer(lambda: server.drop_database(name))
+    return server, name
+
+
+def _pg_url(server: Any, name: str) -> str:
+    return f"postgresql+psycopg://{server.user}@{server.host}:{server.port}/{name}"
+
+
+def _pg_make(ctx: CaseContext, records: list[dict[str, str]]) -> Connector:
+    server, name = _pg_database(ctx)
+    _sql_fill(server.url(name), records)
+    options = {
+        "type": "sql",
+        "url": _pg_url(server, name),
+        "password": SQL_PASSWORD,
+        "query": SQL_QUERY,
+        "batch_size": 2,
+    }
+    return make_connector(options, ctx.tmp_path)
+
+
+def _pg_failing(ctx: CaseContext) -> Connector:
+    server = ctx.fixture("postgres_server")
+    url = _pg_url(server, "no_such_database_here")
+    options = {"type": "sql", "url": url, "password": SQL_PASSWORD, "query": SQL_QUERY}
+    return make_connector(options, ctx.tmp_path)
+
+
+def _pg_names(ctx: CaseContext) -> str:
+    server = ctx.fixture("postgres_server")
+    return f"{server.host}:{server.port}"
+
+
+# Each canonical field in an attribute that inetOrgPerson allows; empty values are left out.
+LDAP_ATTRIBUTES = {
+    "employee_id": "employeeNumber",
+    "name": "cn",
+    "email": "mail",
+    "departments": "departmentNumber",
+    "mobile": "mobile",
+    "gender": "employeeType",
+    "start_date": "description",
+}
+
+
+def _ldap_options(server: Any, base_dn: str, password: str) -> dict[str, Any]:
+    return {
+        "type": "ldap",
+        "url": server.url,
+        "bind_dn": server.bind_dn,
+        "password": password,
+        "base_dn": base_dn,
+        "filter": "(objectClass=inetOrgPerson)",
+        "attribute_map": LDAP_ATTRIBUTES,
+        "page_size": 2,
+    }
+
+
+def _ldap_make(ctx: CaseContext, records: list[dict[str, str]]) -> Connector:
+    import uuid
+
+    import ldap3
+
+    server = ctx.fixture("ldap_server")
+    base_dn = f"ou=contract-{uuid.uuid4().hex[:10]},{server.suffix}"
+    dns = [f"uid={r['employee_id']},{base_dn}" for r in records]
+    conn = ldap3.Connection(
+        ldap3.Server(server.url, get_info=ldap3.NONE, connect_timeout=5),
+        server.admin_dn,
+        server.admin_password,
+        receive_timeout=10,
+    )
+    assert conn.bind(), conn.result
+    try:
+        assert conn.add(base_dn, "organizationalUnit"), conn.result
+        for dn, r in zip(dns, records, strict=True):
+            attrs = {a: r[f] for f, a in LDAP_ATTRIBUTES.items() if r[f]}
+            attrs["sn"] = r["name"]
+            assert conn.add(dn, "inetOrgPerson", attrs), conn.result
+    finally:
+        conn.unbind()
+
+    def cleanup() -> None:
+        c = ldap3.Connection(
+            ldap3.Server(server.url, get_info=ldap3.NONE, connect_timeout=5),
+            server.admin_dn,
+            server.admin_password,
+            receive_timeout=10,
+        )
+        if c.bind():
+            for dn in [*dns, base_dn]:
+                c.delete(dn)
+            c.unbind()
+
+    ctx.request.addfinalizer(cleanup)
+    return make_connector(_ldap_options(server, base_dn, server.password), ctx.tmp_path)
+
+
+def _ldap_failing(ctx: CaseContext) -> Connector:
+    server = ctx.fixture("ldap_server")
+    options = _ldap_options(server, server.base_dn, LDAP_WRONG_PASSWORD)  # bind refused
+    return make_connector(options, ctx.tmp_path)
+
+
+def _ldap_secrets() -> tuple[str, ...]:
+    from tests.fixtures.ldap import BIND_PASSWORD
+
+    return (BIND_PASSWORD, LDAP_WRONG_PASSWORD)
+
+
+def _http_make(ctx: CaseContext, records: list[dict[str, str]]) -> Connector:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.fixtures.loopback import serve_in_thread
+
+    async def people(request: Request) -> JSONResponse:
+        if request.headers.get("authorization") != f"Bearer {HTTP_TOKEN}":
+            return JSONResponse({"error": "unauthorised"}, status_code=401)
+        start = int(request.query_params.get("cursor") or 0)
+        nxt = str(start + 2) if start + 2 < len(records) else None
+        return JSONResponse({"data": {"list": records[start : start + 2], "next": nxt}})
+
+    server = serve_in_thread(Starlette(routes=[Route("/hr/people", people)]))
+    ctx.request.addfinalizer(server.stop)
+    options = {
+        "type": "http",
+        "url": f"{server.base_url}/hr/people",
+        "token": HTTP_TOKEN,
+        "records_path": "data.list",
+        "paging": "cursor",
+        "cursor_path": "data.next",
+    }
+    return make_connector(options, ctx.tmp_path)
+
+
+def _http_failing(ctx: CaseContext) -> Connector:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = {
+        "type": "http",
+        "url": f"http://127.0.0.1:{port}/hr/people",
+        "token": HTTP_TOKEN,
+        "retries": 1,
+        "backoff": 0.01,
+    }
+    return make_connector(options, ctx.tmp_path)
+
+
+CASES += [
+    ConnectorCase("sql-sqlite", _sqlite_make, _sqlite_failing, lambda ctx: "people.db"),
+    ConnectorCase(
+        "sql-postgresql",
+        _pg_make,
+        _pg_failing,
+        _pg_names,
+        secrets=(SQL_PASSWORD,),
+        marks=(pytest.mark.postgres,),
+    ),
+    ConnectorCase(
+        "ldap",
+        _ldap_make,
+        _ldap_failing,
+        lambda ctx: ctx.fixture("ldap_server").url,
+        secrets=_ldap_secrets(),
+        marks=(pytest.mark.ldap,),
+    ),
+    ConnectorCase(
+        "http-cursor", _http_make, _http_failing, lambda ctx: "/hr/people", secrets=(HTTP_TOKEN,)
+    ),
+]
+
 
 def _params() -> list[Any]:
     return [pytest.param(c, id=c.id, marks=c.marks) for c in CASES]

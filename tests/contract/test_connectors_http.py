@@ -12,7 +12,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -29,6 +27,7 @@ from starlette.routing import Route
 from syncengine.connectors.base import make_connector
 from syncengine.connectors.http_source import HttpConnector, redact_url
 from syncengine.errors import ConfigError, SourceError
+from tests.fixtures.loopback import serve_in_thread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -191,24 +190,11 @@ APP = Starlette(
 @pytest.fixture(scope="module")
 def api() -> Iterator[str]:
     """The test API on a free loopback port, served by uvicorn in a thread."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(APP, log_level="critical", lifespan="off", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.02)
-    assert server.started, "the test API did not start within 10s"
+    server = serve_in_thread(APP)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server.base_url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        server.stop()
 
 
 FAST_RETRY = {"backoff": 0.01, "backoff_max": 0.05, "timeout": 5.0}
