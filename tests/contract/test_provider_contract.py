@@ -77,7 +77,7 @@ def test_read_state_of_the_seed(emulator: RunningEmulator, provider: MailboxProv
     state = provider.read_state()
     assert set(state.mailboxes) == SEED_MAILBOXES
     assert {p.path for p in state.parties} == SEED_PATHS
-    assert provider.api == emulator.api
+    assert provider.api == emulator.api and isinstance(provider, MailboxProvider)
 
 
 def test_read_state_is_the_same_through_both_generations(
