@@ -38,7 +38,9 @@ def _configure(connection: Connection) -> None:
 
 def _url_from_cli() -> str:
     url = context.get_x_argument(as_dictionary=True).get("url")
-    url = url or os.environ.get("SYNCENGINE_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    url = (
+        url or os.environ.get("SYNCENGINE_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    )
     if not url:
         raise SystemExit("no database URL: pass -x url=... or set SYNCENGINE_DATABASE_URL")
     return normalise_url(url).render_as_string(hide_password=False)

@@ -118,9 +118,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_snapshot_problems")),
     )
-    op.create_index(
-        op.f("ix_snapshot_problems_snapshot_id"), "snapshot_problems", ["snapshot_id"]
-    )
+    op.create_index(op.f("ix_snapshot_problems_snapshot_id"), "snapshot_problems", ["snapshot_id"])
 
     op.create_table(
         "identity_links",
@@ -178,9 +176,7 @@ def upgrade() -> None:
             "plan_id", "action_key", name=op.f("uq_plan_actions_plan_id_action_key")
         ),
     )
-    op.create_index(
-        op.f("ix_plan_actions_plan_id_status"), "plan_actions", ["plan_id", "status"]
-    )
+    op.create_index(op.f("ix_plan_actions_plan_id_status"), "plan_actions", ["plan_id", "status"])
 
     op.create_table(
         "audit_log",
