@@ -287,3 +287,38 @@ def test_ad_value_formats() -> None:
     assert generalized_time_text("20240131120000.0Z") == "2024-01-31T12:00:00+00:00"
     assert generalized_time_text("20240131120000+0800") == "2024-01-31T12:00:00+08:00"
     assert generalized_time_text("not a time") == "not a time"
+
+
+def test_mapping_turns_the_directory_into_people_with_status_and_departments(
+    ldap_env: LdapServer, tmp_path: Path
+) -> None:
+    """The README's recipe: disabled → status, ou_path → the department path."""
+    from syncengine.connectors.config import MappingConfig
+    from syncengine.connectors.mapping import map_records
+    from syncengine.domain import Status
+
+    mapping = MappingConfig.model_validate(
+        {
+            "employee_id": "employeeNumber",
+            "name": "cn",
+            "email": "mail",
+            "mobile": "mobile",
+            "position": "title",
+            "departments": "ou_path",
+            "status": {"field": "disabled", "map": {"true": "terminated", "false": "active"}},
+        }
+    )
+    opts = options(ldap_env, attributes=["employeeNumber", "cn", "mobile", "title"])
+    opts["attribute_map"] = {"mail": "mail"}
+    opts["list_attributes"] = []
+    # Only single-mail people: a person with two mail values is a row problem for mapping.
+    opts["filter"] = "(&(objectClass=inetOrgPerson)(!(mail=*.alias@example.com)))"
+    result = map_records(build(opts, tmp_path).records(), mapping)
+    assert result.problems == ()
+    seeds = {p.employee_id: p for p in ldap_env.people if len(p.mails) == 1}
+    assert {p.employee_id for p in result.people} == set(seeds)
+    for person in result.people:
+        seed = seeds[person.employee_id]
+        assert person.name == seed.cn
+        assert person.departments == (seed.ou_path,)
+        assert person.status is (Status.TERMINATED if seed.disabled else Status.ACTIVE)
