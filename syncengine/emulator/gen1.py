@@ -300,10 +300,7 @@ async def group_add(rt: Runtime, tok: Token, p: Params) -> Result:
         "userlist": _members(p),
         "allow_type": STATUS_TO_ALLOW[status],
     }
-    if body["allow_type"] == 3:
-        body["allow_userlist"] = [a.strip() for v in p.get("allow_list", [])
-                                  for a in v.split(",") if a.strip()] or body["userlist"]
-    rt.directory.create_group(body)
+    rt.directory.create_group(body, empty_allow_list_ok=True)
     return None
 
 
@@ -312,11 +309,47 @@ async def group_delete(rt: Runtime, tok: Token, p: Params) -> Result:
     return None
 
 
+def _allow_list(p: Params) -> list[str]:
+    accounts = [a.strip() for v in p.get("allow_list", []) for a in v.split(",") if a.strip()]
+    if not accounts:
+        raise ApiError(600014, 1100, "allow_list is empty")
+    return accounts
+
+
+async def group_addallowlist(rt: Runtime, tok: Token, p: Params) -> Result:
+    """Only for a group whose posting right is the allow list (status ``list``)."""
+    d = rt.directory
+    with d.write():
+        group = d.get_group(_need(p, "group_alias"))
+        if group.allow_type != 3:
+            raise ApiError(600014, 1100, f"{group.groupid} does not post by allow list")
+        d.update_group(group.groupid,
+                       {"allow_userlist": group.allow_userlist + _allow_list(p)},
+                       empty_allow_list_ok=True)
+    return None
+
+
+async def group_delallowlist(rt: Runtime, tok: Token, p: Params) -> Result:
+    """May not empty the list (V14 §3.3.13)."""
+    d = rt.directory
+    with d.write():
+        group = d.get_group(_need(p, "group_alias"))
+        if group.allow_type != 3:
+            raise ApiError(600014, 1100, f"{group.groupid} does not post by allow list")
+        gone = {d.resolve(a) or norm_email(a) for a in _allow_list(p)}
+        left = [a for a in group.allow_userlist if a not in gone]
+        if not left:
+            raise ApiError(600023, 1100, "the allow list may not become empty")
+        d.update_group(group.groupid, {"allow_userlist": left})
+    return None
+
+
 async def group_addmember(rt: Runtime, tok: Token, p: Params) -> Result:
     d = rt.directory
     with d.write():
         group = d.get_group(_need(p, "group_alias"))
-        d.update_group(group.groupid, {"userlist": group.userlist + _members(p)})
+        d.update_group(group.groupid, {"userlist": group.userlist + _members(p)},
+                       empty_allow_list_ok=True)
     return None
 
 
@@ -326,7 +359,8 @@ async def group_deletemember(rt: Runtime, tok: Token, p: Params) -> Result:
         group = d.get_group(_need(p, "group_alias"))
         gone = {d.resolve(m) or norm_email(m) for m in _members(p)}
         d.update_group(group.groupid,
-                       {"userlist": [u for u in group.userlist if u not in gone]})
+                       {"userlist": [u for u in group.userlist if u not in gone]},
+                       empty_allow_list_ok=True)
     return None
 
 
@@ -350,6 +384,8 @@ ENDPOINTS: dict[str, Handler] = {
     "group/delete": group_delete,
     "group/addmember": group_addmember,
     "group/deletemember": group_deletemember,
+    "group/addallowlist": group_addallowlist,
+    "group/delallowlist": group_delallowlist,
     "user/swapalias": user_swapalias,
 }
 

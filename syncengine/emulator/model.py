@@ -814,11 +814,13 @@ class Directory:
             out["allow_userlist"] = allowed
         return out
 
-    def _check_group_shape(self, group: Group) -> None:
+    def _check_group_shape(self, group: Group, *, empty_allow_list_ok: bool = False) -> None:
+        """``empty_allow_list_ok``: Gen 1 creates an allow-list group first and fills the list
+        with ``group/addallowlist`` afterwards; Gen 2 needs the list up front (600023)."""
         if not (group.userlist or group.grouplist or group.department):
             raise ApiError(600009, 1100, "a group needs members (userlist, grouplist or "
                                          "department)")
-        if group.allow_type == 3 and not group.allow_userlist:
+        if group.allow_type == 3 and not group.allow_userlist and not empty_allow_list_ok:
             raise ApiError(600023, 1100, "allow_type 3 needs allow_userlist")
 
         def depth(gid: str, seen: tuple[str, ...]) -> int:
@@ -830,7 +832,8 @@ class Directory:
         if depth(group.groupid, ()) > MAX_GROUP_NESTING:
             raise ApiError(600021, 1100, f"groups nest deeper than {MAX_GROUP_NESTING}")
 
-    def create_group(self, body: dict[str, Any]) -> Group:
+    def create_group(self, body: dict[str, Any], *, empty_allow_list_ok: bool = False
+                     ) -> Group:
         with self.write():
             raw = norm_email(str(body.get("groupid", "")))
             if not is_email(raw) or raw.rpartition("@")[2] not in self.domains:
@@ -840,16 +843,17 @@ class Directory:
                 raise ApiError(600015, 1303, f"group {raw} already exists")
             self._check_new_address(raw, for_user=False)
             group = Group(groupid=raw, **self._group_fields(body, None))
-            self._check_group_shape(group)
+            self._check_group_shape(group, empty_allow_list_ok=empty_allow_list_ok)
             self.groups[raw] = group
             return group
 
-    def update_group(self, groupid: str, body: dict[str, Any]) -> Group:
+    def update_group(self, groupid: str, body: dict[str, Any], *,
+                     empty_allow_list_ok: bool = False) -> Group:
         with self.write():
             group = self.get_group(groupid)
             fields = self._group_fields(body, group)
             candidate = Group(**{**asdict(group), **fields})
-            self._check_group_shape(candidate)
+            self._check_group_shape(candidate, empty_allow_list_ok=empty_allow_list_ok)
             for key, value in fields.items():
                 setattr(group, key, value)
             return group

@@ -312,3 +312,23 @@ def test_newcount_is_a_string(raw_v1: RawV1) -> None:
     assert raw_v1.json("mail/newcount", {"alias": "lisi@example.com"})["NewCount"] == "1"
     assert raw_v1.json("mail/newcount", {"alias": "ghost@example.com"}) == err(
         1400, "user_not_found")
+
+
+def test_allow_list_groups(raw_v1: RawV1) -> None:
+    added = raw_v1.write("group/add", {"group_name": "运维", "group_admin": "ops@example.com",
+                                       "status": "list", "members": "lisi@example.com"})
+    assert added.content == b""
+    assert raw_v1.write("group/addallowlist", {
+        "group_alias": "ops@example.com",
+        "allow_list": "zhangsan@example.com,wangwu@example.com"}).content == b""
+    assert raw_v1.write("group/delallowlist", {
+        "group_alias": "ops@example.com", "allow_list": "wangwu@example.com"}).content == b""
+    groups = {g["groupid"]: g for g in raw_v1.emu.state()["groups"]}
+    assert groups["ops@example.com"]["allow_type"] == 3
+    assert groups["ops@example.com"]["allow_userlist"] == ["zhangsan@example.com"]
+    emptied = raw_v1.write("group/delallowlist", {"group_alias": "ops@example.com",
+                                                  "allow_list": "zhangsan@example.com"})
+    assert emptied.json() == err(1100, "invalid_param")
+    not_list = raw_v1.write("group/addallowlist", {"group_alias": "all@example.com",
+                                                   "allow_list": "lisi@example.com"})
+    assert not_list.json() == err(1100, "invalid_param")
