@@ -493,9 +493,11 @@ class ExmailV2Provider:
         self.call("user/delete", params={"userid": email}, subject=email)
 
     def swap_alias(self, email: str, alias: str) -> None:
+        """``user/swapalias`` (undocumented): parameters in the query, as the one known client
+        (WYFUPD) sends them."""
         self.call(
             "user/swapalias",
-            body={"alias": email, "slavealias": alias},
+            params={"alias": email, "slavealias": alias},
             subject=f"{email} <-> {alias}",
         )
 
