@@ -331,3 +331,161 @@ def emulator_command(
         control_anywhere=control_anywhere,
         on_ready=ready,
     )
+
+
+@main.command("plan")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the plan to FILE in the chosen --format (json: the file 'apply' takes).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "html"]),
+    default=None,
+    help="text (default on a terminal), json (the applyable plan file) or html (one page "
+    "for approvers). Default for --out: json.",
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 2 when the plan has changes (0: none, 3: blocked, 1: error).",
+)
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="EMPLOYEE_ID",
+    help="Plan for these employees alone and explain each step (repeatable).",
+)
+@click.option(
+    "--allow-removals",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="After review: release the removal brakes for up to N disables/deletes.",
+)
+@click.option(
+    "--allow-updates",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="After review: release the update brake for up to N updates.",
+)
+@click.option("--force", is_flag=True, help="After review: release every brake.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (and the plan).")
+@pass_state
+@handle_errors
+def plan_command(
+    state: State,
+    out_path: str | None,
+    fmt: str | None,
+    detailed_exitcode: bool,
+    only: tuple[str, ...],
+    allow_removals: int | None,
+    allow_updates: int | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Show what a sync would change: compare the current HR snapshot with the live Exmail
+    directory, save the plan and print it (or write it with --out).
+
+    Exit codes: 0 no changes, 2 changes (with --detailed-exitcode), 3 blocked by a safety
+    brake (always; the plan is still saved and shown with how to release it), 1 error.
+    """
+    import time
+
+    from syncengine import render
+    from syncengine.errors import EXIT_BLOCKED, EXIT_CHANGES
+
+    fmt = fmt or ("json" if out_path else "text")
+    show_progress = not as_json and sys.stderr.isatty()
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        if not show_progress:
+            return
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if stage == "reading mailboxes" and not final and now - last[0] < 0.2:
+            return
+        last[0] = now
+        of = f" / {total:,}" if total else ""
+        click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=stage == "planning")
+
+    result = service.make_plan(
+        state.config,
+        only=list(only) if only else None,
+        allow_removals=allow_removals,
+        allow_updates=allow_updates,
+        force=force,
+        progress=progress,
+    )
+    plan = result.plan
+    if fmt == "json":
+        document = render.render_json(plan)
+    elif fmt == "html":
+        document = render.render_html(
+            plan, release=result.release, names=result.names, plan_id=result.plan_id
+        )
+    else:
+        color = out_path is None and not as_json and sys.stdout.isatty()
+        document = render.render_text(plan, color=color, release=result.release,
+                                      names=result.names)  # fmt: skip
+        if plan.explanations:
+            document = (
+                render.render_explanation(plan, color=color, names=result.names) + "\n" + document
+            )
+
+    if out_path is not None:
+        _write_file(out_path, document)
+    if as_json:
+        data = result.to_dict()
+        data["out"] = out_path
+        data["format"] = fmt
+        if out_path is None:
+            data["plan"] = plan.to_dict()
+        echo_json(data)
+    elif out_path is not None:
+        click.echo(f"{render.summary_line(plan, result.release)}")
+        click.echo(f"Saved as plan #{result.plan_id} ({fmt}): {out_path}")
+        for reason in plan.unreleased(result.release):
+            click.echo(f"blocked: {reason.message} — {reason.how_to_release}", err=True)
+    else:
+        click.echo(document, nl=False)
+        if fmt == "text":
+            click.echo(f"(saved as plan #{result.plan_id}; write it with --out FILE)", err=True)
+
+    if result.blocked:
+        sys.exit(EXIT_BLOCKED)
+    if detailed_exitcode and plan.has_changes:
+        sys.exit(EXIT_CHANGES)
+
+
+def _write_file(path: str, text: str) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a plan."""
+    import os
+    import tempfile
+
+    from syncengine.errors import PlanError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise PlanError(
+            f"cannot write the plan: {exc.strerror or exc}",
+            where=path,
+            hint="choose a writable path for --out (the plan is saved in the database anyway)",
+        ) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)

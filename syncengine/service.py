@@ -6,26 +6,39 @@ provider, a connector or a database session from the configuration.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from syncengine import emulator as exmail_emulator
+from syncengine import planner, render
 from syncengine.config import Config
 from syncengine.connectors.base import make_connector
 from syncengine.connectors.mapping import MappingResult, map_records
-from syncengine.domain import MailEvent, RowProblem, normalise_email
-from syncengine.errors import ConfigError, SyncEngineError
+from syncengine.domain import Department, MailEvent, RowProblem, normalise_email
+from syncengine.errors import ConfigError, StagingError, SyncEngineError
+from syncengine.plan import Plan, Release
+from syncengine.planner import Desired
+from syncengine.policy_config import policy_from_config
 from syncengine.providers.base import MailboxProvider
 from syncengine.providers.exmail_v1 import ExmailV1Provider
 from syncengine.providers.exmail_v2 import ExmailV2Provider
 from syncengine.providers.http import new_http_client
 from syncengine.staging import db as staging_db
-from syncengine.staging.repository import Repository, StoredDepartment
+from syncengine.staging.repository import (
+    NewAction,
+    Repository,
+    SnapshotInfo,
+    StoredDepartment,
+)
 
 # --- Exmail provider, SSO and mail (issue 2) ---------------------------------------------
 
@@ -447,3 +460,256 @@ def run_emulator(
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                           where="--host/--port", hint="choose another port (0 = any free one)")
 
+
+
+# --- plan: HR snapshot + live mailbox state -> saved Plan (issue 4) ------------------------
+
+PREVIOUS_SNAPSHOTS_FOR_MOVES = 5
+"""How many earlier complete snapshots feed department move detection (see make_plan)."""
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """One planning run: the plan, where it is stored, and what the operator released.
+
+    ``names`` maps the employee ids the plan's actions and explanations mention to their HR
+    names (for labels in the rendered plan; names are not part of the checksummed plan).
+    """
+
+    plan: Plan
+    plan_id: int
+    run_id: int
+    snapshot_id: int
+    release: Release
+    names: dict[str, str]
+    mailboxes: int
+    read_seconds: float
+    diff_seconds: float
+    seconds: float
+
+    @property
+    def blocked(self) -> bool:
+        """A brake fired that the given release does not lift."""
+        return self.plan.is_blocked(self.release)
+
+    @property
+    def has_changes(self) -> bool:
+        return self.plan.has_changes
+
+    def to_dict(self) -> dict[str, Any]:
+        """The machine summary of ``plan --json`` (the plan document itself is separate)."""
+        return {
+            "plan_id": self.plan_id,
+            "run_id": self.run_id,
+            "snapshot_id": self.snapshot_id,
+            "checksum": self.plan.checksum,
+            "created_at": self.plan.created_at.isoformat(),
+            "config_fingerprint": self.plan.config_fingerprint,
+            "state_fingerprint": self.plan.state_fingerprint,
+            "has_changes": self.has_changes,
+            "blocked": self.blocked,
+            "blocked_reasons": [
+                {
+                    "brake": r.brake,
+                    "message": r.message,
+                    "how_to_release": r.how_to_release,
+                    "released": r.released_by(self.release),
+                }
+                for r in self.plan.blocked_reasons
+            ],
+            "summary": dict(self.plan.summary),
+            "totals": render.totals(self.plan),
+            "mailboxes_read": self.mailboxes,
+            "seconds": {
+                "read_state": round(self.read_seconds, 3),
+                "diff": round(self.diff_seconds, 3),
+                "total": round(self.seconds, 3),
+            },
+        }
+
+
+def _without_secrets(value: Any) -> Any:
+    """A config dump with every secret replaced by a marker (its presence, not its value)."""
+    if isinstance(value, SecretStr):
+        return "<secret>"
+    if isinstance(value, dict):
+        return {str(k): _without_secrets(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_without_secrets(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, set | frozenset) else items
+    return value
+
+
+def config_fingerprint(config: Config) -> str:
+    """sha256 of the config's content without its secrets.
+
+    A plan records it; ``apply`` compares it so a plan made under other rules (another policy,
+    mapping or Exmail target) is refused. Secrets are left out, so rotating a secret does not
+    make reviewed plans stale, and the fingerprint reveals nothing about them.
+    """
+    data = _without_secrets(config.model_dump(mode="python"))
+    blob = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _previous_departments(
+    repo: Repository, current: SnapshotInfo, current_departments: Sequence[Department]
+) -> tuple[int | None, tuple[Department, ...]]:
+    """The size of the snapshot before the current one (for the shrink brake) and the
+    departments of the last few complete snapshots (for move detection and "managed").
+
+    The planner reads ``previous_departments`` as HR id -> old path, the last entry of an id
+    winning. Entries whose path is the current one go first, so that for each id the winner
+    is the most recent *different* path: a rename is still recognised when HR was ingested
+    twice before anyone planned.
+    """
+    earlier = [
+        s
+        for s in repo.list_snapshots(limit=PREVIOUS_SNAPSHOTS_FOR_MOVES * 4 + 1)
+        if s.id < current.id and s.status == "complete"
+    ][:PREVIOUS_SNAPSHOTS_FOR_MOVES]
+    if not earlier:
+        return None, ()
+    size = earlier[0].counts.get("people")
+    previous_size = int(size) if isinstance(size, int) else repo.count_people(earlier[0].id)
+    now_path = {d.hr_id: d.path for d in current_departments if d.hr_id}
+    same: list[Department] = []
+    moved: list[Department] = []
+    for snap in reversed(earlier):  # oldest first: later entries win
+        for d in repo.load_departments(snap.id):
+            (same if d.hr_id and now_path.get(d.hr_id) == d.path else moved).append(d)
+    return previous_size, (*same, *moved)
+
+
+def make_plan(
+    config: Config,
+    *,
+    only: Sequence[str] | None = None,
+    allow_removals: int | None = None,
+    allow_updates: int | None = None,
+    force: bool = False,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    now: datetime | None = None,
+    actor: str = "cli",
+    transport: httpx.BaseTransport | None = None,
+) -> PlanResult:
+    """Plan the changes that make Exmail follow the current HR snapshot, and save the plan.
+
+    Reads the current snapshot, the identity links and the previous snapshots from staging,
+    the live directory through the provider (``progress("reading mailboxes", done, total)``),
+    runs the pure :func:`syncengine.planner.diff` and stores the plan (also when a brake blocks
+    it: a blocked plan is kept and shown). ``only`` plans for the named employees alone, with
+    explanations. ``allow_removals`` / ``allow_updates`` / ``force`` are the operator's release;
+    they do not change the plan, only whether it counts as blocked (``PlanResult.blocked``).
+    No snapshot yet is a StagingError that says to run ``syncengine ingest``.
+    """
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    fingerprint = config_fingerprint(config)
+    policy = policy_from_config(config)
+    release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
+    repo = open_staging(config)
+    try:
+        snapshot = repo.current_snapshot()
+        if snapshot is None:
+            raise StagingError(
+                "there is no HR snapshot yet, so there is nothing to plan against",
+                where=staging_db.display_url(config.database_url),
+                hint="run 'syncengine ingest' first",
+            )
+        run_id = repo.start_run("plan", actor, config_fingerprint=fingerprint)
+        try:
+            people = repo.load_people(snapshot.id)
+            departments = repo.load_departments(snapshot.id)
+            previous_size, previous_departments = _previous_departments(
+                repo, snapshot, departments
+            )
+            quarantined = snapshot.counts.get("quarantined_ids") or []
+            desired = Desired(
+                people=tuple(people),
+                departments=tuple(departments),
+                quarantined=frozenset(str(e) for e in quarantined),
+                previous_size=previous_size,
+                previous_departments=previous_departments,
+            )
+            links = repo.load_links()
+
+            def read_progress(done: int, total: int | None) -> None:
+                if progress is not None:
+                    progress("reading mailboxes", done, total)
+
+            read_started = time.perf_counter()
+            provider = build_provider(config, transport=transport)
+            try:
+                state = provider.read_state(progress=read_progress)
+            finally:
+                provider.close()
+            read_seconds = time.perf_counter() - read_started
+
+            if progress is not None:
+                progress("planning", len(people), None)
+            diff_started = time.perf_counter()
+            plan = planner.diff(
+                desired,
+                state,
+                links,
+                policy,
+                now,
+                config_fingerprint=fingerprint,
+                only=list(only) if only is not None else None,
+            )
+            diff_seconds = time.perf_counter() - diff_started
+
+            seq = {a.key: i for i, a in enumerate(plan.actions, 1)}
+            record = repo.save_plan(
+                checksum=plan.checksum,
+                document=plan.to_json(),
+                actions=[
+                    NewAction(
+                        seq=seq[a.key],
+                        action_key=a.key,
+                        kind=a.kind.value,
+                        target=a.target,
+                        employee_id=a.employee_id or None,
+                        depends_on=tuple(seq[d] for d in a.depends_on),
+                    )
+                    for a in plan.actions
+                ],
+                run_id=run_id,
+                config_fingerprint=plan.config_fingerprint,
+                state_fingerprint=plan.state_fingerprint,
+                blocked=bool(plan.blocked_reasons),
+                block_reasons=[f"{r.brake}: {r.message}" for r in plan.blocked_reasons],
+            )
+        except BaseException as exc:
+            reason = str(exc) if isinstance(exc, SyncEngineError) else type(exc).__name__
+            repo.finish_run(run_id, "failed", {"error": reason})
+            raise
+        mentioned = {a.employee_id for a in plan.actions if a.employee_id}
+        mentioned |= set(plan.explanations)
+        names = {p.employee_id: p.name for p in people if p.employee_id in mentioned}
+        result = PlanResult(
+            plan=plan,
+            plan_id=record.id,
+            run_id=run_id,
+            snapshot_id=snapshot.id,
+            release=release,
+            names=names,
+            mailboxes=len(state.mailboxes),
+            read_seconds=read_seconds,
+            diff_seconds=diff_seconds,
+            seconds=time.perf_counter() - started,
+        )
+        repo.finish_run(
+            run_id,
+            "blocked" if result.blocked else "succeeded",
+            {
+                **plan.summary,
+                "plan_id": record.id,
+                "checksum": plan.checksum,
+                "snapshot_id": snapshot.id,
+            },
+        )
+        return result
+    finally:
+        repo.close()
