@@ -2,10 +2,13 @@
 
 Most HR suites (and in-house HR portals) expose their staff list as a paged JSON API. This
 connector speaks the four paging styles found in the wild, picks the records out of each page
-with a dotted path, and yields them as they arrive:
+with a dotted path, and yields them as they arrive. A short page does not end the list: many
+APIs cap the page size below what was asked, and stopping there would lose everyone after it.
 
-* ``page``      ``?page=1&page_size=100``, ``page=2``... until a short or empty page;
-* ``offset``    ``?offset=0&limit=100``, ``offset=100``... until a short or empty page;
+* ``page``      ``?page=1&page_size=100``, ``page=2``... until an empty page, or until
+                ``total_path`` (the body's total count) is reached;
+* ``offset``    ``?offset=0&limit=100``, then the offset moves by what actually came back...
+                until an empty page or the total;
 * ``cursor``    the body names the next cursor (``cursor_path``), sent back as ``cursor_param``
                 until it is null or empty;
 * ``next_link`` the body names the next page's URL (``next_path``), or the ``Link: <...>;
@@ -85,6 +88,7 @@ class HttpOptions(BaseModel):
     first_page: int = 1
     page_size: int = Field(default=100, ge=1, le=100_000)
     page_size_param: str = "page_size"  # "" when the server alone decides the page size
+    total_path: str = ""  # where the body gives the total count: saves the final empty page
     offset_param: str = "offset"
     limit_param: str = "limit"
     cursor_param: str = "cursor"
@@ -366,7 +370,7 @@ class HttpConnector:
         if o.paging == "next_link":
             yield from self._next_link_pages(client)
             return
-        page, offset, cursor = o.first_page, 0, None
+        page, offset, cursor, read = o.first_page, 0, None, 0
         seen_cursors: set[str] = set()
         for n in range(o.max_pages):
             params: dict[str, ParamValue] = dict(base)
@@ -397,12 +401,23 @@ class HttpConnector:
                     )
                 seen_cursors.add(cursor)
                 continue
-            short = o.paging == "offset" or bool(o.page_size_param)
-            if not records or (short and len(records) < o.page_size):
+            read += len(records)
+            if not records or (o.total_path and self._total(body) <= read):
                 return
             page += 1
             offset += len(records)
         self._too_many_pages()
+
+    def _total(self, body: Any) -> int:
+        value = dig(body, self.options.total_path)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise SourceError(
+                f"the answer has no whole number at total_path {self.options.total_path!r}",
+                where=self.describe(),
+                hint="fix source.total_path, or leave it out to page until an empty page",
+            ) from None
 
     def _next_link_pages(self, client: httpx.Client) -> Iterator[list[RawRecord]]:
         o = self.options

@@ -82,7 +82,8 @@ async def page_style(request: Request) -> Response:
 
 
 async def offset_style(request: Request) -> Response:
-    offset, limit = _int(request, "offset", 0), _int(request, "limit", 20)
+    """Caps the limit at 20, as many real APIs do."""
+    offset, limit = _int(request, "offset", 0), min(20, _int(request, "limit", 20))
     return JSONResponse({"results": PEOPLE[offset : offset + limit]})
 
 
@@ -233,7 +234,25 @@ def test_page_number_paging_with_bearer_token(api: str, tmp_path: Path, token_en
     records = list(conn.records())
     assert ids(records) == ALL_IDS
     assert records[0] == PEOPLE[0]  # Chinese text arrives intact
-    assert conn.pages_read == 6  # 5 full pages of 10, then a short one of 3
+    assert conn.pages_read == 7  # 5 full pages of 10, a short one of 3, then an empty one
+
+
+def test_page_paging_stops_at_the_total_the_body_gives(
+    api: str, tmp_path: Path, token_env: None
+) -> None:
+    conn = connector(
+        {
+            "url": f"{api}/page",
+            "token": "env:TEST_HR_TOKEN",
+            "records_path": "data.items",
+            "paging": "page",
+            "page_size": 10,
+            "total_path": "data.total",
+        },
+        tmp_path,
+    )
+    assert ids(list(conn.records())) == ALL_IDS
+    assert conn.pages_read == 6  # no request for the empty page after the total
 
 
 def test_page_paging_without_a_size_parameter_stops_on_the_empty_page(
@@ -254,13 +273,16 @@ def test_page_paging_without_a_size_parameter_stops_on_the_empty_page(
     assert conn.pages_read == 4  # the server's own 20 per page: 20, 20, 13, then empty
 
 
-def test_offset_limit_paging(api: str, tmp_path: Path) -> None:
+def test_offset_limit_paging_survives_a_server_that_caps_the_limit(
+    api: str, tmp_path: Path
+) -> None:
+    """The API gives at most 20 per page whatever the limit: short pages do not end the list."""
     conn = connector(
         {"url": f"{api}/offset", "records_path": "results", "paging": "offset", "page_size": 25},
         tmp_path,
     )
     assert ids(list(conn.records())) == ALL_IDS
-    assert conn.pages_read == 3
+    assert conn.pages_read == 4  # 20, 20, 13, then an empty page
 
 
 def test_cursor_paging(api: str, tmp_path: Path) -> None:
