@@ -16,9 +16,10 @@ tell a rename or a move from a delete and a create.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -259,7 +260,17 @@ def field_value(spec: FieldSpec, record: Mapping[str, Any]) -> str:
 
 def parse_date(text: str, formats: Iterable[str] = ()) -> date | None:
     """A date from text in one of ``formats``, ISO, or a common Chinese form; None if none fit."""
-    text = text.strip()
+    return _parse_date(text.strip(), tuple(formats))
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_date(text: str, formats: tuple[str, ...]) -> date | None:
+    # HR files repeat the same dates a lot (start of month, one batch of hires): cache them.
+    if not formats:
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
     for fmt in (*formats, *DEFAULT_DATE_FORMATS):
         try:
             return datetime.strptime(text, fmt).date()
@@ -280,6 +291,7 @@ def normalise_mobile(text: str, check: str = "mainland") -> str | None:
     return compact if _ANY_MOBILE_RE.match(compact) else None
 
 
+@functools.lru_cache(maxsize=8192)
 def department_path(value: str, separator: str) -> tuple[str, str | None]:
     """A department value from a people row as a ``/`` path, and why it is bad (or None)."""
     segments = [seg.strip() for seg in value.split(separator)]
@@ -502,12 +514,38 @@ class _Row:
     problems: list[RowProblem]
 
 
+def _single_getter(spec: FieldSpec) -> Callable[[Mapping[str, Any]], str]:
+    """``field_value`` for one spec, with a fast path for the common plain column.
+
+    Mapping 100,000 rows calls this a million times; a plain column (no split, map, default
+    or nesting) needs only a lookup, a strip and perhaps a case change.
+    """
+    name = spec.field
+    if name is None or "." in name or spec.split is not None or spec.map or spec.default:
+        return lambda record: field_value(spec, record)
+    strip, case = spec.strip, spec.case
+
+    def get(record: Mapping[str, Any]) -> str:
+        value = record.get(name)
+        text = value if type(value) is str else text_value(value)
+        if strip:
+            text = text.strip()
+        if case == "lower":
+            return text.lower()
+        if case == "upper":
+            return text.upper()
+        return text
+
+    return get
+
+
 class _PersonBuilder:
     """Maps one record; collects its problems instead of raising."""
 
     def __init__(self, config: MappingConfig, table: DepartmentTable | None, reference: str):
         self.config = config
         self.specs = config.specs()
+        self.value = {key: _single_getter(spec) for key, spec in self.specs.items()}
         self.table = table
         self.reference = reference
 
@@ -529,14 +567,14 @@ class _PersonBuilder:
                 RowProblem(reason=reason, row=row, field=self.label(engine_field), value=value)
             )
 
-        employee_id = field_value(specs["employee_id"], record)
+        employee_id = self.value["employee_id"](record)
         error = record.get(ERROR_KEY)
         if error:
             probs.append(RowProblem(reason=text_value(error), row=row))
         if not employee_id:
             bad("employee_id", "employee id is missing", None)
 
-        name = field_value(specs["name"], record)
+        name = self.value["name"](record)
         if not name:
             bad("name", "name is missing", None)
         elif byte_length(name) > MAX_NAME_BYTES:
@@ -544,7 +582,7 @@ class _PersonBuilder:
 
         email: str | None = None
         if "email" in specs:
-            text = field_value(specs["email"], record)
+            text = self.value["email"](record)
             if text:
                 email = normalise_email(text)
                 if not is_valid_email(email):
@@ -574,7 +612,7 @@ class _PersonBuilder:
                     None,
                 )
 
-        position = field_value(specs["position"], record) if "position" in specs else ""
+        position = self.value["position"](record) if "position" in specs else ""
         if byte_length(position) > MAX_POSITION_BYTES:
             bad(
                 "position",
@@ -584,7 +622,7 @@ class _PersonBuilder:
 
         mobile = ""
         if "mobile" in specs:
-            text = field_value(specs["mobile"], record)
+            text = self.value["mobile"](record)
             if text:
                 normal = normalise_mobile(text, self.config.mobile_check)
                 if normal is None:
@@ -597,13 +635,13 @@ class _PersonBuilder:
                 else:
                     mobile = normal
 
-        tel = field_value(specs["tel"], record) if "tel" in specs else ""
+        tel = self.value["tel"](record) if "tel" in specs else ""
         if len(tel) > 32:
             bad("tel", "telephone number is longer than 32 characters", tel)
 
         gender = Gender.UNSET
         if "gender" in specs:
-            text = field_value(specs["gender"], record)
+            text = self.value["gender"](record)
             found = GENDER_VALUES.get(text.casefold())
             if found is None:
                 bad("gender", "unknown gender (add it to mapping.gender.map)", text)
@@ -612,7 +650,7 @@ class _PersonBuilder:
 
         status = "active"
         if "status" in specs:
-            text = field_value(specs["status"], record)
+            text = self.value["status"](record)
             if text:
                 found_status = STATUS_VALUES.get(text.casefold())
                 if found_status is None:
@@ -636,7 +674,7 @@ class _PersonBuilder:
             elif isinstance(raw, date):
                 dates[key] = raw
             else:
-                text = field_value(spec, record)
+                text = self.value[key](record)
                 if text:
                     parsed = parse_date(text, spec.date_format)
                     if parsed is None:
