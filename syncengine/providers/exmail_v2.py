@@ -96,6 +96,20 @@ class Gen2Department:
     path: str
 
 
+def _department_row(call: str, item: Any, path: str = "") -> Gen2Department:
+    """One department object of a list/search answer; a malformed one is a fatal error."""
+    try:
+        return Gen2Department(
+            int(item["id"]),
+            str(item.get("name", "")),
+            int(item.get("parentid", 0) or 0),
+            int(item.get("order", 0) or 0),
+            path,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise FatalProviderError(f"answered a malformed department: {item!r}", call=call) from None
+
+
 def _gender(value: Any) -> Gender:
     code = parse_errcode(value)  # "1", 1, "" all tolerated
     return Gender(code) if code in (0, 1, 2) else Gender.UNSET
@@ -240,18 +254,8 @@ class ExmailV2Provider:
         data = self.call("department/list", params={"id": ROOT_ID})
         rows: dict[int, tuple[str, int, int]] = {}
         for item in data.get("department") or []:
-            try:
-                did = int(item["id"])
-                rows[did] = (
-                    str(item.get("name", "")),
-                    int(item.get("parentid", 0) or 0),
-                    int(item.get("order", 0) or 0),
-                )
-            except (KeyError, TypeError, ValueError):
-                raise FatalProviderError(
-                    f"department/list returned a malformed row: {item!r}",
-                    call="department/list",
-                ) from None
+            row = _department_row("department/list", item)
+            rows[row.id] = (row.name, row.parent_id, row.order)
         paths: dict[int, str] = {ROOT_ID: ""}
 
         def path_of(did: int, seen: frozenset[int] = frozenset()) -> str | None:
@@ -321,13 +325,7 @@ class ExmailV2Provider:
             "department/search", body={"name": name, "fuzzy": 1 if fuzzy else 0}, subject=name
         )
         return [
-            Gen2Department(
-                int(item["id"]),
-                str(item.get("name", "")),
-                int(item.get("parentid", 0) or 0),
-                int(item.get("order", 0) or 0),
-                normalise_path(str(item.get("path", ""))),
-            )
+            _department_row("department/search", item, normalise_path(str_field(item, "path")))
             for item in data.get("department") or []
         ]
 

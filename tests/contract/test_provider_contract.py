@@ -559,3 +559,24 @@ def test_v1_allow_list_group(emulator_factory: Callable[..., RunningEmulator]) -
                                  allow_list=("zhangsan@example.com",)))
     groups = {g["groupid"]: g for g in emu.state()["groups"]}
     assert groups["ops@example.com"]["allow_userlist"] == ["zhangsan@example.com"]
+
+
+def test_v2_department_search_and_id_map(emulator_factory: Callable[..., RunningEmulator]) -> None:
+    emu = emulator_factory("v2")
+    p = build(emu)
+    assert isinstance(p, ExmailV2Provider)
+    found = p.search_departments("平台部")
+    assert [(d.name, d.path) for d in found] == [("平台部", "研发中心/平台部")]
+    assert found[0].id == p.department_id("研发中心/平台部")
+    assert p.department_path(found[0].id) == "研发中心/平台部"
+    assert {d.path for d in p.search_departments("部", fuzzy=True)} >= {"市场部", "人力资源部"}
+    # A department made behind the client's back is found by re-reading the tree.
+    other = build(emu)
+    other.create_department("新部门")
+    other.close()
+    p.create_user(Mailbox("x@example.com", "某人", departments=("新部门",)), password=PASSWORD)
+    got = p.get_user("x@example.com")
+    assert got is not None and got.departments == ("新部门",)
+    with pytest.raises(NotFoundError):
+        p.department_id("没有这个部门")
+    p.close()
