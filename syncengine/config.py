@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from syncengine.apply_config import ApplyConfig, PasswordsConfig
 from syncengine.connectors.config import DepartmentsConfig, MappingConfig, SourceConfig
 from syncengine.errors import ConfigError
 from syncengine.policy_config import AddressesConfig, LifecycleConfig, PolicyConfig
@@ -49,6 +50,8 @@ class Config(BaseModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     addresses: AddressesConfig = Field(default_factory=AddressesConfig)
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    apply: ApplyConfig = Field(default_factory=ApplyConfig)
+    passwords: PasswordsConfig = Field(default_factory=PasswordsConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 
