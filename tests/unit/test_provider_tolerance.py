@@ -100,3 +100,20 @@ def test_v2_gettoken_without_errcode_is_accepted() -> None:
 
     with v2_provider(handler) as p:
         p.delete_user("a@corp.test")
+
+
+def test_v1_listen_read_timeout_is_a_quiet_poll_but_other_failures_raise() -> None:
+    from syncengine.errors import RetriableProviderError
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/cgi-bin/token":
+            return ok({"access_token": "t", "expires_in": 86400})
+        if request.url.path.endswith("listen") and b"Ver=1" in request.content:
+            raise httpx.ReadTimeout("timed out", request=request)
+        raise httpx.RemoteProtocolError("peer closed connection", request=request)
+
+    p = v1_provider(handler)
+    assert p.listen("1", timeout=0.1) == ([], "1")
+    with pytest.raises(RetriableProviderError):
+        p.listen("2", timeout=0.1)
+    p.close()
