@@ -173,6 +173,7 @@ class _Planner:
 
         self.conflicts: list[Conflict] = []
         self.blocked: set[str] = set()
+        self.contested: dict[str, list[str]] = {}
         self.protected_hits: set[str] = set()
         self.claimed: set[str] = set()  # mailboxes some person or link manages
         self.chains: dict[str, _Chain] = {}
@@ -301,6 +302,8 @@ class _Planner:
                 (eid,),
                 tuple(sorted(found)),
             )
+            # Each of these mailboxes stays contested: nobody else may take it either.
+            self.contested[eid] = sorted(found)
             return None, "conflict"
         if not found:
             return None, "no mailbox"
@@ -344,6 +347,22 @@ class _Planner:
         needed |= {a for p in needed for a in ancestors(p)}
         self.plan_departments(needed)
 
+        # Two stored links on one address: neither is trusted.
+        by_link: dict[str, list[str]] = defaultdict(list)
+        for eid in sorted(self.links):
+            by_link[normalise_email(self.links[eid].email)].append(eid)
+        for addr, eids in sorted(by_link.items()):
+            if len(eids) > 1:
+                self.conflict(
+                    ConflictKind.MAILBOX_CLAIMED_TWICE,
+                    f"the stored links of employees {', '.join(eids)} all name {addr}; "
+                    "remove the wrong links",
+                    tuple(eids),
+                    (addr,),
+                )
+                if addr in self.owner:
+                    self.claimed.add(self.owner[addr])
+
         # Matching.
         matched: dict[str, tuple[str, str]] = {}
         claims: dict[str, list[str]] = defaultdict(list)
@@ -351,6 +370,8 @@ class _Planner:
             eid = p.employee_id
             email, how = self.match(p)
             self.note(eid, f"match: {email} by {how}" if email else f"match: {how}")
+            for contested in self.contested.get(eid, ()):
+                claims[contested].append(eid)
             if email is None:
                 continue
             claims[email].append(eid)
@@ -364,8 +385,8 @@ class _Planner:
                     tuple(eids),
                     (email,),
                 )
+        self.claimed.update(claims)  # matched or contested: not unmanaged
         for eid, (email, _) in matched.items():
-            self.claimed.add(email)
             if policy.is_protected(email):
                 self.protected_hits.add(email)
                 self.blocked.add(eid)
@@ -450,8 +471,23 @@ class _Planner:
                 self._matched(p, state, why, email, wanted[eid], eid in generated, aliases)
 
         # Linked employees absent from HR.
+        absent_on: dict[str, list[str]] = defaultdict(list)
         for eid in sorted(self.links):
-            if eid in self.in_hr:
+            primary = self.owner.get(normalise_email(self.links[eid].email))
+            if eid not in self.in_hr and eid not in self.desired.quarantined and primary:
+                absent_on[primary].append(eid)
+        for primary, eids in sorted(absent_on.items()):
+            if len(eids) > 1 and primary not in self.claimed:
+                self.claimed.add(primary)
+                self.conflict(
+                    ConflictKind.MAILBOX_CLAIMED_TWICE,
+                    f"the stored links of employees {', '.join(eids)} all point at {primary}; "
+                    "remove the wrong links",
+                    tuple(eids),
+                    (primary,),
+                )
+        for eid in sorted(self.links):
+            if eid in self.in_hr or eid in self.blocked:
                 continue
             link = self.links[eid]
             if eid in self.desired.quarantined:
@@ -917,7 +953,11 @@ class _Planner:
             actions = [a for a in actions if a.key in keep]
             conflicts = [c for c in conflicts if set(c.employee_ids) & self.only]
             unmanaged = []
-        managed = len(self.claimed) - len(self.protected_hits & self.claimed)
+        # The population the shares are taken of: the mailboxes the engine manages, plus the
+        # unmanaged ones when the policy lets it disable them.
+        managed = len(self.claimed - self.protected_hits)
+        if self.policy.disable_unmanaged:
+            managed += len(unmanaged)
         stats = PlanStats(
             source_size=len(self.people),
             previous_size=self.desired.previous_size,

@@ -206,7 +206,7 @@ def brake_findings(stats: PlanStats, policy: Policy) -> tuple[BlockedReason, ...
             return
         if max_count is not None and n > max_count:
             msg = f"the plan would {what} {n} mailbox(es), more than the limit of {max_count}"
-        elif max_share is not None and big_enough and n / stats.managed > max_share:
+        elif max_share is not None and big_enough and n / max(stats.managed, 1) > max_share:
             msg = (
                 f"the plan would {what} {n} of {stats.managed} managed mailboxes "
                 f"({_share(n, stats.managed)}, more than {max_share:.0%})"
