@@ -550,15 +550,25 @@ def test_v1_groups(emulator_factory: Callable[..., RunningEmulator]) -> None:
     p.close()
 
 
-@pytest.mark.xfail(strict=True, reason="emulator lacks Gen 1 group/addallowlist (V14 §3.3.12)")
 def test_v1_allow_list_group(emulator_factory: Callable[..., RunningEmulator]) -> None:
     emu = emulator_factory("v1")
-    with closing(build(emu)) as p:
-        p.create_group(MailGroup("ops@example.com", "运维", members=("lisi@example.com",),
-                                 posting=GroupPosting.ALLOW_LIST,
-                                 allow_list=("zhangsan@example.com",)))
-    groups = {g["groupid"]: g for g in emu.state()["groups"]}
-    assert groups["ops@example.com"]["allow_userlist"] == ["zhangsan@example.com"]
+    p = build(emu)
+    assert isinstance(p, ExmailV1Provider)
+    p.create_group(MailGroup("ops@example.com", "运维", members=("lisi@example.com",),
+                             posting=GroupPosting.ALLOW_LIST,
+                             allow_list=("zhangsan@example.com",)))
+
+    def allowed() -> list[str]:
+        groups = {g["groupid"]: g for g in emu.state()["groups"]}
+        return list(groups["ops@example.com"]["allow_userlist"])
+
+    assert allowed() == ["zhangsan@example.com"]
+    p.add_group_allow_list("ops@example.com", ["wangwu@example.com", "lisi@example.com"])
+    p.remove_group_allow_list("ops@example.com", ["zhangsan@example.com"])
+    assert allowed() == ["wangwu@example.com", "lisi@example.com"]
+    with pytest.raises(FatalProviderError):  # the list may not become empty
+        p.remove_group_allow_list("ops@example.com", ["wangwu@example.com", "lisi@example.com"])
+    p.close()
 
 
 def test_v2_department_search_and_id_map(emulator_factory: Callable[..., RunningEmulator]) -> None:
