@@ -268,6 +268,8 @@ def ingest_command(state: State, as_json: bool) -> None:
               help="Fraction of calls answered with HTTP 503.")
 @click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0,
               help="Fraction of calls whose connection is dropped (after the call took effect).")
+@click.option("--busy-rate", type=click.FloatRange(0, 1), default=0.0,
+              help="Fraction of calls answered 'system busy' (Gen 2 -1, Gen 1 1002).")
 @click.option("--rate-limit", type=click.FloatRange(min=0), default=0.0,
               help="Calls per second per token (0 = unlimited); over it: 45009 / 1002.")
 @click.option("--token-lifetime", type=click.FloatRange(min=1), default=None,
@@ -292,6 +294,7 @@ def emulator_command(
     latency_ms: float,
     fail_rate: float,
     drop_rate: float,
+    busy_rate: float,
     rate_limit: float,
     token_lifetime: float | None,
     listen_hold: float,
@@ -322,6 +325,7 @@ def emulator_command(
             "latency_ms": latency_ms,
             "fail_rate": fail_rate,
             "drop_rate": drop_rate,
+            "busy_rate": busy_rate,
             "rate_limit_per_token": rate_limit,
             "token_lifetime": token_lifetime,
             "listen_hold": listen_hold,

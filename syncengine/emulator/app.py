@@ -47,10 +47,21 @@ class FaultsAndLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        latency_ms, fail, drop, drop_when = self.rt.roll()
-        if latency_ms:
-            await asyncio.sleep(latency_ms / 1000)
+        roll = self.rt.roll()
+        fail, drop = roll.fail, roll.drop
+        if roll.latency_ms:
+            await asyncio.sleep(roll.latency_ms / 1000)
         path, method = scope["path"], scope["method"]
+        if roll.busy and path != "/cgi-bin/login":
+            code = -1 if self.rt.api == "v2" else 1002
+            body = (b'{"errcode":-1,"errmsg":"system busy"}' if code == -1
+                    else b'{"errcode":"1002","error":"temporarily_unavailable"}')
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            self.rt.record(path, method, 200, code, _ms(started))
+            return
         if fail:
             body = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
             await send({"type": "http.response.start", "status": 503,
@@ -59,7 +70,7 @@ class FaultsAndLog:
             await send({"type": "http.response.body", "body": body})
             self.rt.record(path, method, 503, None, _ms(started))
             return
-        if drop and drop_when == "before":
+        if drop and roll.drop_when == "before":
             await _drop(send)
             self.rt.record(path, method, 0, None, _ms(started), dropped=True)
             return

@@ -158,7 +158,7 @@ def user_create(rt: Runtime, request: Request, p: Params) -> dict[str, Any]:
     if not p.get("userid"):
         raise ApiError(40003, 1100, "missing userid")
     if "department" not in p:
-        raise ApiError(60105, 1100, "missing department (a list of department ids)")
+        raise ApiError(40092, 1100, "missing department (a list of department ids)")
     rt.directory.create_user({**_user_body(p), "userid": str(p["userid"])})
     return _ok("created")
 

@@ -63,6 +63,14 @@ GEN1_ERRORS = {
 }
 
 APPS = ("contacts", "sso", "mail", "log", "settings")
+SEED_USER_KEYS = frozenset({
+    "userid", "name", "department", "position", "mobile", "tel", "extid", "gender", "enable",
+    "slaves", "password", "password_hash", "cpwd_login",
+})
+SEED_GROUP_KEYS = frozenset({
+    "groupid", "groupname", "userlist", "grouplist", "department", "allow_type",
+    "allow_userlist",
+})
 
 
 class ApiError(Exception):
@@ -297,23 +305,29 @@ class Directory:
         for i, raw in enumerate(seed.get("users", [])):
             body = dict(raw)
             where = f"users[{i}] {body.get('userid', '?')!r}"
+            _check_keys(body, SEED_USER_KEYS, where)
             try:
-                ids = []
-                for path in body.get("department", []):
-                    if str(path) not in path_ids:
-                        path_ids[str(path)] = self.ensure_path(str(path))
-                    ids.append(path_ids[str(path)])
-                body["department"] = ids
+                body["department"] = [self._seed_path(str(p), path_ids)
+                                      for p in body.get("department", [])]
                 self.create_user(body)
             except ApiError as exc:
                 raise SeedError(f"seed: {where}: {exc.message}") from None
         for i, raw in enumerate(seed.get("groups", [])):
             body = dict(raw)
+            _check_keys(body, SEED_GROUP_KEYS, f"groups[{i}]")
             body.setdefault("allow_type", 0)
             try:
+                body["department"] = [self._seed_path(str(p), path_ids)
+                                      for p in body.get("department", [])]
                 self.create_group(body)
             except ApiError as exc:
                 raise SeedError(f"seed: groups[{i}]: {exc.message}") from None
+
+    def _seed_path(self, path: str, cache: dict[str, int]) -> int:
+        """A seed names departments by path; created on first mention (cached for speed)."""
+        if path not in cache:
+            cache[path] = self.ensure_path(path)
+        return cache[path]
 
     # -- persistence --------------------------------------------------------------------
 
@@ -1003,6 +1017,12 @@ def _as_list(value: Any, code: int) -> Iterable[Any]:
     if not isinstance(value, list):
         raise ApiError(code, 1100, "expected a list")
     return value
+
+
+def _check_keys(entry: dict[str, Any], known: frozenset[str], where: str) -> None:
+    extra = sorted(set(entry) - known)
+    if extra:
+        raise SeedError(f"seed: {where}: unknown keys {extra} (known: {sorted(known)})")
 
 
 def _without_plain_passwords(seed: dict[str, Any]) -> dict[str, Any]:

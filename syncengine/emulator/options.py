@@ -20,17 +20,19 @@ class EmulatorOptions:
 
     ``drop_when`` says whether a dropped connection happens before the call takes effect or
     after (the default, the nasty case: a write happened but the client never hears of it).
-    ``rate_limit_per_token`` is calls per second per token (0 = unlimited); over it Gen 2
-    answers 45009 and Gen 1 1002. ``token_lifetime`` None means the real value (Gen 2 7200 s,
-    Gen 1 86400 s). ``rng_seed`` makes fault injection repeatable. ``invalid_token_code`` is
-    what Gen 2 answers for an unknown or expired token (40014; 42001 or 40001 to test a
-    client's tolerance).
+    ``busy_rate`` is the fraction of calls answered "system busy" at the API level (Gen 2
+    errcode -1, Gen 1 1002) with HTTP 200. ``rate_limit_per_token`` is calls per second per
+    token (0 = unlimited); over it Gen 2 answers 45009 and Gen 1 1002. ``token_lifetime``
+    None means the real value (Gen 2 7200 s, Gen 1 86400 s). ``rng_seed`` makes fault
+    injection repeatable. ``invalid_token_code`` is what Gen 2 answers for an unknown or
+    expired token (40014; 42001 or 40001 to test a client's tolerance).
     """
 
     latency_ms: float = 0.0
     fail_rate: float = 0.0
     drop_rate: float = 0.0
     drop_when: Literal["before", "after"] = "after"
+    busy_rate: float = 0.0
     rate_limit_per_token: float = 0.0
     token_lifetime: float | None = None
     listen_hold: float = 25.0
@@ -40,7 +42,7 @@ class EmulatorOptions:
     invalid_token_code: int = 40014
 
     def __post_init__(self) -> None:
-        for name in ("fail_rate", "drop_rate"):
+        for name in ("fail_rate", "drop_rate", "busy_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1 (got {value})")
@@ -63,6 +65,7 @@ class Faults:
     fail_rate: float = 0.0
     drop_rate: float = 0.0
     drop_when: str = "after"
+    busy_rate: float = 0.0
     rate_limit_per_token: float = 0.0
     token_lifetime: float | None = None
     listen_hold: float = 25.0

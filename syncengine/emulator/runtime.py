@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Any
 
 from syncengine.emulator.model import Directory
@@ -24,6 +25,15 @@ from syncengine.emulator.options import (
 )
 
 MAX_CALL_LOG = 200_000
+
+
+@dataclass(frozen=True)
+class Roll:
+    latency_ms: float
+    fail: bool  # HTTP 503
+    drop: bool  # connection dropped
+    drop_when: str  # "before" | "after" the call takes effect
+    busy: bool  # API-level "system busy" (-1 / 1002)
 
 
 class Notifier:
@@ -94,13 +104,14 @@ class Runtime:
             self._windows.clear()
             return self.faults
 
-    def roll(self) -> tuple[float, bool, bool, str]:
-        """(latency ms, fail with 503?, drop the connection?, drop when) for one call."""
+    def roll(self) -> Roll:
+        """The faults one call suffers, drawn from the seeded RNG."""
         with self.lock:
             f = self.faults
             fail = f.fail_rate > 0 and self.rng.random() < f.fail_rate
             drop = not fail and f.drop_rate > 0 and self.rng.random() < f.drop_rate
-            return f.latency_ms, fail, drop, f.drop_when
+            busy = not (fail or drop) and f.busy_rate > 0 and self.rng.random() < f.busy_rate
+            return Roll(f.latency_ms, fail, drop, f.drop_when, busy)
 
     def allow(self, token: str) -> bool:
         """Sliding one-second window of calls per token."""

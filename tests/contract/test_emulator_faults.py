@@ -172,3 +172,16 @@ def test_stop_releases_a_parked_listen(emulator_factory: Factory) -> None:
     worker.join(20)
     assert not worker.is_alive()
     assert result.get("body") == {"Ret": 0}
+
+
+def test_busy_rate_answers_minus_1_or_1002(emulator: RunningEmulator) -> None:
+    emulator.set_faults(busy_rate=1.0)
+    with httpx.Client(base_url=emulator.base_url) as http:
+        if emulator.api == "v2":
+            answer = http.get("/cgi-bin/gettoken", params={"corpid": "wwdemo0001"})
+            assert answer.json() == {"errcode": -1, "errmsg": "system busy"}
+        else:
+            answer = http.post("/openapi/user/get", data={"alias": "lisi@example.com"})
+            assert answer.json() == {"errcode": "1002", "error": "temporarily_unavailable"}
+    assert answer.status_code == 200
+    assert emulator.calls()[-1]["errcode"] in (-1, 1002)
