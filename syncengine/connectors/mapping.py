@@ -54,6 +54,7 @@ _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 _MOBILE_NOISE_RE = re.compile(r"[\s\-().\u3000\u2010-\u2015]")
 _MAINLAND_MOBILE_RE = re.compile(r"^(?:\+?86|0086)?(1[3-9]\d{9})$")
 _ANY_MOBILE_RE = re.compile(r"^\+?\d{5,20}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 # Values HR systems commonly use; a [mapping] ``map`` is applied first and may add more.
 GENDER_VALUES: dict[str, Gender] = {
@@ -579,6 +580,8 @@ class _PersonBuilder:
             bad("name", "name is missing", None)
         elif byte_length(name) > MAX_NAME_BYTES:
             bad("name", f"name is {byte_length(name)} bytes long (at most {MAX_NAME_BYTES})", name)
+        elif _CONTROL_RE.search(name):
+            bad("name", "name contains a line break or another control character", name)
 
         email: str | None = None
         if "email" in specs:
@@ -619,6 +622,8 @@ class _PersonBuilder:
                 f"position is {byte_length(position)} bytes long (at most {MAX_POSITION_BYTES})",
                 position,
             )
+        elif _CONTROL_RE.search(position):
+            bad("position", "position contains a line break or another control character", position)
 
         mobile = ""
         if "mobile" in specs:
@@ -746,6 +751,51 @@ class _PersonBuilder:
         return None
 
 
+def _hold_back_shared_addresses(
+    people: list[Person],
+    rows: Mapping[str, _Row],
+    builder: _PersonBuilder,
+    quarantined: set[str],
+    problems: list[RowProblem],
+) -> list[Person]:
+    """Quarantine every employee whose address (primary or alias) another employee also has.
+
+    HR cannot mean both; syncing either would hand one person's mail to the other.
+    """
+    owners: dict[str, set[str]] = {}
+    for person in people:
+        for address in (person.email, *person.aliases):
+            if address:
+                owners.setdefault(address, set()).add(person.employee_id)
+    shared = {address: ids for address, ids in owners.items() if len(ids) > 1}
+    if not shared:
+        return people
+    held: dict[str, list[str]] = {}
+    for address, ids in shared.items():
+        for employee_id in ids:
+            held.setdefault(employee_id, []).append(address)
+    kept: list[Person] = []
+    for person in people:
+        addresses = held.get(person.employee_id)
+        if not addresses:
+            kept.append(person)
+            continue
+        quarantined.add(person.employee_id)
+        for address in sorted(addresses):
+            others = sorted(shared[address] - {person.employee_id})
+            where = ", ".join(f"{o} (row {rows[o].row})" for o in others)
+            problems.append(
+                RowProblem(
+                    reason=f"address is also given to employee {where}; both are held back",
+                    row=rows[person.employee_id].row,
+                    field=builder.label("email" if address == person.email else "aliases"),
+                    value=address,
+                    employee_id=person.employee_id,
+                )
+            )
+    return kept
+
+
 def map_people(
     records: Iterable[Mapping[str, Any]],
     config: MappingConfig,
@@ -820,6 +870,8 @@ def map_people(
                 problems.extend(e.problems)
         elif head.person is not None:
             people.append(head.person)
+
+    people = _hold_back_shared_addresses(people, first, builder, quarantined, problems)
 
     if department_table is not None:
         departments = department_table.departments

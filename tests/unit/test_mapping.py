@@ -300,6 +300,29 @@ def test_a_duplicate_of_a_bad_row_is_held_back_too() -> None:
     assert {p.row for p in result.problems} == {2, 3}
 
 
+def test_an_address_given_to_two_employees_holds_both_back() -> None:
+    records = [
+        rec(row=2, 邮箱="zs@example.com"),
+        rec(row=3, 工号="E2", 姓名="张珊", 邮箱="ZS@example.com"),
+        rec(row=4, 工号="E3", 姓名="李四", 邮箱="ls@example.com", 别名="zhang@example.com"),
+        rec(row=5, 工号="E4", 姓名="张强", 邮箱="zhang@example.com"),
+        rec(row=6, 工号="E5", 姓名="王五", 邮箱="ww@example.com"),
+    ]
+    result = map_records(records, BASIC)
+    assert [p.employee_id for p in result.people] == ["E5"]
+    assert result.quarantined == {"E1", "E2", "E3", "E4"}
+    by_id = {p.employee_id: p for p in result.problems}
+    assert by_id["E1"].field == "邮箱"
+    assert "employee E2 (row 3)" in by_id["E1"].reason
+    assert (by_id["E3"].field, by_id["E3"].value) == ("别名", "zhang@example.com")
+
+
+def test_control_characters_in_a_name_or_position() -> None:
+    assert "line break" in one(rec(姓名="张三\r\n(外派)")).problems[0].reason
+    assert one(rec(职位="工程师\t")).people  # surrounding whitespace is stripped
+    assert "control character" in one(rec(职位="工程\x00师")).problems[0].reason
+
+
 def test_row_numbers_default_to_position() -> None:
     result = map_records([rec(工号="E1"), rec(工号="")], BASIC)
     assert result.problems[0].row == 2
@@ -411,6 +434,8 @@ def test_mapping_never_raises_on_arbitrary_rows(records: list[dict[str, Any]]) -
     assert result.quarantined <= problem_ids  # every quarantined employee says why
     assert result.rows == len(records)
     assert len(result.people) + len(result.quarantined) <= len(records)
+    addresses = [a for p in result.people for a in (p.email, *p.aliases) if a]
+    assert len(addresses) == len(set(addresses))  # no address is given to two people
     for person in result.people:
         assert person.name and person.employee_id
         for path in person.departments:
