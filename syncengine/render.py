@@ -301,7 +301,8 @@ def _blocked_lines(plan: Plan, release: Release | None, style: Styler) -> list[s
     if left:
         lines.append(
             style(
-                f"BLOCKED: {_plural(len(left), 'safety brake')} stop this plan from being applied",
+                f"BLOCKED: {_plural(len(left), 'safety brake')} "
+                f"{'stops' if len(left) == 1 else 'stop'} this plan from being applied",
                 "bold",
                 "red",
             )
