@@ -493,3 +493,263 @@ def _write_file(path: str, text: str) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# --- apply and audit (issue 5) -------------------------------------------------------------
+
+
+def _cli_actor() -> str:
+    """``cli:<user>`` for the audit log's "who started it"."""
+    import getpass
+    import os
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    return f"cli:{user}"
+
+
+def _apply_progress(enabled: bool) -> Callable[[int, int], None] | None:
+    if not enabled:
+        return None
+    import time
+
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < 0.2:
+            return
+        last[0] = now
+        click.echo(f"\rapplying: {done:,} / {total:,} actions", err=True, nl=done >= total)
+
+    return progress
+
+
+def _echo_apply_outcome(outcome: service.ApplyOutcome) -> None:
+    for report in outcome.reports:
+        counts = report.counts
+        what = "resumed plan" if report.resumed else "plan"
+        plan_ref = f"#{report.plan_id} " if report.plan_id is not None else ""
+        head = f"{what} {plan_ref}({report.checksum[:12]}): {report.status}"
+        if report.status == "no-changes":
+            click.echo(f"{head}: nothing to do")
+            continue
+        if report.status.startswith("already-"):
+            click.echo(f"{head}: this plan was applied before; nothing was written "
+                       "(make a new plan with 'syncengine plan')")  # fmt: skip
+        else:
+            click.echo(
+                f"{head}: {counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
+                f"{counts.get('skipped', 0)} skipped"
+                + (f", {counts['already_done']} done earlier" if counts.get("already_done") else "")
+                + f" ({report.calls} API calls, {report.seconds:.1f} s, run {report.run_id})"
+            )
+        for f in report.failures:
+            who = f" (employee {f.employee_id})" if f.employee_id else ""
+            click.echo(f"  {f.status:<7} {f.key}{who}: {f.reason}")
+        if report.passwords_delivered:
+            click.echo(
+                f"{report.passwords_delivered} initial password(s) written to "
+                f"{report.password_file} (mode 0600): hand them over, then delete the file"
+            )
+
+
+@main.command("apply")
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False))
+@click.option("--checksum", default=None, help="The reviewed plan's checksum; refuse any other.")
+@click.option(
+    "--allow-removals",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Release the removal brakes for up to N disables/deletes (after review).",
+)
+@click.option(
+    "--allow-updates",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Release the update brake for up to N updates (after review).",
+)
+@click.option("--force", is_flag=True, help="Release every brake (after review).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--resume", is_flag=True, help="Only finish the apply an interruption left.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@pass_state
+@handle_errors
+def apply_command(
+    state: State,
+    planfile: str | None,
+    checksum: str | None,
+    allow_removals: int | None,
+    allow_updates: int | None,
+    force: bool,
+    yes: bool,
+    resume: bool,
+    as_json: bool,
+) -> None:
+    """Apply a reviewed plan to Exmail (PLANFILE from 'syncengine plan --out'), or plan now,
+    show the plan and ask before applying it.
+
+    Refused before any write when the checksum or config differs, a brake blocks the plan
+    (release with --allow-removals/--allow-updates/--force), another apply runs, or Exmail
+    changed since the plan was made (plan again). An interrupted apply is finished first.
+    Exit codes: 0 applied, 1 error or refused, 3 blocked, 4 some actions failed (listed).
+    """
+    from syncengine import render
+    from syncengine.errors import EXIT_FAILED_ACTIONS, SyncEngineError
+
+    actor = _cli_actor()
+    progress = _apply_progress(not as_json and sys.stderr.isatty())
+    release: dict[str, Any] = {
+        "allow_removals": allow_removals,
+        "allow_updates": allow_updates,
+        "force": force,
+    }
+    extra: dict[str, Any] = {}
+    if resume:
+        if planfile is not None:
+            raise click.UsageError("--resume takes no PLANFILE")
+        outcome = service.resume_apply(state.config, actor=actor, progress=progress)
+        if not outcome.reports and not as_json:
+            click.echo("nothing to resume: no interrupted apply")
+    elif planfile is not None:
+        plan = service.read_plan_file(planfile)
+        outcome = service.apply_plan(
+            state.config, plan, checksum=checksum, actor=actor, progress=progress, **release
+        )
+    else:
+        earlier = service.resume_apply(state.config, actor=actor, progress=progress)
+        if earlier.reports and not as_json:
+            _echo_apply_outcome(earlier)
+        result = service.make_plan(state.config, actor=actor, **release)
+        plan = result.plan
+        extra = {"plan": result.to_dict()}
+        if not as_json:
+            click.echo(render.render_text(plan, color=sys.stdout.isatty(),
+                                          release=result.release, names=result.names),
+                       nl=False)  # fmt: skip
+        if plan.has_changes and not result.blocked and not yes:
+            if not sys.stdin.isatty():
+                raise SyncEngineError(
+                    "refusing to apply without confirmation: there is no terminal to ask on",
+                    where="apply",
+                    hint="review the plan, then run again with --yes (or apply a saved plan "
+                    "file with 'syncengine apply PLANFILE --yes')",
+                )
+            if not click.confirm(f"Apply these {len(plan.actions)} change(s)?", default=False):
+                click.echo("cancelled: nothing was applied", err=True)
+                sys.exit(1)
+        outcome = service.apply_plan(
+            state.config, plan, checksum=plan.checksum, actor=actor, progress=progress, **release
+        )
+        outcome = service.ApplyOutcome(
+            resumed=(*earlier.resumed, *outcome.resumed), applied=outcome.applied
+        )
+    if as_json:
+        echo_json({**outcome.to_dict(), **extra})
+    else:
+        _echo_apply_outcome(outcome)
+    if outcome.failed:
+        if not as_json:
+            click.echo("some actions failed (listed above); fix the cause and run "
+                       "'syncengine plan' / 'syncengine apply' again", err=True)  # fmt: skip
+        sys.exit(EXIT_FAILED_ACTIONS)
+
+
+AUDIT_COLUMNS = (
+    "id", "at", "run_id", "actor", "plan_id", "action_key", "kind", "target", "employee_id",
+    "email", "result", "call", "attempt", "attempts", "errcode", "errmsg", "duration_ms", "diffs",
+)  # fmt: skip
+
+
+def _parse_since(value: str | None) -> Any:
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date (YYYY-MM-DD) or ISO time", param_hint="--since"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@main.command("audit")
+@click.option("--run", "run_id", type=int, default=None, help="Only this run.")
+@click.option("--employee", "employee_id", default=None, help="Only this HR employee id.")
+@click.option("--email", default=None, help="Only this mailbox address.")
+@click.option("--since", default=None, help="Only rows at or after DATE (YYYY-MM-DD or ISO).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="The newest N rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per audit row).")
+@pass_state
+@handle_errors
+def audit_command(
+    state: State,
+    run_id: int | None,
+    employee_id: str | None,
+    email: str | None,
+    since: str | None,
+    limit: int | None,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """What happened to whom, when and why: the audit log, oldest first.
+
+    One row per action outcome (result done/failed/skipped, attempts, field diffs) and one
+    per API call made for it (call, result ok/retry/error, errcode and text, duration).
+    """
+    import csv
+    import dataclasses
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    rows = service.query_audit(
+        state.config,
+        run_id=run_id,
+        employee_id=employee_id,
+        email=email,
+        since=_parse_since(since),
+        limit=limit,
+    )
+    records = [{k: dataclasses.asdict(r)[k] for k in AUDIT_COLUMNS} for r in rows]
+    if as_json:
+        echo_json(records)
+        return
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(AUDIT_COLUMNS)
+        for rec in records:
+            writer.writerow(
+                [
+                    json.dumps(v, ensure_ascii=False, sort_keys=True)
+                    if isinstance(v, dict)
+                    else ("" if v is None else (v.isoformat() if hasattr(v, "isoformat") else v))
+                    for v in rec.values()
+                ]
+            )
+        return
+    if not records:
+        click.echo("no audit rows match")
+        return
+    for r in rows:
+        when = r.at.isoformat(sep=" ", timespec="seconds") if r.at else "?"
+        who = f"employee {r.employee_id} " if r.employee_id else ""
+        if r.call:
+            line = f"{when}  run {r.run_id}  {r.action_key}  call {r.call} #{r.attempt}: {r.result}"
+        else:
+            line = (f"{when}  run {r.run_id}  {r.actor}  {r.action_key}  {who}-> {r.result}"
+                    f" ({r.attempts} call(s))")  # fmt: skip
+        if r.errcode or r.errmsg:
+            line += f"  [{r.errcode or ''}] {r.errmsg or ''}".rstrip()
+        if r.duration_ms is not None:
+            line += f"  {r.duration_ms} ms"
+        click.echo(line)
+        for field, change in sorted((r.diffs or {}).items()):
+            if isinstance(change, dict):
+                click.echo(f"      {field}: {change.get('old')!r} -> {change.get('new')!r}")

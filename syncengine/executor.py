@@ -623,7 +623,6 @@ class Executor:
         status, detail = Status.DONE, ""
         try:
             self._apply_with_retries(run)
-            self._after_success(action)
             detail = run.note
         except RetriableProviderError as exc:
             status = Status.FAILED
@@ -631,8 +630,17 @@ class Executor:
         except (ProviderError, _Mismatch) as exc:
             status = Status.FAILED
             detail = str(exc)
-        if status is Status.FAILED and run.password is not None:
+        if status is Status.FAILED and run.password is not None and not run.maybe_written:
+            # The create certainly did not happen: the password handed over is not in use.
             self.passwords.void(action.employee_id, run.password.email, detail)
+        if status is Status.DONE:
+            try:
+                self._after_success(action)
+            except SyncEngineError as exc:
+                status = Status.FAILED
+                detail = (
+                    f"the change was made in Exmail, but storing the identity link failed: {exc}"
+                )
         run.password = None  # forget it as soon as possible
         elapsed = int((self._clock() - started) * 1000)
         last = run.records[-1] if run.records else None
@@ -670,7 +678,7 @@ class Executor:
         retrying = Retrying(
             retry=retry_if_exception_type(RetriableProviderError),
             wait=wait_exponential_jitter(
-                initial=s.backoff_initial, max=s.backoff_max, jitter=s.jitter
+                multiplier=s.backoff_initial, max=s.backoff_max, jitter=s.jitter
             ),
             stop=stop_any(
                 stop_after_attempt(s.max_attempts), _StopAfterBackoff(s.max_retry_seconds)

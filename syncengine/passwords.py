@@ -43,7 +43,7 @@ class FilePasswordDelivery:
                 raise ConfigError(
                     f"cannot open the password file: {exc.strerror}",
                     where=str(self.path),
-                    hint="set [passwords] path to a writable file, or delivery = \"none\"",
+                    hint='set [passwords] path to a writable file, or delivery = "none"',
                 ) from None
             try:
                 mode = stat.S_IMODE(os.fstat(fd).st_mode)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,12 +23,38 @@ from pydantic import SecretStr
 
 from syncengine import emulator as exmail_emulator
 from syncengine import planner, render
+from syncengine.apply_config import DEFAULT_PASSWORD_FILE
 from syncengine.config import Config
 from syncengine.connectors.base import make_connector
 from syncengine.connectors.mapping import MappingResult, map_records
-from syncengine.domain import Department, MailEvent, RowProblem, normalise_email
-from syncengine.errors import ConfigError, StagingError, SyncEngineError
-from syncengine.plan import Plan, Release
+from syncengine.domain import (
+    Department,
+    IdentityLink,
+    MailEvent,
+    RowProblem,
+    normalise_email,
+    normalise_path,
+    parent_path,
+    path_name,
+)
+from syncengine.errors import (
+    ConfigError,
+    NotFoundError,
+    PlanError,
+    StagingError,
+    StalePlanError,
+    SyncEngineError,
+)
+from syncengine.executor import (
+    AuditRecord,
+    Executor,
+    ExecutorSettings,
+    NoPasswordDelivery,
+    PasswordSink,
+)
+from syncengine.executor import Status as ExecStatus
+from syncengine.passwords import FilePasswordDelivery
+from syncengine.plan import Action, LinkRecord, Plan, Release
 from syncengine.planner import Desired
 from syncengine.policy_config import policy_from_config
 from syncengine.providers.base import MailboxProvider
@@ -34,11 +63,15 @@ from syncengine.providers.exmail_v2 import ExmailV2Provider
 from syncengine.providers.http import new_http_client
 from syncengine.staging import db as staging_db
 from syncengine.staging.repository import (
+    AuditEntry,
     NewAction,
+    PlanRecord,
     Repository,
     SnapshotInfo,
     StoredDepartment,
 )
+
+log = logging.getLogger(__name__)
 
 # --- Exmail provider, SSO and mail (issue 2) ---------------------------------------------
 
@@ -56,7 +89,9 @@ def build_provider(
     """
     ex = config.exmail
     client = new_http_client(
-        timeout=ex.timeout, max_connections=ex.read_concurrency + 2, transport=transport
+        timeout=ex.timeout,
+        max_connections=max(ex.read_concurrency, config.apply.concurrency) + 2,
+        transport=transport,
     )
     if ex.api == "v1":
         return ExmailV1Provider(ex, client)
@@ -711,5 +746,541 @@ def make_plan(
             },
         )
         return result
+    finally:
+        repo.close()
+
+
+# --- apply: a reviewed plan -> Exmail, checkpointed and audited (issue 5) ------------------
+
+APPLY_LOCK = "apply"
+"""The run lock's name: one apply (or sync) at a time per staging database."""
+
+
+@dataclass(frozen=True)
+class ApplyFailure:
+    """One action that did not get done in this apply, and why."""
+
+    key: str
+    kind: str
+    target: str
+    employee_id: str
+    status: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "target": self.target,
+            "employee_id": self.employee_id,
+            "status": self.status,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    """What one apply of one plan did. ``status``: ``applied`` (every action done),
+    ``failed`` (some failed or were skipped), ``no-changes`` (an empty plan)."""
+
+    plan_id: int | None
+    run_id: int | None
+    checksum: str
+    status: str
+    counts: dict[str, int]
+    failures: tuple[ApplyFailure, ...]
+    calls: int
+    seconds: float
+    resumed: bool = False
+    password_file: str | None = None
+    passwords_delivered: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan_id": self.plan_id,
+            "run_id": self.run_id,
+            "checksum": self.checksum,
+            "status": self.status,
+            "resumed": self.resumed,
+            "counts": dict(self.counts),
+            "failures": [f.to_dict() for f in self.failures],
+            "calls": self.calls,
+            "seconds": round(self.seconds, 3),
+            "password_file": self.password_file,
+            "passwords_delivered": self.passwords_delivered,
+        }
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """Every plan an ``apply`` call worked on: interrupted ones it resumed first, then the
+    given plan (absent for ``apply --resume``)."""
+
+    resumed: tuple[ApplyReport, ...]
+    applied: ApplyReport | None
+
+    @property
+    def reports(self) -> tuple[ApplyReport, ...]:
+        return (*self.resumed, *((self.applied,) if self.applied else ()))
+
+    @property
+    def failed(self) -> bool:
+        return any(r.failed for r in self.reports)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "resumed": [r.to_dict() for r in self.resumed],
+            "applied": self.applied.to_dict() if self.applied else None,
+            "failed": self.failed,
+        }
+
+
+class _StagingSink:
+    """The executor's :class:`~syncengine.executor.ExecutionSink` over the staging repository:
+    checkpoints on ``plan_actions``, rows in ``audit_log``, links in ``identity_links``."""
+
+    def __init__(
+        self, repo: Repository, plan_id: int, seqs: dict[str, int], run_id: int, actor: str
+    ) -> None:
+        self.repo = repo
+        self.plan_id = plan_id
+        self.seqs = seqs
+        self.run_id = run_id
+        self.actor = actor
+        self._done_rows: set[str] | None = None
+        self._lock = threading.Lock()
+
+    def start_action(self, action: Action, *, resuming: bool) -> int:
+        seq = self.seqs[action.key]
+        return self.repo.start_action(self.plan_id, seq, resuming=resuming).attempts
+
+    def finish_action(self, action: Action, status: ExecStatus, error: str | None) -> None:
+        self.repo.finish_action(self.plan_id, self.seqs[action.key], status.value, error)
+
+    def audit(self, records: Sequence[AuditRecord]) -> None:
+        self.repo.append_audit_many(
+            AuditEntry(
+                result=r.result,
+                run_id=self.run_id,
+                actor=self.actor,
+                plan_id=self.plan_id,
+                action_key=r.action_key,
+                kind=r.kind,
+                target=r.target,
+                employee_id=r.employee_id or None,
+                email=r.email,
+                diffs=dict(r.diffs) if r.diffs else None,
+                errcode=r.errcode,
+                errmsg=r.errmsg,
+                attempt=r.attempt,
+                attempts=r.attempts,
+                duration_ms=r.duration_ms,
+                call=r.call,
+            )
+            for r in records
+        )
+
+    def already_audited_done(self, action: Action) -> bool:
+        with self._lock:
+            if self._done_rows is None:
+                self._done_rows = {
+                    e.action_key
+                    for e in self.repo.query_audit(plan_id=self.plan_id)
+                    if e.action_key and e.call is None and e.result == ExecStatus.DONE.value
+                }
+            return action.key in self._done_rows
+
+    def store_link(self, link: LinkRecord) -> None:
+        old = self.repo.load_links([link.employee_id]).get(link.employee_id)
+        self.repo.save_links(
+            [
+                IdentityLink(
+                    employee_id=link.employee_id,
+                    email=normalise_email(link.email),
+                    first_seen=old.first_seen if old else self.repo.now(),
+                    disabled_since=link.disabled_since,
+                    generated=link.generated,
+                )
+            ]
+        )
+
+    def remove_link(self, employee_id: str) -> None:
+        self.repo.delete_link(employee_id)
+
+
+def _department_probe(provider: MailboxProvider) -> Callable[[str], bool]:
+    """A cheap "does this department exist" for the executor's look-before-redo checks:
+    Gen 2 lists the tree in one call; Gen 1 lists the parent's children."""
+    if isinstance(provider, ExmailV2Provider):
+        v2 = provider
+
+        def exists_v2(path: str) -> bool:
+            wanted = normalise_path(path)
+            return any(d.path == wanted for d in v2.list_departments())
+
+        return exists_v2
+    if isinstance(provider, ExmailV1Provider):
+        v1 = provider
+
+        def exists_v1(path: str) -> bool:
+            wanted = normalise_path(path)
+            try:
+                return path_name(wanted) in v1.party_list(parent_path(wanted))
+            except NotFoundError:
+                return False
+
+        return exists_v1
+    return lambda path: any(p.path == normalise_path(path) for p in provider.read_state().parties)
+
+
+def password_file_path(config: Config) -> Path:
+    """Where ``delivery = "file"`` writes: ``[passwords] path``, else next to the SQLite
+    database file, else next to the config file."""
+    if config.passwords.path:
+        return config.resolve_path(config.passwords.path)
+    url = config.database_url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and ":memory:" not in url:
+        return Path(url[len(prefix) :]).parent / DEFAULT_PASSWORD_FILE
+    return config.base_dir / DEFAULT_PASSWORD_FILE
+
+
+def _new_actions(plan: Plan) -> tuple[list[NewAction], dict[str, int]]:
+    """The plan's actions as checkpoint rows (seq = 1-based plan order, as make_plan saves)."""
+    seq = {a.key: i for i, a in enumerate(plan.actions, 1)}
+    rows = [
+        NewAction(
+            seq=seq[a.key],
+            action_key=a.key,
+            kind=a.kind.value,
+            target=a.target,
+            employee_id=a.employee_id or None,
+            depends_on=tuple(seq[d] for d in a.depends_on),
+        )
+        for a in plan.actions
+    ]
+    return rows, seq
+
+
+def _execute_stored(
+    config: Config,
+    repo: Repository,
+    record: PlanRecord,
+    plan: Plan,
+    *,
+    actor: str,
+    resumed: bool,
+    transport: httpx.BaseTransport | None,
+    sleep: Callable[[float], None],
+    progress: Callable[[int, int], None] | None,
+    settings: ExecutorSettings | None,
+) -> ApplyReport:
+    """Run (or finish) one stored plan under the lock already held: checkpoints decide what
+    is left; the run, the plan status and the password file are kept up to date."""
+    started = time.perf_counter()
+    fingerprint = config_fingerprint(config)
+    stored = repo.load_actions(record.id)
+    seqs = {a.action_key: a.seq for a in stored}
+    missing = [a.key for a in plan.actions if a.key not in seqs]
+    if missing:
+        raise StagingError(
+            f"plan #{record.id} has {len(missing)} action(s) without a checkpoint row "
+            f"(first: {missing[0]})",
+            hint="the stored plan is inconsistent; make a new plan",
+        )
+    statuses = {a.action_key: a.status for a in stored}
+    repo.set_plan_status(record.id, "applying")
+    run_id = repo.start_run("apply", actor, config_fingerprint=fingerprint)
+    sink = _StagingSink(repo, record.id, seqs, run_id, actor)
+    file_sink: FilePasswordDelivery | None = None
+    passwords: PasswordSink = NoPasswordDelivery()
+    if config.passwords.delivery == "file":
+        file_sink = FilePasswordDelivery(password_file_path(config), run_id=run_id)
+        passwords = file_sink
+    provider = build_provider(config, transport=transport)
+    try:
+        executor = Executor(
+            provider,
+            sink,
+            passwords=passwords,
+            settings=settings or config.apply.settings(),
+            department_exists=_department_probe(provider),
+            sleep=sleep,
+            progress=progress,
+        )
+        try:
+            result = executor.run(plan, statuses)
+        except BaseException as exc:
+            reason = str(exc) if isinstance(exc, SyncEngineError) else type(exc).__name__
+            repo.finish_run(run_id, "failed", {"error": reason, "plan_id": record.id})
+            raise
+    finally:
+        provider.close()
+    final = repo.action_counts(record.id)
+    open_left = final.get("pending", 0) + final.get("running", 0)
+    bad = final.get("failed", 0) + final.get("skipped", 0)
+    plan_status = "applying" if open_left else ("failed" if bad else "applied")
+    repo.set_plan_status(record.id, plan_status)
+    failures = tuple(
+        ApplyFailure(o.key, o.kind, o.target, o.employee_id, o.status.value, o.detail)
+        for o in result.failures
+    )
+    counts = {**result.counts(), "actions": len(plan.actions)}
+    repo.finish_run(
+        run_id,
+        "partial" if failures or open_left else "succeeded",
+        {**counts, "plan_id": record.id, "checksum": plan.checksum, "calls": result.calls},
+    )
+    delivered = file_sink.delivered if file_sink else 0
+    return ApplyReport(
+        plan_id=record.id,
+        run_id=run_id,
+        checksum=plan.checksum,
+        status="failed" if failures else "applied",
+        counts=counts,
+        failures=failures,
+        calls=result.calls,
+        seconds=time.perf_counter() - started,
+        resumed=resumed,
+        password_file=str(file_sink.path) if file_sink and delivered else None,
+        passwords_delivered=delivered,
+    )
+
+
+def _resume_unfinished(
+    config: Config,
+    repo: Repository,
+    *,
+    actor: str,
+    transport: httpx.BaseTransport | None,
+    sleep: Callable[[float], None],
+    progress: Callable[[int, int], None] | None,
+    settings: ExecutorSettings | None,
+) -> list[ApplyReport]:
+    reports = []
+    for record in repo.unfinished_plans():
+        plan = Plan.from_json(record.document, source=f"stored plan #{record.id}")
+        log.warning(
+            "resuming plan #%s (%s), left unfinished by an earlier run",
+            record.id,
+            plan.checksum[:12],
+        )
+        reports.append(
+            _execute_stored(
+                config,
+                repo,
+                record,
+                plan,
+                actor=actor,
+                resumed=True,
+                transport=transport,
+                sleep=sleep,
+                progress=progress,
+                settings=settings,
+            )
+        )
+    return reports
+
+
+def _lock_command(actor: str) -> str:
+    return f"syncengine apply ({actor})"
+
+
+def resume_apply(
+    config: Config,
+    *,
+    actor: str = "cli",
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[int, int], None] | None = None,
+    settings: ExecutorSettings | None = None,
+) -> ApplyOutcome:
+    """``apply --resume``: finish every plan an interrupted apply left (oldest first), under
+    the run lock. Done actions are not repeated; actions left ``running`` are checked against
+    the live directory before being redone. Nothing to resume is not an error."""
+    repo = open_staging(config)
+    try:
+        repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
+        try:
+            reports = _resume_unfinished(
+                config,
+                repo,
+                actor=actor,
+                transport=transport,
+                sleep=sleep,
+                progress=progress,
+                settings=settings,
+            )
+        finally:
+            repo.release_lock(APPLY_LOCK)
+    finally:
+        repo.close()
+    return ApplyOutcome(resumed=tuple(reports), applied=None)
+
+
+def read_plan_file(path: str | Path) -> Plan:
+    """A plan file as written by ``syncengine plan --out``; its checksum is verified."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError(
+            "plan file not found",
+            where=str(p),
+            hint="pass the file written by 'syncengine plan --out FILE'",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"cannot read the plan file: {exc}", where=str(p)) from None
+    return Plan.from_json(text, source=str(p))
+
+
+def apply_plan(
+    config: Config,
+    plan: Plan,
+    *,
+    checksum: str | None = None,
+    allow_removals: int | None = None,
+    allow_updates: int | None = None,
+    force: bool = False,
+    actor: str = "cli",
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[int, int], None] | None = None,
+    settings: ExecutorSettings | None = None,
+) -> ApplyOutcome:
+    """Apply exactly this reviewed plan.
+
+    Refused before any write (PlanError / PlanBlockedError / StalePlanError / LockHeldError)
+    when: ``checksum`` is given and is not the plan's; the plan was made under another config;
+    a brake blocks it and the release (``allow_removals`` / ``allow_updates`` / ``force``) does
+    not lift it; another apply holds the run lock; or the live mailbox state moved since the
+    plan was made (it is re-read first). Plans an interrupted run left are finished first. A
+    plan already applied is not applied again. Failed actions are in the report (the CLI exits
+    4); they fail only their dependants.
+    """
+    if checksum is not None and checksum.strip().lower() != plan.checksum:
+        raise PlanError(
+            f"the plan's checksum is {plan.checksum}, not the reviewed {checksum.strip()}",
+            where="--checksum",
+            hint="apply the exact file that was reviewed, or review this one",
+        )
+    fingerprint = config_fingerprint(config)
+    if plan.config_fingerprint != fingerprint:
+        raise PlanError(
+            f"the plan was made under another configuration (config fingerprint "
+            f"{plan.config_fingerprint[:12]}, this config is {fingerprint[:12]})",
+            where=f"plan {plan.checksum[:12]}",
+            hint="make a new plan with this configuration: syncengine plan",
+        )
+    release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
+    plan.raise_if_unsafe(release)
+    common: dict[str, Any] = {
+        "actor": actor,
+        "transport": transport,
+        "sleep": sleep,
+        "progress": progress,
+        "settings": settings,
+    }
+    repo = open_staging(config)
+    try:
+        repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
+        try:
+            resumed = _resume_unfinished(config, repo, **common)
+            record = repo.load_plan(plan.checksum)
+            if record is not None and record.status in ("applied", "failed"):
+                return ApplyOutcome(
+                    resumed=tuple(resumed),
+                    applied=_already_applied(repo, record, plan),
+                )
+            if record is not None and any(r.plan_id == record.id for r in resumed):
+                return ApplyOutcome(resumed=tuple(resumed), applied=None)
+            if not plan.actions:
+                return ApplyOutcome(
+                    resumed=tuple(resumed),
+                    applied=ApplyReport(
+                        plan_id=record.id if record else None,
+                        run_id=None,
+                        checksum=plan.checksum,
+                        status="no-changes",
+                        counts={"actions": 0},
+                        failures=(),
+                        calls=0,
+                        seconds=0.0,
+                    ),
+                )
+            provider = build_provider(config, transport=transport)
+            try:
+                live = provider.read_state().fingerprint()
+            finally:
+                provider.close()
+            if live != plan.state_fingerprint:
+                if record is not None:
+                    repo.set_plan_status(record.id, "abandoned")
+                raise StalePlanError(
+                    "stale plan: the Exmail directory changed since the plan was made "
+                    f"(state {plan.state_fingerprint[:12]} then, {live[:12]} now); "
+                    "nothing was written",
+                    where=f"plan {plan.checksum[:12]}",
+                    hint="run `syncengine plan` again and review the new plan",
+                )
+            rows, _ = _new_actions(plan)
+            record = repo.save_plan(
+                checksum=plan.checksum,
+                document=plan.to_json(),
+                actions=rows,
+                config_fingerprint=plan.config_fingerprint,
+                state_fingerprint=plan.state_fingerprint,
+                blocked=bool(plan.blocked_reasons),
+                block_reasons=[f"{r.brake}: {r.message}" for r in plan.blocked_reasons],
+            )
+            report = _execute_stored(config, repo, record, plan, resumed=False, **common)
+            return ApplyOutcome(resumed=tuple(resumed), applied=report)
+        finally:
+            repo.release_lock(APPLY_LOCK)
+    finally:
+        repo.close()
+
+
+def _already_applied(repo: Repository, record: PlanRecord, plan: Plan) -> ApplyReport:
+    """A plan applied before: report it, write nothing (a plan is never applied twice)."""
+    counts = repo.action_counts(record.id)
+    failures = tuple(
+        ApplyFailure(
+            a.action_key, a.kind, a.target, a.employee_id or "", a.status, a.error or ""
+        )
+        for a in repo.load_actions(record.id)
+        if a.status in ("failed", "skipped")
+    )
+    return ApplyReport(
+        plan_id=record.id,
+        run_id=None,
+        checksum=plan.checksum,
+        status=f"already-{record.status}",
+        counts={**counts, "actions": len(plan.actions)},
+        failures=failures,
+        calls=0,
+        seconds=0.0,
+    )
+
+
+def query_audit(
+    config: Config,
+    *,
+    run_id: int | None = None,
+    employee_id: str | None = None,
+    email: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> list[AuditEntry]:
+    """Audit rows matching every given filter, oldest first (``limit``: the newest N)."""
+    repo = open_staging(config)
+    try:
+        return repo.query_audit(
+            run_id=run_id, employee_id=employee_id, email=email, since=since, limit=limit
+        )
     finally:
         repo.close()

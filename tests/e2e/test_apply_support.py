@@ -1,0 +1,187 @@
+"""Shared set-up for the apply/audit end-to-end tests (no tests here).
+
+``ApplyEnv`` is one config folder: an HR CSV written from a list of rows, a config pointing
+at a running emulator and a SQLite staging file, and helpers to run the real CLI (in process
+with CliRunner, or as a subprocess) and to compare the emulator's directory with HR.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from syncengine.cli import main
+from syncengine.config import Config, load_config
+from syncengine.emulator.harness import RunningEmulator
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+COLUMNS = ["employee_id", "name", "email", "aliases", "departments", "position", "mobile",
+           "gender", "status"]  # fmt: skip
+
+WRITE_CALLS_V2 = {
+    "department/create", "department/update", "department/delete", "user/create",
+    "user/update", "user/delete", "user/swapalias",
+}  # fmt: skip
+WRITE_CALLS_V1 = {"party/sync", "user/sync", "user/swapalias"}
+
+
+def person(eid: str, name: str, email: str, dept: str = "", **kw: str) -> dict[str, str]:
+    row = {c: "" for c in COLUMNS}
+    row.update(employee_id=eid, name=name, email=email, departments=dept, status="active")
+    row.update(kw)
+    return row
+
+
+def people(n: int, *, start: int = 100, depts: Sequence[str] = ("工程部/后端组", "工程部/前端组",
+           "销售部", "财务部/会计组/总账")) -> list[dict[str, str]]:  # fmt: skip
+    """``n`` new hires with distinct addresses spread over nested departments."""
+    return [
+        person(f"T{start + i:05d}", f"测试员{start + i}", f"t{start + i}@example.com",
+               depts[i % len(depts)], position=f"工程师{i % 3}", gender="男" if i % 2 else "女")
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def base_rows() -> list[dict[str, str]]:
+    """The default seed's people as HR sees them, with changes the plan must carry out:
+    E0001 changes position, E0002 changes address (alias + swap), E0004 comes back (enable)."""
+    return [
+        person("E0001", "张三", "zhangsan@example.com", "研发中心/平台部", position="架构师",
+               mobile="13800000001", gender="男", aliases="san.zhang@example.com"),
+        person("E0002", "李四", "si.li@example.com", "研发中心/移动部", position="工程师",
+               mobile="13800000002", gender="女"),
+        person("E0004", "赵六", "zhaoliu@example.com", "人力资源部", gender="女"),
+    ]  # fmt: skip
+
+
+@dataclass
+class ApplyEnv:
+    root: Path
+    emulator: RunningEmulator
+    rows: list[dict[str, str]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "syncengine.toml"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "staging.db"
+
+    def write(self, rows: list[dict[str, str]] | None = None, **extra: Any) -> None:
+        if rows is not None:
+            self.rows = rows
+        self.extra.update(extra)
+        with (self.root / "hr.csv").open("w", encoding="utf-8", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(self.rows)
+        self.config_path.write_text(_toml(self._config_data()), encoding="utf-8")
+
+    def _config_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "exmail": {**self.emulator.exmail_config(), "timeout": 10},
+            "database": {"url": f"sqlite:///{self.db_path}"},
+            "source": {"type": "csv", "path": "hr.csv"},
+            "mapping": {
+                "email": "email", "aliases": {"field": "aliases", "split": ";"},
+                "departments": {"field": "departments", "split": ";"}, "position": "position",
+                "mobile": "mobile", "gender": "gender", "status": "status",
+            },
+            "apply": {"concurrency": 4, "rate_per_second": 0, "backoff_initial": 0.01,
+                      "backoff_max": 0.05, "max_attempts": 12},
+        }  # fmt: skip
+        for table, values in self.extra.items():
+            data[table] = {**data.get(table, {}), **values}
+        return data
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def cli(self, *args: str, input: str | None = None) -> Result:
+        runner = CliRunner()
+        return runner.invoke(main, ["--config", str(self.config_path), *args], input=input,
+                             catch_exceptions=False)  # fmt: skip
+
+    def subprocess(self, *args: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        return subprocess.Popen(
+            [str(Path(PYTHON).parent / "syncengine"), "--config", str(self.config_path), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=self.root,
+        )  # fmt: skip
+
+    def ingest_and_plan(self, out: str = "plan.json") -> Path:
+        r = self.cli("ingest")
+        assert r.exit_code == 0, r.output
+        path = self.root / out
+        r = self.cli("plan", "--out", str(path))
+        assert r.exit_code in (0, 3), r.output
+        return path
+
+    # --- what the emulator holds -----------------------------------------------------
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        return {u["userid"].lower(): u for u in self.emulator.state()["users"]}
+
+    def write_calls(self, since: int = 0) -> list[dict[str, Any]]:
+        names = WRITE_CALLS_V2 if self.emulator.api == "v2" else WRITE_CALLS_V1
+        return [c for c in self.emulator.calls(since) if _endpoint(c) in names]
+
+    def assert_converged(self) -> None:
+        """Every HR person has a mailbox with HR's fields; every department exists."""
+        state = self.emulator.state()
+        users = {u["userid"].lower(): u for u in state["users"]}
+        paths = {d["path"] for d in state["departments"]}
+        for row in self.rows:
+            u = users.get(row["email"])
+            assert u is not None, f"{row['email']} missing; have {sorted(users)[:20]}"
+            assert u["name"] == row["name"]
+            assert str(u.get("extid", "")) == row["employee_id"], u
+            if row["departments"]:
+                assert row["departments"] in paths
+                assert set(u.get("paths") or []) == {row["departments"]}, (u, row)
+            assert int(u.get("enable", 1)) == 1, u
+
+
+def _endpoint(call: dict[str, Any]) -> str:
+    path = str(call.get("endpoint") or call.get("path") or "")
+    for prefix in ("/cgi-bin/", "/openapi/"):
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+def _toml(data: dict[str, Any], prefix: str = "") -> str:
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and not _inline(value):
+            tables.append((f"{prefix}{key}", value))
+        else:
+            lines.append(f"{key} = {_value(value)}")
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for name, table in tables:
+        out += f"\n[{name}]\n" + _toml(table, prefix=f"{name}.")
+    return out
+
+
+def _inline(value: dict[str, Any]) -> bool:
+    return "field" in value
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value, ensure_ascii=False)
