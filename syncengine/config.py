@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from syncengine.apply_config import ApplyConfig, PasswordsConfig
 from syncengine.connectors.config import DepartmentsConfig, MappingConfig, SourceConfig
 from syncengine.errors import ConfigError
+from syncengine.notify import NotificationsConfig
 from syncengine.policy_config import AddressesConfig, LifecycleConfig, PolicyConfig
 from syncengine.providers.config import ExmailConfig
 
@@ -52,6 +53,7 @@ class Config(BaseModel):
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
     apply: ApplyConfig = Field(default_factory=ApplyConfig)
     passwords: PasswordsConfig = Field(default_factory=PasswordsConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 

@@ -1,0 +1,469 @@
+"""Notifications at the end of a run: a signed JSON POST to webhooks and/or a mail over SMTP.
+
+The nightly job runs unattended, so somebody must hear when it finished, failed or was
+blocked by a brake. This module owns the ``[notifications]`` config table and the sending;
+the service decides when to call it and what summary to send.
+
+Why it looks like this:
+
+* **Signed.** A receiver must be able to tell our POST from anyone else's. Each attempt
+  carries ``X-Syncengine-Timestamp`` (unix seconds) and ``X-Syncengine-Signature:
+  sha256=<hex>``, the HMAC-SHA256 of ``timestamp + "." + body`` under the webhook's secret
+  (the same scheme as the HR hooks the engine receives). The timestamp is signed too, so a
+  captured request cannot be replayed later; ``X-Syncengine-Delivery`` stays the same across
+  the retries of one notification, so a receiver can drop a duplicate.
+* **Bounded retries.** A dropped connection, a timeout, HTTP 408/429/5xx are retried with
+  exponential backoff and jitter (tenacity), at most ``attempts`` calls and ``max_seconds``
+  per target; other 4xx answers are not (repeating will not fix them). SMTP the same way:
+  connection trouble and 4xx replies are retried, refused recipients or credentials are not.
+* **Never fatal.** :meth:`Notifier.send` never raises for a delivery problem: it logs it and
+  returns a :class:`Delivery` per target saying what happened, which the run report shows.
+  A notification failure must not turn a good sync into a failed one.
+* **No secrets.** The payload is the run summary the caller builds (no credentials in it);
+  as a second line of defence every secret value the caller names is replaced by ``***`` in
+  the body, the mail and every error text. Webhook URLs are shown by host only, since URLs
+  of chat webhooks carry their own token in the path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import smtplib
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from syncengine.secrets import Secret
+
+log = logging.getLogger(__name__)
+
+Event = Literal["finished", "failed", "blocked"]
+EVENTS: tuple[Event, ...] = ("finished", "failed", "blocked")
+
+TIMESTAMP_HEADER = "X-Syncengine-Timestamp"
+SIGNATURE_HEADER = "X-Syncengine-Signature"
+EVENT_HEADER = "X-Syncengine-Event"
+DELIVERY_HEADER = "X-Syncengine-Delivery"
+SIGNATURE_PREFIX = "sha256="
+DEFAULT_TOLERANCE = 300.0
+"""Seconds a receiver should accept between our timestamp and its clock."""
+
+RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+class WebhookConfig(BaseModel):
+    """One ``[[notifications.webhooks]]`` entry: where to POST and the signing secret."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    secret: Secret
+    name: str | None = None  # how reports and logs call it (default: the URL's host)
+    timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or display_url(self.url)
+
+
+class SmtpConfig(BaseModel):
+    """``[notifications.smtp]``: mail the summary through this server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True  # upgrade a plain connection with STARTTLS (port 587)
+    ssl: bool = False  # TLS from the first byte (port 465); then starttls is not used
+    user: str | None = None
+    password: Secret | None = None
+    sender: str = Field(alias="from")
+    to: list[str] = Field(min_length=1)
+    timeout: float = Field(default=30.0, gt=0)
+    subject_prefix: str = "[syncengine]"
+    ca_file: str | None = None  # a private CA for the server's certificate
+
+    @property
+    def label(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+
+class NotificationsConfig(BaseModel):
+    """The ``[notifications]`` table. Example::
+
+        [notifications]
+        on = ["finished", "failed", "blocked"]
+        attempts = 5
+        backoff = 1.0
+
+        [[notifications.webhooks]]
+        url = "https://ops.example.com/hooks/syncengine"
+        secret = "env:SYNCENGINE_NOTIFY_SECRET"
+
+        [notifications.smtp]
+        host = "smtp.example.com"
+        from = "syncengine@example.com"
+        to = ["it-ops@example.com"]
+        user = "syncengine@example.com"
+        password = "env:SMTP_PASSWORD"
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    on: list[Event] = Field(default_factory=lambda: list(EVENTS))
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    smtp: SmtpConfig | None = None
+    attempts: int = Field(default=5, ge=1, le=20)
+    backoff: float = Field(default=1.0, ge=0)
+    backoff_max: float = Field(default=30.0, ge=0)
+    max_seconds: float = Field(default=120.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhooks or self.smtp)
+
+
+# --- signing ------------------------------------------------------------------------------
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256(secret, timestamp + "." + body)."""
+    mac = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return SIGNATURE_PREFIX + mac.hexdigest()
+
+
+def verify(
+    secret: str,
+    timestamp: str,
+    body: bytes,
+    signature: str,
+    *,
+    now: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> bool:
+    """Whether ``signature`` is ours for this body and the timestamp is recent (receivers)."""
+    try:
+        sent = float(timestamp)
+    except ValueError:
+        return False
+    if abs(now - sent) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def display_url(url: str) -> str:
+    """A URL as logs and reports show it: scheme, host and port only (paths can hold tokens)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every (non-trivial) secret value replaced by ``***``."""
+    for value in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What happened to one notification target."""
+
+    channel: Literal["webhook", "smtp"]
+    target: str
+    ok: bool
+    attempts: int
+    status: int | None = None  # last HTTP status (webhooks)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "target": self.target,
+            "ok": self.ok,
+            "attempts": self.attempts,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+class _Retry(Exception):
+    """An attempt that may succeed when repeated; ``retry_after`` from the server if given."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class _GiveUp(Exception):
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: the backoff is good enough
+
+
+# --- the notifier -------------------------------------------------------------------------
+
+
+class Notifier:
+    """Sends one run's summary to every configured target; see the module docstring."""
+
+    def __init__(
+        self,
+        config: NotificationsConfig,
+        *,
+        secrets: Iterable[str] = (),
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        own = [w.secret.get_secret_value() for w in config.webhooks]
+        if config.smtp is not None and config.smtp.password is not None:
+            own.append(config.smtp.password.get_secret_value())
+        self._secrets = tuple({*own, *secrets})
+        self._transport = transport
+        self._sleep = sleep
+        self._clock = clock
+
+    def wants(self, event: Event) -> bool:
+        return self.config.enabled and event in self.config.on
+
+    def send(
+        self, event: Event, summary: Mapping[str, Any], *, subject: str, text: str
+    ) -> list[Delivery]:
+        """Notify every target of ``event``; never raises for a delivery problem.
+
+        ``summary`` is the JSON-able run summary (the webhook body's ``summary``); ``subject``
+        and ``text`` are the mail's subject line and human-readable body.
+        """
+        if not self.wants(event):
+            return []
+        delivery_id = str(uuid.uuid4())
+        document = {
+            "event": event,
+            "delivery_id": delivery_id,
+            "sent_at": int(self._clock()),
+            "summary": summary,
+        }
+        body = redact(
+            json.dumps(document, ensure_ascii=False, sort_keys=True, default=str), self._secrets
+        ).encode("utf-8")
+        results = [self._post(hook, event, delivery_id, body) for hook in self.config.webhooks]
+        if self.config.smtp is not None:
+            results.append(self._mail(self.config.smtp, subject, text, body))
+        for r in results:
+            if r.ok:
+                log.info("notified %s %s (%s attempt(s))", r.channel, r.target, r.attempts)
+            else:
+                log.warning(
+                    "notification to %s %s failed after %s attempt(s): %s",
+                    r.channel,
+                    r.target,
+                    r.attempts,
+                    r.error,
+                )
+        return results
+
+    # --- retries ------------------------------------------------------------------------
+
+    def _wait(self) -> Callable[[RetryCallState], float]:
+        c = self.config
+        # wait_exponential + wait_random rather than wait_exponential_jitter: the same curve
+        # on every tenacity release we accept (its parameters were renamed over time).
+        backoff = wait_exponential(multiplier=c.backoff, max=c.backoff_max) + wait_random(
+            0, c.backoff / 2
+        )
+
+        def wait(state: RetryCallState) -> float:
+            pause = backoff(state)
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(exc, _Retry) and exc.retry_after is not None:
+                pause = max(pause, min(exc.retry_after, c.backoff_max))
+            return pause
+
+        return wait
+
+    def _retrying(self) -> Retrying:
+        c = self.config
+        return Retrying(
+            retry=retry_if_exception_type(_Retry),
+            wait=self._wait(),
+            stop=stop_after_attempt(c.attempts) | stop_after_delay(c.max_seconds),
+            sleep=self._sleep,
+            reraise=True,
+        )
+
+    # --- webhooks -----------------------------------------------------------------------
+
+    def _post(self, hook: WebhookConfig, event: Event, delivery_id: str, body: bytes) -> Delivery:
+        secret = hook.secret.get_secret_value()
+        attempts = 0
+        status: int | None = None
+        client = httpx.Client(timeout=hook.timeout, transport=self._transport)
+
+        def attempt() -> int:
+            nonlocal attempts, status
+            attempts += 1
+            timestamp = str(int(self._clock()))
+            headers = {
+                "Content-Type": "application/json; charset=utf-8",
+                "User-Agent": "syncengine-notify",
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: sign(secret, timestamp, body),
+                EVENT_HEADER: event,
+                DELIVERY_HEADER: delivery_id,
+            }
+            try:
+                response = client.post(hook.url, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                status = None
+                raise _Retry(f"{type(exc).__name__}: {exc}") from None
+            status = response.status_code
+            if 200 <= status < 300:
+                return status
+            reason = f"HTTP {status} {response.reason_phrase}".strip()
+            if status in RETRIABLE_STATUS:
+                raise _Retry(reason, status, _retry_after(response))
+            raise _GiveUp(f"{reason} (not retried: fix the receiver or the config)", status)
+
+        try:
+            for try_ in self._retrying():
+                with try_:
+                    attempt()
+        except (_Retry, _GiveUp) as exc:
+            error = redact(str(exc), self._secrets)
+            return Delivery("webhook", hook.label, False, attempts, status, error)
+        finally:
+            client.close()
+        return Delivery("webhook", hook.label, True, attempts, status)
+
+    # --- mail ---------------------------------------------------------------------------
+
+    def _message(self, smtp: SmtpConfig, subject: str, text: str, body: bytes) -> EmailMessage:
+        msg = EmailMessage()
+        msg["Subject"] = redact(f"{smtp.subject_prefix} {subject}".strip(), self._secrets)
+        msg["From"] = smtp.sender
+        msg["To"] = ", ".join(smtp.to)
+        msg["Date"] = formatdate(self._clock(), localtime=False)
+        msg["Message-ID"] = make_msgid(domain=smtp.sender.rpartition("@")[2] or None)
+        msg.set_content(redact(text, self._secrets))
+        msg.add_attachment(body, maintype="application", subtype="json", filename="report.json")
+        return msg
+
+    def _connect(self, smtp: SmtpConfig) -> smtplib.SMTP:
+        context = ssl.create_default_context(cafile=smtp.ca_file)
+        if smtp.ssl:
+            return smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
+        conn = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+        if smtp.starttls:
+            try:
+                conn.starttls(context=context)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def _mail(self, smtp: SmtpConfig, subject: str, text: str, body: bytes) -> Delivery:
+        msg = self._message(smtp, subject, text, body)
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            try:
+                conn = self._connect(smtp)
+            except (OSError, smtplib.SMTPException) as exc:
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    raise _GiveUp(f"the server's certificate is not trusted: {exc}") from None
+                if isinstance(exc, smtplib.SMTPNotSupportedError):
+                    raise _GiveUp(
+                        "the server does not offer STARTTLS (set starttls = false only on a "
+                        "trusted network)"
+                    ) from None
+                raise _Retry(f"cannot connect: {type(exc).__name__}: {exc}") from None
+            try:
+                if smtp.user is not None:
+                    password = smtp.password.get_secret_value() if smtp.password else ""
+                    conn.login(smtp.user, password)
+                conn.send_message(msg)
+            except smtplib.SMTPAuthenticationError as exc:
+                raise _GiveUp(f"login refused: {exc.smtp_code}") from None
+            except smtplib.SMTPRecipientsRefused as exc:
+                raise _GiveUp(f"recipients refused: {', '.join(sorted(exc.recipients))}") from None
+            except smtplib.SMTPResponseException as exc:
+                raw = exc.smtp_error
+                text_ = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+                message = f"SMTP {exc.smtp_code} {text_}"
+                if 400 <= exc.smtp_code < 500:
+                    raise _Retry(message) from None
+                raise _GiveUp(message) from None
+            except (OSError, smtplib.SMTPException) as exc:
+                raise _Retry(f"{type(exc).__name__}: {exc}") from None
+            finally:
+                try:
+                    conn.quit()
+                except (OSError, smtplib.SMTPException):
+                    conn.close()
+
+        try:
+            for try_ in self._retrying():
+                with try_:
+                    attempt()
+        except (_Retry, _GiveUp) as exc:
+            return Delivery(
+                "smtp", smtp.label, False, attempts, None, redact(str(exc), self._secrets)
+            )
+        return Delivery("smtp", smtp.label, True, attempts)
+
+
+def hostname() -> str:
+    """This machine's name, for the summary (which host's nightly run is talking)."""
+    return socket.gethostname()
