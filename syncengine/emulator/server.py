@@ -47,8 +47,11 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+_QUIET_DROPS = _QuietDrops()
+
+
 def _config(app: Starlette, log_level: str) -> uvicorn.Config:
-    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+    logging.getLogger("uvicorn.error").addFilter(_QUIET_DROPS)  # idempotent: same object
     return uvicorn.Config(
         app,
         log_level=log_level,
