@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from syncengine.connectors.base import ERROR_KEY, ROW_KEY
@@ -162,6 +163,10 @@ def text_value(value: Any) -> str:
         if not math.isfinite(value):
             return ""
         return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, Decimal):  # SQL NUMERIC columns
+        if not value.is_finite():
+            return ""
+        return str(int(value)) if value == value.to_integral_value() else str(value)
     if isinstance(value, datetime):
         if (value.hour, value.minute, value.second, value.microsecond) == (0, 0, 0, 0):
             return value.date().isoformat()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -69,6 +70,10 @@ def one(record: dict[str, Any], config: MappingConfig = BASIC) -> Any:
         (datetime(2024, 3, 1), "2024-03-01"),
         (datetime(2024, 3, 1, 8, 30), "2024-03-01 08:30:00"),
         (b"\xe5\xbc\xa0", "张"),
+        (Decimal("1001"), "1001"),
+        (Decimal("1001.00"), "1001"),
+        (Decimal("1.50"), "1.50"),
+        (Decimal("sNaN"), ""),
         (["only"], "only"),
         (["a", "b"], "a,b"),
     ],
@@ -393,6 +398,7 @@ scalar = st.one_of(
     ),
     st.integers(),
     st.floats(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=True, allow_infinity=True),
     st.booleans(),
     st.dates(),
     st.datetimes(),
