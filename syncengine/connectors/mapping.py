@@ -16,6 +16,7 @@ tell a rename or a move from a delete and a create.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -56,6 +57,36 @@ _MOBILE_NOISE_RE = re.compile(r"[\s\-().\u3000\u2010-\u2015]")
 _MAINLAND_MOBILE_RE = re.compile(r"^(?:\+?86|0086)?(1[3-9]\d{9})$")
 _ANY_MOBILE_RE = re.compile(r"^\+?\d{5,20}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_ID_CHARS = 64  # employee and department ids: Exmail's extid, the staging key columns
+MAX_EMAIL_CHARS = 254  # RFC 5321 path limit
+MAX_SHOWN_VALUE = 200  # a problem quotes at most this much of a value
+
+
+def _cut(value: str | None) -> str | None:
+    if value is None or len(value) <= MAX_SHOWN_VALUE:
+        return value
+    return value[:MAX_SHOWN_VALUE] + "…"
+
+
+def _finish(problems: list[RowProblem]) -> tuple[RowProblem, ...]:
+    """Problems in row order, each quoting at most MAX_SHOWN_VALUE characters of its value."""
+    cut = (
+        p
+        if p.value is None or len(p.value) <= MAX_SHOWN_VALUE
+        else dataclasses.replace(p, value=_cut(p.value))
+        for p in problems
+    )
+    return tuple(sorted(cut, key=_problem_key))
+
+
+def id_problem(value: str) -> str | None:
+    """Why a (non-empty) employee or department id cannot be used as a key, or None."""
+    if len(value) > MAX_ID_CHARS:
+        return f"is {len(value)} characters long (at most {MAX_ID_CHARS})"
+    if _CONTROL_RE.search(value):
+        return "contains a line break or another control character"
+    return None
+
 
 # Values HR systems commonly use; a [mapping] ``map`` is applied first and may add more.
 GENDER_VALUES: dict[str, Gender] = {
@@ -349,6 +380,16 @@ def build_department_table(
         if not dept_id:
             problems.append(RowProblem(reason="department id is missing", row=row, field=id_f))
             continue
+        if id_problem(dept_id):
+            problems.append(
+                RowProblem(
+                    reason=f"department id {id_problem(dept_id)}",
+                    row=row,
+                    field=id_f,
+                    value=_cut(dept_id),
+                )
+            )
+            continue
         if dept_id in rows_of:
             first = rows_of[dept_id]
             problems.append(
@@ -490,7 +531,7 @@ def build_department_table(
         by_id=by_id,
         by_name={k: tuple(v) for k, v in by_name.items()},
         invalid=invalid,
-        problems=tuple(sorted(problems, key=_problem_key)),
+        problems=_finish(problems),
         parent_ids={d: resolved_parent.get(d) for d in valid},
         rows=count,
     )
@@ -570,15 +611,20 @@ class _PersonBuilder:
 
         def bad(engine_field: str, reason: str, value: str | None) -> None:
             probs.append(
-                RowProblem(reason=reason, row=row, field=self.label(engine_field), value=value)
+                RowProblem(
+                    reason=reason, row=row, field=self.label(engine_field), value=_cut(value)
+                )
             )
 
         employee_id = self.value["employee_id"](record)
         error = record.get(ERROR_KEY)
         if error:
-            probs.append(RowProblem(reason=text_value(error), row=row))
+            probs.append(RowProblem(reason=_cut(text_value(error)) or "", row=row))
         if not employee_id:
             bad("employee_id", "employee id is missing", None)
+        elif id_problem(employee_id):
+            bad("employee_id", f"employee id {id_problem(employee_id)}", employee_id)
+            employee_id = ""  # unusable as a key: the row counts as one without an id
 
         name = self.value["name"](record)
         if not name:
@@ -593,14 +639,14 @@ class _PersonBuilder:
             text = self.value["email"](record)
             if text:
                 email = normalise_email(text)
-                if not is_valid_email(email):
+                if not is_valid_email(email) or len(email) > MAX_EMAIL_CHARS:
                     bad("email", "not a valid email address", text)
 
         aliases: list[str] = []
         if "aliases" in specs:
             for text in field_values(specs["aliases"], record):
                 alias = normalise_email(text)
-                if not is_valid_email(alias):
+                if not is_valid_email(alias) or len(alias) > MAX_EMAIL_CHARS:
                     bad("aliases", "not a valid email address (alias)", text)
                 elif alias != email and alias not in aliases:
                     aliases.append(alias)
@@ -892,7 +938,7 @@ def map_people(
     return MappingResult(
         people=tuple(sorted(people, key=lambda p: p.employee_id)),
         departments=departments,
-        problems=tuple(sorted(problems, key=_problem_key)),
+        problems=_finish(problems),
         quarantined=frozenset(quarantined),
         rows=count,
         notes=tuple(sorted(notes, key=_problem_key)),

@@ -328,6 +328,25 @@ def test_control_characters_in_a_name_or_position() -> None:
     assert "control character" in one(rec(职位="工程\x00师")).problems[0].reason
 
 
+def test_unusable_employee_ids_are_problems_without_an_id() -> None:
+    for bad_id in ("E" * 65, "E1\nE2"):
+        result = one(rec(row=4, 工号=bad_id))
+        assert result.people == ()
+        assert result.quarantined == frozenset()  # not a key anyone could be matched on
+        (problem,) = result.problems
+        assert (problem.row, problem.field, problem.employee_id) == (4, "工号", None)
+        assert "employee id" in problem.reason
+
+
+def test_long_values_are_quoted_short_and_long_addresses_are_invalid() -> None:
+    long_mail = "a" * 250 + "@example.com"
+    result = one(rec(邮箱=long_mail, 手机="9" * 5000))
+    by_field = {p.field: p for p in result.problems}
+    assert "not a valid email" in by_field["邮箱"].reason
+    shown = by_field["手机"].value or ""
+    assert len(shown) <= 201 and shown.endswith("…")
+
+
 def test_row_numbers_default_to_position() -> None:
     result = map_records([rec(工号="E1"), rec(工号="")], BASIC)
     assert result.problems[0].row == 2

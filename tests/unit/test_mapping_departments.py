@@ -99,6 +99,12 @@ def test_missing_id_and_bad_name() -> None:
     assert "is empty" in reasons
 
 
+def test_unusable_department_ids() -> None:
+    t = table(("D" * 65, "甲", ""), ("x\ty", "乙", ""), ("5", "丙", ""))
+    assert [d.hr_id for d in t.departments] == ["5"]
+    assert [p.row for p in t.problems] == [2, 3]
+
+
 def test_too_deep() -> None:
     rows = [(str(i), f"L{i}", str(i - 1) if i > 1 else "") for i in range(1, 8)]
     t = table(*rows, config=DepartmentsConfig.model_validate({"source": {"type": "csv"}}))
