@@ -753,3 +753,100 @@ def audit_command(
         for field, change in sorted((r.diffs or {}).items()):
             if isinstance(change, dict):
                 click.echo(f"      {field}: {change.get('old')!r} -> {change.get('new')!r}")
+
+
+# --- sync: the nightly job (issue 5) -------------------------------------------------------
+
+
+class _ProgressLine:
+    """One self-overwriting progress line on stderr: a bar when the total is known."""
+
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._last = 0.0
+        self._stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        now = self._clock()
+        final = total is not None and done >= total
+        if stage == self._stage and not final and now - self._last < 0.1:
+            return
+        if self._stage is not None and stage != self._stage:
+            click.echo("", err=True)
+        self._stage, self._last = stage, now
+        if total:
+            filled = min(self.WIDTH, self.WIDTH * done // total)
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            text = f"{stage:<18} [{bar}] {done:,} / {total:,}"
+        else:
+            text = f"{stage:<18} {done:,}"
+        click.echo(f"\r{text}", err=True, nl=False)
+
+    def close(self) -> None:
+        if self._stage is not None:
+            click.echo("", err=True)
+
+
+@main.command("sync")
+@click.option("--dry-run", is_flag=True,
+              help="Ingest and plan, apply nothing; list the API calls the plan would make.")
+@click.option("--report", "report", default=None, metavar="FILE",
+              help="Also write the run report as JSON to FILE; {date}, {datetime} and {run} "
+              "in FILE are filled in (e.g. reports/sync-{date}.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.option("--allow-removals", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Release the removal brakes for up to N disables/deletes (after review).")
+@click.option("--allow-updates", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Release the update brake for up to N updates (after review).")
+@click.option("--force", is_flag=True, help="Release every brake (after review).")
+@click.option("--scheduled", is_flag=True,
+              help="Record the run as started by the schedule (cron, systemd timer).")
+@click.option("--notify/--no-notify", default=None,
+              help="Send the [notifications] (default: yes, except with --dry-run).")
+@pass_state
+@handle_errors
+def sync_command(
+    state: State,
+    dry_run: bool,
+    report: str | None,
+    as_json: bool,
+    allow_removals: int | None,
+    allow_updates: int | None,
+    force: bool,
+    scheduled: bool,
+    notify: bool | None,
+) -> None:
+    """The nightly job: finish an interrupted apply, ingest HR, plan, apply, report, notify.
+
+    A plan blocked by a brake applies nothing. One sync at a time per staging database (the
+    run lock names the holder of a second one). Exit codes: 0 done (or nothing to do),
+    1 error (source, Exmail, lock...), 3 blocked by a brake, 4 some actions failed.
+    """
+    show = not as_json and sys.stderr.isatty()
+    line = _ProgressLine() if show else None
+    try:
+        result = service.sync(
+            state.config,
+            dry_run=dry_run,
+            allow_removals=allow_removals,
+            allow_updates=allow_updates,
+            force=force,
+            actor="schedule" if scheduled else _cli_actor(),
+            report=report,
+            notify=notify,
+            progress=line,
+        )
+    finally:
+        if line is not None:
+            line.close()
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        for text in result.lines():
+            click.echo(text)
+    if result.exit_code:
+        sys.exit(result.exit_code)
