@@ -68,15 +68,24 @@ def _cut(value: str | None) -> str | None:
     return value[:MAX_SHOWN_VALUE] + "…"
 
 
+def _shown(text: str | None) -> str | None:
+    """Text safe to print and to store: control characters escaped, long values cut."""
+    if text is None:
+        return None
+    if _CONTROL_RE.search(text):
+        text = _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _cut(text)
+
+
 def _finish(problems: list[RowProblem]) -> tuple[RowProblem, ...]:
-    """Problems in row order, each quoting at most MAX_SHOWN_VALUE characters of its value."""
-    cut = (
+    """Problems in row order, quoting values and reasons safely (PostgreSQL refuses NUL)."""
+    safe = (
         p
-        if p.value is None or len(p.value) <= MAX_SHOWN_VALUE
-        else dataclasses.replace(p, value=_cut(p.value))
+        if _shown(p.value) == p.value and _shown(p.reason) == p.reason
+        else dataclasses.replace(p, value=_shown(p.value), reason=_shown(p.reason) or "")
         for p in problems
     )
-    return tuple(sorted(cut, key=_problem_key))
+    return tuple(sorted(safe, key=_problem_key))
 
 
 def id_problem(value: str) -> str | None:
@@ -328,13 +337,21 @@ def normalise_mobile(text: str, check: str = "mainland") -> str | None:
     return compact if _ANY_MOBILE_RE.match(compact) else None
 
 
+def dept_name_problem(name: str) -> str | None:
+    """Why Exmail would refuse a department name (or a control character in it), or None."""
+    problem = department_name_problem(name)
+    if problem is None and _CONTROL_RE.search(name):
+        problem = "contains a line break or another control character"
+    return problem
+
+
 @functools.lru_cache(maxsize=8192)
 def department_path(value: str, separator: str) -> tuple[str, str | None]:
     """A department value from a people row as a ``/`` path, and why it is bad (or None)."""
     segments = [seg.strip() for seg in value.split(separator)]
     segments = [seg for seg in segments if seg]
     for seg in segments:
-        problem = department_name_problem(seg)
+        problem = dept_name_problem(seg)
         if problem:
             return "/".join(segments), f"department name {seg!r} {problem}"
     if len(segments) > MAX_DEPARTMENT_DEPTH:
@@ -405,7 +422,7 @@ def build_department_table(
         rows_of[dept_id] = row
         if dept_id in roots:
             continue
-        bad_name = department_name_problem(name)
+        bad_name = dept_name_problem(name)
         if bad_name:
             problems.append(
                 RowProblem(reason=f"department name {bad_name}", row=row, field=name_f, value=name)
@@ -694,6 +711,8 @@ class _PersonBuilder:
         tel = self.value["tel"](record) if "tel" in specs else ""
         if len(tel) > 32:
             bad("tel", "telephone number is longer than 32 characters", tel)
+        elif _CONTROL_RE.search(tel):
+            bad("tel", "telephone number contains a control character", tel)
 
         gender = Gender.UNSET
         if "gender" in specs:

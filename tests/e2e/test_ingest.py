@@ -218,3 +218,52 @@ def test_ingest_has_help() -> None:
     result = CliRunner().invoke(main, ["ingest", "--help"])
     assert result.exit_code == 0
     assert "--json" in result.output
+
+
+def test_hostile_values_are_quarantined_not_a_database_error(
+    tmp_path: Path, staging_url: str
+) -> None:
+    """NUL bytes, control characters and over-long values must never reach a VARCHAR column
+    (PostgreSQL refuses NUL and enforces lengths; SQLite would quietly store them)."""
+    rows = [
+        {"id": "E1", "name": "张三", "tel": "010\u00006200", "dept": "研发\u0000中心"},
+        {"id": "E2", "name": "李\u0000四", "dept": "市场部"},
+        {"id": "E" * 300, "name": "王五"},
+        {"id": "E4", "name": "赵六", "email": "a" * 400 + "@example.com"},
+        {"id": "E5", "name": "钱七", "mobile": "1" * 10_000, "dept": "市场部"},
+        {"id": "E6", "name": "孙八", "dept": "市场部/" + "很长" * 40},
+        {"id": "E7", "name": "周九", "dept": "市场部"},
+    ]
+    (tmp_path / "people.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", "utf-8"
+    )
+    config = tmp_path / "syncengine.toml"
+    config.write_text(
+        f"""
+[exmail]
+corp_id = "wwdemo0001"
+secrets = {{ contacts = "demo-contacts-secret-0001" }}
+[database]
+url = {json.dumps(staging_url)}
+[source]
+type = "jsonl"
+path = "people.jsonl"
+[mapping]
+employee_id = "id"
+name = "name"
+email = "email"
+tel = "tel"
+mobile = "mobile"
+departments = "dept"
+""",
+        "utf-8",
+    )
+    report = ingest_json(config)
+    counts = report["counts"]
+    assert isinstance(counts, dict)
+    assert counts["people"] == 1
+    assert counts["quarantined"] == 5  # E1, E2, E4, E5, E6; the 300-character id is no key
+    problems = report["problems"]
+    assert isinstance(problems, list)
+    assert all("\x00" not in f"{p['value']}{p['reason']}" for p in problems)
+    assert any(p["value"] == "010\\x006200" for p in problems)
