@@ -85,7 +85,8 @@ def test_sync_from_empty_then_again_makes_no_write_call(env: ApplyEnv, receiver:
     written = list((env.root / "reports").glob("sync-*.json"))
     assert len(written) == 1
     doc = json.loads(written[0].read_text(encoding="utf-8"))
-    assert written[0].name == f"sync-{time.strftime('%Y-%m-%d', time.gmtime())}-{doc['run_id']}.json"
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert written[0].name == f"sync-{today}-{doc['run_id']}.json"
     assert doc["counts"] == kinds and doc["status"] == "succeeded"
     assert doc["notifications"] == [{"channel": "webhook", "target": "ops", "ok": True,
                                      "attempts": 2, "status": 200, "error": None}]
