@@ -322,3 +322,56 @@ def test_mapping_turns_the_directory_into_people_with_status_and_departments(
         assert person.name == seed.cn
         assert person.departments == (seed.ou_path,)
         assert person.status is (Status.TERMINATED if seed.disabled else Status.ACTIVE)
+
+
+def test_syncengine_ingest_from_the_directory(
+    ldap_env: LdapServer, tmp_path: Path, staging_url: str
+) -> None:
+    """The whole path: TOML config → ldap connector → mapping → staging, via the CLI."""
+    import json
+
+    from click.testing import CliRunner
+
+    from syncengine.cli import main
+
+    config = tmp_path / "syncengine.toml"
+    config.write_text(
+        f"""
+[exmail]
+api = "v2"
+corp_id = "wwtest"
+secrets = {{ contacts = "not-used-here" }}
+
+[database]
+url = {json.dumps(staging_url)}
+
+[source]
+type = "ldap"
+url = "{ldap_env.url}"
+bind_dn = "{ldap_env.bind_dn}"
+password = "env:TEST_LDAP_PASSWORD"
+base_dn = "{ldap_env.base_dn}"
+filter = "(objectClass=inetOrgPerson)"
+attributes = ["employeeNumber", "cn", "mail", "title"]
+page_size = 7
+
+[mapping]
+employee_id = "employeeNumber"
+name = "cn"
+email = "mail"
+position = "title"
+departments = "ou_path"
+status = {{ field = "disabled", map = {{ "true" = "terminated", "false" = "active" }} }}
+""",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["--config", str(config), "ingest", "--json"])
+    # The two people with two mail values are quarantined (not a valid single address).
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    two_mails = {p.employee_id for p in ldap_env.people if len(p.mails) > 1}
+    assert data["counts"]["people"] == len(ldap_env.people) - len(two_mails)
+    assert data["counts"]["quarantined"] == len(two_mails)
+    assert {p["employee_id"] for p in data["problems"]} == two_mails
+    assert data["source"].startswith(f"ldap {ldap_env.url}")
+    assert ldap_env.password not in result.output
