@@ -364,8 +364,9 @@ class HttpConnector:
         o = self.options
         base = dict(o.params)
         if o.paging == "none":
-            yield self._records_of(self._get(client, o.url, base)[0], o.url)
+            records = self._records_of(self._get(client, o.url, base)[0], o.url)
             self.pages_read = 1
+            yield records
             return
         if o.paging == "next_link":
             yield from self._next_link_pages(client)
