@@ -16,11 +16,12 @@ data. The first four employees (E0001-E0004) are the ones in the emulator's demo
 (``samples/emulator-seed.json``), so a demo run shows updates, a leaver and a re-enable rather
 than only creations.
 
-Run: ``.venv/bin/python samples/make_samples.py``
+Run: ``.venv/bin/python samples/make_samples.py [--out DIR]``
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import random
@@ -269,21 +270,21 @@ def make_people() -> list[dict[str, str]]:
     return rows
 
 
-def write_csv(rows: list[dict[str, str]]) -> None:
+def write_csv(rows: list[dict[str, str]], out: Path = HERE) -> None:
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=HEADER, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(rows)
-    (HERE / "hr-export.csv").write_bytes(buffer.getvalue().encode("gbk"))
+    (out / "hr-export.csv").write_bytes(buffer.getvalue().encode("gbk"))
 
     buffer = io.StringIO(newline="")
     dept_writer = csv.writer(buffer, lineterminator="\r\n")
     dept_writer.writerow(DEPT_HEADER)
     dept_writer.writerows(DEPARTMENTS)
-    (HERE / "departments.csv").write_bytes(buffer.getvalue().encode("utf-8-sig"))
+    (out / "departments.csv").write_bytes(buffer.getvalue().encode("utf-8-sig"))
 
 
-def write_xlsx(rows: list[dict[str, str]]) -> None:
+def write_xlsx(rows: list[dict[str, str]], out: Path = HERE) -> None:
     wb = openpyxl.Workbook()
     people = wb.active
     people.title = "员工"
@@ -302,13 +303,16 @@ def write_xlsx(rows: list[dict[str, str]]) -> None:
         depts.append(list(dept))
     wb.properties.creator = "syncengine samples"
     wb.properties.created = wb.properties.modified = datetime(2026, 11, 29)
-    wb.save(HERE / "hr-export.xlsx")
+    wb.save(out / "hr-export.xlsx")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Write the sample HR export.")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder (default: samples/)")
+    out = parser.parse_args().out
     rows = make_people()
-    write_csv(rows)
-    write_xlsx(rows)
+    write_csv(rows, out)
+    write_xlsx(rows, out)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import codecs
 import json
 import shutil
+import subprocess
+import sys
 import tomllib
 from datetime import date, datetime
 from pathlib import Path
@@ -357,3 +359,31 @@ def test_sample_csv_and_xlsx_give_the_same_people(tmp_path: Path) -> None:
     sheet = list(make_connector({"type": "xlsx", "path": "hr-export.xlsx", "sheet": "部门"},
                                 tmp_path).records())  # fmt: skip
     assert len(sheet) == len(departments)
+
+
+def test_samples_are_what_the_generator_writes(tmp_path: Path) -> None:
+    """The committed samples are the generator's output (regenerate them, do not hand-edit)."""
+    subprocess.run(
+        [sys.executable, str(SAMPLES / "make_samples.py"), "--out", str(tmp_path)],
+        check=True,
+        timeout=120,
+    )
+    for name in ("hr-export.csv", "departments.csv"):
+        assert (tmp_path / name).read_bytes() == (SAMPLES / name).read_bytes(), name
+    for sheet in ("员工", "部门"):
+        options = {"type": "xlsx", "path": "hr-export.xlsx", "sheet": sheet}
+        assert read(tmp_path, **options) == read(SAMPLES, **options)
+
+
+def test_sample_config_matches_the_emulator_seed() -> None:
+    seed = json.loads((SAMPLES / "emulator-seed.json").read_text("utf-8"))
+    cfg = parse_config(
+        tomllib.loads((SAMPLES / "syncengine.toml").read_text("utf-8")),
+        path=SAMPLES / "syncengine.toml",
+    )
+    assert cfg.exmail.corp_id == seed["corp_id"]
+    assert list(cfg.exmail.domains) == seed["domains"]
+    assert {k: v.get_secret_value() for k, v in cfg.exmail.secrets.items()} == seed["secrets"]
+    ids = {u.get("extid") for u in seed["users"]} - {""}
+    export = read(SAMPLES, type="csv", path="hr-export.csv")
+    assert ids <= {r["工号"] for r in export}  # the demo directory's people are in HR
