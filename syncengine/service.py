@@ -275,6 +275,7 @@ class IngestReport:
     notes: tuple[RowProblem, ...] = ()
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
+    quarantined_ids: tuple[str, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -305,6 +306,7 @@ class IngestReport:
             "previous_snapshot_id": self.previous_snapshot_id,
             "source": self.source,
             "counts": self.counts,
+            "quarantined_ids": list(self.quarantined_ids),
             "problems": [problem(p) for p in self.problems],
             "notes": [problem(p) for p in self.notes],
             "warnings": list(self.warnings),
@@ -412,9 +414,10 @@ def ingest(
                 notes=result.notes,
                 warnings=tuple(_mapping_warnings(config, result)),
                 seconds=time.monotonic() - started,
+                quarantined_ids=tuple(sorted(result.quarantined)),
             )
             repo.complete_snapshot(
-                snapshot_id, {**report.counts, "quarantined_ids": sorted(result.quarantined)}
+                snapshot_id, {**report.counts, "quarantined_ids": list(report.quarantined_ids)}
             )
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, SyncEngineError) else type(exc).__name__

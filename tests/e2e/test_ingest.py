@@ -103,6 +103,7 @@ def test_ingest_the_samples(demo: Path) -> None:
     assert counts == {"rows": 301, "people": 298, "departments": 20, "new": 0, "changed": 0,
                       "gone": 0, "quarantined": 2, "problems": 3}  # fmt: skip
     assert second["previous_snapshot_id"] is not None
+    assert second["quarantined_ids"] == ["E0042", "E0121"]
     problems = second["problems"]
     assert isinstance(problems, list)
     assert {"row": 43, "field": "手机", "value": "1380013800", "employee_id": "E0042",
