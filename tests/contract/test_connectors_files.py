@@ -197,6 +197,12 @@ def test_bad_options_name_the_key(tmp_path: Path, options: dict[str, Any], key: 
     assert key in str(caught.value)
 
 
+def test_department_source_options_are_named_under_their_table(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"departments\.source\.encodng"):
+        make_connector({"type": "csv", "path": "d.csv", "encodng": "x"}, tmp_path,
+                       key="departments.source")  # fmt: skip
+
+
 def test_config_file_errors_name_the_mapping_key() -> None:
     base = {"exmail": {"corp_id": "x", "secrets": {"contacts": "s"}}}
     with pytest.raises(ConfigError, match=r"mapping\.emial"):
