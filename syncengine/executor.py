@@ -323,6 +323,30 @@ class TokenBucket:
             waited += pause
 
 
+# --- retrying a whole read ------------------------------------------------------------------
+
+
+def retry_read(
+    fn: Callable[[], T],
+    settings: ExecutorSettings | None = None,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call a read (``read_state`` before applying) again on a retriable error, with the
+    executor's backoff policy. Reads are safe to repeat; writes go through :class:`Executor`."""
+    s = settings or ExecutorSettings()
+    retrying = Retrying(
+        retry=retry_if_exception_type(RetriableProviderError),
+        wait=wait_exponential_jitter(
+            multiplier=s.backoff_initial, max=s.backoff_max, jitter=s.jitter
+        ),
+        stop=stop_any(stop_after_attempt(s.max_attempts), _StopAfterBackoff(s.max_retry_seconds)),
+        sleep=sleep,
+        reraise=True,
+    )
+    return retrying(fn)
+
+
 # --- the executor --------------------------------------------------------------------------
 
 

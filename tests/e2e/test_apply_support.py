@@ -185,3 +185,57 @@ def _value(value: Any) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(value, ensure_ascii=False)
+
+
+def audit_rows(env: ApplyEnv) -> list[Any]:
+    from syncengine import service
+
+    return service.query_audit(env.config())
+
+
+def assert_each_action_done_once(env: ApplyEnv, plan_file: Path) -> None:
+    """Every action of the plan has exactly one outcome row ``done`` in the audit log, and
+    no outcome row says ``failed`` for it."""
+    from syncengine import service
+
+    plan = service.read_plan_file(plan_file)
+    rows = [r for r in audit_rows(env) if r.call is None and r.action_key]
+    done: dict[str, int] = {}
+    for r in rows:
+        if r.result == "done":
+            done[r.action_key] = done.get(r.action_key, 0) + 1
+    keys = [a.key for a in plan.actions]
+    assert {k: done.get(k, 0) for k in keys} == {k: 1 for k in keys}
+    assert set(done) <= set(keys)
+
+
+def secrets_of(emu: RunningEmulator) -> list[str]:
+    """The credentials and the tokens the emulator hands out right now."""
+    from tests.fixtures.emulator import RawV1, RawV2
+
+    found: list[str] = []
+    if emu.api == "v2":
+        found += list(emu.seed["secrets"].values())
+        raw2 = RawV2(emu)
+        try:
+            found += [raw2.token(app) for app in ("contacts",)]
+        finally:
+            raw2.close()
+    else:
+        found += [str(s) for s in emu.seed["v1_clients"].values()]
+        raw1 = RawV1(emu)
+        try:
+            found.append(raw1.token())
+        finally:
+            raw1.close()
+    return found
+
+
+def assert_not_in_audit(env: ApplyEnv, needles: list[str]) -> None:
+    import dataclasses
+
+    rows = audit_rows(env)
+    assert rows
+    blob = json.dumps([dataclasses.asdict(r) for r in rows], ensure_ascii=False, default=str)
+    for needle in needles:
+        assert needle and needle not in blob, "a secret reached the audit log"
