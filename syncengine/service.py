@@ -1937,10 +1937,12 @@ def _demo_changes(config: Config, folder: Path, today: date) -> list[DemoChange]
     changes = []
 
     old_path = people[mover[col["employee_id"]]].departments[0]
-    mover[col["departments"]] = new_dept
     new_path = next(p.departments[0] for p in people.values()
                     if by_id.get(p.employee_id, {}).get(col["departments"]) == new_dept
-                    and p.employee_id != mover[col["employee_id"]])  # fmt: skip
+                    and len(p.departments) == 1)  # fmt: skip
+    mover[col["departments"]] = new_dept
+    if "部门" in header:  # the sample's informational path column
+        mover["部门"] = new_path
     changes.append(DemoChange("move", mover[col["employee_id"]], mover[col["name"]],
                               f"{old_path} → {new_path}"))  # fmt: skip
 
