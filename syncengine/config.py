@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from syncengine.apply_config import ApplyConfig, PasswordsConfig
 from syncengine.connectors.config import DepartmentsConfig, MappingConfig, SourceConfig
 from syncengine.errors import ConfigError
+from syncengine.hooks.config import HooksConfig
 from syncengine.notify import NotificationsConfig
 from syncengine.policy_config import AddressesConfig, LifecycleConfig, PolicyConfig
 from syncengine.providers.config import ExmailConfig
@@ -54,6 +55,7 @@ class Config(BaseModel):
     apply: ApplyConfig = Field(default_factory=ApplyConfig)
     passwords: PasswordsConfig = Field(default_factory=PasswordsConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 

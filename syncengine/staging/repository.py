@@ -1212,6 +1212,58 @@ class Repository:
             ).one()
         return EventQueueStats(depth=int(depth), oldest_received_at=oldest)
 
+    def employee_events(
+        self, employee_ids: Collection[str], *, received_after: datetime | None = None
+    ) -> list[HookEvent]:
+        """The events of these employees that are not failed, oldest first; with
+        ``received_after`` only those received after it (or still waiting)."""
+        out: list[HookEvent] = []
+        with self._tx("reading hook events of employees") as conn:
+            for chunk in _chunks(sorted(set(employee_ids)), 500):
+                stmt = select(HookEventRow.__table__).where(
+                    HookEventRow.employee_id.in_(chunk),
+                    HookEventRow.status != EventStatus.FAILED.value,
+                )
+                if received_after is not None:
+                    stmt = stmt.where(
+                        or_(
+                            HookEventRow.received_at > received_after,
+                            HookEventRow.status == EventStatus.RECEIVED.value,
+                        )
+                    )
+                out.extend(self._event(r) for r in conn.execute(stmt).mappings())
+        return sorted(out, key=lambda e: e.id)
+
+    def mark_events(
+        self,
+        event_ids: Collection[int],
+        status: str,
+        *,
+        error: str | None = None,
+        next_attempt_at: datetime | None = None,
+        run_id: int | None = None,
+    ) -> int:
+        """:meth:`mark_event` for many events in one transaction (a coalesced burst)."""
+        target = EventStatus(status)
+        values: dict[str, Any] = {
+            "status": target.value,
+            "attempts": HookEventRow.attempts + 1,
+            "last_error": error,
+            "next_attempt_at": next_attempt_at if target is EventStatus.RECEIVED else None,
+        }
+        if run_id is not None:
+            values["run_id"] = run_id
+        if target is EventStatus.APPLIED:
+            values["applied_at"] = self.now()
+        total = 0
+        with self._tx("updating hook events") as conn:
+            for chunk in _chunks(sorted(set(event_ids)), 500):
+                result = conn.execute(
+                    update(HookEventRow).where(HookEventRow.id.in_(chunk)).values(**values)
+                )
+                total += int(result.rowcount)
+        return total
+
     # --- run lock -----------------------------------------------------------------------
 
     def get_lock(self, name: str) -> LockInfo | None:

@@ -40,6 +40,10 @@ def run(config: Path, *args: str) -> Any:
 
 def test_sso_url_prints_a_working_login_url(emulator: RunningEmulator, tmp_path: Path) -> None:
     config = write_config(tmp_path, emulator)
+    # No sync has linked the seed's people: allow unmanaged accounts (the refusal rule has
+    # its own tests in tests/e2e/test_sso.py).
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write("[hooks.sso]\nallow_unmanaged = true\n")
     result = run(config, "sso-url", "zhangsan@example.com")
     assert result.exit_code == 0, result.output
     url = result.output.strip()

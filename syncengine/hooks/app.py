@@ -1,0 +1,262 @@
+"""The Starlette app of ``syncengine serve``: HR hooks in, event status, health, metrics, SSO.
+
+The app decides nothing about mailboxes and never calls Exmail while answering a hook: it
+checks the request (size, signature, payload), hands a valid event to the backend to be
+stored durably, wakes the worker and answers ``202 Accepted`` with the event's id. The
+backend (built by :mod:`syncengine.service`) is the only thing that touches the database or
+the provider; its calls are blocking, so they run in the thread pool.
+
+Answers (JSON bodies carry ``error`` and, for a bad payload, ``field``):
+
+* ``POST /hooks/hr``: 202 stored; 400 not JSON; 401 signature; 409 replayed delivery id;
+  413 body too large; 415 not JSON content; 422 invalid payload (the field is named);
+  503 no ``[hooks] secret`` configured.
+* ``GET /hooks/events/{id}``: the event's status; signed like a hook, over the path.
+* ``GET /healthz``, ``GET /metrics``.
+* ``GET /sso/login?user=..&ts=..&sig=..``: 302 to a fresh Exmail login URL; 403 with the
+  reason for a bad or expired link or a refused account.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from syncengine.errors import NotFoundError, SyncEngineError
+from syncengine.hooks.metrics import CONTENT_TYPE, Metrics
+from syncengine.hooks.payloads import (
+    DepartmentChangeEvent,
+    PayloadError,
+    TerminateEvent,
+    UpsertEvent,
+    parse_event,
+)
+from syncengine.hooks.signing import check_hook_signature, check_sso_link
+from syncengine.notify import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+
+log = logging.getLogger(__name__)
+
+HookEventIn = UpsertEvent | TerminateEvent | DepartmentChangeEvent
+
+
+class SsoRefused(SyncEngineError):
+    """The account may not be entered by SSO (protected, disabled, unmanaged)."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the backend did with a valid event."""
+
+    event_id: int
+    replay: bool
+    status: str
+
+
+class Backend(Protocol):
+    """What the app needs from the rest of the engine (see service.HookBackend)."""
+
+    hook_secret: str | None
+    sso_secret: str | None
+    tolerance: float
+    max_body: int
+    sso_lifetime: float
+    metrics: Metrics
+
+    def employee_of(self, event: HookEventIn) -> str:
+        """The event's employee id; an upsert's record is mapped and checked here, so a bad
+        record is refused now (PayloadError naming the HR field) rather than failing later."""
+
+    def store(self, event: HookEventIn, employee_id: str) -> Stored: ...
+
+    def event_status(self, event_id: int) -> dict[str, Any] | None: ...
+
+    def queue(self) -> tuple[int, float]:
+        """(events waiting, age in seconds of the oldest)."""
+
+    def worker_alive(self) -> bool: ...
+
+    def wake(self) -> None: ...
+
+    def sso_url(self, email: str) -> str:
+        """A fresh login URL, or SsoRefused / NotFoundError / ProviderError."""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` bytes (never buffered beyond it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(code: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=code)
+
+
+def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> Starlette:
+    """The receiver app over ``backend``."""
+    metrics = backend.metrics
+
+    def answer(response: Response) -> Response:
+        metrics.inc("syncengine_hook_requests_total", code=str(response.status_code))
+        return response
+
+    async def receive_hook(request: Request) -> Response:
+        secret = backend.hook_secret
+        if not secret:
+            return answer(_error(503, "hooks are not configured: set [hooks] secret"))
+        try:
+            body = await _read_capped(request, backend.max_body)
+        except _TooLarge:
+            return answer(_error(413, f"body larger than {backend.max_body} bytes"))
+        why = check_hook_signature(
+            secret,
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+            body,
+            now=clock(),
+            tolerance=backend.tolerance,
+        )
+        if why is not None:
+            return answer(_error(401, why))
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if ctype != "application/json":
+            return answer(_error(415, f"content type {ctype!r}: send application/json"))
+        try:
+            event = parse_event(body, request.headers.get(DELIVERY_HEADER))
+        except PayloadError as exc:
+            status = 400 if not exc.field else 422
+            return answer(_error(status, str(exc), field=exc.field or None))
+        try:
+            employee_id = await run_in_threadpool(backend.employee_of, event)
+        except PayloadError as exc:
+            return answer(_error(422, str(exc), field=exc.field or None))
+        try:
+            stored = await run_in_threadpool(backend.store, event, employee_id)
+        except SyncEngineError as exc:
+            log.error("storing hook %s failed: %s", event.delivery_id, exc)
+            return answer(_error(503, "the event could not be stored; send it again later"))
+        if stored.replay:
+            return answer(
+                _error(
+                    409,
+                    f"delivery id {event.delivery_id!r} was received before; not stored again",
+                    id=stored.event_id,
+                    status=stored.status,
+                )
+            )
+        backend.wake()
+        return answer(
+            JSONResponse(
+                {
+                    "id": stored.event_id,
+                    "delivery_id": event.delivery_id,
+                    "employee_id": employee_id,
+                    "status": stored.status,
+                },
+                status_code=202,
+                headers={"Location": f"/hooks/events/{stored.event_id}"},
+            )
+        )
+
+    async def event_status(request: Request) -> Response:
+        secret = backend.hook_secret
+        if not secret:
+            return _error(503, "hooks are not configured: set [hooks] secret")
+        why = check_hook_signature(
+            secret,
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+            request.url.path.encode("utf-8"),
+            now=clock(),
+            tolerance=backend.tolerance,
+        )
+        if why is not None:
+            return _error(401, why + " (GET requests sign the path instead of a body)")
+        try:
+            event_id = int(request.path_params["event_id"])
+        except ValueError:
+            return _error(404, "no such event")
+        data = await run_in_threadpool(backend.event_status, event_id)
+        if data is None:
+            return _error(404, f"no event {event_id}")
+        return JSONResponse(data)
+
+    async def healthz(request: Request) -> Response:
+        try:
+            depth, age = await run_in_threadpool(backend.queue)
+        except SyncEngineError as exc:
+            return _error(503, f"staging database: {exc}")
+        alive = backend.worker_alive()
+        body = {"status": "ok" if alive else "worker stopped", "worker": alive,
+                "queue_depth": depth, "oldest_age_seconds": round(age, 3)}  # fmt: skip
+        return JSONResponse(body, status_code=200 if alive else 503)
+
+    async def metrics_page(request: Request) -> Response:
+        try:
+            depth, age = await run_in_threadpool(backend.queue)
+        except SyncEngineError:
+            depth, age = -1, 0.0
+        text = metrics.render(
+            {
+                "syncengine_event_queue_depth": depth,
+                "syncengine_event_queue_oldest_age_seconds": round(age, 3),
+                "syncengine_worker_alive": 1 if backend.worker_alive() else 0,
+            }
+        )
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
+
+    async def sso_login(request: Request) -> Response:
+        def refuse(status: int, reason: str) -> Response:
+            metrics.inc("syncengine_sso_requests_total", code=str(status))
+            return PlainTextResponse(f"single sign-on refused: {reason}\n", status_code=status)
+
+        secret = backend.sso_secret
+        if not secret:
+            return refuse(503, "not configured (set [hooks.sso] secret)")
+        q = request.query_params
+        user = q.get("user")
+        why = check_sso_link(secret, user, q.get("ts"), q.get("sig"), now=clock(),
+                             lifetime=backend.sso_lifetime)  # fmt: skip
+        if why is not None or user is None:
+            return refuse(403, why or "no user")
+        try:
+            url = await run_in_threadpool(backend.sso_url, user)
+        except SsoRefused as exc:
+            return refuse(403, exc.message)
+        except NotFoundError:
+            return refuse(404, "no such mailbox")
+        except SyncEngineError as exc:
+            log.warning("SSO login URL for a portal link failed: %s", exc)
+            return refuse(502, "Exmail did not give a login URL; try again")
+        metrics.inc("syncengine_sso_requests_total", code="302")
+        return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+
+    routes = [
+        Route("/hooks/hr", receive_hook, methods=["POST"]),
+        Route("/hooks/events/{event_id}", event_status, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
+        Route("/sso/login", sso_login, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
