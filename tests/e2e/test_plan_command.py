@@ -320,3 +320,19 @@ def test_config_fingerprint_ignores_secrets_but_not_settings(
     ws.config.write_text(text.replace('"*-shared@*"', '"*-box@*"'), encoding="utf-8")
     assert service.config_fingerprint(load_config(ws.config)) != fp
     assert secret not in fp
+
+
+@both
+def test_make_plan_reports_progress_and_names(workspace: Workspace) -> None:
+    workspace.ingest(*ROWS.values())
+    seen: list[tuple[str, int, int | None]] = []
+    result = service.make_plan(
+        load_config(workspace.config), progress=lambda s, d, t: seen.append((s, d, t))
+    )
+    stages = [s for s, _, _ in seen]
+    assert stages[0] == "reading mailboxes" and stages[-1] == "planning"
+    reading = [(d, t) for s, d, t in seen if s == "reading mailboxes"]
+    assert reading[-1] == (6, 6)
+    assert result.mailboxes == 6 and not result.blocked and result.has_changes
+    assert result.names["E0005"] == "孙七" and result.names["E0001"] == "张三"
+    assert result.to_dict()["checksum"] == result.plan.checksum
