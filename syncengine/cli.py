@@ -370,8 +370,8 @@ def emulator_command(
     "fmt",
     type=click.Choice(["text", "json", "html"]),
     default=None,
-    help="text (default on a terminal), json (the applyable plan file) or html (one page "
-    "for approvers). Default for --out: json.",
+    help="text (the default on stdout), json (the applyable plan file) or html (one page "
+    "for approvers). Default with --out: json.",
 )
 @click.option(
     "--detailed-exitcode",
