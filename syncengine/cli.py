@@ -437,8 +437,11 @@ def plan_command(
         if stage == "reading mailboxes" and not final and now - last[0] < 0.2:
             return
         last[0] = now
+        if stage == "planning":  # keep the last read count on its own line
+            click.echo(f"\nplanning {done:,} people ...", err=True)
+            return
         of = f" / {total:,}" if total else ""
-        click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=stage == "planning")
+        click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=False)
 
     result = service.make_plan(
         state.config,
