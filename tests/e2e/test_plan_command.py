@@ -336,3 +336,23 @@ def test_make_plan_reports_progress_and_names(workspace: Workspace) -> None:
     assert result.mailboxes == 6 and not result.blocked and result.has_changes
     assert result.names["E0005"] == "孙七" and result.names["E0001"] == "张三"
     assert result.to_dict()["checksum"] == result.plan.checksum
+
+
+@both
+def test_quarantined_person_is_not_a_leaver(workspace: Workspace) -> None:
+    workspace.ingest(*ROWS.values())
+    workspace.link(("E0002", "lisi@example.com"))
+    # 李四's row now has a broken mobile: quarantined by ingest, so absent from the snapshot.
+    broken = ROWS["E0002"].replace("13800000002", "1380000")
+    workspace.ingest(ROWS["E0001"], broken, ROWS["E0003"], ROWS["E0004"], ROWS["E0005"])
+    out = workspace.folder / "plan.json"
+    # (5 -> 4 people in the snapshot trips the 10 % shrink brake of this tiny source; the
+    # release is not what this test is about.)
+    result = workspace.run("plan", "--out", str(out), "--format", "json", "--force")
+    assert result.exit_code == 0, result.output
+    plan = plan_from(out)
+    assert plan.quarantined == ("E0002",)
+    assert not plan.for_employee("E0002")  # not disabled, not touched
+    assert {a.employee_id for a in plan.actions if a.kind is ActionKind.DISABLE_USER} == {"E0003"}
+    text = workspace.run("plan", "--force").output
+    assert "Quarantined employees (1)" in text and "  E0002" in text
