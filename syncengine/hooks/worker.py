@@ -41,13 +41,15 @@ class Worker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.rounds = 0
+        self._first = False
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def start(self) -> None:
-        self._wake.set()  # work off whatever a previous process left, at once
+        self._first = True  # work off whatever a previous process left, at once
+        self._wake.set()
         self._thread.start()
 
     def wake(self) -> None:
@@ -65,8 +67,9 @@ class Worker:
             woken = self._wake.wait(self._poll)
             if self._stop.is_set():
                 return
-            if woken and self._window > 0:
+            if woken and self._window > 0 and not self._first:
                 self._stop.wait(self._window)  # let the rest of a burst arrive
+            self._first = False
             self._wake.clear()
             self.rounds += 1
             for _ in range(MAX_BATCHES_PER_ROUND):
