@@ -58,14 +58,14 @@ protected = ["admin@*", "*-shared@*"]
 class Workspace:
     """A config folder: HR file, SQLite staging file and an [exmail] table for one emulator."""
 
-    def __init__(self, folder: Path, emu: RunningEmulator):
+    def __init__(self, folder: Path, emu: RunningEmulator, mapping: str = MAPPING):
         self.folder = folder
         self.emu = emu
         self.config = folder / "syncengine.toml"
         self.config.write_text(
             config_snippet(emu.seed, emu.base_url, emu.api)
             + '\n\n[database]\nurl = "sqlite:///staging.db"\n'
-            + MAPPING,
+            + mapping,
             encoding="utf-8",
         )
 
@@ -356,3 +356,48 @@ def test_quarantined_person_is_not_a_leaver(workspace: Workspace) -> None:
     assert {a.employee_id for a in plan.actions if a.kind is ActionKind.DISABLE_USER} == {"E0003"}
     text = workspace.run("plan", "--force").output
     assert "Quarantined employees (1)" in text and "  E0002" in text
+
+
+DEPARTMENT_TABLE = """
+[departments]
+id_field = "id"
+name_field = "name"
+parent_field = "parent"
+root_ids = ["1"]
+
+[departments.source]
+type = "csv"
+path = "departments.csv"
+"""
+
+
+def test_hr_department_rename_is_a_move_even_after_two_ingests(
+    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    """Departments by HR id: renaming 移动部 in HR plans a move of the Exmail department (its
+    members follow), also when HR was ingested twice before anyone planned."""
+    ws = Workspace(tmp_path, emulator_factory("v2"), MAPPING + DEPARTMENT_TABLE)
+    table = tmp_path / "departments.csv"
+
+    def departments(mobile_name: str) -> None:
+        table.write_text(
+            f"id,name,parent\n1,总部,\n10,研发中心,1\n101,平台部,10\n102,{mobile_name},10\n",
+            encoding="utf-8",
+        )
+
+    lisi = "E0002,李四,lisi@example.com,102,工程师,13800000002,,female,active"
+    departments("移动部")
+    ws.ingest(lisi)
+    departments("移动开发部")
+    ws.ingest(lisi)
+    ws.ingest(lisi)  # a second ingest of the same renamed table
+
+    out = tmp_path / "plan.json"
+    result = ws.run("plan", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    plan = plan_from(out)
+    moves = [a for a in plan.actions if a.kind is ActionKind.MOVE_DEPARTMENT]
+    assert [(a.target, a.new_path) for a in moves] == [("研发中心/移动部", "研发中心/移动开发部")]
+    assert not [a for a in plan.actions if a.kind is ActionKind.CREATE_DEPARTMENT]
+    # 李四 moves with the department: no department change of her own.
+    assert all("departments" not in a.changes for a in plan.for_employee("E0002"))
