@@ -1,0 +1,399 @@
+"""Benchmark: planning 100,000 people against 100,000 mailboxes with 1 % changes.
+
+Part 1, "diff alone": builds deterministic inputs in memory (Chinese names, a three-level
+department tree, stored links for every mailbox) and applies 1 % changes: name and position
+updates, department moves, address changes, new hires without an address (generated from
+pinyin), leavers, and one HR department rename. Then times ``planner.diff`` (best of
+``--repeat`` runs) and measures its peak Python allocation with tracemalloc in a separate run
+(tracemalloc slows the code, so it is not timed). Prints seconds, people/s, the action counts
+and the peak memory.
+
+Part 2, "command": the same inputs, per API generation: the emulator (served from this
+process) is seeded with the mailboxes, a SQLite staging file gets the previous and the current
+snapshot and a link per mailbox, then ``syncengine plan --out plan.json --json`` runs as a child
+process, as an admin runs it. Prints its wall time, the split the command reports (reading the
+state, the diff, the rest of ``service.make_plan``), its peak resident memory (``ru_maxrss``
+of the child), the API calls the emulator saw, and the time to read the plan file back and
+render it as text and HTML. Gen 1 reads one ``user/get`` per member; ``--v1-people N`` runs it
+on fewer people and prints a linear extrapolation, marked EXTRAPOLATED.
+
+Further parts are appended to ``PARTS``.
+
+    .venv/bin/python bench/plan.py [--people 100000] [--change-share 0.01] [--repeat 3]
+        [--parts diff,command] [--apis v2,v1] [--v1-people N] [--read-concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from syncengine import render, service
+from syncengine.config import parse_config
+from syncengine.domain import (
+    Department,
+    Gender,
+    IdentityLink,
+    Mailbox,
+    MailboxState,
+    Party,
+    Person,
+    Status,
+)
+from syncengine.emulator.app import create_app
+from syncengine.emulator.options import EmulatorOptions
+from syncengine.emulator.seed import (
+    DEMO_CORP_ID,
+    DEMO_PASSWORD,
+    DEMO_SECRETS,
+    DEMO_V1_SECRET,
+    default_seed,
+)
+from syncengine.emulator.server import start_in_thread
+from syncengine.plan import Plan
+from syncengine.planner import Desired, diff
+from syncengine.policy import Policy
+from syncengine.staging.repository import StoredDepartment
+
+NOW = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+SURNAMES = "王李张刘陈杨黄赵周吴徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂华玉萍红娥玲芬燕彬鹏辉健俊帅"
+CENTERS = ["研发中心", "销售中心", "市场部", "运营中心", "财务部", "人力资源部", "法务部", "供应链"]
+DEPTS = ["一部", "二部", "三部", "平台部", "数据部", "客户部"]
+TEAMS = ["A组", "B组", "C组", "D组"]
+TITLES = ["工程师", "高级工程师", "专员", "主管", "经理", "总监", "助理"]
+DOMAIN = "example.com"
+
+
+def department_tree() -> list[Department]:
+    out = []
+    for i, c in enumerate(CENTERS):
+        out.append(Department(c, f"C{i}"))
+        for j, d in enumerate(DEPTS):
+            out.append(Department(f"{c}/{d}", f"C{i}D{j}"))
+            for k, t in enumerate(TEAMS):
+                out.append(Department(f"{c}/{d}/{t}", f"C{i}D{j}T{k}"))
+    return out
+
+
+def build_inputs(
+    n: int, change_share: float
+) -> tuple[Desired, MailboxState, dict[str, IdentityLink], Policy]:
+    """``n`` people in sync with ``n`` mailboxes, then ``change_share`` of them changed."""
+    tree = department_tree()
+    leaves = [d.path for d in tree if d.path.count("/") == 2]
+    people: list[Person] = []
+    boxes: list[Mailbox] = []
+    links: dict[str, IdentityLink] = {}
+    for i in range(n):
+        eid = f"E{i:07d}"
+        name = (
+            SURNAMES[i % len(SURNAMES)]
+            + GIVEN[(i // 7) % len(GIVEN)]
+            + GIVEN[(i // 3) % len(GIVEN)]
+        )
+        email = f"u{i}@{DOMAIN}"
+        dept = leaves[i % len(leaves)]
+        p = Person(
+            employee_id=eid,
+            name=name,
+            email=email,
+            departments=(dept,),
+            position=TITLES[i % len(TITLES)],
+            mobile=f"138{i:08d}",
+            gender=Gender.MALE if i % 2 else Gender.FEMALE,
+        )
+        people.append(p)
+        boxes.append(
+            Mailbox(
+                email=email,
+                name=name,
+                ext_id=eid,
+                departments=(dept,),
+                position=p.position,
+                mobile=p.mobile,
+                gender=p.gender,
+            )
+        )
+        links[eid] = IdentityLink(eid, email, NOW - timedelta(days=365))
+
+    changes = int(n * change_share)
+    per = max(changes // 5, 1)
+    step = max(n // max(changes, 1), 1)
+    picks = iter(range(0, n, step))
+    kinds: Counter[str] = Counter()
+    for kind in ("rename", "move", "address", "leaver", "position"):
+        for _ in range(per):
+            i = next(picks, None)
+            if i is None:
+                break
+            p = people[i]
+            if kind == "rename":
+                people[i] = Person(**{**p.__dict__, "name": p.name + "新"})
+            elif kind == "move":
+                people[i] = Person(
+                    **{**p.__dict__, "departments": (leaves[(i + 1) % len(leaves)],)}
+                )
+            elif kind == "address":
+                people[i] = Person(**{**p.__dict__, "email": f"new.u{i}@{DOMAIN}"})
+            elif kind == "leaver":
+                people[i] = Person(**{**p.__dict__, "status": Status.TERMINATED})
+            else:
+                people[i] = Person(**{**p.__dict__, "position": "首席" + p.position})
+            kinds[kind] += 1
+    for j in range(per):  # new hires without an address: generated from pinyin
+        name = SURNAMES[j % len(SURNAMES)] + GIVEN[j % len(GIVEN)]
+        people.append(Person(f"N{j:07d}", name, departments=(leaves[j % len(leaves)],)))
+        kinds["hire"] += 1
+    # One department renamed in HR (same id): a move, members follow.
+    renamed = [
+        Department(d.path.replace("财务部", "财务中心", 1), d.hr_id)
+        if d.path.startswith("财务部")
+        else d
+        for d in tree
+    ]
+    people = [
+        Person(
+            **{
+                **p.__dict__,
+                "departments": tuple(x.replace("财务部", "财务中心", 1) for x in p.departments),
+            }
+        )
+        if p.departments and p.departments[0].startswith("财务部")
+        else p
+        for p in people
+    ]
+    kinds["department rename"] = 1
+    desired = Desired(
+        people=tuple(people),
+        departments=tuple(renamed),
+        previous_size=n,
+        previous_departments=tuple(tree),
+    )
+    state = MailboxState(tuple(boxes), tuple(Party(d.path) for d in tree), ())
+    policy = Policy(domain=DOMAIN)
+    print(f"inputs: {len(people):,} people, {len(boxes):,} mailboxes; changes: {dict(kinds)}")
+    return desired, state, links, policy
+
+
+def part_diff(args: argparse.Namespace) -> None:
+    """Part 1: the pure diff alone."""
+    print("== diff alone ==")
+    t0 = time.perf_counter()
+    desired, state, links, policy = build_inputs(args.people, args.change_share)
+    print(f"building inputs: {time.perf_counter() - t0:.2f} s")
+    best = best_cpu = float("inf")
+    plan = None
+    for _ in range(args.repeat):
+        gc.collect()
+        t, c = time.perf_counter(), time.process_time()
+        plan = diff(desired, state, links, policy, NOW)
+        best = min(best, time.perf_counter() - t)
+        best_cpu = min(best_cpu, time.process_time() - c)
+    assert plan is not None
+    counts = {k: v for k, v in plan.summary.items() if v}
+    print(
+        f"diff: {best:.2f} s wall, {best_cpu:.2f} s CPU (best of {args.repeat}), "
+        f"{args.people / best:,.0f} people/s"
+    )
+    print(f"plan: {counts}; blocked by: {[r.brake for r in plan.blocked_reasons] or 'nothing'}")
+    t = time.perf_counter()
+    text = plan.to_json()
+    print(f"plan JSON: {len(text) / 1e6:.1f} MB in {time.perf_counter() - t:.2f} s")
+    del plan, text
+    gc.collect()
+    tracemalloc.start()
+    diff(desired, state, links, policy, NOW)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"diff peak memory (tracemalloc, inputs excluded): {peak / 2**20:.1f} MiB")
+
+
+PARTS: list[tuple[str, Callable[[argparse.Namespace], None]]] = [("diff", part_diff)]
+"""Benchmark parts in the order they run; later parts append themselves here."""
+
+
+# --- part 2: the whole `plan` command against the emulator --------------------------------
+
+# The command runs as a child process (its own interpreter, as an admin runs it) against an
+# emulator served from this process; the child reports its own peak resident memory.
+_CHILD = """
+import resource, sys
+from syncengine.cli import main
+code = 0
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else 1
+print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _emulator_seed(state: MailboxState) -> dict[str, Any]:
+    seed = default_seed()
+    seed["domains"] = [DOMAIN]
+    seed["departments"] = [p.path for p in state.parties]
+    seed["users"] = [
+        {"userid": m.email, "name": m.name, "department": list(m.departments),
+         "extid": m.ext_id, "slaves": list(m.aliases), "enable": 1 if m.enabled else 0,
+         "position": m.position, "mobile": m.mobile, "tel": m.tel,
+         "gender": str(int(m.gender)), "password": DEMO_PASSWORD}
+        for m in state.mailboxes
+    ]  # fmt: skip
+    seed["groups"] = []
+    return seed
+
+
+def _staging(url: str, desired: Desired, state: MailboxState,
+             links: dict[str, IdentityLink]) -> None:
+    """Two complete snapshots (the previous one as Exmail has it, the current one with the
+    1 % changes) and a link per mailbox, written through the staging repository."""
+    repo = service.open_staging(parse_config({"exmail": _exmail_table("v2", "http://x", 8),
+                                              "database": {"url": url}}))
+    try:
+        def snapshot(people: Sequence[Person], departments: Sequence[Department]) -> None:
+            run = repo.start_run("ingest", "bench")
+            sid = repo.begin_snapshot(run, "bench")
+            repo.add_people(sid, people)
+            parent = {d.path: d.hr_id for d in departments}
+            repo.add_departments(sid, (
+                StoredDepartment(d, parent.get(d.path.rpartition("/")[0])) for d in departments
+            ))  # fmt: skip
+            repo.complete_snapshot(sid, {"people": len(people), "quarantined_ids": []})
+            repo.finish_run(run, "succeeded", {"people": len(people)})
+
+        before = [
+            Person(m.ext_id, m.name, m.email, departments=m.departments, position=m.position,
+                   mobile=m.mobile, gender=m.gender)
+            for m in state.mailboxes
+        ]  # fmt: skip
+        snapshot(before, desired.previous_departments)
+        snapshot(desired.people, desired.departments)
+        repo.save_links(links.values())
+    finally:
+        repo.close()
+
+
+def _exmail_table(api: str, base_url: str, concurrency: int) -> dict[str, Any]:
+    common = {"api": api, "base_url": base_url, "read_concurrency": concurrency,
+              "sso_url": base_url + "/cgi-bin/login", "timeout": 120, "domains": [DOMAIN]}
+    if api == "v2":
+        return {**common, "corp_id": DEMO_CORP_ID, "secrets": dict(DEMO_SECRETS)}
+    return {**common, "client_id": f"admin@{DOMAIN}", "client_secret": DEMO_V1_SECRET}
+
+
+def _toml(table: dict[str, Any], name: str) -> str:
+    lines, subs = [f"[{name}]"], []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            subs.append(_toml(value, f"{name}.{key}"))
+        else:
+            lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+    return "\n".join([*lines, *subs]) + "\n"
+
+
+def part_command(args: argparse.Namespace) -> None:
+    """Part 2: ``syncengine plan --out plan.json --json`` as a child process, per generation."""
+    print("== whole plan command against the emulator ==")
+    for api in args.apis.split(","):
+        n = args.people if api == "v2" or not args.v1_people else min(args.v1_people, args.people)
+        print(f"-- {api}: {n:,} people against {n:,} mailboxes, "
+              f"{args.change_share:.0%} changes --")  # fmt: skip
+        desired, state, links, _ = build_inputs(n, args.change_share)
+        with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
+            folder = Path(tmp)
+            url = f"sqlite:///{folder / 'staging.db'}"
+            t = time.perf_counter()
+            _staging(url, desired, state, links)
+            print(f"staging: 2 snapshots + {len(links):,} links in {time.perf_counter() - t:.1f} s")
+            t = time.perf_counter()
+            app = create_app(api, _emulator_seed(state), EmulatorOptions())  # type: ignore[arg-type]
+            server = start_in_thread(app)
+            print(f"emulator ({api}) seeded with {len(state.mailboxes):,} members in "
+                  f"{time.perf_counter() - t:.1f} s")  # fmt: skip
+            try:
+                config = folder / "syncengine.toml"
+                config.write_text(
+                    _toml(_exmail_table(api, server.base_url, args.read_concurrency), "exmail")
+                    + _toml({"url": url}, "database") + _toml({"domain": DOMAIN}, "addresses"),
+                    encoding="utf-8",
+                )
+                out = folder / "plan.json"
+                cmd = [sys.executable, "-c", _CHILD, "--config", str(config), "plan",
+                       "--out", str(out), "--json"]  # fmt: skip
+                t = time.perf_counter()
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+                                      check=False)  # fmt: skip
+                wall = time.perf_counter() - t
+            finally:
+                server.stop()
+            rss = [ln for ln in done.stderr.splitlines() if ln.startswith("MAXRSS_KB")]
+            if done.returncode not in (0, 2, 3) or not rss:
+                print(f"{api}: plan failed (exit {done.returncode}): {done.stderr[-2000:]}")
+                continue
+            report = json.loads(done.stdout)
+            calls = app.state.emulator.calls_since(0)["counts"]
+            secs = report["seconds"]
+            print(f"{api}: plan exit {done.returncode} in {wall:.1f} s wall "
+                  f"(service.make_plan {secs['total']:.1f} s, of which read_state "
+                  f"{secs['read_state']:.1f} s and diff {secs['diff']:.1f} s, the rest loading "
+                  f"staging and saving the plan; outside it: interpreter start-up, imports, "
+                  f"writing the file)")  # fmt: skip
+            print(f"{api}: peak memory of the command (ru_maxrss): "
+                  f"{int(rss[-1].split()[1]) / 1024:.0f} MiB")  # fmt: skip
+            print(f"{api}: {report['mailboxes_read']:,} mailboxes read with "
+                  f"{sum(calls.values()):,} API calls; plan: "
+                  f"{ {k: v for k, v in report['summary'].items() if v} }; "
+                  f"blocked: {report['blocked']}; plan file {out.stat().st_size / 1e6:.1f} MB")
+            if n < args.people:
+                per = secs["read_state"] / n
+                print(f"{api}: EXTRAPOLATED (linear in members, not measured): reading "
+                      f"{args.people:,} members would take about {per * args.people:.0f} s, "
+                      f"the whole command about "
+                      f"{wall - secs['read_state'] + per * args.people:.0f} s")
+            t = time.perf_counter()
+            plan = Plan.from_json(out.read_text(encoding="utf-8"))
+            text = render.render_text(plan)
+            html = render.render_html(plan)
+            print(f"{api}: reading the plan file back + rendering text ({len(text) / 1e6:.1f} MB) "
+                  f"and HTML ({len(html) / 1e6:.1f} MB): {time.perf_counter() - t:.2f} s")
+
+
+PARTS.append(("command", part_command))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--people", type=int, default=100_000)
+    ap.add_argument("--change-share", type=float, default=0.01)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--apis", default="v2,v1", help="command part: generations to run")
+    ap.add_argument("--v1-people", type=int, default=None,
+                    help="command part: fewer people for Gen 1 (its read is one call per "
+                    "member); the full size is then extrapolated and marked so")  # fmt: skip
+    ap.add_argument("--read-concurrency", type=int, default=8)
+    ap.add_argument("--timeout", type=float, default=1800, help="command part: per run, seconds")
+    ap.add_argument(
+        "--parts", default=",".join(n for n, _ in PARTS), help="comma-separated parts to run"
+    )
+    args = ap.parse_args()
+    wanted = set(args.parts.split(","))
+    for name, part in PARTS:
+        if name in wanted:
+            part(args)
+
+
+if __name__ == "__main__":
+    main()
