@@ -67,7 +67,10 @@ from syncengine.policy import Policy
 from syncengine.staging.repository import StoredDepartment
 
 NOW = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
-SURNAMES = "王李张刘陈杨黄赵周吴徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+SURNAMES = (
+    "王李张刘陈杨黄赵周吴徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董"
+    + "袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+)
 GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂华玉萍红娥玲芬燕彬鹏辉健俊帅"
 CENTERS = ["研发中心", "销售中心", "市场部", "运营中心", "财务部", "人力资源部", "法务部", "供应链"]
 DEPTS = ["一部", "二部", "三部", "平台部", "数据部", "客户部"]
