@@ -111,6 +111,47 @@ class Desired:
     previous_departments: tuple[Department, ...] = ()
 
 
+def _norm(value: str) -> str:
+    """:func:`normalise_email` that keeps the same string object when it is already
+    normal, so 100,000 addresses are not stored twice."""
+    n = normalise_email(value)
+    return value if n == value else n
+
+
+class _Multi:
+    """A ``str -> [str, ...]`` map that keeps the usual single value without a list: the
+    grouping maps of a 100,000-person diff would otherwise hold 100,000 one-item lists."""
+
+    __slots__ = ("more", "one")
+
+    def __init__(self) -> None:
+        self.one: dict[str, str] = {}
+        self.more: dict[str, list[str]] = {}
+
+    def add(self, key: str, value: str) -> None:
+        if key in self.more:
+            self.more[key].append(value)
+        elif key in self.one:
+            self.more[key] = [self.one.pop(key), value]
+        else:
+            self.one[key] = value
+
+    def get(self, key: str) -> tuple[str, ...]:
+        if key in self.one:
+            return (self.one[key],)
+        return tuple(self.more.get(key, ()))
+
+    def keys(self) -> set[str]:
+        return set(self.one) | set(self.more)
+
+
+def _sorted_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """Departments as a set, in a canonical order (fast for the usual one department)."""
+    if len(paths) == 1:
+        return paths if paths[0] else ()
+    return sorted_unique(d for d in paths if d)
+
+
 @dataclass
 class _Chain:
     """The actions of one person, in order; each depends on the one before."""
@@ -155,16 +196,19 @@ class _Planner:
         # Indexes of the actual state (addresses lower-case).
         self.by_email: dict[str, Mailbox] = {}
         self.owner: dict[str, str] = {}  # any address (primary or alias) -> primary
-        self.by_ext: dict[str, list[str]] = defaultdict(list)
-        for m in sorted(actual.mailboxes, key=lambda m: normalise_email(m.email)):
-            e = normalise_email(m.email)
+        self.by_ext = _Multi()
+        for m in sorted(actual.mailboxes, key=lambda m: _norm(m.email)):
+            e = _norm(m.email)
             self.by_email[e] = m
             self.owner[e] = e
             for a in m.aliases:
-                self.owner.setdefault(normalise_email(a), e)
+                self.owner.setdefault(_norm(a), e)
             if m.ext_id:
-                self.by_ext[m.ext_id].append(e)
+                self.by_ext.add(m.ext_id, e)
         self.groups = {normalise_email(g) for g in actual.groups}
+        self.link_email = {eid: _norm(lk.email) for eid, lk in links.items()}
+        self._depts_cache: dict[str, tuple[str, ...]] = {}
+        self._protected = policy.protected_matcher()
 
         self.dept_actions: list[Action] = []
         self.producer: dict[str, str] = {}  # path -> key of the action that makes it exist
@@ -276,19 +320,22 @@ class _Planner:
 
     # --- 2./3. matching and addresses -------------------------------------------------------
 
-    def match(self, p: Person) -> tuple[str | None, str]:
-        """The mailbox a person matches and how; blocks the person on a conflict."""
+    def match(self, p: Person, by_address: bool = True) -> tuple[str | None, str]:
+        """The mailbox a person matches and how; blocks the person on a conflict.
+
+        ``by_address`` is False for leavers: a mailbox is never adopted by address only to be
+        disabled or deleted (it may be someone else's old mailbox)."""
         eid = p.employee_id
         found: dict[str, str] = {}
         link = self.links.get(eid)
         if link is not None:
-            primary = self.owner.get(normalise_email(link.email))
+            primary = self.owner.get(self.link_email[eid])
             if primary:
                 found[primary] = "stored link"
-        for e in self.by_ext.get(eid, ()):
+        for e in self.by_ext.get(eid):
             found.setdefault(e, "ext_id")
-        if not found and p.email:
-            addr = normalise_email(p.email)
+        if not found and p.email and by_address:
+            addr = _norm(p.email)
             if addr in self.by_email:
                 found[addr] = "primary address"
             elif addr in self.owner:
@@ -347,47 +394,47 @@ class _Planner:
         needed |= {a for p in needed for a in ancestors(p)}
         self.plan_departments(needed)
 
-        # Two stored links on one address: neither is trusted.
-        by_link: dict[str, list[str]] = defaultdict(list)
+        # Two stored links on one mailbox (by its primary address or an alias) or on one
+        # missing address: neither is trusted.
+        by_link = _Multi()
         for eid in sorted(self.links):
-            by_link[normalise_email(self.links[eid].email)].append(eid)
-        for addr, eids in sorted(by_link.items()):
-            if len(eids) > 1:
-                self.conflict(
-                    ConflictKind.MAILBOX_CLAIMED_TWICE,
-                    f"the stored links of employees {', '.join(eids)} all name {addr}; "
-                    "remove the wrong links",
-                    tuple(eids),
-                    (addr,),
-                )
-                if addr in self.owner:
-                    self.claimed.add(self.owner[addr])
+            addr = self.link_email[eid]
+            by_link.add(self.owner.get(addr, addr), eid)
+        for addr, eids in sorted(by_link.more.items()):
+            self.conflict(
+                ConflictKind.MAILBOX_CLAIMED_TWICE,
+                f"the stored links of employees {', '.join(eids)} all lead to {addr}; "
+                "remove the wrong links",
+                tuple(eids),
+                (addr,),
+            )
+            if addr in self.owner:
+                self.claimed.add(self.owner[addr])
 
         # Matching.
         matched: dict[str, tuple[str, str]] = {}
-        claims: dict[str, list[str]] = defaultdict(list)
+        claims = _Multi()
         for p in self.people:
             eid = p.employee_id
-            email, how = self.match(p)
+            email, how = self.match(p, states[eid][0] is not Lifecycle.LEAVER)
             self.note(eid, f"match: {email} by {how}" if email else f"match: {how}")
             for contested in self.contested.get(eid, ()):
-                claims[contested].append(eid)
+                claims.add(contested, eid)
             if email is None:
                 continue
-            claims[email].append(eid)
+            claims.add(email, eid)
             matched[eid] = (email, how)
-        for email, eids in sorted(claims.items()):
-            if len(eids) > 1:
-                self.conflict(
-                    ConflictKind.MAILBOX_CLAIMED_TWICE,
-                    f"mailbox {email} is claimed by employees {', '.join(eids)}; fix the "
-                    "duplicate employee id or address in HR",
-                    tuple(eids),
-                    (email,),
-                )
-        self.claimed.update(claims)  # matched or contested: not unmanaged
+        for email, eids in sorted(claims.more.items()):
+            self.conflict(
+                ConflictKind.MAILBOX_CLAIMED_TWICE,
+                f"mailbox {email} is claimed by employees {', '.join(eids)}; fix the "
+                "duplicate employee id or address in HR",
+                tuple(eids),
+                (email,),
+            )
+        self.claimed.update(claims.keys())  # matched or contested: not unmanaged
         for eid, (email, _) in matched.items():
-            if policy.is_protected(email):
+            if self._protected(email):
                 self.protected_hits.add(email)
                 self.blocked.add(eid)
                 self.note(eid, f"decision: {email} is a protected account; never touched")
@@ -396,8 +443,8 @@ class _Planner:
         hr_addresses: set[str] = set()
         for p in self.people:
             if p.email:
-                hr_addresses.add(normalise_email(p.email))
-            hr_addresses.update(normalise_email(a) for a in p.aliases)
+                hr_addresses.add(_norm(p.email))
+            hr_addresses.update(_norm(a) for a in p.aliases)
         wanted: dict[str, str] = {}
         to_generate: list[tuple[str, str]] = []
         for p in self.people:
@@ -411,9 +458,9 @@ class _Planner:
                     wanted[eid] = m_email  # a leaver's address is not changed any more
                 continue
             if p.email:
-                wanted[eid] = normalise_email(p.email)
+                wanted[eid] = _norm(p.email)
             elif link is not None:
-                wanted[eid] = normalise_email(link.email)
+                wanted[eid] = self.link_email[eid]
             elif m_email is not None:
                 wanted[eid] = m_email
             elif states[eid][0] in wants_mailbox:
@@ -424,23 +471,24 @@ class _Planner:
             fallback_template=policy.address_fallback_template,
             domain=policy.domain,
             taken=set(self.owner) | self.groups | hr_addresses
-            | {normalise_email(lk.email) for lk in self.links.values()},
+            | set(self.link_email.values()),
         )  # fmt: skip
         wanted.update(generated)
-        by_wanted: dict[str, list[str]] = defaultdict(list)
+        by_wanted = _Multi()
         for eid, addr in wanted.items():
-            by_wanted[addr].append(eid)
-        for addr, eids in sorted(by_wanted.items()):
-            if len(eids) > 1:
+            by_wanted.add(addr, eid)
+        for addr in sorted(by_wanted.keys()):
+            wanters = by_wanted.get(addr)
+            if len(wanters) > 1:
                 self.conflict(
                     ConflictKind.ADDRESS_TAKEN,
-                    f"employees {', '.join(sorted(eids))} all want the address {addr}; "
+                    f"employees {', '.join(sorted(wanters))} all want the address {addr}; "
                     "fix the duplicate in HR",
-                    tuple(sorted(eids)),
+                    tuple(sorted(wanters)),
                     (addr,),
                 )
                 continue
-            eid = eids[0]
+            eid = wanters[0]
             own = matched.get(eid, (None, ""))[0]
             holder = self.owner.get(addr)
             if (holder is not None and holder != own) or addr in self.groups:
@@ -471,29 +519,15 @@ class _Planner:
                 self._matched(p, state, why, email, wanted[eid], eid in generated, aliases)
 
         # Linked employees absent from HR.
-        absent_on: dict[str, list[str]] = defaultdict(list)
-        for eid in sorted(self.links):
-            primary = self.owner.get(normalise_email(self.links[eid].email))
-            if eid not in self.in_hr and eid not in self.desired.quarantined and primary:
-                absent_on[primary].append(eid)
-        for primary, eids in sorted(absent_on.items()):
-            if len(eids) > 1 and primary not in self.claimed:
-                self.claimed.add(primary)
-                self.conflict(
-                    ConflictKind.MAILBOX_CLAIMED_TWICE,
-                    f"the stored links of employees {', '.join(eids)} all point at {primary}; "
-                    "remove the wrong links",
-                    tuple(eids),
-                    (primary,),
-                )
-        for eid in sorted(self.links):
-            if eid in self.in_hr or eid in self.blocked:
+        absent = sorted(set(self.links) - self.in_hr)
+        for eid in absent:
+            if eid in self.blocked:
                 continue
             link = self.links[eid]
             if eid in self.desired.quarantined:
                 self.note(eid, "decision: quarantined in this snapshot; left as it is")
                 continue
-            primary = self.owner.get(normalise_email(link.email))
+            primary = self.owner.get(self.link_email[eid])
             if primary is None:
                 self._chain_add(
                     eid,
@@ -502,10 +536,22 @@ class _Planner:
                     "the employee is no longer in HR and the linked mailbox no longer exists",
                 )
                 continue
+            if self._protected(primary):
+                self.protected_hits.add(primary)
+                self.claimed.add(primary)
+                continue
             if primary in self.claimed:
+                # Someone in HR matches (or contests) this mailbox now: the link of a person
+                # who left is stale; dropping it changes nothing in Exmail.
+                self._chain_add(
+                    eid,
+                    ActionKind.UNLINK,
+                    link.email,
+                    f"the employee is no longer in HR and {primary} is matched to someone else",
+                )
                 continue
             self.claimed.add(primary)
-            if policy.is_protected(primary):
+            if self._protected(primary):
                 self.protected_hits.add(primary)
                 continue
             self._leaver(eid, primary, link, "no longer in the HR source")
@@ -516,7 +562,7 @@ class _Planner:
             if email in self.claimed:
                 continue
             m = self.by_email[email]
-            if policy.is_protected(email):
+            if self._protected(email):
                 self.protected_hits.add(email)
                 self.final_departments[email] = self._current_depts(email)
                 continue
@@ -543,7 +589,15 @@ class _Planner:
     # --- per person -------------------------------------------------------------------------
 
     def _current_depts(self, email: str) -> tuple[str, ...]:
-        return sorted_unique(self.relocate(d) for d in self.by_email[email].departments if d)
+        """The mailbox's departments after the planned moves, sorted."""
+        got = self._depts_cache.get(email)
+        if got is None:
+            depts = self.by_email[email].departments
+            if self.moves:
+                depts = tuple(self.relocate(d) for d in depts)
+            got = _sorted_paths(depts)
+            self._depts_cache[email] = got
+        return got
 
     def _hr_aliases(
         self, p: Person, primary: str, own: str | None, alias_claims: dict[str, str]
@@ -552,7 +606,7 @@ class _Planner:
         if self.policy.alias_mode is AliasMode.IGNORE:
             return ()
         out: list[str] = []
-        for a in sorted({normalise_email(x) for x in p.aliases}):
+        for a in sorted({_norm(x) for x in p.aliases}):
             if a == primary:
                 continue
             holder = self.owner.get(a)
@@ -596,7 +650,7 @@ class _Planner:
             else:
                 self.note(eid, f"decision: no mailbox is created ({why})")
             return
-        depts = sorted_unique(d for d in p.departments if d)
+        depts = _sorted_paths(p.departments)
         if self.policy.alias_mode is AliasMode.IGNORE:
             aliases = ()
         if len(aliases) > MAX_ALIASES:
@@ -677,7 +731,7 @@ class _Planner:
             return
 
         target = email
-        cur_aliases = {normalise_email(a) for a in m.aliases}
+        cur_aliases = {_norm(a) for a in m.aliases}
         # Address change: add the new address as an alias, then swap.
         if address != email:
             if address not in cur_aliases:
@@ -716,7 +770,7 @@ class _Planner:
         final_depts = current_depts
         deps: tuple[str, ...] = ()
         if "departments" in managed:
-            want = sorted_unique(d for d in p.departments if d)
+            want = _sorted_paths(p.departments)
             if want != current_depts:
                 upd["departments"] = want
                 changes["departments"] = (current_depts, want)
@@ -820,7 +874,7 @@ class _Planner:
         old = self.links.get(eid)
         same = (
             old is not None
-            and normalise_email(old.email) == record.email
+            and self.link_email[eid] == record.email
             and old.generated == record.generated
             and old.disabled_since == record.disabled_since
         )
@@ -836,7 +890,7 @@ class _Planner:
         if old is None:
             changes["link"] = (None, record.email)
         else:
-            if normalise_email(old.email) != record.email:
+            if self.link_email[eid] != record.email:
                 changes["email"] = (old.email, record.email)
             if old.generated != record.generated:
                 changes["generated"] = (old.generated, record.generated)

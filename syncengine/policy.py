@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import functools
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -82,8 +85,11 @@ class Policy:
 
     def is_protected(self, email: str) -> bool:
         """Protected accounts (glob patterns on the address) are never touched."""
-        addr = normalise_email(email)
-        return any(fnmatch.fnmatchcase(addr, p.lower()) for p in self.protected)
+        return self.protected_matcher()(normalise_email(email))
+
+    def protected_matcher(self) -> Callable[[str], bool]:
+        """A fast test for lower-case addresses: the globs compiled into one regex."""
+        return _compile_globs(self.protected)
 
     def is_managed_department(self, path: str, hr_paths: frozenset[str]) -> bool:
         """A department the engine may delete when empty: one HR has had (``hr_paths``: the
@@ -92,6 +98,14 @@ class Policy:
         if path in hr_paths:
             return True
         return any(path != r and is_under(path, r) for r in self.department_roots)
+
+
+@functools.lru_cache(maxsize=32)
+def _compile_globs(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    if not patterns:
+        return lambda _addr: False
+    rx = re.compile("|".join(f"(?:{fnmatch.translate(p.lower())})" for p in patterns))
+    return lambda addr: rx.match(addr) is not None
 
 
 # --- lifecycle ------------------------------------------------------------------------------
