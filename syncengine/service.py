@@ -1484,6 +1484,7 @@ class SyncReport:
                 if self.ingest else None
             ),
             "quarantined": self.ingest.quarantined if self.ingest else None,
+            "quarantined_ids": list(self.plan.plan.quarantined) if self.plan else [],
             "plan": (
                 {"id": plan.plan_id, "checksum": plan.plan.checksum,
                  "summary": dict(plan.plan.summary), "totals": render.totals(plan.plan),
@@ -1687,13 +1688,15 @@ def sync(
         if progress is not None:
             progress(stage, done, total)
 
-    repo = open_staging(config)
-    run_id = repo.start_run("sync", actor, config_fingerprint=config_fingerprint(config))
+    repo: Repository | None = None
+    run_id: int | None = None
     fields: dict[str, Any] = {}
     status, exit_code = "succeeded", EXIT_OK
     locked = False
     unexpected: BaseException | None = None
     try:
+        repo = open_staging(config)  # a database that is down is reported like the rest
+        run_id = repo.start_run("sync", actor, config_fingerprint=config_fingerprint(config))
         if not dry_run:
             repo.acquire_lock(SYNC_LOCK, command=f"syncengine sync ({actor})")
             locked = True
@@ -1748,23 +1751,31 @@ def sync(
         fields["error"] = f"unexpected {type(exc).__name__} (see the log): {exc}"
         unexpected = exc
     finally:
-        if locked:
-            repo.release_lock(SYNC_LOCK)
+        if locked and repo is not None:
+            try:
+                repo.release_lock(SYNC_LOCK)
+            except SyncEngineError as exc:  # the database went away: the lock is dead anyway
+                log.warning("could not release the sync lock: %s", exc)
 
     sync_report = SyncReport(
         status=status, exit_code=exit_code, dry_run=dry_run, actor=actor, run_id=run_id,
         started_at=started_at, seconds=time.perf_counter() - started, api=api, **fields,
     )  # fmt: skip
-    try:
-        repo.finish_run(
-            run_id,
-            {"succeeded": "succeeded", "dry-run": "succeeded", "blocked": "blocked"}.get(
-                status, "partial" if sync_report.failures and not sync_report.error else "failed"
-            ),
-            sync_report.to_dict(notifications=False),
-        )
-    finally:
-        repo.close()
+    if repo is not None:
+        try:
+            if run_id is not None:
+                repo.finish_run(
+                    run_id,
+                    {"succeeded": "succeeded", "dry-run": "succeeded", "blocked": "blocked"}.get(
+                        status,
+                        "partial" if sync_report.failures and not sync_report.error else "failed",
+                    ),
+                    sync_report.to_dict(notifications=False),
+                )
+        except SyncEngineError as exc:  # still tell someone below
+            log.warning("could not record the end of sync run %s: %s", run_id, exc)
+        finally:
+            repo.close()
 
     deliveries: list[Delivery] = []
     if notify:

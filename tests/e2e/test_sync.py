@@ -218,3 +218,19 @@ def test_a_killed_sync_is_resumed_by_the_next_one(
     assert per_action and set(per_action.values()) == {1}
     creates = Counter(_endpoint(c) for c in env.write_calls() if not c.get("errcode"))
     assert creates["user/create"] == 30
+
+
+def test_an_unreachable_database_is_reported_and_notified(
+    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator], receiver: Receiver
+) -> None:
+    env = ApplyEnv(tmp_path, emulator_factory("v2"))
+    gone = tmp_path / "no-such-folder" / "staging.db"
+    write(env, base_rows(), receiver, database={"url": f"sqlite:///{gone}"})
+    code, out = run_json(env, "--report", str(tmp_path / "report.json"))
+    assert code == EXIT_ERROR and out["status"] == "failed" and out["run_id"] is None
+    assert str(gone.parent) in out["error"]
+    note = receiver.wait_for(1)[0]
+    assert note.document["event"] == "failed"
+    assert note.document["summary"]["error"] == out["error"]
+    assert json.loads((tmp_path / "report.json").read_text())["status"] == "failed"
+    assert env.write_calls() == []
