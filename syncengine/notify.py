@@ -27,6 +27,7 @@ Why it looks like this:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -92,6 +93,7 @@ class WebhookConfig(BaseModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
+        _ = parts.port  # raises ValueError for a port out of range
         return value
 
     @property
@@ -188,7 +190,10 @@ def display_url(url: str) -> str:
     """A URL as logs and reports show it: scheme, host and port only (paths can hold tokens)."""
     parts = urlsplit(url)
     host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
     return f"{parts.scheme}://{host}{port}"
 
 
@@ -296,9 +301,16 @@ class Notifier:
         body = redact(
             json.dumps(document, ensure_ascii=False, sort_keys=True, default=str), self._secrets
         ).encode("utf-8")
-        results = [self._post(hook, event, delivery_id, body) for hook in self.config.webhooks]
-        if self.config.smtp is not None:
-            results.append(self._mail(self.config.smtp, subject, text, body))
+        results = [
+            self._guarded("webhook", hook.label,
+                          functools.partial(self._post, hook, event, delivery_id, body))
+            for hook in self.config.webhooks
+        ]  # fmt: skip
+        smtp = self.config.smtp
+        if smtp is not None:
+            results.append(
+                self._guarded("smtp", smtp.label, lambda: self._mail(smtp, subject, text, body))
+            )
         for r in results:
             if r.ok:
                 log.info("notified %s %s (%s attempt(s))", r.channel, r.target, r.attempts)
@@ -311,6 +323,18 @@ class Notifier:
                     r.error,
                 )
         return results
+
+    def _guarded(
+        self, channel: Literal["webhook", "smtp"], target: str, send: Callable[[], Delivery]
+    ) -> Delivery:
+        """``send()``, with anything unforeseen (a URL httpx refuses, a header it cannot
+        encode...) turned into a failed delivery: a notification never fails the run."""
+        try:
+            return send()
+        except Exception as exc:
+            log.exception("notification to %s %s failed unexpectedly", channel, target)
+            error = redact(f"unexpected {type(exc).__name__}: {exc}", self._secrets)
+            return Delivery(channel, target, False, 0, None, error)
 
     # --- retries ------------------------------------------------------------------------
 

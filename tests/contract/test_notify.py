@@ -81,6 +81,8 @@ def test_config_refuses_bad_values() -> None:
 
     with pytest.raises(ValidationError, match="http"):
         make_config(webhooks=[{"url": "ftp://x.example.com", "secret": "abcd"}])
+    with pytest.raises(ValidationError, match="Port out of range"):
+        make_config(webhooks=[{"url": "http://x.example.com:99999/", "secret": "abcd"}])
     with pytest.raises(ValidationError, match="on"):
         make_config(on=["sometimes"])
     with pytest.raises(ValidationError, match="to"):
@@ -202,6 +204,16 @@ def test_only_the_configured_events_are_sent() -> None:
         assert len(send(notifier, "failed")) == 1
         got = rx.wait_for(1)
         assert [r.document["event"] for r in got] == ["failed"]
+
+
+def test_an_unforeseen_error_is_a_failed_delivery_not_an_exception() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise ValueError("transport bug while sending with abcd1234")
+
+    cfg = make_config(webhooks=[{"url": "https://ops.example.com/x", "secret": "abcd1234"}])
+    results = send(Notifier(cfg, transport=httpx.MockTransport(handler), sleep=Sleeps()))
+    assert not results[0].ok and results[0].target == "https://ops.example.com"
+    assert results[0].error == "unexpected ValueError: transport bug while sending with ***"
 
 
 def test_nothing_configured_sends_nothing() -> None:
