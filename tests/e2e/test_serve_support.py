@@ -47,7 +47,10 @@ def hooks_table(**overrides: Any) -> dict[str, Any]:
     }  # fmt: skip
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(table.get(key), dict):
-            table[key] = {**table[key], **value}
+            merged = {**table[key], **value}
+            table[key] = {k: v for k, v in merged.items() if v is not None}
+        elif value is None:
+            table.pop(key, None)  # None: leave the key out (TOML has no null)
         else:
             table[key] = value
     return table
