@@ -1492,6 +1492,10 @@ class SyncReport:
                 if plan else None
             ),
             "blocked_reasons": self.blocked_reasons,
+            "conflicts": [
+                {"kind": c.kind.value, "message": c.message, "employee_ids": list(c.employee_ids)}
+                for c in (plan.plan.conflicts if plan else ())
+            ],
             "counts": self.kinds or {},
             "applied": self.applied.to_dict() if self.applied else None,
             "resumed": [r.to_dict() for r in self.resumed],
@@ -1550,6 +1554,13 @@ class SyncReport:
                            f"{self.applied.password_file} (mode 0600)")  # fmt: skip
         for reason in self.blocked_reasons:
             out.append(f"  blocked: {reason['message']} — {reason['how_to_release']}")
+        conflicts = self.plan.plan.conflicts if self.plan else ()
+        if conflicts:
+            out.append(f"  {len(conflicts)} conflict(s) the engine will not guess about "
+                       "(resolve them in HR or Exmail; 'syncengine plan' lists them):")  # fmt: skip
+            out.extend(f"    {c.kind.value}: {c.message}" for c in conflicts[:5])
+            if len(conflicts) > 5:
+                out.append(f"    ... and {len(conflicts) - 5} more")
         for f in self.failures:
             who = f" (employee {f.employee_id})" if f.employee_id else ""
             out.append(f"  {f.status}: {f.key}{who}: {f.reason}")

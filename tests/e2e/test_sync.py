@@ -234,3 +234,20 @@ def test_an_unreachable_database_is_reported_and_notified(
     assert note.document["summary"]["error"] == out["error"]
     assert json.loads((tmp_path / "report.json").read_text())["status"] == "failed"
     assert env.write_calls() == []
+
+
+def test_conflicts_are_reported_and_the_rest_is_applied(env: ApplyEnv) -> None:
+    from tests.e2e.test_apply_support import person
+
+    # lisi@example.com belongs to E0002 in Exmail (its ext id): HR gives it to someone else.
+    intruder = person("E0999", "冒名", "lisi@example.com", "研发中心/平台部")
+    write(env, base_rows()[:1] + [intruder] + people(3))
+    r = env.cli("sync")
+    assert r.exit_code == 0, r.output
+    assert "conflict(s) the engine will not guess about" in r.stdout
+    code, out = run_json(env)
+    assert code == 0
+    assert any("E0999" in c["employee_ids"] for c in out["conflicts"])
+    users = env.users()
+    assert users["lisi@example.com"].get("extid") == "E0002"
+    assert {f"t{n}@example.com" for n in range(100, 103)} <= set(users)
