@@ -241,7 +241,7 @@ def test_conflicts_are_reported_and_the_rest_is_applied(env: ApplyEnv) -> None:
 
     # lisi@example.com belongs to E0002 in Exmail (its ext id): HR gives it to someone else.
     intruder = person("E0999", "冒名", "lisi@example.com", "研发中心/平台部")
-    write(env, base_rows()[:1] + [intruder] + people(3))
+    write(env, [*base_rows()[:1], intruder, *people(3)])
     r = env.cli("sync")
     assert r.exit_code == 0, r.output
     assert "conflict(s) the engine will not guess about" in r.stdout
