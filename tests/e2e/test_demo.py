@@ -99,3 +99,15 @@ def test_demo_as_a_real_process_from_a_fresh_folder(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert (tmp_path / ".demo" / "syncengine.toml").exists()
     assert (tmp_path / ".demo" / "initial-passwords.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [(["demo"], ["--keep-running", "--dir", "--api"]),
+     (["sync"], ["--dry-run", "--report", "--allow-removals", "--scheduled", "--notify"])],
+)  # fmt: skip
+def test_commands_have_help(command: list[str], words: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0
+    for word in words:
+        assert word in result.output
