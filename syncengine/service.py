@@ -2298,7 +2298,6 @@ class HookBackend:
         self._clock = clock
         self._base: _HookBase | None = None
         self._base_lock = threading.Lock()
-        self._policy = policy_from_config(config)
         self.worker: Worker | None = None
         self.scheduler: Scheduler | None = None
 
@@ -2582,7 +2581,8 @@ class HookBackend:
         finally:
             provider.close()
         links = self.repo.load_links()
-        plan = planner.diff(desired, state, links, self._policy, now,
+        policy = policy_from_config(self.config)
+        plan = planner.diff(desired, state, links, policy, now,
                             config_fingerprint=fingerprint, only=targets)  # fmt: skip
         bad: dict[str, tuple[str, bool]] = {}
         for c in plan.conflicts:
