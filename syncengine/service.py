@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -104,6 +105,7 @@ from syncengine.staging.repository import (
     Repository,
     SnapshotInfo,
     StoredDepartment,
+    holder_is_dead,
 )
 
 log = logging.getLogger(__name__)
@@ -598,10 +600,16 @@ class PlanResult:
         }
 
 
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
+
+
 def _without_secrets(value: Any) -> Any:
-    """A config dump with every secret replaced by a marker (its presence, not its value)."""
+    """A config dump with every secret replaced by a marker (its presence, not its value):
+    ``Secret`` fields, and the password of a URL (``postgresql://user:pw@host/db``)."""
     if isinstance(value, SecretStr):
         return "<secret>"
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1<secret>@", value)
     if isinstance(value, dict):
         return {str(k): _without_secrets(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -2449,6 +2457,17 @@ class HookBackend:
         self.metrics.inc("syncengine_hook_events_total", failed, outcome="failed")
         return retried, failed
 
+    def _busy(self) -> bool:
+        """Whether a live sync or apply holds the run lock: a nightly run can take longer
+        than the retries last, so hook events wait for it instead of failing."""
+        host = socket.gethostname()
+        for name in (SYNC_LOCK, APPLY_LOCK):
+            lock = self.repo.get_lock(name)
+            if lock is not None and not holder_is_dead(lock, host):
+                log.debug("hook worker waits: %s holds the %r lock", lock.describe(), name)
+                return True
+        return False
+
     def process(self) -> int:
         """One round: take due events, sync their people, mark them. Returns events taken."""
         batch = self.process_batch()
@@ -2456,6 +2475,8 @@ class HookBackend:
 
     def process_batch(self) -> HookBatch:
         now = self._clock()
+        if self._busy():
+            return HookBatch(0, 0, 0, 0, 0)  # the events wait; no attempt is used up
         due = self.repo.next_events(limit=self.config.hooks.batch_size, now=now)
         if not due:
             return HookBatch(0, 0, 0, 0, 0)

@@ -179,3 +179,26 @@ def test_a_batch_a_brake_blocks_fails_with_the_reason_and_writes_nothing(
     assert event["status"] == "failed" and "brake" in event["last_error"], event
     assert env.write_calls(since=mark) == []
     assert int(env.users()["wangwu@example.com"].get("enable", 1)) == 1
+
+
+def test_events_wait_while_a_nightly_run_holds_the_lock(
+    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    import time
+
+    env = make_env(ApplyEnv(tmp_path, emulator_factory("v2")))
+    repo = service.open_staging(env.config())
+    try:
+        repo.acquire_lock(service.SYNC_LOCK, command="syncengine sync (test)")
+        with running_receiver(env) as rx:
+            r = post_hook(rx.client, upsert("w-1", "W0001", "等待", "wait1@example.com"))
+            event_id = r.json()["id"]
+            time.sleep(1.0)  # several worker rounds (poll 0.2 s): none may touch the event
+            event = get_event(rx.client, event_id)
+            assert (event["status"], event["attempts"]) == ("received", 0), event
+            repo.release_lock(service.SYNC_LOCK)
+            assert settled_event(rx.client, event_id)["status"] == "applied"
+    finally:
+        repo.release_lock(service.SYNC_LOCK)
+        repo.close()
+    assert "wait1@example.com" in env.users()
