@@ -404,6 +404,7 @@ def make_plan(
     summary["unmanaged"] = len(plan.unmanaged)
     summary["quarantined"] = len(plan.quarantined)
     summary["blocked"] = len(plan.blocked_reasons)
+    summary["protected"] = len(plan.protected)
     plan = _replace(plan, summary=summary)
     return _replace(plan, checksum=compute_checksum(plan))
 

@@ -691,7 +691,13 @@ class _Planner:
             eid,
             ActionKind.CREATE_USER,
             address,
-            f"{why}; no mailbox yet (address {how})",
+            f"{why}; no mailbox yet (address {how}); the initial password is generated at "
+            f"apply, delivered via '{self.policy.password_delivery}'"
+            + (
+                ", and must be changed at first login"
+                if self.policy.change_password_at_login
+                else ""
+            ),
             changes=changes,
             mailbox=mb,
             deps=self.dept_deps(depts),

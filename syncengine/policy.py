@@ -79,7 +79,7 @@ class Policy:
     grace_days: int = 30
     leave_action: LeaveAction = LeaveAction.KEEP
     create_days_before_start: int = 7
-    password_delivery: str = "report"
+    password_delivery: str = "file"
     change_password_at_login: bool = True
     brakes: Brakes = field(default_factory=Brakes)
 

@@ -27,7 +27,7 @@ Example::
     grace_days = 30
     leave = "keep"                   # keep | disable
     create_days_before_start = 7
-    password_delivery = "report"
+    change_password_at_login = true  # the channel is [passwords] delivery
 """
 
 from __future__ import annotations
@@ -105,7 +105,6 @@ class LifecycleConfig(BaseModel):
     grace_days: int = Field(default=30, ge=0)
     leave: Literal["keep", "disable"] = "keep"
     create_days_before_start: int = Field(default=7, ge=0)
-    password_delivery: str = Field(default="report", min_length=1)
     change_password_at_login: bool = True
 
 
@@ -115,6 +114,7 @@ def build_policy(
     lifecycle: LifecycleConfig,
     *,
     default_domain: str | None = None,
+    password_delivery: str = "file",
 ) -> Policy:
     """The planner's Policy. ``default_domain`` (the first Exmail domain) is used when
     ``[addresses] domain`` is not set; with neither, generating addresses is impossible."""
@@ -139,7 +139,7 @@ def build_policy(
         grace_days=lifecycle.grace_days,
         leave_action=LeaveAction(lifecycle.leave),
         create_days_before_start=lifecycle.create_days_before_start,
-        password_delivery=lifecycle.password_delivery,
+        password_delivery=password_delivery,
         change_password_at_login=lifecycle.change_password_at_login,
         brakes=Brakes(
             max_shrink_share=policy.max_shrink_share,
@@ -155,11 +155,13 @@ def build_policy(
 
 
 def policy_from_config(config: Config) -> Policy:
-    """The Policy of a loaded config (domain defaults to the first of ``[exmail] domains``)."""
+    """The Policy of a loaded config (domain defaults to the first of ``[exmail] domains``;
+    the password channel named in plans is ``[passwords] delivery``, the executor's)."""
     domains = config.exmail.domains
     return build_policy(
         config.policy,
         config.addresses,
         config.lifecycle,
         default_domain=domains[0] if domains else None,
+        password_delivery=config.passwords.delivery,
     )

@@ -304,7 +304,7 @@ def test_create_user_with_generated_address_and_password_policy() -> None:
     a = creates["E1"]
     assert a.link is not None and a.link.generated
     assert a.password is not None and a.password.change_at_login
-    assert a.password.delivery == "report"
+    assert a.password.delivery == "file"
     assert a.mailbox is not None and a.mailbox.ext_id == "E1"
     assert world.links["E1"].email == "zhangsan2@x.com" and world.links["E1"].generated
 

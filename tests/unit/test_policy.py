@@ -153,7 +153,8 @@ def test_config_tables_build_the_policy() -> None:
             **BASE,
             "policy": {"protected": ["boss@*"], "max_deletes": 5, "alias_mode": "exact"},
             "addresses": {"template": "{given}.{family}"},
-            "lifecycle": {"grace_days": 10, "leave": "disable", "password_delivery": "sms"},
+            "lifecycle": {"grace_days": 10, "leave": "disable"},
+            "passwords": {"delivery": "none"},
         }
     )
     pol = policy_from_config(cfg)
@@ -163,7 +164,7 @@ def test_config_tables_build_the_policy() -> None:
     assert pol.alias_mode.value == "exact"
     assert pol.address_template == "{given}.{family}"
     assert pol.grace_days == 10 and pol.leave_action is LeaveAction.DISABLE
-    assert pol.password_delivery == "sms"
+    assert pol.password_delivery == "none"  # the executor's channel, named in the plan
     assert replace(pol, domain="x") != pol
 
 
