@@ -319,7 +319,12 @@ def test_config_fingerprint_ignores_secrets_but_not_settings(
     assert service.config_fingerprint(load_config(ws.config)) == fp
     ws.config.write_text(text.replace('"*-shared@*"', '"*-box@*"'), encoding="utf-8")
     assert service.config_fingerprint(load_config(ws.config)) != fp
-    assert secret not in fp
+    # A password inside a URL is a secret too: rotating it keeps the fingerprint.
+    pg = text.replace("sqlite:///staging.db", "postgresql://sync:PW@db.internal/sync")
+    ws.config.write_text(pg.replace(":PW@", ":old-pw@"), encoding="utf-8")
+    with_pw = service.config_fingerprint(load_config(ws.config))
+    ws.config.write_text(pg.replace(":PW@", ":new-pw@"), encoding="utf-8")
+    assert service.config_fingerprint(load_config(ws.config)) == with_pw != fp
 
 
 @both
