@@ -642,3 +642,85 @@ def test_scenario_converges() -> None:
     assert all(
         set(ancestors(d)) <= world.parties for m in world.mailboxes.values() for d in m.departments
     )
+
+
+# --- stale and duplicate links, edge rules ----------------------------------------------------
+
+
+def test_stale_link_of_a_leaver_to_a_mailbox_someone_else_matches_is_dropped() -> None:
+    plan, _ = plan_for(
+        [Person("E4", "张三", email="a@x.com")],
+        [mb("a@x.com", "张三", ext_id="E4")],
+        links={"E1": link("E1", "a@x.com"), "E4": link("E4", "a@x.com")},
+    )
+    # two links on one mailbox are not trusted: a conflict, nobody acts on it
+    assert not plan.actions
+    assert plan.conflicts[0].kind is ConflictKind.MAILBOX_CLAIMED_TWICE
+    plan2, world2 = plan_for(
+        [Person("E4", "张三", email="a@x.com")],
+        [mb("a@x.com", "张三", ext_id="E4")],
+        links={"E1": link("E1", "a@x.com")},
+    )
+    assert [a.key for a in plan2.actions] == ["unlink:E1", "link:E4"]
+    assert set(world2.links) == {"E4"}
+
+
+def test_a_leaver_is_never_adopted_by_address() -> None:
+    p = Person("E1", "张三", email="zs@x.com", status=Status.TERMINATED)
+    plan, _ = plan_for([p], [mb("zs@x.com", "张三")])
+    assert not plan.actions and plan.unmanaged == ("zs@x.com",)
+
+
+def test_two_people_wanting_one_new_address_is_a_conflict() -> None:
+    plan, _ = plan_for(
+        [Person("E1", "张三", email="x@x.com"), Person("E2", "李四", email="X@x.com")]
+    )
+    assert not plan.actions
+    assert plan.conflicts[0].kind is ConflictKind.ADDRESS_TAKEN
+    assert plan.conflicts[0].employee_ids == ("E1", "E2")
+
+
+def test_alias_listed_for_two_people_goes_to_the_first_by_employee_id() -> None:
+    people = [
+        Person("E2", "李四", email="ls@x.com", aliases=("team@x.com",)),
+        Person("E1", "张三", email="zs@x.com", aliases=("team@x.com",)),
+    ]
+    plan, world = plan_for(people)
+    assert world.mailboxes["zs@x.com"].aliases == ("team@x.com",)
+    assert world.mailboxes["ls@x.com"].aliases == ()
+    (c,) = plan.conflicts
+    assert c.kind is ConflictKind.ALIAS_TAKEN and c.employee_ids == ("E2",)
+
+
+def test_more_than_five_aliases_are_cut_and_reported() -> None:
+    aliases = tuple(f"a{i}@x.com" for i in range(7))
+    plan, world = plan_for([Person("E1", "张三", email="zs@x.com", aliases=aliases)])
+    assert len(world.mailboxes["zs@x.com"].aliases) == 5
+    assert plan.conflicts[0].kind is ConflictKind.TOO_MANY_ALIASES
+
+
+def test_disabled_for_leave_is_never_deleted() -> None:
+    p = Person("E1", "张三", email="zs@x.com", status=Status.LEAVE)
+    policy = replace(POLICY, leave_action=LeaveAction.DISABLE, grace_days=1)
+    plan, world = plan_for(
+        [p],
+        [mb("zs@x.com", "张三", ext_id="E1", enabled=False)],
+        links={"E1": link("E1", "zs@x.com", disabled_since=TODAY - timedelta(days=90))},
+        policy=policy,
+    )
+    assert not plan.actions and "zs@x.com" in world.mailboxes
+    back = diff(
+        Desired((replace(p, status=Status.ACTIVE),)), world.state(), world.links, policy, NOW
+    )
+    assert kinds(back) == [("enable_user", "zs@x.com")]
+
+
+def test_stored_link_address_wins_over_an_outside_swap() -> None:
+    # Someone swapped the primary address by hand; the engine keeps the linked address.
+    plan, world = plan_for(
+        [Person("E1", "张三")],
+        [mb("other@x.com", "张三", ext_id="E1", aliases=("zhangsan@x.com",))],
+        links={"E1": link("E1", "zhangsan@x.com", generated=True)},
+    )
+    assert kinds(plan) == [("swap_primary", "other@x.com")]
+    assert "zhangsan@x.com" in world.mailboxes
