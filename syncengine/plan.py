@@ -68,8 +68,8 @@ Action kinds and what the executor does for each:
     No Exmail call: store ``link`` (adopting a mailbox that already matches, recording where a
     grace period starts, or following an address that moved outside the engine).
 ``unlink``
-    No Exmail call: remove the stored link of ``employee_id`` (its mailbox no longer exists and
-    the employee has left).
+    No Exmail call: remove the stored link of ``employee_id`` (the employee has left, and the
+    linked mailbox no longer exists or now belongs to someone who is in HR).
 
 Storing a link means: upsert the row for ``link.employee_id`` with ``email``, ``generated`` and
 ``disabled_since``; ``first_seen`` is kept when the row exists, else set to the apply time.

@@ -23,9 +23,12 @@ Decisions, in the order the planner takes them:
    departments and their ancestors) that is missing is created, parents first.
 2. **Matching**, per person in employee id order: the stored link (its address, primary or
    alias), else the mailbox whose ``ext_id`` is the employee id, else HR's address as a primary,
-   else as an alias. A person matching two mailboxes, two people matching one mailbox, an
-   address match on a mailbox carrying another employee's ``ext_id``, and a wanted address
-   owned by another mailbox or a group are conflicts: those people get no actions.
+   else as an alias (never for a leaver: a mailbox is not adopted only to be removed). A
+   person matching two mailboxes, two people (or two stored links) on one mailbox, an address
+   match on a mailbox carrying another employee's ``ext_id``, and a wanted address owned by
+   another mailbox or a group are conflicts: those people get no actions, and a mailbox in a
+   conflict is nobody's to change. (An HR alias someone else owns, or aliases over Exmail's
+   five, are conflicts that only leave those aliases out.)
    A matched protected mailbox is listed as protected and never touched.
 3. **Addresses.** The wanted primary address is HR's, else the link's (a stored address never
    changes), else the matched mailbox's, else one generated from the template
