@@ -273,7 +273,11 @@ class _Planner:
         self.producer[path] = key
 
     def plan_departments(self, needed: set[str]) -> None:
-        prev = {d.hr_id: d.path for d in self.desired.previous_departments if d.hr_id}
+        prev = {
+            d.hr_id: d.path
+            for d in sorted(self.desired.previous_departments, key=lambda d: d.path)
+            if d.hr_id
+        }
         candidates = sorted(
             (
                 (prev[d.hr_id], d.path)
