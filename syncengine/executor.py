@@ -306,21 +306,25 @@ class TokenBucket:
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
-        """Take one token; returns the seconds waited."""
+        """Take one token; returns the seconds waited.
+
+        A token is reserved at once (the balance may go negative: a debt later callers queue
+        behind), then the caller sleeps until its token has accrued. No polling loop, so a
+        rounding error cannot make it spin, and callers are served in arrival order.
+        """
         if self.rate <= 0:
             return 0.0
-        waited = 0.0
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return waited
-                pause = (1.0 - self._tokens) / self.rate
-            self._sleep(pause)
-            waited += pause
+        with self._lock:
+            now = self._clock()
+            elapsed = max(0.0, now - self._last)
+            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
+            self._last = now
+            self._tokens -= 1.0
+            if self._tokens >= 0.0:
+                return 0.0
+            pause = -self._tokens / self.rate
+        self._sleep(pause)
+        return pause
 
 
 # --- retrying a whole read ------------------------------------------------------------------
