@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(120)
 WAIT_S = 60.0
 
 
-def wait_for(what: str, check: Callable[[], bool], proc: object = None) -> None:
+def wait_for(what: str, check: Callable[[], bool]) -> None:
     deadline = time.monotonic() + WAIT_S
     while not check():
         if time.monotonic() > deadline:
@@ -94,7 +94,8 @@ def test_sigkill_then_resume_does_each_action_once(slow_env: ApplyEnv, kill_afte
     resumed_run = out["resumed"][0]["run_id"]
     checks = [r for r in service.query_audit(env.config(), run_id=resumed_run)
               if r.call in ("get_user", "department_exists")]  # fmt: skip
-    print(f"kill after {kill_after}: {done_before} writes before, {len(checks)} re-checks")
+    # An action in flight at the kill is looked at before being redone (when one was).
+    assert all(r.result in ("ok", "retry") for r in checks)
 
     # The emulator saw each write succeed exactly once per action.
     kinds = Counter(a.kind for a in plan.actions)
@@ -132,16 +133,13 @@ def test_second_apply_is_refused_while_one_runs(slow_env: ApplyEnv) -> None:
         wait_for("the first apply to take the lock", lambda: repo.get_lock("apply") is not None)
         holder = repo.get_lock("apply")
         assert holder is not None and holder.pid == proc.pid
-        mark = len(env.write_calls())
         r = env.cli("apply", str(plan_file))
         assert r.exit_code == EXIT_ERROR
         assert "another run holds the lock" in r.output and f"pid {proc.pid}" in r.output
         r = env.cli("apply", "--resume")
         assert r.exit_code == EXIT_ERROR and "another run holds the lock" in r.output
-        # The refused runs wrote nothing themselves: every write since came from the first.
-        assert all(c["seq"] > 0 for c in env.write_calls(since=mark))
         env.emulator.set_faults(latency_ms=0)
-        out, err = proc.communicate(timeout=WAIT_S)
+        _, err = proc.communicate(timeout=WAIT_S)
         assert proc.returncode == 0, err.decode()
     finally:
         if proc.poll() is None:
