@@ -216,6 +216,7 @@ class _Planner:
         self.dept_actions: list[Action] = []
         self.producer: dict[str, str] = {}  # path -> key of the action that makes it exist
         self.moves: list[tuple[str, str]] = []
+        self.created: set[str] = set()
         self.cur: set[str] = {p.path for p in actual.parties if p.path}
 
         self.conflicts: list[Conflict] = []
@@ -270,6 +271,7 @@ class _Planner:
             )
         )
         self.cur.add(path)
+        self.created.add(path)
         self.producer[path] = key
 
     def plan_departments(self, needed: set[str]) -> None:
@@ -297,6 +299,9 @@ class _Planner:
                 or new in self.cur
                 or is_under(new, old_now)
                 or key in used_keys
+                # never move what this plan creates: its path would be needed (and created)
+                # again, and the created department is not the HR department that moved
+                or any(is_under(c, old_now) for c in self.created)
             ):
                 continue
             self.ensure_department(parent_path(new))
@@ -519,6 +524,8 @@ class _Planner:
             state, why = states[eid]
             self.note(eid, f"lifecycle: {state.value} ({why})")
             email = matched.get(eid, (None, ""))[0]
+            if email is not None and self._no_slot_for_new_address(p, state, email, wanted[eid]):
+                continue
             aliases = self._hr_aliases(p, wanted.get(eid, ""), email, alias_claims)
             if email is None:
                 self._unmatched(p, state, why, wanted.get(eid), eid in generated, aliases)
@@ -714,6 +721,29 @@ class _Planner:
                 change_at_login=self.policy.change_password_at_login,
             ),
         )
+
+    def _no_slot_for_new_address(
+        self, p: Person, state: Lifecycle, email: str, address: str
+    ) -> bool:
+        """An address change adds the new address as an alias first; with five aliases already
+        there is no room, so the person is a conflict rather than a failing action."""
+        m = self.by_email[email]
+        if state is Lifecycle.LEAVER or address == email or len(m.aliases) < MAX_ALIASES:
+            return False
+        if address in {_norm(a) for a in m.aliases}:
+            return False
+        eid = p.employee_id
+        self.conflict(
+            ConflictKind.TOO_MANY_ALIASES,
+            f"employee {eid}'s address change {email} -> {address} needs a free alias slot, "
+            f"but the mailbox has {len(m.aliases)} aliases (Exmail allows {MAX_ALIASES}); "
+            "remove one in Exmail or in HR",
+            (eid,),
+            (email, address),
+        )
+        self.blocked.add(eid)
+        self.final_departments[email] = self._current_depts(email)
+        return True
 
     def _too_many(self, eid: str, aliases: tuple[str, ...]) -> None:
         self.conflict(

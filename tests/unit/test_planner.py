@@ -724,3 +724,41 @@ def test_stored_link_address_wins_over_an_outside_swap() -> None:
     )
     assert kinds(plan) == [("swap_primary", "other@x.com")]
     assert "zhangsan@x.com" in world.mailboxes
+
+
+def test_address_change_without_a_free_alias_slot_is_a_conflict() -> None:
+    five = tuple(f"a{i}@x.com" for i in range(5))
+    plan, _ = plan_for(
+        [Person("E1", "张三", email="new@x.com", position="经理")],
+        [mb("old@x.com", "张三", ext_id="E1", aliases=five)],
+        links={"E1": link("E1", "old@x.com")},
+    )
+    assert not plan.actions
+    assert plan.conflicts[0].kind is ConflictKind.TOO_MANY_ALIASES
+    assert "free alias slot" in plan.conflicts[0].message
+    # one of the five is the new address already: a plain swap needs no slot
+    plan2, world = plan_for(
+        [Person("E1", "张三", email="a0@x.com")],
+        [mb("old@x.com", "张三", ext_id="E1", aliases=five)],
+        links={"E1": link("E1", "old@x.com")},
+    )
+    assert kinds(plan2) == [("swap_primary", "old@x.com")]
+    assert "old@x.com" in world.mailboxes["a0@x.com"].aliases
+
+
+def test_department_created_for_a_move_is_never_moved_itself() -> None:
+    # D moves to A/B/C (A and A/B created for it); another HR department moved from A/B to D.
+    # A/B in Exmail is the one this plan creates, not HR's old A/B: it must not be moved.
+    plan, world = plan_for(
+        [],
+        parties=["D"],
+        departments=[Department("D", "D3"), Department("A", "D0"), Department("A/B/C", "D2")],
+        previous=[Department("A/B", "D3"), Department("D", "D2")],
+    )
+    assert kinds(plan) == [
+        ("create_department", "A"),
+        ("create_department", "A/B"),
+        ("move_department", "D"),
+        ("create_department", "D"),
+    ]
+    assert world.parties == {"A", "A/B", "A/B/C", "D"}

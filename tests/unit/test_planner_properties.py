@@ -38,6 +38,7 @@ from tests.unit.test_planner import NOW, TODAY, World, apply_plan
 IDS = [f"E{i}" for i in range(1, 8)]
 NAMES = ["张伟", "张伟", "欧阳娜娜", "单雄信", "曾国藩", "John Smith", "李娜"]
 ADDRS = [f"{x}@x.com" for x in ("a", "b", "c", "d", "e", "f", "zhangwei", "lina", "g", "h")]
+MORE = [f"m{i}@x.com" for i in range(8)]  # extra aliases, so some mailboxes have five
 PATHS = ["A", "A/B", "A/B/C", "D", "D/E", "F"]
 SETTINGS = settings(
     max_examples=120,
@@ -53,13 +54,13 @@ def closed(paths: set[str]) -> set[str]:
 @st.composite
 def worlds(draw: st.DrawFn) -> tuple[Desired, MailboxState, dict[str, IdentityLink], Policy]:
     # Exmail: distinct addresses shared out between mailboxes (primary + aliases) and groups.
-    addrs = draw(st.permutations(ADDRS))
+    addrs = draw(st.permutations(ADDRS + MORE))
     n_boxes = draw(st.integers(0, 5))
     pos = 0
     boxes: list[Mailbox] = []
     parties = closed(set(draw(st.lists(st.sampled_from(PATHS), max_size=4))))
     for _ in range(n_boxes):
-        n_alias = draw(st.integers(0, 2))
+        n_alias = draw(st.sampled_from([0, 0, 1, 2, 5]))
         if pos + 1 + n_alias > len(addrs):
             break
         primary, aliases = addrs[pos], tuple(sorted(addrs[pos + 1 : pos + 1 + n_alias]))
