@@ -213,3 +213,11 @@ def test_sample_payloads_map_through_the_sample_config(tmp_path: Path) -> None:
         assert info.value.field == "departments"
     finally:
         backend.close()
+
+
+def test_the_actor_of_a_coalesced_batch_names_its_deliveries_within_bounds() -> None:
+    assert service._hook_actor(["hr-1"]) == "hook:hr-1"
+    assert service._hook_actor(["a", "b"]) == "hook:a,b"
+    many = service._hook_actor([f"delivery-{n:04d}" for n in range(100)])
+    assert len(many) <= service.HOOK_ACTOR_MAX and many.startswith("hook:delivery-0000,")
+    assert many.endswith(" more") and "+" in many

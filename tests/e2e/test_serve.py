@@ -51,6 +51,16 @@ def test_hire_creates_and_terminate_disables_the_mailbox(env: ApplyEnv) -> None:
         assert settled_event(rx.client, term_id)["status"] == "applied"
         assert int(env.users()["xin.tongshi@example.com"]["enable"]) == 0
 
+        lines = rx.client.get("/metrics").text.splitlines()
+        assert 'syncengine_actions_total{kind="create_user",result="done"} 1' in lines
+        assert 'syncengine_actions_total{kind="disable_user",result="done"} 1' in lines
+        assert 'syncengine_runs_total{kind="hook",status="succeeded"} 2' in lines
+        assert 'syncengine_hook_events_total{outcome="applied"} 2' in lines
+        calls = next(x for x in lines if x.startswith("syncengine_api_calls_total "))
+        assert int(calls.split()[1]) >= 2
+        assert "syncengine_event_queue_depth 0" in lines
+        assert rx.client.get("/healthz").json()["status"] == "ok"
+
     # Who did it: the audit says hook:<delivery id>, and the event names the run.
     rows = service.query_audit(env.config(), employee_id="H0001")
     outcomes = [r for r in rows if r.call is None]
