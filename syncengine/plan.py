@@ -349,7 +349,9 @@ class Plan:
             )
         try:
             plan = _plan_from_dict(data)
-        except (KeyError, TypeError, ValueError) as exc:
+        except PlanError as exc:
+            raise PlanError(exc.message, where=source, hint="make a new plan") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PlanError(
                 f"plan file is malformed ({type(exc).__name__}: {exc})",
                 where=source,

@@ -148,3 +148,16 @@ def test_release() -> None:
     assert not plan.is_blocked(Release(force=True))
     assert plan.is_blocked(Release(allow_updates=5))
     plan.raise_if_unsafe(Release(allow_removals=3))
+
+
+def test_wrong_shapes_are_plan_errors_naming_the_file() -> None:
+    data = json.loads(sample_plan().to_json())
+    data["actions"][0]["changes"] = []
+    with pytest.raises(PlanError, match="malformed") as err:
+        Plan.from_json(json.dumps(data), source="p.json")
+    assert err.value.where == "p.json"
+    data = json.loads(sample_plan().to_json())
+    data["actions"].reverse()
+    with pytest.raises(PlanError, match="do not come before") as err:
+        Plan.from_json(json.dumps(data), source="p.json")
+    assert err.value.where == "p.json"

@@ -178,10 +178,16 @@ def test_same_inputs_in_any_order_give_the_same_plan(
     plan = diff(desired, state, links, policy, NOW)
     people, boxes, parties = list(desired.people), list(state.mailboxes), list(state.parties)
     link_items = list(links.items())
-    for seq in (people, boxes, parties, link_items):
-        rnd.shuffle(seq)
+    depts, previous = list(desired.departments), list(desired.previous_departments)
+    for seq in (people, boxes, parties, link_items, depts, previous):
+        rnd.shuffle(seq)  # type: ignore[arg-type]
     shuffled = diff(
-        replace(desired, people=tuple(people)),
+        replace(
+            desired,
+            people=tuple(people),
+            departments=tuple(depts),
+            previous_departments=tuple(previous),
+        ),
         MailboxState(tuple(boxes), tuple(parties), state.groups),
         dict(link_items),
         policy,
