@@ -119,3 +119,15 @@ def test_the_scheduled_job_is_the_nightly_sync(
     assert "night@example.com" in env.users()
     rows_ = service.query_audit(env.config(), employee_id="N0001")
     assert {r.actor for r in rows_} == {"schedule:serve"}
+
+
+@pytest.mark.parametrize("command", [["serve"], ["events"], ["mail", "watch"]])
+def test_the_commands_have_help(command: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from syncengine.cli import main
+
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+    if command == ["mail", "watch"]:
+        assert "--forward" in result.output
