@@ -1038,6 +1038,11 @@ class _Planner:
         user_actions = [a for eid in sorted(self.chains) for a in self.chains[eid].actions]
         actions = [*self.dept_actions, *user_actions, *self.unmanaged_actions, *dept_deletes]
         conflicts = self.conflicts
+        # The population the shares are taken of: the mailboxes the engine manages, plus the
+        # unmanaged ones when the policy lets it disable them.
+        managed = len(self.claimed - self.protected_hits)
+        if self.policy.disable_unmanaged:
+            managed += len(unmanaged)
         if self.only is not None:
             keep: set[str] = {a.key for a in user_actions if a.employee_id in self.only}
             by_key = {a.key: a for a in actions}
@@ -1050,11 +1055,6 @@ class _Planner:
             actions = [a for a in actions if a.key in keep]
             conflicts = [c for c in conflicts if set(c.employee_ids) & self.only]
             unmanaged = []
-        # The population the shares are taken of: the mailboxes the engine manages, plus the
-        # unmanaged ones when the policy lets it disable them.
-        managed = len(self.claimed - self.protected_hits)
-        if self.policy.disable_unmanaged:
-            managed += len(unmanaged)
         stats = PlanStats(
             source_size=len(self.people),
             previous_size=self.desired.previous_size,
