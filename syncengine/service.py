@@ -895,6 +895,7 @@ class StagingSink:
         self.run_id = run_id
         self.actor = actor
         self._done_rows: set[str] | None = None
+        self._links: dict[str, datetime] | None = None
         self._lock = threading.Lock()
 
     def start_action(self, action: Action, *, resuming: bool) -> int:
@@ -938,13 +939,16 @@ class StagingSink:
             return action.key in self._done_rows
 
     def store_link(self, link: LinkRecord) -> None:
-        old = self.repo.load_links([link.employee_id]).get(link.employee_id)
+        with self._lock:  # the links as the run started (the run lock keeps others out)
+            if self._links is None:
+                self._links = {k: v.first_seen for k, v in self.repo.load_links().items()}
+            first_seen = self._links.setdefault(link.employee_id, self.repo.now())
         self.repo.save_links(
             [
                 IdentityLink(
                     employee_id=link.employee_id,
                     email=normalise_email(link.email),
-                    first_seen=old.first_seen if old else self.repo.now(),
+                    first_seen=first_seen,
                     disabled_since=link.disabled_since,
                     generated=link.generated,
                 )
@@ -953,6 +957,9 @@ class StagingSink:
 
     def remove_link(self, employee_id: str) -> None:
         self.repo.delete_link(employee_id)
+        with self._lock:
+            if self._links is not None:
+                self._links.pop(employee_id, None)
 
 
 def _department_probe(provider: MailboxProvider) -> Callable[[str], bool]:
@@ -1063,6 +1070,8 @@ def _execute_stored(
             raise
     finally:
         provider.close()
+        if file_sink is not None:
+            file_sink.close()
     final = repo.action_counts(record.id)
     open_left = final.get("pending", 0) + final.get("running", 0)
     bad = final.get("failed", 0) + final.get("skipped", 0)
@@ -2147,21 +2156,26 @@ def _hook_actor(deliveries: Sequence[str]) -> str:
     return "hook:" + ",".join(shown)
 
 
-def _is_managed(config: Config, mailbox: Mailbox) -> bool:
+def _is_managed(config: Config, mailbox: Mailbox, repo: Repository | None = None) -> bool:
     """Whether an HR record owns this mailbox: its extid names an employee whose identity link
     points at it (a lookup by key, not a scan of every link)."""
     if not mailbox.ext_id:
         return False
-    repo = open_staging(config)
+    own = repo or open_staging(config)
     try:
-        link = repo.load_links([mailbox.ext_id]).get(mailbox.ext_id)
+        link = own.load_links([mailbox.ext_id]).get(mailbox.ext_id)
     finally:
-        repo.close()
+        if repo is None:
+            own.close()
     return link is not None and normalise_email(link.email) == normalise_email(mailbox.email)
 
 
 def sso_login_url(
-    config: Config, email: str, *, transport: httpx.BaseTransport | None = None
+    config: Config,
+    email: str,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    repo: Repository | None = None,
 ) -> str:
     """A fresh login URL for ``email``, refused (SsoRefused) for a protected, disabled or
     unmanaged account unless ``[hooks.sso]`` allows it. The one rule for ``sso-url`` and the
@@ -2184,7 +2198,7 @@ def sso_login_url(
         if not rules.allow_disabled and not mailbox.enabled:
             raise SsoRefused(f"{primary} is disabled", where="single sign-on",
                              hint=hint.format("allow_disabled"))  # fmt: skip
-        if not rules.allow_unmanaged and not _is_managed(config, mailbox):
+        if not rules.allow_unmanaged and not _is_managed(config, mailbox, repo):
             raise SsoRefused(f"{primary} is not managed by syncengine (no HR record owns it)",
                              where="single sign-on",
                              hint=hint.format("allow_unmanaged"))  # fmt: skip
@@ -2426,7 +2440,7 @@ class HookBackend:
             self.worker.wake()
 
     def sso_url(self, email: str) -> str:
-        return sso_login_url(self.config, email, transport=self._transport)
+        return sso_login_url(self.config, email, transport=self._transport, repo=self.repo)
 
     # --- the worker -----------------------------------------------------------------------
 
