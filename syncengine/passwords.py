@@ -28,31 +28,39 @@ class FilePasswordDelivery:
         self.path = path
         self.run_id = run_id
         self._lock = threading.Lock()
+        self._fd: int | None = None
         self.delivered = 0
 
     def __repr__(self) -> str:
         return f"FilePasswordDelivery(path={str(self.path)!r})"
 
+    def _open(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot open the password file: {exc.strerror}",
+                where=str(self.path),
+                hint='set [passwords] path to a writable file, or delivery = "none"',
+            ) from None
+        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+            os.fchmod(fd, 0o600)  # never leave it readable by others
+        return fd
+
     def _append(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
         with self._lock:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot open the password file: {exc.strerror}",
-                    where=str(self.path),
-                    hint='set [passwords] path to a writable file, or delivery = "none"',
-                ) from None
-            try:
-                mode = stat.S_IMODE(os.fstat(fd).st_mode)
-                if mode != 0o600:
-                    os.fchmod(fd, 0o600)  # never leave it readable by others
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if self._fd is None:
+                self._fd = self._open()
+            os.write(self._fd, line)
+            os.fsync(self._fd)  # on disk before the create call is made
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def deliver(self, delivery: PasswordDelivery) -> None:
         self._append(

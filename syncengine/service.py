@@ -895,6 +895,7 @@ class StagingSink:
         self.run_id = run_id
         self.actor = actor
         self._done_rows: set[str] | None = None
+        self._links: dict[str, datetime] | None = None
         self._lock = threading.Lock()
 
     def start_action(self, action: Action, *, resuming: bool) -> int:
@@ -938,13 +939,16 @@ class StagingSink:
             return action.key in self._done_rows
 
     def store_link(self, link: LinkRecord) -> None:
-        old = self.repo.load_links([link.employee_id]).get(link.employee_id)
+        with self._lock:  # the links as the run started (the run lock keeps others out)
+            if self._links is None:
+                self._links = {k: v.first_seen for k, v in self.repo.load_links().items()}
+            first_seen = self._links.setdefault(link.employee_id, self.repo.now())
         self.repo.save_links(
             [
                 IdentityLink(
                     employee_id=link.employee_id,
                     email=normalise_email(link.email),
-                    first_seen=old.first_seen if old else self.repo.now(),
+                    first_seen=first_seen,
                     disabled_since=link.disabled_since,
                     generated=link.generated,
                 )
@@ -953,6 +957,9 @@ class StagingSink:
 
     def remove_link(self, employee_id: str) -> None:
         self.repo.delete_link(employee_id)
+        with self._lock:
+            if self._links is not None:
+                self._links.pop(employee_id, None)
 
 
 def _department_probe(provider: MailboxProvider) -> Callable[[str], bool]:
@@ -1063,6 +1070,8 @@ def _execute_stored(
             raise
     finally:
         provider.close()
+        if file_sink is not None:
+            file_sink.close()
     final = repo.action_counts(record.id)
     open_left = final.get("pending", 0) + final.get("running", 0)
     bad = final.get("failed", 0) + final.get("skipped", 0)
