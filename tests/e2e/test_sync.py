@@ -154,9 +154,15 @@ def test_blocked_sync_writes_nothing_and_notifies_the_reason(
     # Released after review: the disables go through.
     needed = max(int(x) for x in " ".join(r["how_to_release"] for r in reasons).split()
                  if x.isdigit())  # fmt: skip
+    code, dry = run_json(env, "--dry-run", "--allow-removals", str(needed))
+    assert code == 0 and dry["status"] == "dry-run", dry
+    promised = Counter(c.split()[1].split("/", 2)[2] for a in dry["would_call"]
+                       for c in a["calls"])  # fmt: skip
+    mark = last_seq(env)
     code, out = run_json(env, "--allow-removals", str(needed))
     assert code == 0, out
     assert out["counts"]["disable_user"]["done"] == out["counts"]["disable_user"]["planned"] > 0
+    assert write_endpoints(env, mark) == promised == {"user/update": len(rows) - 8}
 
 
 def test_a_failing_source_is_reported_and_notified(env: ApplyEnv, receiver: Receiver) -> None:
