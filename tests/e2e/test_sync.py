@@ -257,3 +257,16 @@ def test_conflicts_are_reported_and_the_rest_is_applied(env: ApplyEnv) -> None:
     users = env.users()
     assert users["lisi@example.com"].get("extid") == "E0002"
     assert {f"t{n}@example.com" for n in range(100, 103)} <= set(users)
+
+
+def test_every_writing_action_kind_has_its_request_listed() -> None:
+    from syncengine.plan import Action, ActionKind
+
+    for kind in ActionKind:
+        action = Action(key=f"{kind.value}:x", kind=kind, target="x", reason="r")
+        for api, prefix in (("v1", "/openapi/"), ("v2", "/cgi-bin/")):
+            calls = service.planned_calls(api, action)
+            if kind in (ActionKind.LINK, ActionKind.UNLINK):
+                assert calls == ()
+            else:
+                assert calls and all(c.path.startswith(prefix) for c in calls), (api, kind)
