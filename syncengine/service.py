@@ -1456,6 +1456,7 @@ class SyncReport:
     error: str | None = None
     notifications: tuple[Delivery, ...] = ()
     report_file: str | None = None
+    report_error: str | None = None
 
     @property
     def event(self) -> Event:
@@ -1524,6 +1525,8 @@ class SyncReport:
             data["would_call"] = [a.to_dict() for a in self.would_call]
         if notifications:
             data["notifications"] = [n.to_dict() for n in self.notifications]
+            data["report_file"] = self.report_file
+            data["report_error"] = self.report_error
         return data
 
     def headline(self) -> str:
@@ -1594,6 +1597,8 @@ class SyncReport:
                        f"{note.attempts} attempt(s)")  # fmt: skip
         if self.report_file:
             out.append(f"  report: {self.report_file}")
+        if self.report_error:
+            out.append(f"  report NOT written: {self.report_error}")
         return out
 
 
@@ -1778,6 +1783,10 @@ def sync(
         status, exit_code = "failed", EXIT_ERROR
         fields["error"] = f"unexpected {type(exc).__name__} (see the log): {exc}"
         unexpected = exc
+    except BaseException as exc:  # Ctrl+C: record it and stop now, without notifying
+        status, exit_code = "failed", EXIT_ERROR
+        fields["error"] = f"interrupted ({type(exc).__name__})"
+        unexpected, notify = exc, False
     finally:
         if locked and repo is not None:
             try:
@@ -1822,7 +1831,13 @@ def sync(
         report_file=str(path) if path else None,
     )
     if path is not None:
-        write_report(path, sync_report.to_dict())
+        try:
+            write_report(path, sync_report.to_dict())
+        except ConfigError as exc:  # the sync itself is done; say so, do not hide its outcome
+            log.warning("%s", exc)
+            sync_report = dataclasses.replace(
+                sync_report, report_file=None, report_error=str(exc)
+            )
     if unexpected is not None:
         raise unexpected
     return sync_report

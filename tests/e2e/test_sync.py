@@ -270,3 +270,14 @@ def test_every_writing_action_kind_has_its_request_listed() -> None:
                 assert calls == ()
             else:
                 assert calls and all(c.path.startswith(prefix) for c in calls), (api, kind)
+
+
+def test_a_report_that_cannot_be_written_does_not_hide_the_outcome(env: ApplyEnv) -> None:
+    blocker = env.root / "not-a-folder"
+    blocker.write_text("a file where the report folder should be")
+    r = env.cli("sync", "--report", str(blocker / "sync-{date}.json"))
+    assert r.exit_code == 0, r.output
+    assert "sync succeeded" in r.stdout and "report NOT written" in r.stdout
+    env.assert_converged()
+    r = env.cli("sync", "--report", str(env.root / "r-{nope}.json"))
+    assert r.exit_code == EXIT_ERROR and "{date}, {datetime} or {run}" in r.output
