@@ -518,6 +518,14 @@ class Executor:
                     return d
             return None
 
+        finished = 0
+
+        def tick() -> None:
+            nonlocal finished
+            finished += 1
+            if self._progress is not None:
+                self._progress(finished, total)
+
         ready: deque[Action] = deque()
         for a in todo:
             if blocked_by(a) is not None:
@@ -563,6 +571,7 @@ class Executor:
                         reason,
                     )
                 )
+                tick()
                 for child in dependants.get(item.key, ()):
                     if child in by_key:
                         stack.append((by_key[child], item.key))
@@ -574,7 +583,6 @@ class Executor:
 
         interrupted = False
         error: BaseException | None = None
-        finished = 0
         with ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="apply"
         ) as pool:
@@ -606,9 +614,7 @@ class Executor:
                         continue
                     outcomes.append(outcome)
                     status[a.key] = outcome.status
-                    finished += 1
-                    if self._progress is not None:
-                        self._progress(finished, total)
+                    tick()
                     if outcome.status is Status.DONE:
                         for child in dependants.get(a.key, ()):
                             if child in waiting and status[child] is not Status.SKIPPED:

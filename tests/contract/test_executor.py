@@ -59,7 +59,9 @@ class Bench:
     def run(self, plan: Plan, settings: ExecutorSettings = FAST,
             statuses: dict[str, str] | None = None,
             sleep: Callable[[float], None] | None = None,
-            provider: MailboxProvider | None = None) -> tuple[ExecutionResult, int]:  # fmt: skip
+            provider: MailboxProvider | None = None,
+            progress: Callable[[int, int], None] | None = None,
+            ) -> tuple[ExecutionResult, int]:  # fmt: skip
         rows, seqs = service._new_actions(plan)
         record = self.repo.save_plan(checksum=plan.checksum, document=plan.to_json(),
                                      actions=rows)  # fmt: skip
@@ -71,7 +73,8 @@ class Bench:
         prov = provider or self.provider
         executor = Executor(prov, sink, settings=settings, sleep=sleep or (lambda s: None),
                             passwords=FilePasswordDelivery(self.tmp / "pw.jsonl"),
-                            department_exists=service._department_probe(self.provider))  # fmt: skip
+                            department_exists=service._department_probe(self.provider),
+                            progress=progress)  # fmt: skip
         return executor.run(plan, statuses), record.id
 
     def status(self, plan_id: int) -> dict[str, str]:
@@ -100,7 +103,9 @@ def test_a_failure_skips_only_its_dependants(bench: Bench) -> None:
                    depends_on=(u2.key,), link=LinkRecord("N2", "u2@example.com"))  # fmt: skip
     u3 = new_user("u3@example.com", "N3", "三号")
     plan = plan_of([dept("甲"), u1, dept("缺失/乙"), u2, link2, u3])
-    result, plan_id = bench.run(plan)
+    ticks: list[tuple[int, int]] = []
+    result, plan_id = bench.run(plan, progress=lambda d, t: ticks.append((d, t)))
+    assert ticks[-1] == (6, 6)  # skipped actions count as finished work too
     assert bench.status(plan_id) == {
         "create_department:甲": "done", u1.key: "done", "create_department:缺失/乙": "failed",
         u2.key: "skipped", "link:N2": "skipped", u3.key: "done",
