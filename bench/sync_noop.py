@@ -44,8 +44,13 @@ def write_hr(path: Path, seed: dict[str, Any]) -> None:
 
 
 def config_data(api: str, base_url: str, folder: Path) -> dict[str, Any]:
-    exmail: dict[str, Any] = {"api": api, "base_url": base_url, "timeout": 60,
-                              "sso_url": base_url + "/cgi-bin/login", "domains": ["example.com"]}
+    exmail: dict[str, Any] = {
+        "api": api,
+        "base_url": base_url,
+        "timeout": 60,
+        "sso_url": base_url + "/cgi-bin/login",
+        "domains": ["example.com"],
+    }
     if api == "v2":
         exmail.update(corp_id=DEMO_CORP_ID, secrets=dict(DEMO_SECRETS))
     else:
@@ -86,9 +91,11 @@ def run(api: str, people: int, departments: int, latency_ms: float) -> None:
                 seconds = time.perf_counter() - started
                 writes, calls = writes_since(app, mark)
                 actions = len(report.plan.plan.actions) if report.plan else 0
-                print(f"{api} {label}: {people:,} people, {seconds:.2f} s, status "
-                      f"{report.status}, {actions:,} plan actions, {calls:,} API calls, "
-                      f"{writes} write calls (latency {latency_ms:g} ms/call)")
+                print(
+                    f"{api} {label}: {people:,} people, {seconds:.2f} s, status "
+                    f"{report.status}, {actions:,} plan actions, {calls:,} API calls, "
+                    f"{writes} write calls (latency {latency_ms:g} ms/call)"
+                )
     finally:
         server.stop()
 
@@ -100,7 +107,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--api", choices=["v1", "v2", "both"], default="v2")
     args = parser.parse_args()
-    for api in (["v2", "v1"] if args.api == "both" else [args.api]):
+    for api in ["v2", "v1"] if args.api == "both" else [args.api]:
         run(api, args.people, args.departments, args.latency_ms)
 
 

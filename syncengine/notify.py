@@ -126,21 +126,21 @@ class SmtpConfig(BaseModel):
 class NotificationsConfig(BaseModel):
     """The ``[notifications]`` table. Example::
 
-        [notifications]
-        on = ["finished", "failed", "blocked"]
-        attempts = 5
-        backoff = 1.0
+    [notifications]
+    on = ["finished", "failed", "blocked"]
+    attempts = 5
+    backoff = 1.0
 
-        [[notifications.webhooks]]
-        url = "https://ops.example.com/hooks/syncengine"
-        secret = "env:SYNCENGINE_NOTIFY_SECRET"
+    [[notifications.webhooks]]
+    url = "https://ops.example.com/hooks/syncengine"
+    secret = "env:SYNCENGINE_NOTIFY_SECRET"
 
-        [notifications.smtp]
-        host = "smtp.example.com"
-        from = "syncengine@example.com"
-        to = ["it-ops@example.com"]
-        user = "syncengine@example.com"
-        password = "env:SMTP_PASSWORD"
+    [notifications.smtp]
+    host = "smtp.example.com"
+    from = "syncengine@example.com"
+    to = ["it-ops@example.com"]
+    user = "syncengine@example.com"
+    password = "env:SMTP_PASSWORD"
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

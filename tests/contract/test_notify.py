@@ -100,8 +100,14 @@ def test_webhook_signed_and_received() -> None:
         results = send(Notifier(cfg))
         got = rx.wait_for(1)
     assert [r.to_dict() for r in results] == [
-        {"channel": "webhook", "target": "ops", "ok": True, "attempts": 1, "status": 200,
-         "error": None}
+        {
+            "channel": "webhook",
+            "target": "ops",
+            "ok": True,
+            "attempts": 1,
+            "status": 200,
+            "error": None,
+        }
     ]
     assert got[0].signature_ok
     doc = got[0].document
@@ -249,15 +255,18 @@ def _free_port() -> int:
 
 @contextmanager
 def smtp_server(
-    *, user: str | None = None, password: str | None = None,
+    *,
+    user: str | None = None,
+    password: str | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
     kwargs: dict[str, Any] = {}
     if user is not None:
 
-        def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
-                          data: Any) -> AuthResult:
+        def authenticator(
+            server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+        ) -> AuthResult:
             if isinstance(data, LoginPassword):
                 login, pw = data.login.decode(), data.password.decode()
                 inbox.logins.append((login, pw))
@@ -277,19 +286,35 @@ def smtp_server(
 
 
 def smtp_config(port: int, **extra: Any) -> NotificationsConfig:
-    table = {"host": "127.0.0.1", "port": port, "starttls": False, "from": "sync@example.com",
-             "to": ["ops@example.com", "it@example.com"], "timeout": 5, **extra}
+    table = {
+        "host": "127.0.0.1",
+        "port": port,
+        "starttls": False,
+        "from": "sync@example.com",
+        "to": ["ops@example.com", "it@example.com"],
+        "timeout": 5,
+        **extra,
+    }
     return make_config(smtp=table, attempts=3)
 
 
 def test_smtp_mail_with_login_text_and_json_attachment() -> None:
     with smtp_server(user="sync@example.com", password="mail-pass-0001") as (inbox, port):
         cfg = smtp_config(port, user="sync@example.com", password="mail-pass-0001")
-        results = send(Notifier(cfg, secrets=["demo-contacts-secret-0001"]), "blocked",
-                       {"reason": "shrink brake", "oops": "demo-contacts-secret-0001"})
+        results = send(
+            Notifier(cfg, secrets=["demo-contacts-secret-0001"]),
+            "blocked",
+            {"reason": "shrink brake", "oops": "demo-contacts-secret-0001"},
+        )
     assert [r.to_dict() for r in results] == [
-        {"channel": "smtp", "target": f"smtp://127.0.0.1:{port}", "ok": True, "attempts": 1,
-         "status": None, "error": None}
+        {
+            "channel": "smtp",
+            "target": f"smtp://127.0.0.1:{port}",
+            "ok": True,
+            "attempts": 1,
+            "status": None,
+            "error": None,
+        }
     ]
     assert inbox.logins == [("sync@example.com", "mail-pass-0001")]
     assert inbox.envelopes == [("sync@example.com", ["ops@example.com", "it@example.com"])]
@@ -336,10 +361,27 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return cert, key
 
@@ -348,10 +390,10 @@ def test_smtp_starttls_with_a_private_ca(certificate: tuple[Path, Path]) -> None
     cert, key = certificate
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    with smtp_server(user="u@example.com", password="tls-pass-01", tls=context) as (inbox,
-                                                                                    port):
-        trusted = smtp_config(port, starttls=True, ca_file=str(cert), user="u@example.com",
-                              password="tls-pass-01")
+    with smtp_server(user="u@example.com", password="tls-pass-01", tls=context) as (inbox, port):
+        trusted = smtp_config(
+            port, starttls=True, ca_file=str(cert), user="u@example.com", password="tls-pass-01"
+        )
         assert send(Notifier(trusted))[0].ok
         untrusted = smtp_config(port, starttls=True)
         refused = send(Notifier(untrusted, sleep=Sleeps()))[0]

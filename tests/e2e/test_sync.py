@@ -29,8 +29,9 @@ def receiver() -> Iterator[Receiver]:
         yield rx
 
 
-def write(env: ApplyEnv, rows: list[dict[str, str]], rx: Receiver | None = None,
-          **extra: Any) -> None:
+def write(
+    env: ApplyEnv, rows: list[dict[str, str]], rx: Receiver | None = None, **extra: Any
+) -> None:
     """The env's config and CSV, plus a [notifications] webhook to ``rx``."""
     env.write(rows, **extra)
     if rx is not None:
@@ -43,8 +44,9 @@ def write(env: ApplyEnv, rows: list[dict[str, str]], rx: Receiver | None = None,
 
 
 @pytest.fixture(params=["v1", "v2"])
-def env(request: pytest.FixtureRequest, tmp_path: Path,
-        emulator_factory: Callable[..., RunningEmulator]) -> ApplyEnv:
+def env(
+    request: pytest.FixtureRequest, tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> ApplyEnv:
     e = ApplyEnv(tmp_path, emulator_factory(request.param))
     write(e, base_rows() + people(12))
     return e
@@ -67,8 +69,7 @@ def last_seq(env: ApplyEnv) -> int:
     return int(calls[-1]["seq"]) if calls else 0
 
 
-def test_sync_from_empty_then_again_makes_no_write_call(env: ApplyEnv, receiver: Receiver
-                                                        ) -> None:
+def test_sync_from_empty_then_again_makes_no_write_call(env: ApplyEnv, receiver: Receiver) -> None:
     write(env, env.rows, receiver)
     receiver.answer_with(503)  # the first POST fails: the notifier tries again
     report_file = env.root / "reports" / "sync-{date}-{run}.json"
@@ -88,8 +89,16 @@ def test_sync_from_empty_then_again_makes_no_write_call(env: ApplyEnv, receiver:
     today = time.strftime("%Y-%m-%d", time.gmtime())
     assert written[0].name == f"sync-{today}-{doc['run_id']}.json"
     assert doc["counts"] == kinds and doc["status"] == "succeeded"
-    assert doc["notifications"] == [{"channel": "webhook", "target": "ops", "ok": True,
-                                     "attempts": 2, "status": 200, "error": None}]
+    assert doc["notifications"] == [
+        {
+            "channel": "webhook",
+            "target": "ops",
+            "ok": True,
+            "attempts": 2,
+            "status": 200,
+            "error": None,
+        }
+    ]
 
     got = receiver.wait_for(2)
     assert [g.answered for g in got] == [503, 200]

@@ -77,8 +77,11 @@ def machine(
 
 def cron_entry() -> tuple[list[str], str, str]:
     """(the five time fields, the user, the command) of the sample's one job line."""
-    lines = [ln for ln in (SAMPLES / "cron" / "syncengine").read_text().splitlines()
-             if ln.strip() and not ln.lstrip().startswith("#") and "=" not in ln.split()[0]]
+    lines = [
+        ln
+        for ln in (SAMPLES / "cron" / "syncengine").read_text().splitlines()
+        if ln.strip() and not ln.lstrip().startswith("#") and "=" not in ln.split()[0]
+    ]
     assert len(lines) == 1, lines
     fields = lines[0].split(None, 6)
     return fields[:5], fields[5], fields[6]
@@ -94,8 +97,11 @@ def test_cron_sample_line_runs_a_locked_nightly_sync(machine: tuple[Machine, App
 
     done = subprocess.run(["/bin/sh", "-c", command], env=clean_env, timeout=90,
                           capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 0, (done.stdout, done.stderr,
-                                  (m.logs / "sync.log").read_text(errors="replace"))
+    assert done.returncode == 0, (
+        done.stdout,
+        done.stderr,
+        (m.logs / "sync.log").read_text(errors="replace"),
+    )
     report = m.report()
     assert report["status"] == "succeeded" and report["actor"] == "schedule"
     assert "sync succeeded" in (m.logs / "sync.log").read_text(encoding="utf-8")
