@@ -443,6 +443,7 @@ table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{border:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;vertical-align:top}
 th{background:#f6f8fa}
 .summary{width:auto}.summary td.count{text-align:right;font-weight:600;min-width:3rem}
+.blocked,.released,.ok{margin-top:1.25rem}
 .blocked{border:2px solid #cf222e;background:#ffebe9;padding:.75rem 1rem;border-radius:6px}
 .blocked h2{color:#cf222e;border:0;margin-top:0}
 .released{border:2px solid #bf8700;background:#fff8c5;padding:.75rem 1rem;border-radius:6px}
