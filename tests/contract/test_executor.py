@@ -237,3 +237,23 @@ def test_concurrency_is_bounded(bench: Bench) -> None:
     result, _ = bench.run(plan, provider=counting)  # type: ignore[arg-type]
     assert result.ok and result.counts()["done"] == 12
     assert counting.peak == 3
+
+
+def test_killed_after_its_outcome_row_is_not_audited_twice(bench: Bench) -> None:
+    """A run killed between the ``done`` audit row and the ``done`` checkpoint: the resumed
+    run closes the checkpoint without a call and without a second outcome row."""
+    from syncengine.staging.repository import AuditEntry
+
+    action = dept("已审计部")
+    plan = plan_of([action])
+    bench.provider.create_department("已审计部")
+    rows, _ = service._new_actions(plan)
+    record = bench.repo.save_plan(checksum=plan.checksum, document=plan.to_json(), actions=rows)
+    bench.repo.append_audit(AuditEntry(result="done", plan_id=record.id,
+                                       action_key=action.key, attempts=1))  # fmt: skip
+    mark = len(bench.emu.calls())
+    result, plan_id = bench.run(plan, statuses={action.key: "running"})
+    assert plan_id == record.id and result.outcomes[0].status.value == "done"
+    assert bench.emu.calls(mark) == []
+    outcome_rows = [r for r in bench.repo.query_audit(plan_id=plan_id) if r.call is None]
+    assert [r.result for r in outcome_rows] == ["done"]

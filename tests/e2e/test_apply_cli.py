@@ -182,3 +182,13 @@ def test_audit_answers_what_happened_to_a_person(env: ApplyEnv) -> None:
     assert r.exit_code == 0 and "no audit rows" in r.output
     r = env.cli("audit", "--since", "yesterday")
     assert r.exit_code == 2 and "--since" in r.output
+
+
+@pytest.mark.parametrize("command", ["apply", "audit"])
+def test_commands_have_help(command: str) -> None:
+    from click.testing import CliRunner
+
+    from syncengine.cli import main
+
+    r = CliRunner().invoke(main, [command, "--help"])
+    assert r.exit_code == 0 and "Usage:" in r.output and "--json" in r.output
