@@ -1056,7 +1056,8 @@ class _Planner:
             conflicts = [c for c in conflicts if set(c.employee_ids) & self.only]
             unmanaged = []
         stats = PlanStats(
-            source_size=len(self.people),
+            # Quarantined rows are still rows of the export: held back, not gone.
+            source_size=len(self.in_hr | self.desired.quarantined),
             previous_size=self.desired.previous_size,
             managed=max(managed, 0),
             disables=sum(1 for a in actions if a.kind is ActionKind.DISABLE_USER),

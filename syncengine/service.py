@@ -630,11 +630,57 @@ def config_fingerprint(config: Config) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+SHRINK_WINDOW = 400
+"""How many snapshots back the shrink brake looks at most for its baseline."""
+
+
+def _source_size(snapshot: SnapshotInfo) -> int | None:
+    """Rows the export held: mapped people plus quarantined ones (held back, not gone)."""
+    people, quarantined = snapshot.counts.get("people"), snapshot.counts.get("quarantined", 0)
+    if not isinstance(people, int):
+        return None
+    return people + (quarantined if isinstance(quarantined, int) else 0)
+
+
+def _last_good_snapshot_id(repo: Repository) -> int | None:
+    """The snapshot behind the newest whole-directory plan whose apply ran.
+
+    Targeted plans (``plan --only``) and hook syncs do not count: they judged the brakes for a
+    few people, not for the export as a whole.
+    """
+    for record in repo.applied_plans():
+        run = repo.get_run(record.run_id) if record.run_id is not None else None
+        summary = run.summary if run is not None and isinstance(run.summary, dict) else {}
+        snapshot_id = summary.get("snapshot_id")
+        if isinstance(snapshot_id, int) and not summary.get("targeted"):
+            return snapshot_id
+    return None
+
+
+def _shrink_baseline(repo: Repository, current: SnapshotInfo) -> int | None:
+    """The size the shrink brake compares the current snapshot with.
+
+    The largest complete snapshot from the last good one (see :func:`_last_good_snapshot_id`)
+    up to the one before the current; before any apply, the largest earlier one. So a
+    truncated export that arrives two nights running is compared with the last export that
+    was accepted, not with the first truncated one, and a reduction released after review
+    and applied becomes the new normal.
+    """
+    good = _last_good_snapshot_id(repo)
+    sizes = [
+        size
+        for s in repo.list_snapshots(limit=SHRINK_WINDOW, since_id=good)
+        if s.id < current.id and s.status == "complete"
+        and (size := _source_size(s)) is not None
+    ]
+    return max(sizes) if sizes else None
+
+
 def _previous_departments(
     repo: Repository, current: SnapshotInfo, current_departments: Sequence[Department]
 ) -> tuple[int | None, tuple[Department, ...]]:
-    """The size of the snapshot before the current one (for the shrink brake) and the
-    departments of the last few complete snapshots (for move detection and "managed").
+    """The shrink brake's baseline size (:func:`_shrink_baseline`) and the departments of the
+    last few complete snapshots (for move detection and "managed").
 
     The planner reads ``previous_departments`` as HR id -> old path, the last entry of an id
     winning. Entries whose path is the current one go first, so that for each id the winner
@@ -648,8 +694,7 @@ def _previous_departments(
     ][:PREVIOUS_SNAPSHOTS_FOR_MOVES]
     if not earlier:
         return None, ()
-    size = earlier[0].counts.get("people")
-    previous_size = int(size) if isinstance(size, int) else repo.count_people(earlier[0].id)
+    previous_size = _shrink_baseline(repo, current)
     now_path = {d.hr_id: d.path for d in current_departments if d.hr_id}
     same: list[Department] = []
     moved: list[Department] = []
@@ -786,6 +831,7 @@ def make_plan(
                 "plan_id": record.id,
                 "checksum": plan.checksum,
                 "snapshot_id": snapshot.id,
+                "targeted": only is not None,
             },
         )
         return result

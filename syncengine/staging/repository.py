@@ -580,11 +580,13 @@ class Repository:
             )
         return self._snapshot_info(row) if row else None
 
-    def list_snapshots(self, limit: int = 20) -> list[SnapshotInfo]:
+    def list_snapshots(self, limit: int = 20, *, since_id: int | None = None) -> list[SnapshotInfo]:
+        """The newest snapshots first; with ``since_id``, only that one and later ones."""
+        query = select(Snapshot.__table__).order_by(Snapshot.id.desc()).limit(limit)
+        if since_id is not None:
+            query = query.where(Snapshot.id >= since_id)
         with self._tx("listing snapshots") as conn:
-            rows = conn.execute(
-                select(Snapshot.__table__).order_by(Snapshot.id.desc()).limit(limit)
-            ).mappings()
+            rows = conn.execute(query).mappings()
             return [self._snapshot_info(r) for r in rows]
 
     def load_people(
@@ -867,6 +869,19 @@ class Repository:
         status = PlanStatus(status).value
         with self._tx("updating a plan") as conn:
             conn.execute(update(PlanRow).where(PlanRow.id == plan_id).values(status=status))
+
+    def applied_plans(self, limit: int = 20) -> list[PlanRecord]:
+        """Plans whose apply ran (status ``applied``, or ``failed`` for a partial apply) and that
+        a plan run made (``run_id`` set), newest first."""
+        statuses = [PlanStatus.APPLIED.value, PlanStatus.FAILED.value]
+        with self._tx("listing applied plans") as conn:
+            rows = conn.execute(
+                select(PlanRow.__table__)
+                .where(PlanRow.status.in_(statuses), PlanRow.run_id.is_not(None))
+                .order_by(PlanRow.id.desc())
+                .limit(limit)
+            ).mappings()
+            return [self._plan(r) for r in rows]
 
     def unfinished_plans(self) -> list[PlanRecord]:
         """Plans being applied (status ``applying``) with actions still pending or running,

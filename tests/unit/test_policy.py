@@ -203,3 +203,18 @@ def test_grace_period_date_math() -> None:
     assert delete_due(since, pol) == date(2026, 12, 1)
     assert not grace_over(since, pol, date(2026, 11, 30))
     assert grace_over(since, pol, date(2026, 12, 1))
+
+
+def test_quarantined_rows_are_part_of_the_source_size() -> None:
+    """A row held back by a problem is still in the export: it must not look like a shrink.
+
+    20 people last time; now 17 valid rows, 2 quarantined and 1 real leaver: the source has 19
+    rows (5% smaller), which is under the 10% shrink brake even though only 17 people map.
+    """
+    links = {f"E{i:02d}": IdentityLink(f"E{i:02d}", f"u{i}@x.com", NOW) for i in range(20)}
+    boxes = tuple(Mailbox(f"u{i}@x.com", "某人", ext_id=f"E{i:02d}") for i in range(20))
+    people = tuple(Person(f"E{i:02d}", "某人", email=f"u{i}@x.com") for i in range(17))
+    desired = Desired(people, quarantined=frozenset({"E17", "E18"}), previous_size=20)
+    plan = diff(desired, MailboxState(boxes), links, Policy(), NOW)
+    assert {a.employee_id for a in plan.actions} == {"E19"}  # the leaver; never E17/E18
+    assert "source_shrank" not in [r.brake for r in plan.blocked_reasons]
