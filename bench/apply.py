@@ -10,6 +10,10 @@ per create) and their ratio. Concurrency 1 uses 500 creates (10,000 would take m
 must find nothing to do: seconds and write calls (from the emulator's call log, must be 0).
 
     .venv/bin/python bench/apply.py [--people 10000] [--latency-ms 20] [--levels 1,4,16,32]
+        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+
+With ``--postgres`` (a server URL whose user may CREATE DATABASE) each level gets a fresh
+PostgreSQL database instead of a SQLite file (dropped afterwards).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +84,9 @@ class Emulator:
         self.proc.wait(timeout=30)
 
 
-def write_setup(folder: Path, url: str, people: int, concurrency: int) -> Path:
+def write_setup(
+    folder: Path, url: str, people: int, concurrency: int, database_url: str | None = None
+) -> Path:
     depts = [f"事业部{i // 8:02d}/小组{i % 8}" for i in range(40)]
     with (folder / "hr.csv").open("w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
@@ -100,7 +108,7 @@ read_concurrency = 8
 {secrets}
 
 [database]
-url = "sqlite:///{folder / 'staging.db'}"
+url = "{database_url or f"sqlite:///{folder / 'staging.db'}"}"
 
 [source]
 type = "csv"
@@ -123,11 +131,52 @@ min_existing = 1000000
     return path
 
 
-def one_level(concurrency: int, people: int, latency_ms: float, noop: bool) -> None:
+@contextmanager
+def fresh_database(server_url: str | None, name: str) -> Iterator[str | None]:
+    """A new PostgreSQL database on ``server_url`` (None: use a SQLite file)."""
+    if server_url is None:
+        yield None
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    admin = psycopg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        dbname=url.database,
+        autocommit=True,
+    )
+    try:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+        db_url = url.set(database=name).render_as_string(hide_password=False)
+        service.db_upgrade(load_config_for_url(db_url))
+        yield db_url
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+def load_config_for_url(db_url: str) -> Any:
+    from syncengine.config import parse_config
+
+    return parse_config({"exmail": {"api": "v2", "corp_id": DEMO_CORP_ID,
+                                    "secrets": {"contacts": "x"}},
+                         "database": {"url": db_url}})  # fmt: skip
+
+
+def one_level(
+    concurrency: int, people: int, latency_ms: float, noop: bool, server: str | None
+) -> None:
     emu = Emulator(latency_ms)
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:
-            config = load_config(write_setup(Path(tmp), emu.url, people, concurrency))
+        with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp, fresh_database(
+            server, f"bench_apply_{concurrency}"
+        ) as db_url:
+            config = load_config(write_setup(Path(tmp), emu.url, people, concurrency, db_url))
             service.ingest(config)
             made = service.make_plan(config, actor="bench")
             creates = made.plan.count(ActionKind.CREATE_USER)
@@ -163,13 +212,15 @@ def main() -> None:
     parser.add_argument("--people-at-1", type=int, default=500)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--levels", default="1,4,16,32")
+    parser.add_argument("--postgres", default=None, metavar="SERVER_URL")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     print(f"apply benchmark: Gen 2 emulator in a child process, {args.latency_ms:g} ms latency "
-          f"per call, SQLite staging, password file on; {os.cpu_count()} CPUs", flush=True)
+          f"per call, {'PostgreSQL' if args.postgres else 'SQLite'} staging, password file on; "
+          f"{os.cpu_count()} CPUs", flush=True)  # fmt: skip
     for i, c in enumerate(levels):
         n = args.people_at_1 if c == 1 else args.people
-        one_level(c, n, args.latency_ms, noop=i == len(levels) - 1)
+        one_level(c, n, args.latency_ms, noop=i == len(levels) - 1, server=args.postgres)
 
 
 if __name__ == "__main__":
