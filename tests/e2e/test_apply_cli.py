@@ -192,3 +192,26 @@ def test_commands_have_help(command: str) -> None:
 
     r = CliRunner().invoke(main, [command, "--help"])
     assert r.exit_code == 0 and "Usage:" in r.output and "--json" in r.output
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_apply_into_an_empty_directory(
+    api: str, tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    from syncengine.emulator.seed import default_seed
+
+    seed = default_seed()
+    seed["departments"], seed["groups"] = [], []
+    seed["users"] = [u for u in seed["users"] if u["userid"] == "admin@example.com"]
+    env = ApplyEnv(tmp_path, emulator_factory(api, seed))
+    env.write(people(20))
+    plan_file = env.ingest_and_plan()
+    r = env.cli("apply", str(plan_file), "--json")
+    assert r.exit_code == 0, r.output
+    counts = json.loads(r.output)["applied"]["counts"]
+    assert counts["done"] == counts["actions"] == 20 + 7  # 7 departments, parents first
+    env.assert_converged()
+    mark = len(env.emulator.calls())
+    r = env.cli("apply", str(env.ingest_and_plan("again.json")), "--json")
+    assert json.loads(r.output)["applied"]["status"] == "no-changes"
+    assert env.write_calls(since=mark) == []
