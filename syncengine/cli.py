@@ -768,8 +768,10 @@ def audit_command(
         else:
             line = (f"{when}  run {r.run_id}  {r.actor}  {r.action_key}  {who}-> {r.result}"
                     f" ({r.attempts} call(s))")  # fmt: skip
-        if r.errcode or r.errmsg:
-            line += f"  [{r.errcode or ''}] {r.errmsg or ''}".rstrip()
+        if r.errcode:
+            line += f"  [{r.errcode}]"
+        if r.errmsg:
+            line += f"  {r.errmsg}"
         if r.duration_ms is not None:
             line += f"  {r.duration_ms} ms"
         click.echo(line)

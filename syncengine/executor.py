@@ -735,7 +735,10 @@ class Executor:
             return fn()
         except ProviderError as exc:
             result = "retry" if exc.retriable else "error"
-            errcode = str(exc.errcode) if exc.errcode is not None else None
+            if exc.errcode is not None:
+                errcode = str(exc.errcode)
+            elif exc.http_status is not None:
+                errcode = f"http {exc.http_status}"
             errmsg = str(exc)
             raise
         finally:
