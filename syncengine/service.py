@@ -1289,6 +1289,13 @@ def apply_plan(
         try:
             resumed = _resume_unfinished(config, repo, **common)
             record = repo.load_plan(plan.checksum)
+            if record is not None and record.status == "applying":
+                # Killed after its last action but before the plan was marked: close it.
+                counts = repo.action_counts(record.id)
+                if not counts.get("pending") and not counts.get("running"):
+                    bad = counts.get("failed", 0) + counts.get("skipped", 0)
+                    repo.set_plan_status(record.id, "failed" if bad else "applied")
+                    record = repo.load_plan(record.id)
             if record is not None and record.status in ("applied", "failed"):
                 return ApplyOutcome(
                     resumed=tuple(resumed),

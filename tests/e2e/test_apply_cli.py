@@ -215,3 +215,19 @@ def test_apply_into_an_empty_directory(
     r = env.cli("apply", str(env.ingest_and_plan("again.json")), "--json")
     assert json.loads(r.output)["applied"]["status"] == "no-changes"
     assert env.write_calls(since=mark) == []
+
+
+def test_plan_killed_after_its_last_action_counts_as_applied(env: ApplyEnv) -> None:
+    from syncengine.staging import db as staging_db
+    from syncengine.staging.repository import Repository
+
+    plan_file = env.ingest_and_plan()
+    assert env.cli("apply", str(plan_file)).exit_code == 0
+    with Repository(staging_db.make_engine(f"sqlite:///{env.db_path}")) as repo:
+        (record,) = [p for p in [repo.load_plan(1)] if p is not None]
+        repo.set_plan_status(record.id, "applying")  # the kill came before this was set
+    mark = len(env.emulator.calls())
+    r = env.cli("apply", str(plan_file), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["applied"]["status"] == "already-applied"
+    assert env.emulator.calls(since=mark) == []  # not even a state read
