@@ -5,7 +5,7 @@ Example::
 
     [apply]
     concurrency = 4            # actions at once
-    rate_per_second = 20       # client-side cap on calls per second (0 = none)
+    rate_per_second = 15       # client-side cap on calls per second (0 = none)
     max_attempts = 8           # calls per action, retries included
     backoff_initial = 0.5      # seconds; doubles each retry, with jitter
     backoff_max = 30
@@ -33,7 +33,9 @@ class ApplyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     concurrency: int = Field(default=4, ge=1, le=64)
-    rate_per_second: float = Field(default=20.0, ge=0)
+    # Exmail publishes no number; WeCom's historical default was 1,000 calls a minute per API,
+    # so 15/s stays under it. A 45009 / 1002 answer is retried with backoff anyway.
+    rate_per_second: float = Field(default=15.0, ge=0)
     max_attempts: int = Field(default=8, ge=1, le=50)
     backoff_initial: float = Field(default=0.5, ge=0)
     backoff_max: float = Field(default=30.0, ge=0)
