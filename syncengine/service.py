@@ -96,6 +96,7 @@ from syncengine.providers.base import MailboxProvider
 from syncengine.providers.exmail_v1 import ExmailV1Provider
 from syncengine.providers.exmail_v2 import ExmailV2Provider
 from syncengine.providers.http import new_http_client
+from syncengine.sockets import listening_socket
 from syncengine.staging import db as staging_db
 from syncengine.staging.repository import (
     AuditEntry,
@@ -783,21 +784,10 @@ def make_plan(
             )
             diff_seconds = time.perf_counter() - diff_started
 
-            seq = {a.key: i for i, a in enumerate(plan.actions, 1)}
             record = repo.save_plan(
                 checksum=plan.checksum,
                 document=plan.to_json(),
-                actions=[
-                    NewAction(
-                        seq=seq[a.key],
-                        action_key=a.key,
-                        kind=a.kind.value,
-                        target=a.target,
-                        employee_id=a.employee_id or None,
-                        depends_on=tuple(seq[d] for d in a.depends_on),
-                    )
-                    for a in plan.actions
-                ],
+                actions=_new_actions(plan)[0],
                 run_id=run_id,
                 config_fingerprint=plan.config_fingerprint,
                 state_fingerprint=plan.state_fingerprint,
@@ -2736,21 +2726,6 @@ class ServeStart:
     waiting: int
 
 
-def _serve_socket(host: str, port: int) -> socket.socket:
-    """A listening socket with TCP_NODELAY (else keep-alive answers stall 40 ms on Nagle)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(512)
-    return sock
-
-
 def serve(
     config: Config,
     *,
@@ -2768,7 +2743,7 @@ def serve(
     try:
         app = create_hook_app(backend)
         try:
-            sock = _serve_socket(host, port)
+            sock = listening_socket(host, port)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                               where="--host/--port",

@@ -8,7 +8,6 @@ restart can bind the same port again (SO_REUSEADDR).
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from syncengine.emulator.runtime import Runtime
+from syncengine.sockets import listening_socket
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -28,23 +28,6 @@ class _QuietDrops(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "returned without completing response" not in record.getMessage()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted connections; without
-    # it every keep-alive response stalls 40 ms on Nagle + delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(512)
-    sock.set_inheritable(True)
-    return sock
 
 
 _QUIET_DROPS = _QuietDrops()
@@ -95,7 +78,7 @@ class RunningServer:
 def start_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0,
                     log_level: str = "warning") -> RunningServer:
     """Serve ``app`` from a daemon thread; returns once the server accepts connections."""
-    sock = _bind(host, port)
+    sock = listening_socket(host, port)
     bound_port = sock.getsockname()[1]
     server = uvicorn.Server(_config(app, log_level))
     failure: list[BaseException] = []
@@ -125,7 +108,7 @@ def start_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0,
 def serve(app: Starlette, host: str = "127.0.0.1", port: int = 8080,
           on_ready: Callable[[str], None] | None = None, log_level: str = "info") -> None:
     """Serve in the foreground until interrupted; ``on_ready`` gets the base URL once bound."""
-    sock = _bind(host, port)
+    sock = listening_socket(host, port)
     try:
         if on_ready is not None:
             on_ready(_url(host, sock.getsockname()[1]))
