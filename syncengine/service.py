@@ -1239,8 +1239,15 @@ def apply_plan(
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[int, int], None] | None = None,
     settings: ExecutorSettings | None = None,
+    plan_state_is_fresh: bool = False,
 ) -> ApplyOutcome:
     """Apply exactly this reviewed plan.
+
+    ``plan_state_is_fresh``: the caller made the plan in this process from a state it read
+    moments ago (``sync``, the demo, a hook's targeted sync), so the stale-plan re-read is
+    skipped; it still happens when an interrupted plan was resumed first, since that moved
+    the state. A whole-directory read is one call per member on Gen 1, so this halves a
+    nightly run's calls. The executor still looks before it redoes anything.
 
     Refused before any write (PlanError / PlanBlockedError / StalePlanError / LockHeldError)
     when: ``checksum`` is given and is not the plan's; the plan was made under another config;
@@ -1307,13 +1314,16 @@ def apply_plan(
                         seconds=0.0,
                     ),
                 )
-            provider = build_provider(config, transport=transport)
-            try:
-                live = retry_read(
-                    provider.read_state, settings or config.apply.settings(), sleep=sleep
-                ).fingerprint()
-            finally:
-                provider.close()
+            if plan_state_is_fresh and not resumed:
+                live = plan.state_fingerprint
+            else:
+                provider = build_provider(config, transport=transport)
+                try:
+                    live = retry_read(
+                        provider.read_state, settings or config.apply.settings(), sleep=sleep
+                    ).fingerprint()
+                finally:
+                    provider.close()
             if live != plan.state_fingerprint:
                 if record is not None:
                     repo.set_plan_status(record.id, "abandoned")
@@ -1807,6 +1817,7 @@ def sync(
                 config, plan, checksum=plan.checksum, allow_removals=allow_removals,
                 allow_updates=allow_updates, force=force, actor=actor, transport=transport,
                 sleep=sleep, progress=lambda d, t: step("applying", d, t),
+                plan_state_is_fresh=True,
             )  # fmt: skip
             fields["resumed"] = (*fields.get("resumed", ()), *outcome.resumed)
             fields["applied"] = outcome.applied
@@ -2108,7 +2119,8 @@ def _demo_round(
     outcome = None
     if planned.has_changes and not planned.blocked:
         outcome = apply_plan(config, planned.plan, checksum=planned.plan.checksum, actor=actor,
-                             progress=lambda d, t: step("applying", d, t))  # fmt: skip
+                             progress=lambda d, t: step("applying", d, t),
+                             plan_state_is_fresh=True)  # fmt: skip
     return DemoRound(report, planned, outcome)
 
 
@@ -2686,7 +2698,7 @@ class HookBackend:
             return plan, None, bad
         plan.raise_if_unsafe(Release())
         outcome = apply_plan(self.config, plan, checksum=plan.checksum, actor=actor,
-                             transport=self._transport)  # fmt: skip
+                             transport=self._transport, plan_state_is_fresh=True)  # fmt: skip
         report = outcome.applied
         for r in outcome.reports:
             self.metrics.inc("syncengine_api_calls_total", r.calls)

@@ -290,3 +290,24 @@ def test_a_report_that_cannot_be_written_does_not_hide_the_outcome(env: ApplyEnv
     env.assert_converged()
     r = env.cli("sync", "--report", str(env.root / "r-{nope}.json"))
     assert r.exit_code == EXIT_ERROR and "{date}, {datetime} or {run}" in r.output
+
+
+READS = {
+    "v1": "/openapi/partyuser/list",  # one per department in a whole-directory read
+    "v2": "/cgi-bin/user/list",  # one per whole-directory read
+}
+
+
+def test_a_sync_reads_the_directory_once(env: ApplyEnv) -> None:
+    """The plan was made from a state read moments ago under the sync lock: apply trusts it
+    instead of reading the whole directory a second time (on Gen 1 that is one call per
+    member). The executor still looks before it redoes anything."""
+    # A Gen 1 read lists the members of every department (the root included) once.
+    per_read = len(env.emulator.state()["departments"]) if env.emulator.api == "v1" else 1
+    start = last_seq(env)
+    code, out = run_json(env)
+    assert code == 0, out
+    assert out["counts"]["create_user"]["done"] > 0
+    reads = Counter(c["endpoint"] for c in env.emulator.calls() if int(c["seq"]) > start)
+    assert reads[READS[env.emulator.api]] == per_read, reads
+    env.assert_converged()
