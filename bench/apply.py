@@ -173,9 +173,10 @@ def one_level(
 ) -> None:
     emu = Emulator(latency_ms)
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp, fresh_database(
-            server, f"bench_apply_{concurrency}"
-        ) as db_url:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp,
+            fresh_database(server, f"bench_apply_{concurrency}") as db_url,
+        ):
             config = load_config(write_setup(Path(tmp), emu.url, people, concurrency, db_url))
             service.ingest(config)
             made = service.make_plan(config, actor="bench")

@@ -30,27 +30,39 @@ def main() -> None:
             measure_rps(emu, calls=200)  # warm-up
             for client in ("httpx", "socket"):
                 rps = measure_rps(emu, calls=args.calls, client=client)
-                print(f"{api}: trivial call (user/get), one keep-alive connection, "
-                      f"{client} client: {rps:,.0f} requests/s over {args.calls:,} calls")
+                print(
+                    f"{api}: trivial call (user/get), one keep-alive connection, "
+                    f"{client} client: {rps:,.0f} requests/s over {args.calls:,} calls"
+                )
         finally:
             emu.close()
 
     seed = big_seed(args.users, args.departments)
     started = time.perf_counter()
     emu = start_emulator("v2", seed)
-    print(f"seeding {args.users:,} users in {args.departments} departments: "
-          f"{time.perf_counter() - started:.2f} s")
+    print(
+        f"seeding {args.users:,} users in {args.departments} departments: "
+        f"{time.perf_counter() - started:.2f} s"
+    )
     try:
         with httpx.Client(base_url=emu.base_url, timeout=120) as http:
-            token = http.get("/cgi-bin/gettoken", params={
-                "corpid": seed["corp_id"], "corpsecret": seed["secrets"]["contacts"],
-            }).json()["access_token"]
+            token = http.get(
+                "/cgi-bin/gettoken",
+                params={
+                    "corpid": seed["corp_id"],
+                    "corpsecret": seed["secrets"]["contacts"],
+                },
+            ).json()["access_token"]
             started = time.perf_counter()
-            answer = http.get("/cgi-bin/user/list", params={
-                "access_token": token, "department_id": 1, "fetch_child": 1}).json()
+            answer = http.get(
+                "/cgi-bin/user/list",
+                params={"access_token": token, "department_id": 1, "fetch_child": 1},
+            ).json()
             seconds = time.perf_counter() - started
-        print(f"v2 user/list of the whole directory ({len(answer['userlist']):,} users): "
-              f"{seconds:.2f} s")
+        print(
+            f"v2 user/list of the whole directory ({len(answer['userlist']):,} users): "
+            f"{seconds:.2f} s"
+        )
     finally:
         emu.close()
 

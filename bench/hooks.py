@@ -214,17 +214,25 @@ def main() -> None:
             by_status[e.status] = by_status.get(e.status, 0) + 1
         runs = {e.run_id for e in events if e.run_id is not None}
 
-        print(f"hooks bench ({args.api}): {total} events for {args.hires} new people "
-              f"({versions} versions each), {args.pushers} pushers, serve as a subprocess")
-        print(f"accepted: {accepted}/{total} in {post_seconds:.2f} s = "
-              f"{accepted / post_seconds:,.0f} events/s")
+        print(
+            f"hooks bench ({args.api}): {total} events for {args.hires} new people "
+            f"({versions} versions each), {args.pushers} pushers, serve as a subprocess"
+        )
+        print(
+            f"accepted: {accepted}/{total} in {post_seconds:.2f} s = "
+            f"{accepted / post_seconds:,.0f} events/s"
+        )
         if latencies:
-            print(f"POST -> mailbox changed: median {statistics.median(latencies) * 1000:,.0f} ms, "
-                  f"p95 {percentile(latencies, 0.95) * 1000:,.0f} ms, "
-                  f"max {max(latencies) * 1000:,.0f} ms ({len(latencies)} events measured, "
-                  f"{missing} never seen)")
-        print(f"all applied after {done_seconds:.2f} s; event statuses {by_status}; "
-              f"{len(runs)} targeted sync(s) with writes")
+            print(
+                f"POST -> mailbox changed: median {statistics.median(latencies) * 1000:,.0f} ms, "
+                f"p95 {percentile(latencies, 0.95) * 1000:,.0f} ms, "
+                f"max {max(latencies) * 1000:,.0f} ms ({len(latencies)} events measured, "
+                f"{missing} never seen)"
+            )
+        print(
+            f"all applied after {done_seconds:.2f} s; event statuses {by_status}; "
+            f"{len(runs)} targeted sync(s) with writes"
+        )
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()

@@ -259,13 +259,16 @@ def _emulator_seed(state: MailboxState) -> dict[str, Any]:
     return seed
 
 
-def _staging(url: str, desired: Desired, state: MailboxState,
-             links: dict[str, IdentityLink]) -> None:
+def _staging(
+    url: str, desired: Desired, state: MailboxState, links: dict[str, IdentityLink]
+) -> None:
     """Two complete snapshots (the previous one as Exmail has it, the current one with the
     1 % changes) and a link per mailbox, written through the staging repository."""
-    repo = service.open_staging(parse_config({"exmail": _exmail_table("v2", "http://x", 8),
-                                              "database": {"url": url}}))
+    repo = service.open_staging(
+        parse_config({"exmail": _exmail_table("v2", "http://x", 8), "database": {"url": url}})
+    )
     try:
+
         def snapshot(people: Sequence[Person], departments: Sequence[Department]) -> None:
             run = repo.start_run("ingest", "bench")
             sid = repo.begin_snapshot(run, "bench")
@@ -290,8 +293,14 @@ def _staging(url: str, desired: Desired, state: MailboxState,
 
 
 def _exmail_table(api: str, base_url: str, concurrency: int) -> dict[str, Any]:
-    common = {"api": api, "base_url": base_url, "read_concurrency": concurrency,
-              "sso_url": base_url + "/cgi-bin/login", "timeout": 120, "domains": [DOMAIN]}
+    common = {
+        "api": api,
+        "base_url": base_url,
+        "read_concurrency": concurrency,
+        "sso_url": base_url + "/cgi-bin/login",
+        "timeout": 120,
+        "domains": [DOMAIN],
+    }
     if api == "v2":
         return {**common, "corp_id": DEMO_CORP_ID, "secrets": dict(DEMO_SECRETS)}
     return {**common, "client_id": f"admin@{DOMAIN}", "client_secret": DEMO_V1_SECRET}
@@ -330,7 +339,8 @@ def part_command(args: argparse.Namespace) -> None:
                 config = folder / "syncengine.toml"
                 config.write_text(
                     _toml(_exmail_table(api, server.base_url, args.read_concurrency), "exmail")
-                    + _toml({"url": url}, "database") + _toml({"domain": DOMAIN}, "addresses"),
+                    + _toml({"url": url}, "database")
+                    + _toml({"domain": DOMAIN}, "addresses"),
                     encoding="utf-8",
                 )
                 out = folder / "plan.json"
@@ -356,22 +366,28 @@ def part_command(args: argparse.Namespace) -> None:
                   f"writing the file)")  # fmt: skip
             print(f"{api}: peak memory of the command (ru_maxrss): "
                   f"{int(rss[-1].split()[1]) / 1024:.0f} MiB")  # fmt: skip
-            print(f"{api}: {report['mailboxes_read']:,} mailboxes read with "
-                  f"{sum(calls.values()):,} API calls; plan: "
-                  f"{ {k: v for k, v in report['summary'].items() if v} }; "
-                  f"blocked: {report['blocked']}; plan file {out.stat().st_size / 1e6:.1f} MB")
+            print(
+                f"{api}: {report['mailboxes_read']:,} mailboxes read with "
+                f"{sum(calls.values()):,} API calls; plan: "
+                f"{ {k: v for k, v in report['summary'].items() if v} }; "
+                f"blocked: {report['blocked']}; plan file {out.stat().st_size / 1e6:.1f} MB"
+            )
             if n < args.people:
                 per = secs["read_state"] / n
-                print(f"{api}: EXTRAPOLATED (linear in members, not measured): reading "
-                      f"{args.people:,} members would take about {per * args.people:.0f} s, "
-                      f"the whole command about "
-                      f"{wall - secs['read_state'] + per * args.people:.0f} s")
+                print(
+                    f"{api}: EXTRAPOLATED (linear in members, not measured): reading "
+                    f"{args.people:,} members would take about {per * args.people:.0f} s, "
+                    f"the whole command about "
+                    f"{wall - secs['read_state'] + per * args.people:.0f} s"
+                )
             t = time.perf_counter()
             plan = Plan.from_json(out.read_text(encoding="utf-8"))
             text = render.render_text(plan)
             html = render.render_html(plan)
-            print(f"{api}: reading the plan file back + rendering text ({len(text) / 1e6:.1f} MB) "
-                  f"and HTML ({len(html) / 1e6:.1f} MB): {time.perf_counter() - t:.2f} s")
+            print(
+                f"{api}: reading the plan file back + rendering text ({len(text) / 1e6:.1f} MB) "
+                f"and HTML ({len(html) / 1e6:.1f} MB): {time.perf_counter() - t:.2f} s"
+            )
 
 
 PARTS.append(("command", part_command))

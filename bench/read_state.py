@@ -28,8 +28,13 @@ from syncengine.emulator.server import start_in_thread
 
 
 def exmail_table(api: str, base_url: str, concurrency: int) -> dict[str, Any]:
-    common = {"api": api, "base_url": base_url, "read_concurrency": concurrency,
-              "sso_url": base_url + "/cgi-bin/login", "timeout": 60}
+    common = {
+        "api": api,
+        "base_url": base_url,
+        "read_concurrency": concurrency,
+        "sso_url": base_url + "/cgi-bin/login",
+        "timeout": 60,
+    }
     if api == "v2":
         return {**common, "corp_id": DEMO_CORP_ID, "secrets": dict(DEMO_SECRETS)}
     return {**common, "client_id": "admin@example.com", "client_secret": DEMO_V1_SECRET}
@@ -51,9 +56,11 @@ def read_through(api: str, users: int, departments: int, concurrency: int) -> No
         counts = dict(sorted(log["counts"].items(), key=lambda kv: -kv[1]))
         total = sum(counts.values())
         n = len(state.mailboxes)
-        print(f"{api}: read {n} members, {len(state.parties)} departments "
-              f"in {seconds:.2f} s = {n / seconds:,.0f} members/s "
-              f"(read_concurrency {concurrency})")
+        print(
+            f"{api}: read {n} members, {len(state.parties)} departments "
+            f"in {seconds:.2f} s = {n / seconds:,.0f} members/s "
+            f"(read_concurrency {concurrency})"
+        )
         print(f"{api}: {total} calls = {total / seconds:,.0f} calls/s; by endpoint: {counts}")
     finally:
         server.stop()
@@ -78,8 +85,10 @@ def trivial_rate(seconds: float = 3.0) -> None:
                     raise SystemExit(f"user/get failed: {response.text}")
                 count += 1
             elapsed = time.perf_counter() - started
-        print(f"emulator: Gen 2 user/get, one keep-alive connection: {count} calls in "
-              f"{elapsed:.2f} s = {count / elapsed:,.0f} requests/s")
+        print(
+            f"emulator: Gen 2 user/get, one keep-alive connection: {count} calls in "
+            f"{elapsed:.2f} s = {count / elapsed:,.0f} requests/s"
+        )
     finally:
         server.stop()
 

@@ -139,9 +139,7 @@ def mail_count_command(state: State, email: str, as_json: bool) -> None:
     help="Gen 2: seconds between polls of mail/newcount (default: exmail.poll_interval).",
 )
 @click.option("--max-events", type=click.IntRange(min=1), default=None, help="Stop after N.")
-@click.option(
-    "--timeout", type=click.FloatRange(min=0), default=None, help="Stop after S seconds."
-)
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Stop after S seconds.")
 @click.option(
     "--forward",
     "forward_url",
@@ -273,35 +271,88 @@ def ingest_command(state: State, as_json: bool) -> None:
 
 
 @main.command("emulator")
-@click.option("--api", type=click.Choice(["v1", "v2"]), default="v2", show_default=True,
-              help="Which Exmail API generation to emulate.")
+@click.option(
+    "--api",
+    type=click.Choice(["v1", "v2"]),
+    default="v2",
+    show_default=True,
+    help="Which Exmail API generation to emulate.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              help="Port to bind (0 = any free port).")
-@click.option("--seed", "seed_path", type=click.Path(dir_okay=False), default=None,
-              help="Seed file (JSON or TOML); default: the built-in demo directory.")
-@click.option("--state", "state_path", type=click.Path(dir_okay=False), default=None,
-              help="State file: loaded at start if present, written after each change.")
-@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0,
-              help="Added latency per call, in milliseconds.")
-@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0,
-              help="Fraction of calls answered with HTTP 503.")
-@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0,
-              help="Fraction of calls whose connection is dropped (after the call took effect).")
-@click.option("--busy-rate", type=click.FloatRange(0, 1), default=0.0,
-              help="Fraction of calls answered 'system busy' (Gen 2 -1, Gen 1 1002).")
-@click.option("--rate-limit", type=click.FloatRange(min=0), default=0.0,
-              help="Calls per second per token (0 = unlimited); over it: 45009 / 1002.")
-@click.option("--token-lifetime", type=click.FloatRange(min=1), default=None,
-              help="Token lifetime in seconds (default: 7200 for v2, 86400 for v1).")
-@click.option("--listen-hold", type=click.FloatRange(min=0), default=25.0, show_default=True,
-              help="Seconds a Gen 1 listen long poll is held when nothing happens.")
-@click.option("--rng-seed", type=int, default=None,
-              help="Seed for fault injection, for repeatable runs.")
-@click.option("--control/--no-control", default=False, show_default=True,
-              help="Serve the test-control API under /_emulator/.")
-@click.option("--control-anywhere", is_flag=True,
-              help="Allow --control on a non-loopback address.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to bind (0 = any free port).",
+)
+@click.option(
+    "--seed",
+    "seed_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Seed file (JSON or TOML); default: the built-in demo directory.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="State file: loaded at start if present, written after each change.",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Added latency per call, in milliseconds.",
+)
+@click.option(
+    "--fail-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Fraction of calls answered with HTTP 503.",
+)
+@click.option(
+    "--drop-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Fraction of calls whose connection is dropped (after the call took effect).",
+)
+@click.option(
+    "--busy-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Fraction of calls answered 'system busy' (Gen 2 -1, Gen 1 1002).",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Calls per second per token (0 = unlimited); over it: 45009 / 1002.",
+)
+@click.option(
+    "--token-lifetime",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Token lifetime in seconds (default: 7200 for v2, 86400 for v1).",
+)
+@click.option(
+    "--listen-hold",
+    type=click.FloatRange(min=0),
+    default=25.0,
+    show_default=True,
+    help="Seconds a Gen 1 listen long poll is held when nothing happens.",
+)
+@click.option(
+    "--rng-seed", type=int, default=None, help="Seed for fault injection, for repeatable runs."
+)
+@click.option(
+    "--control/--no-control",
+    default=False,
+    show_default=True,
+    help="Serve the test-control API under /_emulator/.",
+)
+@click.option("--control-anywhere", is_flag=True, help="Allow --control on a non-loopback address.")
 @pass_state
 @handle_errors
 def emulator_command(
@@ -817,21 +868,45 @@ class _ProgressLine:
 
 
 @main.command("sync")
-@click.option("--dry-run", is_flag=True,
-              help="Ingest and plan, apply nothing; list the API calls the plan would make.")
-@click.option("--report", "report", default=None, metavar="FILE",
-              help="Also write the run report as JSON to FILE; {date}, {datetime} and {run} "
-              "in FILE are filled in (e.g. reports/sync-{date}.json).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Ingest and plan, apply nothing; list the API calls the plan would make.",
+)
+@click.option(
+    "--report",
+    "report",
+    default=None,
+    metavar="FILE",
+    help="Also write the run report as JSON to FILE; {date}, {datetime} and {run} "
+    "in FILE are filled in (e.g. reports/sync-{date}.json).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
-@click.option("--allow-removals", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Release the removal brakes for up to N disables/deletes (after review).")
-@click.option("--allow-updates", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Release the update brake for up to N updates (after review).")
+@click.option(
+    "--allow-removals",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Release the removal brakes for up to N disables/deletes (after review).",
+)
+@click.option(
+    "--allow-updates",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Release the update brake for up to N updates (after review).",
+)
 @click.option("--force", is_flag=True, help="Release every brake (after review).")
-@click.option("--scheduled", is_flag=True,
-              help="Record the run as started by the schedule (cron, systemd timer).")
-@click.option("--notify/--no-notify", default=None,
-              help="Send the [notifications] (default: yes, except with --dry-run).")
+@click.option(
+    "--scheduled",
+    is_flag=True,
+    help="Record the run as started by the schedule (cron, systemd timer).",
+)
+@click.option(
+    "--notify/--no-notify",
+    default=None,
+    help="Send the [notifications] (default: yes, except with --dry-run).",
+)
 @pass_state
 @handle_errors
 def sync_command(
@@ -926,15 +1001,31 @@ def _demo_applied(outcome: service.ApplyOutcome | None, folder: str) -> None:
 
 
 @main.command("demo")
-@click.option("--dir", "folder", default=".demo", show_default=True,
-              type=click.Path(file_okay=False),
-              help="The demo's working folder (made afresh on every run).")
-@click.option("--api", type=click.Choice(["v1", "v2"]), default="v2", show_default=True,
-              help="Which Exmail API generation the emulator speaks.")
-@click.option("--samples", "samples", default=None, type=click.Path(file_okay=False),
-              help="Folder with the sample config and HR files (default: the source tree's).")
-@click.option("--keep-running", is_flag=True,
-              help="Leave the emulator running at the end (Ctrl+C stops it).")
+@click.option(
+    "--dir",
+    "folder",
+    default=".demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The demo's working folder (made afresh on every run).",
+)
+@click.option(
+    "--api",
+    type=click.Choice(["v1", "v2"]),
+    default="v2",
+    show_default=True,
+    help="Which Exmail API generation the emulator speaks.",
+)
+@click.option(
+    "--samples",
+    "samples",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder with the sample config and HR files (default: the source tree's).",
+)
+@click.option(
+    "--keep-running", is_flag=True, help="Leave the emulator running at the end (Ctrl+C stops it)."
+)
 @handle_errors
 def demo_command(folder: str, api: str, samples: str | None, keep_running: bool) -> None:
     """Run the whole flow on built-in defaults: a local Exmail emulator and the sample HR

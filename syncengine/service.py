@@ -510,29 +510,39 @@ def run_emulator(
         try:
             seed = exmail_emulator.load_seed_file(seed_path)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the seed: {exc}", where=seed_path,
-                              hint="give a JSON or TOML seed (see samples/emulator-seed.json)")
+            raise ConfigError(
+                f"cannot read the seed: {exc}",
+                where=seed_path,
+                hint="give a JSON or TOML seed (see samples/emulator-seed.json)",
+            )
     try:
-        opts = exmail_emulator.EmulatorOptions(control=control, state_file=state_path,
-                                               **options)
+        opts = exmail_emulator.EmulatorOptions(control=control, state_file=state_path, **options)
         app = exmail_emulator.create_app(api, seed, opts)  # type: ignore[arg-type]
     except exmail_emulator.SeedError as exc:
-        raise ConfigError(str(exc), where=seed_path or state_path,
-                          hint="fix the entry named, or delete the state file")
+        raise ConfigError(
+            str(exc),
+            where=seed_path or state_path,
+            hint="fix the entry named, or delete the state file",
+        )
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc), where="emulator options")
 
     def ready(base_url: str) -> None:
-        snippet = (exmail_emulator.config_snippet(exmail_emulator.default_seed(), base_url, api)
-                   if seed is None and state_path is None else None)
+        snippet = (
+            exmail_emulator.config_snippet(exmail_emulator.default_seed(), base_url, api)
+            if seed is None and state_path is None
+            else None
+        )
         on_ready(EmulatorStart(base_url, api, control, state_path, snippet))
 
     try:
         exmail_emulator.serve(app, host, port, on_ready=ready)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                          where="--host/--port", hint="choose another port (0 = any free one)")
-
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            where="--host/--port",
+            hint="choose another port (0 = any free one)",
+        )
 
 
 # --- plan: HR snapshot + live mailbox state -> saved Plan (issue 4) ------------------------
@@ -671,8 +681,7 @@ def _shrink_baseline(repo: Repository, current: SnapshotInfo) -> int | None:
     sizes = [
         size
         for s in repo.list_snapshots(limit=SHRINK_WINDOW, since_id=good)
-        if s.id < current.id and s.status == "complete"
-        and (size := _source_size(s)) is not None
+        if s.id < current.id and s.status == "complete" and (size := _source_size(s)) is not None
     ]
     return max(sizes) if sizes else None
 
@@ -745,9 +754,7 @@ def make_plan(
         try:
             people = repo.load_people(snapshot.id)
             departments = repo.load_departments(snapshot.id)
-            previous_size, previous_departments = _previous_departments(
-                repo, snapshot, departments
-            )
+            previous_size, previous_departments = _previous_departments(repo, snapshot, departments)
             quarantined = snapshot.counts.get("quarantined_ids") or []
             desired = Desired(
                 people=tuple(people),
@@ -1356,9 +1363,7 @@ def _already_applied(repo: Repository, record: PlanRecord, plan: Plan) -> ApplyR
     """A plan applied before: report it, write nothing (a plan is never applied twice)."""
     counts = repo.action_counts(record.id)
     failures = tuple(
-        ApplyFailure(
-            a.action_key, a.kind, a.target, a.employee_id or "", a.status, a.error or ""
-        )
+        ApplyFailure(a.action_key, a.kind, a.target, a.employee_id or "", a.status, a.error or "")
         for a in repo.load_actions(record.id)
         if a.status in ("failed", "skipped")
     )
@@ -1889,9 +1894,7 @@ def sync(
             write_report(path, sync_report.to_dict())
         except ConfigError as exc:  # the sync itself is done; say so, do not hide its outcome
             log.warning("%s", exc)
-            sync_report = dataclasses.replace(
-                sync_report, report_file=None, report_error=str(exc)
-            )
+            sync_report = dataclasses.replace(sync_report, report_file=None, report_error=str(exc))
     if unexpected is not None:
         raise unexpected
     return sync_report
@@ -2107,9 +2110,7 @@ def _demo_changes(config: Config, folder: Path, today: date) -> list[DemoChange]
     return changes
 
 
-def _demo_round(
-    config: Config, actor: str, progress: SyncProgress | None
-) -> DemoRound:
+def _demo_round(config: Config, actor: str, progress: SyncProgress | None) -> DemoRound:
     def step(stage: str, done: int, total: int | None) -> None:
         if progress is not None:
             progress(stage, done, total)
@@ -2582,15 +2583,22 @@ class HookBackend:
                 for e in history.get(eid, []):
                     p = e.payload
                     if e.kind == "upsert":
-                        changes.append(Change("upsert", person=self.map_person(p["person"],
-                                                                                base.table)))
+                        changes.append(
+                            Change("upsert", person=self.map_person(p["person"], base.table))
+                        )
                     elif e.kind == "terminate":
                         end = p.get("end_date")
                         changes.append(Change("terminate", end_date=date.fromisoformat(end)
                                               if end else today))  # fmt: skip
                     elif e.kind == "department_change":
-                        changes.append(Change("department_change", departments=(
-                            self.resolve_departments(p.get("departments", []), base.table))))
+                        changes.append(
+                            Change(
+                                "department_change",
+                                departments=(
+                                    self.resolve_departments(p.get("departments", []), base.table)
+                                ),
+                            )
+                        )
             except PayloadError as exc:
                 problems[eid] = f"event no longer maps: {exc}"
                 continue
@@ -2757,9 +2765,11 @@ def serve(
         try:
             sock = listening_socket(host, port)
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                              where="--host/--port",
-                              hint="choose another port (0 = any free one)") from None
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                where="--host/--port",
+                hint="choose another port (0 = any free one)",
+            ) from None
         worker = Worker(backend.process, coalesce_window=config.hooks.coalesce_window,
                         poll_interval=config.hooks.poll_interval)  # fmt: skip
         backend.worker = worker

@@ -54,19 +54,36 @@ class FaultsAndLog:
         path, method = scope["path"], scope["method"]
         if roll.busy and path != "/cgi-bin/login":
             code = -1 if self.rt.api == "v2" else 1002
-            body = (b'{"errcode":-1,"errmsg":"system busy"}' if code == -1
-                    else b'{"errcode":"1002","error":"temporarily_unavailable"}')
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
+            body = (
+                b'{"errcode":-1,"errmsg":"system busy"}'
+                if code == -1
+                else b'{"errcode":"1002","error":"temporarily_unavailable"}'
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             self.rt.record(path, method, 200, code, _ms(started))
             return
         if fail:
             body = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
-            await send({"type": "http.response.start", "status": 503,
-                        "headers": [(b"content-type", b"text/html"),
-                                    (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"text/html"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             self.rt.record(path, method, 503, None, _ms(started))
             return
@@ -92,8 +109,7 @@ class FaultsAndLog:
             self.rt.record(path, method, 0, None, _ms(started), dropped=True)
             return
         match = _ERRCODE.search(head)
-        self.rt.record(path, method, status, int(match.group(1)) if match else None,
-                       _ms(started))
+        self.rt.record(path, method, status, int(match.group(1)) if match else None, _ms(started))
 
 
 def _ms(started: float) -> float:
@@ -102,9 +118,13 @@ def _ms(started: float) -> float:
 
 async def _drop(send: Send) -> None:
     log.info("emulator: dropping the connection (injected fault)")
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", b"4096")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+        }
+    )
     await send({"type": "http.response.body", "body": b'{"errcode":', "more_body": True})
     # Returning now leaves the response incomplete: uvicorn closes the connection.
 
@@ -118,16 +138,17 @@ async def sso_login(request: Request) -> Response:
         if q.get("method") == "openapi" and "authkey" in q:
             user = rt.directory.redeem_sso_key(q["authkey"], q.get("userid", ""), None)
         elif q.get("method") == "bizauth" and "ticket" in q:
-            user = rt.directory.redeem_sso_key(q["ticket"], q.get("user", ""),
-                                               q.get("agent", ""))
+            user = rt.directory.redeem_sso_key(q["ticket"], q.get("user", ""), q.get("agent", ""))
     if user is None or not user.enable:
         reason = "account disabled" if user is not None else "invalid or used login key"
-        return HTMLResponse(f"<html><body><h1>登录失败</h1><p id=\"reason\">{reason}</p>"
-                            "</body></html>", status_code=403)
+        return HTMLResponse(
+            f'<html><body><h1>登录失败</h1><p id="reason">{reason}</p></body></html>',
+            status_code=403,
+        )
     return HTMLResponse(
         "<html><head><title>腾讯企业邮箱</title></head><body>"
         f"<h1>欢迎, {html.escape(user.name)}</h1>"
-        f"<p id=\"user\">{html.escape(user.userid)}</p></body></html>"
+        f'<p id="user">{html.escape(user.userid)}</p></body></html>'
     )
 
 
@@ -144,8 +165,9 @@ def create_app(
     if api not in ("v1", "v2"):
         raise ValueError(f"api must be 'v1' or 'v2' (got {api!r})")
     options = options or EmulatorOptions()
-    directory = Directory(seed if seed is not None else default_seed(),
-                          state_file=options.state_file)
+    directory = Directory(
+        seed if seed is not None else default_seed(), state_file=options.state_file
+    )
     runtime = Runtime(api, directory, options)
     routes: list[Route] = [Route("/cgi-bin/login", sso_login, methods=["GET"])]
     if api == "v2":

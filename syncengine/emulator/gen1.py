@@ -169,8 +169,13 @@ async def user_get(rt: Runtime, tok: Token, p: Params) -> Result:
 def _sync_body(rt: Runtime, p: Params, *, adding: bool) -> dict[str, Any]:
     """user/sync fields -> the directory's member fields (present ones only)."""
     body: dict[str, Any] = {}
-    for key, target in (("name", "name"), ("position", "position"), ("tel", "tel"),
-                        ("mobile", "mobile"), ("extid", "extid")):
+    for key, target in (
+        ("name", "name"),
+        ("position", "position"),
+        ("tel", "tel"),
+        ("mobile", "mobile"),
+        ("extid", "extid"),
+    ):
         value = _first(p, key)
         if value is not None:
             body[target] = value
@@ -225,8 +230,11 @@ async def user_list(rt: Runtime, tok: Token, p: Params) -> Result:
     if not raw.isdigit():
         raise ApiError(40092, 1100, f"invalid Ver {raw!r}")
     ver, changes = rt.directory.changes_since(int(raw))
-    return {"Ver": ver, "Count": len(changes),
-            "List": [{"Alias": a, "Action": act} for a, act in changes]}
+    return {
+        "Ver": ver,
+        "Count": len(changes),
+        "List": [{"Alias": a, "Action": act} for a, act in changes],
+    }
 
 
 async def user_check(rt: Runtime, tok: Token, p: Params) -> Result:
@@ -323,9 +331,11 @@ async def group_addallowlist(rt: Runtime, tok: Token, p: Params) -> Result:
         group = d.get_group(_need(p, "group_alias"))
         if group.allow_type != 3:
             raise ApiError(600014, 1100, f"{group.groupid} does not post by allow list")
-        d.update_group(group.groupid,
-                       {"allow_userlist": group.allow_userlist + _allow_list(p)},
-                       empty_allow_list_ok=True)
+        d.update_group(
+            group.groupid,
+            {"allow_userlist": group.allow_userlist + _allow_list(p)},
+            empty_allow_list_ok=True,
+        )
     return None
 
 
@@ -348,8 +358,9 @@ async def group_addmember(rt: Runtime, tok: Token, p: Params) -> Result:
     d = rt.directory
     with d.write():
         group = d.get_group(_need(p, "group_alias"))
-        d.update_group(group.groupid, {"userlist": group.userlist + _members(p)},
-                       empty_allow_list_ok=True)
+        d.update_group(
+            group.groupid, {"userlist": group.userlist + _members(p)}, empty_allow_list_ok=True
+        )
     return None
 
 
@@ -358,9 +369,11 @@ async def group_deletemember(rt: Runtime, tok: Token, p: Params) -> Result:
     with d.write():
         group = d.get_group(_need(p, "group_alias"))
         gone = {d.resolve(m) or norm_email(m) for m in _members(p)}
-        d.update_group(group.groupid,
-                       {"userlist": [u for u in group.userlist if u not in gone]},
-                       empty_allow_list_ok=True)
+        d.update_group(
+            group.groupid,
+            {"userlist": [u for u in group.userlist if u not in gone]},
+            empty_allow_list_ok=True,
+        )
     return None
 
 
@@ -417,8 +430,9 @@ async def token_endpoint(request: Request) -> Response:
     if not client_id or known is None or not secret or secret != known:
         return JSONResponse({"error": "invalid_client"}, status_code=401)
     token, expires = rt.directory.issue_token("v1", client_id, rt.token_lifetime())
-    return JSONResponse({"access_token": token, "token_type": "Bearer",
-                         "expires_in": expires, "refresh_token": ""})
+    return JSONResponse(
+        {"access_token": token, "token_type": "Bearer", "expires_in": expires, "refresh_token": ""}
+    )
 
 
 def _call_token(request: Request, p: Params) -> str:

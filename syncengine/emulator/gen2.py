@@ -103,8 +103,9 @@ def department_update(rt: Runtime, request: Request, p: Params) -> dict[str, Any
     rt.directory.update_dept(
         dept_id,
         name=None if p.get("name") in (None, "") else str(p["name"]),
-        parentid=None if p.get("parentid") in (None, "") else _int(p["parentid"], 60124,
-                                                                    "parentid"),
+        parentid=None
+        if p.get("parentid") in (None, "")
+        else _int(p["parentid"], 60124, "parentid"),
         order=None if p.get("order") in (None, "") else _int(p["order"], 40092, "order"),
     )
     return _ok("updated")
@@ -147,10 +148,24 @@ def department_search(rt: Runtime, request: Request, p: Params) -> dict[str, Any
 
 
 def _user_body(p: Params) -> Params:
-    body = {k: v for k, v in p.items() if k in {
-        "name", "department", "position", "mobile", "tel", "extid", "gender", "slaves",
-        "password", "cpwd_login", "enable",
-    }}
+    body = {
+        k: v
+        for k, v in p.items()
+        if k
+        in {
+            "name",
+            "department",
+            "position",
+            "mobile",
+            "tel",
+            "extid",
+            "gender",
+            "slaves",
+            "password",
+            "cpwd_login",
+            "enable",
+        }
+    }
     return body
 
 
@@ -192,8 +207,12 @@ def _listed_users(rt: Runtime, p: Params) -> list[User]:
 def user_simplelist(rt: Runtime, request: Request, p: Params) -> dict[str, Any]:
     with rt.directory.lock:
         users = _listed_users(rt, p)
-        return _ok(userlist=[{"userid": u.userid, "name": u.name,
-                              "department": list(u.department)} for u in users])
+        return _ok(
+            userlist=[
+                {"userid": u.userid, "name": u.name, "department": list(u.department)}
+                for u in users
+            ]
+        )
 
 
 def user_list(rt: Runtime, request: Request, p: Params) -> dict[str, Any]:
@@ -222,8 +241,7 @@ def user_swapalias(rt: Runtime, request: Request, p: Params) -> dict[str, Any]:
 
 # --- groups ------------------------------------------------------------------------------
 
-_GROUP_KEYS = {"groupname", "userlist", "grouplist", "department", "allow_type",
-               "allow_userlist"}
+_GROUP_KEYS = {"groupname", "userlist", "grouplist", "department", "allow_type", "allow_userlist"}
 
 
 def group_create(rt: Runtime, request: Request, p: Params) -> dict[str, Any]:
@@ -247,9 +265,15 @@ def group_get(rt: Runtime, request: Request, p: Params) -> dict[str, Any]:
     d = rt.directory
     with d.lock:
         g = d.get_group(str(_required(p, "groupid", 600007)))
-        return _ok(groupid=g.groupid, groupname=g.groupname, userlist=list(g.userlist),
-                   grouplist=list(g.grouplist), department=list(g.department),
-                   allow_type=g.allow_type, allow_userlist=list(g.allow_userlist))
+        return _ok(
+            groupid=g.groupid,
+            groupname=g.groupname,
+            userlist=list(g.userlist),
+            grouplist=list(g.grouplist),
+            department=list(g.department),
+            allow_type=g.allow_type,
+            allow_userlist=list(g.allow_userlist),
+        )
 
 
 # --- sso, mail ---------------------------------------------------------------------------
@@ -259,8 +283,10 @@ def get_login_url(rt: Runtime, request: Request, p: Params) -> dict[str, Any]:
     userid = norm_email(str(_required(p, "userid", 40003)))
     key = rt.directory.issue_sso_key(userid, "v2")
     base = str(request.base_url).rstrip("/")
-    url = (f"{base}/cgi-bin/login?fun=bizopenssologin&method=openapi"
-           f"&userid={quote(userid, safe='@')}&authkey={key}")
+    url = (
+        f"{base}/cgi-bin/login?fun=bizopenssologin&method=openapi"
+        f"&userid={quote(userid, safe='@')}&authkey={key}"
+    )
     return _ok(login_url=url, expires_in=int(SSO_LIFETIME))
 
 
@@ -329,13 +355,17 @@ async def endpoint(request: Request) -> Response:
     if token is None:
         return _err(rt.options.invalid_token_code, "invalid access_token")
     if token.app != app:
-        return _err(602005, f"no privilege to access this api: /cgi-bin/{name} needs the "
-                            f"{app} application's token, this one is for {token.app}")
+        return _err(
+            602005,
+            f"no privilege to access this api: /cgi-bin/{name} needs the "
+            f"{app} application's token, this one is for {token.app}",
+        )
     if not rt.allow(token_value):
         return _err(45009, "api freq out of limit")
     if request.method not in methods:
-        return _err(43001 if methods == ("GET",) else 43002,
-                    f"require {' or '.join(methods)} method")
+        return _err(
+            43001 if methods == ("GET",) else 43002, f"require {' or '.join(methods)} method"
+        )
     params: Params = {k: v for k, v in request.query_params.items() if k != "access_token"}
     if request.method == "POST":
         raw = await request.body()

@@ -25,8 +25,14 @@ from syncengine.emulator.server import RunningServer, start_in_thread
 class RunningEmulator:
     """One emulator serving one generation on ``base_url``."""
 
-    def __init__(self, api: str, seed: dict[str, Any], options: EmulatorOptions,
-                 host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        api: str,
+        seed: dict[str, Any],
+        options: EmulatorOptions,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
         self.api = api
         self.seed = seed
         self.options = replace(options, control=True)
@@ -45,12 +51,18 @@ class RunningEmulator:
 
     def exmail_config(self) -> dict[str, Any]:
         """An ``[exmail]`` table pointing the client at this emulator (literal secrets)."""
-        common = {"api": self.api, "base_url": self.base_url,
-                  "sso_url": f"{self.base_url}/cgi-bin/login",
-                  "domains": list(self.seed.get("domains", []))}
+        common = {
+            "api": self.api,
+            "base_url": self.base_url,
+            "sso_url": f"{self.base_url}/cgi-bin/login",
+            "domains": list(self.seed.get("domains", [])),
+        }
         if self.api == "v2":
-            return {**common, "corp_id": self.seed["corp_id"],
-                    "secrets": dict(self.seed.get("secrets", {}))}
+            return {
+                **common,
+                "corp_id": self.seed["corp_id"],
+                "secrets": dict(self.seed.get("secrets", {})),
+            }
         client_id, client_secret = next(iter(self.seed.get("v1_clients", {}).items()))
         return {**common, "client_id": client_id, "client_secret": client_secret}
 
@@ -61,8 +73,9 @@ class RunningEmulator:
         path = path if path.startswith("/_emulator/") else "/_emulator/" + path.lstrip("/")
         response = self._http.request(method, path, json=json)
         if response.status_code >= 300:
-            raise RuntimeError(f"emulator control {method} {path}: HTTP "
-                               f"{response.status_code} {response.text}")
+            raise RuntimeError(
+                f"emulator control {method} {path}: HTTP {response.status_code} {response.text}"
+            )
         return response.json()
 
     def set_faults(self, **faults: Any) -> None:
@@ -71,10 +84,12 @@ class RunningEmulator:
     def expire_tokens(self) -> None:
         self.control("POST", "expire-tokens")
 
-    def deliver_mail(self, to: str, sender: str = '"测试" <sender@example.net>',
-                     subject: str = "测试邮件") -> dict[str, Any]:
-        result: dict[str, Any] = self.control("POST", "mail", {"to": to, "sender": sender,
-                                                               "subject": subject})
+    def deliver_mail(
+        self, to: str, sender: str = '"测试" <sender@example.net>', subject: str = "测试邮件"
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.control(
+            "POST", "mail", {"to": to, "sender": sender, "subject": subject}
+        )
         return result
 
     def calls(self, since: int = 0) -> list[dict[str, Any]]:
@@ -93,18 +108,25 @@ class RunningEmulator:
         return state
 
     def check_password(self, userid: str, password: str) -> bool:
-        return bool(self.control("POST", "check-password",
-                                 {"userid": userid, "password": password})["ok"])
+        return bool(
+            self.control("POST", "check-password", {"userid": userid, "password": password})["ok"]
+        )
 
     def reset(self) -> None:
         """Back to the start: the seed's directory, no tokens, the starting faults, no calls."""
         self.control("POST", "reset")
         o = self.options
-        self.set_faults(latency_ms=o.latency_ms, fail_rate=o.fail_rate, drop_rate=o.drop_rate,
-                        drop_when=o.drop_when, busy_rate=o.busy_rate,
-                        rate_limit_per_token=o.rate_limit_per_token,
-                        token_lifetime=o.token_lifetime, listen_hold=o.listen_hold,
-                        seed=o.rng_seed)
+        self.set_faults(
+            latency_ms=o.latency_ms,
+            fail_rate=o.fail_rate,
+            drop_rate=o.drop_rate,
+            drop_when=o.drop_when,
+            busy_rate=o.busy_rate,
+            rate_limit_per_token=o.rate_limit_per_token,
+            token_lifetime=o.token_lifetime,
+            listen_hold=o.listen_hold,
+            seed=o.rng_seed,
+        )
         self.clear_calls()
 
     def reseed(self, seed: dict[str, Any]) -> None:
@@ -136,17 +158,18 @@ class RunningEmulator:
                 time.sleep(0.05)
 
 
-def start_emulator(api: str = "v2", seed: dict[str, Any] | None = None,
-                   **options: Any) -> RunningEmulator:
+def start_emulator(
+    api: str = "v2", seed: dict[str, Any] | None = None, **options: Any
+) -> RunningEmulator:
     """Start an emulator for ``api`` on a free loopback port (control API on)."""
     if api not in ("v1", "v2"):
         raise ValueError(f"api must be 'v1' or 'v2' (got {api!r})")
-    return RunningEmulator(api, seed if seed is not None else default_seed(),
-                           EmulatorOptions(**options))
+    return RunningEmulator(
+        api, seed if seed is not None else default_seed(), EmulatorOptions(**options)
+    )
 
 
-def measure_rps(emulator: RunningEmulator, calls: int = 2000, *,
-                client: str = "httpx") -> float:
+def measure_rps(emulator: RunningEmulator, calls: int = 2000, *, client: str = "httpx") -> float:
     """Requests per second of a trivial authenticated read (``user/get`` of the first member)
     over one keep-alive connection: the test bed's ceiling other figures are read against.
 
@@ -157,19 +180,33 @@ def measure_rps(emulator: RunningEmulator, calls: int = 2000, *,
     first = seed["users"][0]["userid"]
     with httpx.Client(base_url=emulator.base_url, timeout=30.0) as http:
         if emulator.api == "v2":
-            token = http.get("/cgi-bin/gettoken", params={
-                "corpid": seed["corp_id"], "corpsecret": seed["secrets"]["contacts"],
-            }).json()["access_token"]
-            path, params, headers = "/cgi-bin/user/get", {"access_token": token,
-                                                          "userid": first}, {}
+            token = http.get(
+                "/cgi-bin/gettoken",
+                params={
+                    "corpid": seed["corp_id"],
+                    "corpsecret": seed["secrets"]["contacts"],
+                },
+            ).json()["access_token"]
+            path, params, headers = (
+                "/cgi-bin/user/get",
+                {"access_token": token, "userid": first},
+                {},
+            )
         else:
             client_id, secret = next(iter(seed["v1_clients"].items()))
-            token = http.post("/cgi-bin/token", data={
-                "grant_type": "client_credentials", "client_id": client_id,
-                "client_secret": secret,
-            }).json()["access_token"]
-            path, params, headers = "/openapi/user/get", {"alias": first}, {
-                "Authorization": f"Bearer {token}"}
+            token = http.post(
+                "/cgi-bin/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": client_id,
+                    "client_secret": secret,
+                },
+            ).json()["access_token"]
+            path, params, headers = (
+                "/openapi/user/get",
+                {"alias": first},
+                {"Authorization": f"Bearer {token}"},
+            )
         if client == "socket":
             return _socket_rps(emulator, path, params, headers, calls)
         started = time.perf_counter()
@@ -178,11 +215,19 @@ def measure_rps(emulator: RunningEmulator, calls: int = 2000, *,
         return calls / (time.perf_counter() - started)
 
 
-def _socket_rps(emulator: RunningEmulator, path: str, params: dict[str, str],
-                headers: dict[str, str], calls: int) -> float:
+def _socket_rps(
+    emulator: RunningEmulator,
+    path: str,
+    params: dict[str, str],
+    headers: dict[str, str],
+    calls: int,
+) -> float:
     target = f"{path}?{urlencode(params)}"
-    lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{emulator.port}",
-             *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: 127.0.0.1:{emulator.port}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", emulator.port), timeout=30) as sock:
         started = time.perf_counter()

@@ -63,14 +63,34 @@ GEN1_ERRORS = {
 }
 
 APPS = ("contacts", "sso", "mail", "log", "settings")
-SEED_USER_KEYS = frozenset({
-    "userid", "name", "department", "position", "mobile", "tel", "extid", "gender", "enable",
-    "slaves", "password", "password_hash", "cpwd_login",
-})
-SEED_GROUP_KEYS = frozenset({
-    "groupid", "groupname", "userlist", "grouplist", "department", "allow_type",
-    "allow_userlist",
-})
+SEED_USER_KEYS = frozenset(
+    {
+        "userid",
+        "name",
+        "department",
+        "position",
+        "mobile",
+        "tel",
+        "extid",
+        "gender",
+        "enable",
+        "slaves",
+        "password",
+        "password_hash",
+        "cpwd_login",
+    }
+)
+SEED_GROUP_KEYS = frozenset(
+    {
+        "groupid",
+        "groupname",
+        "userlist",
+        "grouplist",
+        "department",
+        "allow_type",
+        "allow_userlist",
+    }
+)
 
 
 class ApiError(Exception):
@@ -275,8 +295,16 @@ class Directory:
             self._persist()
 
     def _apply_seed(self, seed: dict[str, Any]) -> None:
-        known = {"corp_id", "secrets", "v1_clients", "domains", "departments", "users", "groups",
-                 "corp_name"}
+        known = {
+            "corp_id",
+            "secrets",
+            "v1_clients",
+            "domains",
+            "departments",
+            "users",
+            "groups",
+            "corp_name",
+        }
         extra = sorted(set(seed) - known)
         if extra:
             raise SeedError(f"seed: unknown keys {extra} (known: {sorted(known)})")
@@ -287,10 +315,12 @@ class Directory:
         self.app_secrets = {str(k): str(v) for k, v in dict(seed.get("secrets", {})).items()}
         bad_apps = sorted(set(self.app_secrets) - set(APPS))
         if bad_apps:
-            raise SeedError(f"seed: secrets has unknown applications {bad_apps} "
-                            f"(known: {list(APPS)})")
-        self.v1_clients = {norm_email(str(k)): str(v)
-                           for k, v in dict(seed.get("v1_clients", {})).items()}
+            raise SeedError(
+                f"seed: secrets has unknown applications {bad_apps} (known: {list(APPS)})"
+            )
+        self.v1_clients = {
+            norm_email(str(k)): str(v) for k, v in dict(seed.get("v1_clients", {})).items()
+        }
         self.domains = [norm_email(str(d)) for d in seed.get("domains", [])]
         if not self.domains:
             raise SeedError("seed: domains is empty; list the corp's mail domains")
@@ -307,8 +337,9 @@ class Directory:
             where = f"users[{i}] {body.get('userid', '?')!r}"
             _check_keys(body, SEED_USER_KEYS, where)
             try:
-                body["department"] = [self._seed_path(str(p), path_ids)
-                                      for p in body.get("department", [])]
+                body["department"] = [
+                    self._seed_path(str(p), path_ids) for p in body.get("department", [])
+                ]
                 self.create_user(body)
             except ApiError as exc:
                 raise SeedError(f"seed: {where}: {exc.message}") from None
@@ -317,8 +348,9 @@ class Directory:
             _check_keys(body, SEED_GROUP_KEYS, f"groups[{i}]")
             body.setdefault("allow_type", 0)
             try:
-                body["department"] = [self._seed_path(str(p), path_ids)
-                                      for p in body.get("department", [])]
+                body["department"] = [
+                    self._seed_path(str(p), path_ids) for p in body.get("department", [])
+                ]
                 self.create_group(body)
             except ApiError as exc:
                 raise SeedError(f"seed: groups[{i}]: {exc.message}") from None
@@ -425,8 +457,7 @@ class Directory:
         if not is_email(addr):
             raise ApiError(v2, 1100, f"{what} {addr!r} is not a valid email address")
         if addr.rpartition("@")[2] not in self.domains:
-            raise ApiError(v2, 1100, f"{what} {addr!r} is not in the corp's domains "
-                                     f"{self.domains}")
+            raise ApiError(v2, 1100, f"{what} {addr!r} is not in the corp's domains {self.domains}")
         return addr
 
     def resolve(self, address: str) -> str | None:
@@ -503,14 +534,18 @@ class Directory:
             if self.depth(parentid) + 1 > MAX_DEPTH:
                 raise ApiError(60002, 1100, f"department depth would exceed {MAX_DEPTH} levels")
             if any(d.name == name for d in self.children(parentid)):
-                raise ApiError(60008, 1100, f"department name {name!r} exists under "
-                                            f"{parentid}")
+                raise ApiError(60008, 1100, f"department name {name!r} exists under {parentid}")
             new_id = self._new_dept_id()
             self.depts[new_id] = Dept(new_id, name, parentid, order)
             return new_id
 
-    def update_dept(self, dept_id: int, name: str | None = None, parentid: int | None = None,
-                    order: int | None = None) -> None:
+    def update_dept(
+        self,
+        dept_id: int,
+        name: str | None = None,
+        parentid: int | None = None,
+        order: int | None = None,
+    ) -> None:
         with self.write():
             dept = self.get_dept(dept_id)
             if dept_id == ROOT_ID:
@@ -524,13 +559,15 @@ class Directory:
             if new_parent not in self.depts:
                 raise ApiError(60004, 1310, f"parent department {new_parent} not found")
             if new_parent in self.subtree(dept_id):
-                raise ApiError(60010, 1100,
-                               f"cannot move department {dept_id} under itself or a descendant")
+                raise ApiError(
+                    60010, 1100, f"cannot move department {dept_id} under itself or a descendant"
+                )
             if self.depth(new_parent) + 1 + self.subtree_height(dept_id) > MAX_DEPTH:
                 raise ApiError(60002, 1100, f"department depth would exceed {MAX_DEPTH} levels")
             if any(d.name == new_name and d.id != dept_id for d in self.children(new_parent)):
-                raise ApiError(60008, 1100, f"department name {new_name!r} exists under "
-                                            f"{new_parent}")
+                raise ApiError(
+                    60008, 1100, f"department name {new_name!r} exists under {new_parent}"
+                )
             dept.name, dept.parentid = new_name, new_parent
             if order is not None:
                 dept.order = order
@@ -576,14 +613,23 @@ class Directory:
     def _check_new_address(self, addr: str, *, for_user: bool) -> None:
         """The address must be free: not a user, an alias or a group."""
         if addr in self.users:
-            raise ApiError(60102 if for_user else 600024, 1302 if for_user else 1303,
-                           f"{addr} is already a member's address")
+            raise ApiError(
+                60102 if for_user else 600024,
+                1302 if for_user else 1303,
+                f"{addr} is already a member's address",
+            )
         if addr in self.aliases:
-            raise ApiError(600001 if for_user else 600024, 1302 if for_user else 1303,
-                           f"{addr} is already an alias of {self.aliases[addr]}")
+            raise ApiError(
+                600001 if for_user else 600024,
+                1302 if for_user else 1303,
+                f"{addr} is already an alias of {self.aliases[addr]}",
+            )
         if addr in self.groups:
-            raise ApiError(600002 if for_user else 600024, 1302 if for_user else 1303,
-                           f"{addr} is already a mail group")
+            raise ApiError(
+                600002 if for_user else 600024,
+                1302 if for_user else 1303,
+                f"{addr} is already a mail group",
+            )
 
     def _user_fields(self, body: dict[str, Any], user: User | None) -> dict[str, Any]:
         """Validate the optional member fields of create/update; return the parsed ones."""
@@ -591,8 +637,9 @@ class Directory:
         if "name" in body:
             name = str(body["name"])
             if (name or user is None) and not 1 <= byte_len(name) <= MAX_NAME_BYTES:
-                raise ApiError(60112, 1100, f"name must be 1-{MAX_NAME_BYTES} bytes "
-                                            f"(got {byte_len(name)})")
+                raise ApiError(
+                    60112, 1100, f"name must be 1-{MAX_NAME_BYTES} bytes (got {byte_len(name)})"
+                )
             if name:
                 out["name"] = name
         elif user is None:
@@ -600,8 +647,12 @@ class Directory:
         if "position" in body:
             position = str(body["position"])
             if byte_len(position) > MAX_POSITION_BYTES:
-                raise ApiError(60104, 1100, f"position must be at most {MAX_POSITION_BYTES} "
-                                            f"bytes (got {byte_len(position)})")
+                raise ApiError(
+                    60104,
+                    1100,
+                    f"position must be at most {MAX_POSITION_BYTES} "
+                    f"bytes (got {byte_len(position)})",
+                )
             out["position"] = position
         if "mobile" in body:
             mobile = str(body["mobile"]).strip()
@@ -647,8 +698,11 @@ class Directory:
                 if dept_id not in ids:
                     ids.append(dept_id)
             if len(ids) > MAX_DEPARTMENTS:
-                raise ApiError(60105, 1100, f"a member may be in at most {MAX_DEPARTMENTS} "
-                                            f"departments (got {len(ids)})")
+                raise ApiError(
+                    60105,
+                    1100,
+                    f"a member may be in at most {MAX_DEPARTMENTS} departments (got {len(ids)})",
+                )
             out["department"] = ids or [ROOT_ID]
         elif user is None:
             out["department"] = [ROOT_ID]
@@ -682,16 +736,19 @@ class Directory:
                 if addr not in slaves:
                     slaves.append(addr)
             if len(slaves) > MAX_SLAVES:
-                raise ApiError(600006, 1100, f"at most {MAX_SLAVES} aliases "
-                                             f"(got {len(slaves)})")
+                raise ApiError(600006, 1100, f"at most {MAX_SLAVES} aliases (got {len(slaves)})")
             owner = user.userid if user else norm_email(str(body.get("userid", "")))
             for addr in slaves:
                 if addr == owner:
                     raise ApiError(600004, 1100, f"alias {addr} is the member's own address")
-                if (addr in self.users or addr in self.groups
-                        or self.aliases.get(addr, owner) != owner):
-                    raise ApiError(600005, 1303, f"alias {addr} is already used by another "
-                                                 "member or group")
+                if (
+                    addr in self.users
+                    or addr in self.groups
+                    or self.aliases.get(addr, owner) != owner
+                ):
+                    raise ApiError(
+                        600005, 1303, f"alias {addr} is already used by another member or group"
+                    )
             out["slaves"] = slaves
         return out
 
@@ -814,8 +871,7 @@ class Directory:
         if "allow_type" in body or group is None:
             allow = str(body.get("allow_type", "")).strip()
             if allow not in ("0", "1", "2", "3"):
-                raise ApiError(600013, 1100, f"invalid allow_type {body.get('allow_type')!r} "
-                                             "(0-3)")
+                raise ApiError(600013, 1100, f"invalid allow_type {body.get('allow_type')!r} (0-3)")
             out["allow_type"] = int(allow)
         if "allow_userlist" in body:
             allowed: list[str] = []
@@ -832,8 +888,9 @@ class Directory:
         """``empty_allow_list_ok``: Gen 1 creates an allow-list group first and fills the list
         with ``group/addallowlist`` afterwards; Gen 2 needs the list up front (600023)."""
         if not (group.userlist or group.grouplist or group.department):
-            raise ApiError(600009, 1100, "a group needs members (userlist, grouplist or "
-                                         "department)")
+            raise ApiError(
+                600009, 1100, "a group needs members (userlist, grouplist or department)"
+            )
         if group.allow_type == 3 and not group.allow_userlist and not empty_allow_list_ok:
             raise ApiError(600023, 1100, "allow_type 3 needs allow_userlist")
 
@@ -846,13 +903,13 @@ class Directory:
         if depth(group.groupid, ()) > MAX_GROUP_NESTING:
             raise ApiError(600021, 1100, f"groups nest deeper than {MAX_GROUP_NESTING}")
 
-    def create_group(self, body: dict[str, Any], *, empty_allow_list_ok: bool = False
-                     ) -> Group:
+    def create_group(self, body: dict[str, Any], *, empty_allow_list_ok: bool = False) -> Group:
         with self.write():
             raw = norm_email(str(body.get("groupid", "")))
             if not is_email(raw) or raw.rpartition("@")[2] not in self.domains:
-                raise ApiError(600007, 1100, f"invalid groupid {raw!r} (an address in "
-                                             f"{self.domains})")
+                raise ApiError(
+                    600007, 1100, f"invalid groupid {raw!r} (an address in {self.domains})"
+                )
             if raw in self.groups:
                 raise ApiError(600015, 1303, f"group {raw} already exists")
             self._check_new_address(raw, for_user=False)
@@ -861,8 +918,9 @@ class Directory:
             self.groups[raw] = group
             return group
 
-    def update_group(self, groupid: str, body: dict[str, Any], *,
-                     empty_allow_list_ok: bool = False) -> Group:
+    def update_group(
+        self, groupid: str, body: dict[str, Any], *, empty_allow_list_ok: bool = False
+    ) -> Group:
         with self.write():
             group = self.get_group(groupid)
             fields = self._group_fields(body, group)
@@ -941,8 +999,7 @@ class Directory:
 
     # -- mail ---------------------------------------------------------------------------
 
-    def deliver_mail(self, to: str, sender: str, subject: str, summary: str = ""
-                     ) -> dict[str, Any]:
+    def deliver_mail(self, to: str, sender: str, subject: str, summary: str = "") -> dict[str, Any]:
         with self.write():
             userid = self.resolve(to)
             if userid is None:
@@ -983,8 +1040,9 @@ class Directory:
             if begin is None and end is None:
                 return len(times)
             days = [datetime.fromtimestamp(t, UTC).date() for t in times]
-            return sum(1 for d in days if (begin is None or d >= begin)
-                       and (end is None or d <= end))
+            return sum(
+                1 for d in days if (begin is None or d >= begin) and (end is None or d <= end)
+            )
 
     # -- views --------------------------------------------------------------------------
 

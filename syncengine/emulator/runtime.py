@@ -140,19 +140,28 @@ class Runtime:
 
     # -- call log -----------------------------------------------------------------------
 
-    def record(self, endpoint: str, method: str, status: int, errcode: int | None,
-               ms: float, dropped: bool = False) -> None:
+    def record(
+        self,
+        endpoint: str,
+        method: str,
+        status: int,
+        errcode: int | None,
+        ms: float,
+        dropped: bool = False,
+    ) -> None:
         with self.lock:
             self.call_seq += 1
-            self.calls.append({
-                "seq": self.call_seq,
-                "endpoint": endpoint,
-                "method": method,
-                "status": status,
-                "errcode": errcode,
-                "ms": round(ms, 3),
-                "dropped": dropped,
-            })
+            self.calls.append(
+                {
+                    "seq": self.call_seq,
+                    "endpoint": endpoint,
+                    "method": method,
+                    "status": status,
+                    "errcode": errcode,
+                    "ms": round(ms, 3),
+                    "dropped": dropped,
+                }
+            )
 
     def calls_since(self, since: int) -> dict[str, Any]:
         with self.lock:

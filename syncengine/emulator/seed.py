@@ -38,30 +38,91 @@ _DEFAULT: dict[str, Any] = {
         "人力资源部",
     ],
     "users": [
-        {"userid": "admin@example.com", "name": "系统管理员", "department": [],
-         "extid": "", "slaves": [], "enable": 1, "position": "管理员", "mobile": "",
-         "tel": "", "gender": "0", "password": DEMO_PASSWORD},
-        {"userid": "hr-shared@example.com", "name": "人力资源共享邮箱",
-         "department": ["人力资源部"], "extid": "", "slaves": ["hr@example.com"],
-         "enable": 1, "position": "", "mobile": "", "tel": "", "gender": "0",
-         "password": DEMO_PASSWORD},
-        {"userid": "zhangsan@example.com", "name": "张三", "department": ["研发中心/平台部"],
-         "extid": "E0001", "slaves": ["san.zhang@example.com"], "enable": 1,
-         "position": "高级工程师", "mobile": "13800000001", "tel": "010-62000001",
-         "gender": "1", "password": DEMO_PASSWORD},
-        {"userid": "lisi@example.com", "name": "李四", "department": ["研发中心/移动部"],
-         "extid": "E0002", "slaves": [], "enable": 1, "position": "工程师",
-         "mobile": "13800000002", "tel": "", "gender": "2", "password": DEMO_PASSWORD},
-        {"userid": "wangwu@example.com", "name": "王五", "department": ["市场部"],
-         "extid": "E0003", "slaves": [], "enable": 1, "position": "市场经理",
-         "mobile": "", "tel": "", "gender": "1", "password": DEMO_PASSWORD},
-        {"userid": "zhaoliu@example.com", "name": "赵六", "department": ["人力资源部"],
-         "extid": "E0004", "slaves": [], "enable": 0, "position": "", "mobile": "",
-         "tel": "", "gender": "2", "password": DEMO_PASSWORD},
+        {
+            "userid": "admin@example.com",
+            "name": "系统管理员",
+            "department": [],
+            "extid": "",
+            "slaves": [],
+            "enable": 1,
+            "position": "管理员",
+            "mobile": "",
+            "tel": "",
+            "gender": "0",
+            "password": DEMO_PASSWORD,
+        },
+        {
+            "userid": "hr-shared@example.com",
+            "name": "人力资源共享邮箱",
+            "department": ["人力资源部"],
+            "extid": "",
+            "slaves": ["hr@example.com"],
+            "enable": 1,
+            "position": "",
+            "mobile": "",
+            "tel": "",
+            "gender": "0",
+            "password": DEMO_PASSWORD,
+        },
+        {
+            "userid": "zhangsan@example.com",
+            "name": "张三",
+            "department": ["研发中心/平台部"],
+            "extid": "E0001",
+            "slaves": ["san.zhang@example.com"],
+            "enable": 1,
+            "position": "高级工程师",
+            "mobile": "13800000001",
+            "tel": "010-62000001",
+            "gender": "1",
+            "password": DEMO_PASSWORD,
+        },
+        {
+            "userid": "lisi@example.com",
+            "name": "李四",
+            "department": ["研发中心/移动部"],
+            "extid": "E0002",
+            "slaves": [],
+            "enable": 1,
+            "position": "工程师",
+            "mobile": "13800000002",
+            "tel": "",
+            "gender": "2",
+            "password": DEMO_PASSWORD,
+        },
+        {
+            "userid": "wangwu@example.com",
+            "name": "王五",
+            "department": ["市场部"],
+            "extid": "E0003",
+            "slaves": [],
+            "enable": 1,
+            "position": "市场经理",
+            "mobile": "",
+            "tel": "",
+            "gender": "1",
+            "password": DEMO_PASSWORD,
+        },
+        {
+            "userid": "zhaoliu@example.com",
+            "name": "赵六",
+            "department": ["人力资源部"],
+            "extid": "E0004",
+            "slaves": [],
+            "enable": 0,
+            "position": "",
+            "mobile": "",
+            "tel": "",
+            "gender": "2",
+            "password": DEMO_PASSWORD,
+        },
     ],
     "groups": [
-        {"groupid": "all@example.com", "groupname": "全员",
-         "userlist": ["zhangsan@example.com", "lisi@example.com", "wangwu@example.com"]},
+        {
+            "groupid": "all@example.com",
+            "groupname": "全员",
+            "userlist": ["zhangsan@example.com", "lisi@example.com", "wangwu@example.com"],
+        },
     ],
 }
 
@@ -99,9 +160,15 @@ def big_seed(users: int, departments: int, *, domain: str = "example.com") -> di
     seed["v1_clients"] = {f"admin@{domain}": DEMO_V1_SECRET}
     seed["departments"] = paths
     seed["users"] = [
-        {"userid": f"user{n:05d}@{domain}", "name": f"员工{n:05d}",
-         "department": [paths[n % len(paths)]], "extid": f"E{n:05d}",
-         "position": "工程师", "gender": str(1 + n % 2), "password": DEMO_PASSWORD}
+        {
+            "userid": f"user{n:05d}@{domain}",
+            "name": f"员工{n:05d}",
+            "department": [paths[n % len(paths)]],
+            "extid": f"E{n:05d}",
+            "position": "工程师",
+            "gender": str(1 + n % 2),
+            "password": DEMO_PASSWORD,
+        }
         for n in range(users)
     ]
     seed["groups"] = []
@@ -114,14 +181,18 @@ def config_snippet(seed: dict[str, Any], base_url: str, api: str) -> str:
     Only meant for the built-in demo seed, whose credentials are public anyway.
     """
     domains = ", ".join(json.dumps(d) for d in seed.get("domains", []))
-    lines = ["[exmail]", f'api = "{api}"', f"base_url = {json.dumps(base_url)}",
-             f"sso_url = {json.dumps(base_url + '/cgi-bin/login')}", f"domains = [{domains}]"]
+    lines = [
+        "[exmail]",
+        f'api = "{api}"',
+        f"base_url = {json.dumps(base_url)}",
+        f"sso_url = {json.dumps(base_url + '/cgi-bin/login')}",
+        f"domains = [{domains}]",
+    ]
     if api == "v2":
         lines.append(f"corp_id = {json.dumps(seed['corp_id'])}")
         lines.append("[exmail.secrets]")
         lines += [f"{app} = {json.dumps(secret)}" for app, secret in seed["secrets"].items()]
     else:
         client_id, secret = next(iter(seed["v1_clients"].items()))
-        lines += [f"client_id = {json.dumps(client_id)}",
-                  f"client_secret = {json.dumps(secret)}"]
+        lines += [f"client_id = {json.dumps(client_id)}", f"client_secret = {json.dumps(secret)}"]
     return "\n".join(lines)

@@ -75,8 +75,9 @@ class RunningServer:
             self.thread.join(STOP_TIMEOUT)
 
 
-def start_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0,
-                    log_level: str = "warning") -> RunningServer:
+def start_in_thread(
+    app: Starlette, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+) -> RunningServer:
     """Serve ``app`` from a daemon thread; returns once the server accepts connections."""
     sock = listening_socket(host, port)
     bound_port = sock.getsockname()[1]
@@ -96,8 +97,10 @@ def start_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0,
     deadline = time.monotonic() + START_TIMEOUT
     while not server.started:
         if failure or not thread.is_alive():
-            raise RuntimeError(f"emulator failed to start on {host}:{bound_port}: "
-                               f"{failure[0] if failure else 'thread ended'}")
+            raise RuntimeError(
+                f"emulator failed to start on {host}:{bound_port}: "
+                f"{failure[0] if failure else 'thread ended'}"
+            )
         if time.monotonic() > deadline:
             server.should_exit = True
             raise RuntimeError(f"emulator did not start within {START_TIMEOUT} s")
@@ -105,8 +108,13 @@ def start_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0,
     return RunningServer(app, host, bound_port, server, thread)
 
 
-def serve(app: Starlette, host: str = "127.0.0.1", port: int = 8080,
-          on_ready: Callable[[str], None] | None = None, log_level: str = "info") -> None:
+def serve(
+    app: Starlette,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    on_ready: Callable[[str], None] | None = None,
+    log_level: str = "info",
+) -> None:
     """Serve in the foreground until interrupted; ``on_ready`` gets the base URL once bound."""
     sock = listening_socket(host, port)
     try:

@@ -85,8 +85,10 @@ class Metrics:
             lines.append(f"# HELP {name} {family.help}")
             lines.append(f"# TYPE {name} {family.kind}")
             samples = sorted((k[1], v) for k, v in values.items() if k[0] == name)
-            if not samples and family.kind == "counter" and name in (
-                "syncengine_api_calls_total", "syncengine_api_errors_total"
+            if (
+                not samples
+                and family.kind == "counter"
+                and name in ("syncengine_api_calls_total", "syncengine_api_errors_total")
             ):
                 samples = [((), 0.0)]
             for labels, value in samples:

@@ -73,9 +73,7 @@ class DepartmentChangeEvent(_Base):
 
     kind: Literal["department_change"]
     employee_id: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
-    departments: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
-        max_length=20
-    )
+    departments: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(max_length=20)
 
 
 HookPayload = Annotated[

@@ -30,10 +30,24 @@ def _read_banner(proc: subprocess.Popen[str], lines: list[str]) -> None:
 def test_command_serves_and_prints_url_and_demo_credentials(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from syncengine.cli import main; main()", "emulator",
-         "--api", "v1", "--port", "0", "--control", "--listen-hold", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=tmp_path,
+        [
+            sys.executable,
+            "-c",
+            "from syncengine.cli import main; main()",
+            "emulator",
+            "--api",
+            "v1",
+            "--port",
+            "0",
+            "--control",
+            "--listen-hold",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=tmp_path,
     )
     try:
         lines: list[str] = []
@@ -45,9 +59,15 @@ def test_command_serves_and_prints_url_and_demo_credentials(tmp_path: Path) -> N
         url = re.search(r"listening on (http://127\.0\.0\.1:\d+)", text)
         assert url, text
         assert 'client_id = "admin@example.com"' in text and "[exmail]" in text
-        token = httpx.post(url.group(1) + "/cgi-bin/token", data={
-            "grant_type": "client_credentials", "client_id": "admin@example.com",
-            "client_secret": "0123456789abcdef0123456789abcdef"}, timeout=10)
+        token = httpx.post(
+            url.group(1) + "/cgi-bin/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "admin@example.com",
+                "client_secret": "0123456789abcdef0123456789abcdef",
+            },
+            timeout=10,
+        )
         assert token.status_code == 200
         assert httpx.get(url.group(1) + "/_emulator/state", timeout=10).status_code == 200
     finally:
@@ -68,8 +88,9 @@ def test_control_on_a_public_address_is_refused() -> None:
 
 def test_a_bad_seed_file_names_the_entry(tmp_path: Path) -> None:
     seed = tmp_path / "seed.json"
-    seed.write_text('{"corp_id": "c", "domains": ["x.example"], "departments": ["a:b"]}',
-                    encoding="utf-8")
+    seed.write_text(
+        '{"corp_id": "c", "domains": ["x.example"], "departments": ["a:b"]}', encoding="utf-8"
+    )
     result = CliRunner().invoke(main, ["emulator", "--seed", str(seed), "--port", "0"])
     assert result.exit_code == 1
     assert "departments[0]" in result.output and "illegal characters" in result.output

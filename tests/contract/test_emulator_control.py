@@ -27,8 +27,13 @@ def test_control_api_off_is_404_and_api_still_works() -> None:
             for path in ("/_emulator/state", "/_emulator/calls"):
                 assert http.get(path).status_code == 404
             assert http.post("/_emulator/seed", json=default_seed()).status_code == 404
-            token = http.get("/cgi-bin/gettoken", params={
-                "corpid": "wwdemo0001", "corpsecret": default_seed()["secrets"]["contacts"]})
+            token = http.get(
+                "/cgi-bin/gettoken",
+                params={
+                    "corpid": "wwdemo0001",
+                    "corpsecret": default_seed()["secrets"]["contacts"],
+                },
+            )
             assert token.json()["errcode"] == 0
     finally:
         server.stop()
@@ -39,16 +44,22 @@ def test_state_file_survives_restart(emulator_factory: Factory, tmp_path: Path) 
     emu = emulator_factory("v2", state_file=str(state_file))
     raw = RawV2(emu)
     dept = raw.post("department/create", {"name": "持久部", "parentid": 1})["id"]
-    raw.post("user/create", {"userid": "kept@example.com", "name": "留", "department": [dept],
-                             "password": "Init#2026pass"})
+    raw.post(
+        "user/create",
+        {
+            "userid": "kept@example.com",
+            "name": "留",
+            "department": [dept],
+            "password": "Init#2026pass",
+        },
+    )
     emu.deliver_mail("kept@example.com")
     port = emu.port
     emu.restart()
     assert emu.port == port
     assert raw.get("user/get", userid="kept@example.com")["department"] == [dept]  # old token
     assert raw.get("mail/newcount", app="mail", userid="kept@example.com")["count"] == 1
-    assert "password" not in state_file.read_text(encoding="utf-8").replace(
-        "password_hash", "")
+    assert "password" not in state_file.read_text(encoding="utf-8").replace("password_hash", "")
     assert "Init#2026pass" not in state_file.read_text(encoding="utf-8")
     raw.close()
 
@@ -140,9 +151,11 @@ def test_sample_seed_file_is_the_default_seed_and_loads(emulator_factory: Factor
 
 def test_toml_seed(tmp_path: Path) -> None:
     path = tmp_path / "seed.toml"
-    path.write_text('corp_id = "wwtoml"\ndomains = ["t.example"]\n'
-                    'departments = ["甲", "甲/乙"]\n[secrets]\ncontacts = "s"\n',
-                    encoding="utf-8")
+    path.write_text(
+        'corp_id = "wwtoml"\ndomains = ["t.example"]\n'
+        'departments = ["甲", "甲/乙"]\n[secrets]\ncontacts = "s"\n',
+        encoding="utf-8",
+    )
     seed = load_seed_file(path)
     server = start_in_thread(create_app("v2", seed, EmulatorOptions(control=True)))
     try:

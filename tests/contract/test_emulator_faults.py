@@ -25,31 +25,41 @@ def test_fail_rate_one_answers_503_and_is_logged(emulator: RunningEmulator) -> N
     emulator.clear_calls()
     with httpx.Client(base_url=emulator.base_url) as http:
         if emulator.api == "v2":
-            response = http.get("/cgi-bin/user/get", params={
-                "access_token": raw_token, "userid": "lisi@example.com"})
+            response = http.get(
+                "/cgi-bin/user/get",
+                params={"access_token": raw_token, "userid": "lisi@example.com"},
+            )
         else:
-            response = http.post("/openapi/user/get", data={"alias": "lisi@example.com"},
-                                 headers={"Authorization": f"Bearer {raw_token}"})
+            response = http.post(
+                "/openapi/user/get",
+                data={"alias": "lisi@example.com"},
+                headers={"Authorization": f"Bearer {raw_token}"},
+            )
     assert response.status_code == 503
     calls = emulator.calls()
     assert [(c["status"], c["errcode"]) for c in calls] == [(503, None)]
 
 
 def test_dropped_connection_is_seen_by_httpx_and_the_write_happened(
-        emulator_factory: Factory) -> None:
+    emulator_factory: Factory,
+) -> None:
     emu = emulator_factory("v2")
     raw = RawV2(emu)
     raw.token()
     emu.set_faults(drop_rate=1.0)  # default drop_when="after": the write took effect
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
-        raw.http.post("/cgi-bin/user/create", params={"access_token": raw.token()},
-                      json={"userid": "dropped@example.com", "name": "丢", "department": [1],
-                            "password": PW})
+        raw.http.post(
+            "/cgi-bin/user/create",
+            params={"access_token": raw.token()},
+            json={"userid": "dropped@example.com", "name": "丢", "department": [1], "password": PW},
+        )
     assert any(u["userid"] == "dropped@example.com" for u in emu.state()["users"])
     assert emu.calls()[-1]["dropped"] is True
     emu.set_faults(drop_rate=0.0)
-    again = raw.post("user/create", {"userid": "dropped@example.com", "name": "丢",
-                                     "department": [1], "password": PW})
+    again = raw.post(
+        "user/create",
+        {"userid": "dropped@example.com", "name": "丢", "department": [1], "password": PW},
+    )
     assert again["errcode"] == 60102  # a blind retry meets the effect of the lost call
     raw.close()
 
@@ -61,8 +71,9 @@ def test_drop_before_means_no_effect(emulator_factory: Factory) -> None:
     raw.token()
     emu.set_faults(drop_rate=1.0)
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
-        raw.write("user/sync", {"action": "2", "alias": "nope@example.com", "name": "N",
-                                "password": PW})
+        raw.write(
+            "user/sync", {"action": "2", "alias": "nope@example.com", "name": "N", "password": PW}
+        )
     emu.set_faults(drop_rate=0.0)
     assert raw.json("user/get", {"alias": "nope@example.com"})["errcode"] == "1301"
     raw.close()
@@ -73,8 +84,12 @@ def test_fault_injection_is_repeatable_with_a_seed(emulator_factory: Factory) ->
     for _ in range(2):
         emu = emulator_factory("v2", fail_rate=0.5, rng_seed=42)
         with httpx.Client(base_url=emu.base_url) as http:
-            outcomes.append([http.get("/cgi-bin/gettoken", params={"corpid": "x"}).status_code
-                             for _ in range(30)])
+            outcomes.append(
+                [
+                    http.get("/cgi-bin/gettoken", params={"corpid": "x"}).status_code
+                    for _ in range(30)
+                ]
+            )
     assert outcomes[0] == outcomes[1]
     assert set(outcomes[0]) == {200, 503}
 
@@ -122,14 +137,14 @@ def test_listen_is_woken_by_a_delivered_mail(emulator_factory: Factory) -> None:
 
     def poll() -> None:
         with httpx.Client(base_url=emu.base_url, timeout=60) as http:
-            result["response"] = http.post("/openapi/listen", data={"Ver": "0"},
-                                           headers={"Authorization": f"Bearer {token}"})
+            result["response"] = http.post(
+                "/openapi/listen", data={"Ver": "0"}, headers={"Authorization": f"Bearer {token}"}
+            )
 
     worker = threading.Thread(target=poll, daemon=True)
     worker.start()
     _wait_until(lambda: emu.state()["listen_waiting"] == 1)
-    event = emu.deliver_mail("lisi@example.com", sender='"王" <w@example.net>',
-                             subject="周报")
+    event = emu.deliver_mail("lisi@example.com", sender='"王" <w@example.net>', subject="周报")
     worker.join(20)
     assert not worker.is_alive(), "listen was not woken by the mail"
     body = result["response"].json()
@@ -160,8 +175,9 @@ def test_stop_releases_a_parked_listen(emulator_factory: Factory) -> None:
     def poll() -> None:
         try:
             with httpx.Client(base_url=emu.base_url, timeout=60) as http:
-                result["body"] = http.post("/openapi/listen", data={"ver": "0"},
-                                           headers={"Authorization": token}).json()
+                result["body"] = http.post(
+                    "/openapi/listen", data={"ver": "0"}, headers={"Authorization": token}
+                ).json()
         except httpx.HTTPError as exc:
             result["error"] = exc
 

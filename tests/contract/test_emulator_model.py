@@ -73,8 +73,15 @@ def test_state_file_round_trip(tmp_path: Path) -> None:
     state_file = tmp_path / "state.json"
     d = Directory(default_seed(), state_file=state_file)
     dept = d.ensure_path("新/部门")
-    d.create_user({"userid": "rt@example.com", "name": "往返", "department": [dept],
-                   "password": "Init#2026pass", "slaves": ["rt2@example.com"]})
+    d.create_user(
+        {
+            "userid": "rt@example.com",
+            "name": "往返",
+            "department": [dept],
+            "password": "Init#2026pass",
+            "slaves": ["rt2@example.com"],
+        }
+    )
     d.deliver_mail("rt@example.com", "s@example.net", "hi")
     d.issue_token("v2", "contacts", 7200)
     again = Directory({"corp_id": "ignored", "domains": ["x.example"]}, state_file=state_file)
@@ -94,7 +101,13 @@ def test_a_corrupt_state_file_is_reported(tmp_path: Path) -> None:
 def test_journal_versions_strictly_increase() -> None:
     d = Directory(default_seed(), clock=lambda: 1_700_000_000.0)  # a frozen clock
     for i in range(5):
-        d.create_user({"userid": f"j{i}@example.com", "name": "J", "department": [],
-                       "password": "Init#2026pass"})
+        d.create_user(
+            {
+                "userid": f"j{i}@example.com",
+                "name": "J",
+                "department": [],
+                "password": "Init#2026pass",
+            }
+        )
     versions = [v for v, _, _ in d.journal]
     assert versions == sorted(set(versions)) and versions[0] >= 1_700_000_000_000

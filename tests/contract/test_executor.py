@@ -195,8 +195,13 @@ def test_links_follow_disable_and_delete(bench: Bench) -> None:
                      update=UserUpdate(enabled=False),
                      link=LinkRecord("E0003", "wangwu@example.com",
                                      disabled_since=date(2026, 11, 1)))  # fmt: skip
-    delete = Action("delete_user:zhaoliu@example.com", ActionKind.DELETE_USER,
-                    "zhaoliu@example.com", "grace period over", employee_id="E0004")
+    delete = Action(
+        "delete_user:zhaoliu@example.com",
+        ActionKind.DELETE_USER,
+        "zhaoliu@example.com",
+        "grace period over",
+        employee_id="E0004",
+    )
     result, _ = bench.run(plan_of([disable, delete]))
     assert result.ok, result.failures
     links = bench.repo.load_links()

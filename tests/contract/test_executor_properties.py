@@ -69,8 +69,11 @@ def graphs(draw: st.DrawFn) -> list[tuple[str, tuple[int, ...]]]:
     return nodes
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(graph=graphs(), concurrency=st.integers(min_value=1, max_value=4))
 def test_dependencies_failures_and_skips(
     graph: list[tuple[str, tuple[int, ...]]],

@@ -240,5 +240,3 @@ def test_a_hook_sender_with_httpx_only(env: ApplyEnv, rx: Receiver) -> None:
     status, answer = sender["send"](rx.base_url + "/hooks/hr", "wrong",
                                     json.dumps(doc).encode())  # fmt: skip
     assert status == 401
-
-

@@ -103,8 +103,19 @@ def test_mail_watch_prints_one_json_line_per_event(
 
     sender = threading.Thread(target=deliver_after_first_poll)
     sender.start()
-    result = run(config, "mail", "watch", "--user", "lisi@example.com", "--interval", "0.1",
-                 "--max-events", "2" if emulator.api == "v1" else "1", "--timeout", "20")
+    result = run(
+        config,
+        "mail",
+        "watch",
+        "--user",
+        "lisi@example.com",
+        "--interval",
+        "0.1",
+        "--max-events",
+        "2" if emulator.api == "v1" else "1",
+        "--timeout",
+        "20",
+    )
     sender.join(10)
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in result.output.splitlines()]
@@ -118,14 +129,21 @@ def test_mail_watch_prints_one_json_line_per_event(
 def test_mail_watch_ends_at_timeout(emulator: RunningEmulator, tmp_path: Path) -> None:
     emulator.set_faults(listen_hold=0.2)
     config = write_config(tmp_path, emulator)
-    result = run(config, "mail", "watch", "--user", "lisi@example.com", "--interval", "0.1",
-                 "--timeout", "0.5")
+    result = run(
+        config,
+        "mail",
+        "watch",
+        "--user",
+        "lisi@example.com",
+        "--interval",
+        "0.1",
+        "--timeout",
+        "0.5",
+    )
     assert result.exit_code == 0 and result.output == ""
 
 
-def test_gen2_mail_watch_needs_a_user(
-    emulator_factory: Any, tmp_path: Path
-) -> None:
+def test_gen2_mail_watch_needs_a_user(emulator_factory: Any, tmp_path: Path) -> None:
     config = write_config(tmp_path, emulator_factory("v2"))
     result = run(config, "mail", "watch", "--timeout", "1")
     assert result.exit_code == 1 and "--user" in result.output

@@ -39,17 +39,48 @@ PASSWORD = "Welcome2026x"
 # The default seed, as the engine should read it (root membership is an empty tuple).
 SEED_MAILBOXES = {
     Mailbox("admin@example.com", "系统管理员", position="管理员"),
-    Mailbox("hr-shared@example.com", "人力资源共享邮箱", departments=("人力资源部",),
-            aliases=("hr@example.com",)),
-    Mailbox("zhangsan@example.com", "张三", ext_id="E0001", departments=("研发中心/平台部",),
-            aliases=("san.zhang@example.com",), position="高级工程师", tel="010-62000001",
-            mobile="13800000001", gender=Gender.MALE),
-    Mailbox("lisi@example.com", "李四", ext_id="E0002", departments=("研发中心/移动部",),
-            position="工程师", mobile="13800000002", gender=Gender.FEMALE),
-    Mailbox("wangwu@example.com", "王五", ext_id="E0003", departments=("市场部",),
-            position="市场经理", gender=Gender.MALE),
-    Mailbox("zhaoliu@example.com", "赵六", ext_id="E0004", departments=("人力资源部",),
-            gender=Gender.FEMALE, enabled=False),
+    Mailbox(
+        "hr-shared@example.com",
+        "人力资源共享邮箱",
+        departments=("人力资源部",),
+        aliases=("hr@example.com",),
+    ),
+    Mailbox(
+        "zhangsan@example.com",
+        "张三",
+        ext_id="E0001",
+        departments=("研发中心/平台部",),
+        aliases=("san.zhang@example.com",),
+        position="高级工程师",
+        tel="010-62000001",
+        mobile="13800000001",
+        gender=Gender.MALE,
+    ),
+    Mailbox(
+        "lisi@example.com",
+        "李四",
+        ext_id="E0002",
+        departments=("研发中心/移动部",),
+        position="工程师",
+        mobile="13800000002",
+        gender=Gender.FEMALE,
+    ),
+    Mailbox(
+        "wangwu@example.com",
+        "王五",
+        ext_id="E0003",
+        departments=("市场部",),
+        position="市场经理",
+        gender=Gender.MALE,
+    ),
+    Mailbox(
+        "zhaoliu@example.com",
+        "赵六",
+        ext_id="E0004",
+        departments=("人力资源部",),
+        gender=Gender.FEMALE,
+        enabled=False,
+    ),
 }
 SEED_PATHS = {"研发中心", "研发中心/平台部", "研发中心/移动部", "市场部", "人力资源部"}
 
@@ -88,9 +119,16 @@ def test_read_state_is_the_same_through_both_generations(
         emu = emulator_factory(api)
         p = build(emu)
         p.create_department("研发中心/平台部/数据组")
-        p.create_user(Mailbox("ouyang@example.com", "欧阳娜娜", ext_id="E9",
-                              departments=("研发中心/平台部/数据组", "市场部"),
-                              aliases=("nana@example.com",)), password=PASSWORD)
+        p.create_user(
+            Mailbox(
+                "ouyang@example.com",
+                "欧阳娜娜",
+                ext_id="E9",
+                departments=("研发中心/平台部/数据组", "市场部"),
+                aliases=("nana@example.com",),
+            ),
+            password=PASSWORD,
+        )
         states[api] = p.read_state()
         p.close()
     assert set(states["v1"].mailboxes) == set(states["v2"].mailboxes)
@@ -123,8 +161,11 @@ def test_v2_read_state_is_two_list_calls(emulator_factory: Callable[..., Running
     with closing(build(emu)) as p:
         p.read_state()
     counts = emu.call_counts()
-    assert counts == {"/cgi-bin/gettoken": 1, "/cgi-bin/department/list": 1,
-                      "/cgi-bin/user/list": 1}
+    assert counts == {
+        "/cgi-bin/gettoken": 1,
+        "/cgi-bin/department/list": 1,
+        "/cgi-bin/user/list": 1,
+    }
 
 
 def test_get_user(provider: MailboxProvider) -> None:
@@ -197,20 +238,34 @@ def test_deleting_a_missing_department_is_not_found(provider: MailboxProvider) -
 def test_user_create_read_update_delete(
     emulator: RunningEmulator, provider: MailboxProvider
 ) -> None:
-    box = Mailbox("ouyang@example.com", "欧阳娜娜", ext_id="E1001",
-                  departments=("研发中心/平台部", "市场部"), aliases=("nana@example.com",),
-                  position="数据工程师", tel="010-1234", mobile="13900000000",
-                  gender=Gender.FEMALE)
+    box = Mailbox(
+        "ouyang@example.com",
+        "欧阳娜娜",
+        ext_id="E1001",
+        departments=("研发中心/平台部", "市场部"),
+        aliases=("nana@example.com",),
+        position="数据工程师",
+        tel="010-1234",
+        mobile="13900000000",
+        gender=Gender.FEMALE,
+    )
     provider.create_user(box, password=PASSWORD)
     assert provider.get_user(box.email) == box
     assert emulator.check_password(box.email, PASSWORD)
 
-    provider.update_user(box.email, UserUpdate(name="欧阳娜", position="组长",
-                                               departments=(), aliases=(), enabled=False))
+    provider.update_user(
+        box.email,
+        UserUpdate(name="欧阳娜", position="组长", departments=(), aliases=(), enabled=False),
+    )
     got = provider.get_user(box.email)
     assert got is not None
     assert (got.name, got.position, got.departments, got.aliases, got.enabled) == (
-        "欧阳娜", "组长", (), (), False)
+        "欧阳娜",
+        "组长",
+        (),
+        (),
+        False,
+    )
     assert (got.ext_id, got.mobile, got.gender) == ("E1001", "13900000000", Gender.FEMALE)
 
     provider.update_user(box.email, UserUpdate(enabled=True, departments=("人力资源部",)))
@@ -233,8 +288,9 @@ def test_v2_create_user_sets_change_password_at_login(
     emu = emulator_factory("v2")
     with closing(build(emu)) as p:
         p.create_user(Mailbox("a1@example.com", "甲"), password=PASSWORD)
-        p.create_user(Mailbox("a2@example.com", "乙"), password=PASSWORD,
-                      change_password_at_login=False)
+        p.create_user(
+            Mailbox("a2@example.com", "乙"), password=PASSWORD, change_password_at_login=False
+        )
     users = {u["userid"]: u for u in emu.state()["users"]}
     assert users["a1@example.com"]["cpwd_login"] == 1
     assert users["a2@example.com"]["cpwd_login"] == 0
@@ -283,8 +339,13 @@ def test_aliases_set_clash_and_swap(provider: MailboxProvider) -> None:
 
 def test_check_addresses(provider: MailboxProvider) -> None:
     kinds = provider.check_addresses(
-        ["LiSi@example.com", "hr@example.com", "all@example.com", "free@example.com",
-         "someone@elsewhere.org"]
+        [
+            "LiSi@example.com",
+            "hr@example.com",
+            "all@example.com",
+            "free@example.com",
+            "someone@elsewhere.org",
+        ]
     )
     assert kinds == {
         "lisi@example.com": AddressKind.USER,
@@ -452,8 +513,7 @@ def test_v1_listen_receives_a_delivered_mail(
     waiter.join(20)
     assert result, "listen did not return"
     events, version = result[0]
-    assert [(e.email, e.subject, e.new_count) for e in events] == [
-        ("lisi@example.com", "周报", 1)]
+    assert [(e.email, e.subject, e.new_count) for e in events] == [("lisi@example.com", "周报", 1)]
     assert version == delivered["Ver"] and int(version) > int(start)
     # Nothing newer: the long poll is held and ends with no event and the same version.
     emu.set_faults(listen_hold=0.2)
@@ -472,8 +532,7 @@ def test_v1_user_changes_journal(emulator_factory: Callable[..., RunningEmulator
     p.update_user("lisi@example.com", UserUpdate(tel="8888"))
     p.delete_user("wangwu@example.com")
     later, changes = p.user_changes(version)
-    assert changes == [("new@example.com", 2), ("lisi@example.com", 3),
-                       ("wangwu@example.com", 1)]
+    assert changes == [("new@example.com", 2), ("lisi@example.com", 3), ("wangwu@example.com", 1)]
     assert int(later) > int(version)
     p.close()
 
@@ -485,8 +544,11 @@ def test_watch_mail_through_the_service(emulator: RunningEmulator) -> None:
     got: list[MailEvent] = []
 
     def run() -> None:
-        got.extend(service.watch_mail(config, users=["lisi@example.com"], interval=0.1,
-                                      max_events=1, timeout=20))
+        got.extend(
+            service.watch_mail(
+                config, users=["lisi@example.com"], interval=0.1, max_events=1, timeout=20
+            )
+        )
 
     watcher = threading.Thread(target=run)
     watcher.start()
@@ -511,15 +573,21 @@ def test_v2_groups(emulator_factory: Callable[..., RunningEmulator]) -> None:
     emu = emulator_factory("v2")
     p = build(emu)
     assert isinstance(p, ExmailV2Provider)
-    group = MailGroup("dev@example.com", "研发群", members=("zhangsan@example.com",),
-                      departments=("研发中心/移动部",), posting=GroupPosting.ALLOW_LIST,
-                      allow_list=("lisi@example.com",))
+    group = MailGroup(
+        "dev@example.com",
+        "研发群",
+        members=("zhangsan@example.com",),
+        departments=("研发中心/移动部",),
+        posting=GroupPosting.ALLOW_LIST,
+        allow_list=("lisi@example.com",),
+    )
     p.create_group(group)
     assert p.get_group("dev@example.com") == group
     with pytest.raises(AlreadyExistsError):
         p.create_group(group)
-    changed = MailGroup("dev@example.com", "研发", members=("lisi@example.com",),
-                        groups=("all@example.com",))
+    changed = MailGroup(
+        "dev@example.com", "研发", members=("lisi@example.com",), groups=("all@example.com",)
+    )
     p.update_group(changed)
     got = p.get_group("dev@example.com")
     assert got is not None and got.name == "研发" and got.groups == ("all@example.com",)
@@ -535,8 +603,14 @@ def test_v1_groups(emulator_factory: Callable[..., RunningEmulator]) -> None:
     emu = emulator_factory("v1")
     p = build(emu)
     assert isinstance(p, ExmailV1Provider)
-    p.create_group(MailGroup("dev@example.com", "研发群", members=("zhangsan@example.com",),
-                             posting=GroupPosting.ANYONE))
+    p.create_group(
+        MailGroup(
+            "dev@example.com",
+            "研发群",
+            members=("zhangsan@example.com",),
+            posting=GroupPosting.ANYONE,
+        )
+    )
     assert p.check_addresses(["dev@example.com"]) == {"dev@example.com": AddressKind.GROUP}
     p.add_group_members("dev@example.com", ["lisi@example.com", "wangwu@example.com"])
     p.remove_group_members("dev@example.com", ["zhangsan@example.com"])
@@ -554,9 +628,15 @@ def test_v1_allow_list_group(emulator_factory: Callable[..., RunningEmulator]) -
     emu = emulator_factory("v1")
     p = build(emu)
     assert isinstance(p, ExmailV1Provider)
-    p.create_group(MailGroup("ops@example.com", "运维", members=("lisi@example.com",),
-                             posting=GroupPosting.ALLOW_LIST,
-                             allow_list=("zhangsan@example.com",)))
+    p.create_group(
+        MailGroup(
+            "ops@example.com",
+            "运维",
+            members=("lisi@example.com",),
+            posting=GroupPosting.ALLOW_LIST,
+            allow_list=("zhangsan@example.com",),
+        )
+    )
 
     def allowed() -> list[str]:
         groups = {g["groupid"]: g for g in emu.state()["groups"]}

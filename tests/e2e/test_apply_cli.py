@@ -58,7 +58,6 @@ def test_full_apply_then_second_run_writes_nothing(env: ApplyEnv) -> None:
     assert env.write_calls(since=mark) == []
 
 
-
 def test_stale_saved_plan_is_refused_and_writes_nothing(env: ApplyEnv) -> None:
     from syncengine import service
     from syncengine.domain import UserUpdate

@@ -159,7 +159,7 @@ def _endpoint(call: dict[str, Any]) -> str:
     path = str(call.get("endpoint") or call.get("path") or "")
     for prefix in ("/cgi-bin/", "/openapi/"):
         if path.startswith(prefix):
-            return path[len(prefix):]
+            return path[len(prefix) :]
     return path
 
 

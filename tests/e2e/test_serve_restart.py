@@ -36,6 +36,7 @@ def free_port() -> int:
 def serve_process(env: ApplyEnv, port: int) -> Iterator[subprocess.Popen[bytes]]:
     proc = env.subprocess("serve", "--port", str(port))
     try:
+
         def healthy() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"serve exited: {proc.stderr.read() if proc.stderr else ''!r}")
@@ -87,7 +88,7 @@ def test_events_waiting_at_a_kill_9_are_applied_after_the_restart(
 def test_the_scheduler_runs_its_job_at_the_cron_minute() -> None:
     now = datetime.now().astimezone()
     # A clock that says "0.3 s before the next minute" from now on.
-    offset = (now.replace(second=59, microsecond=700_000) - now)
+    offset = now.replace(second=59, microsecond=700_000) - now
     ran = threading.Event()
     scheduler = Scheduler(CronSchedule.parse("* * * * *"), ran.set,
                           clock=lambda: datetime.now().astimezone() + offset)  # fmt: skip

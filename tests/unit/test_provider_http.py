@@ -313,8 +313,12 @@ def test_dropped_connection_mid_body_is_retriable() -> None:
 
 @pytest.mark.parametrize(
     ("status", "cls"),
-    [(503, RetriableProviderError), (502, RetriableProviderError), (429, RetriableProviderError),
-     (404, FatalProviderError)],
+    [
+        (503, RetriableProviderError),
+        (502, RetriableProviderError),
+        (429, RetriableProviderError),
+        (404, FatalProviderError),
+    ],
 )
 def test_http_status_mapping(status: int, cls: type[ProviderError]) -> None:
     def handler(request: httpx.Request) -> httpx.Response:

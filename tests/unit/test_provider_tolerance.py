@@ -59,8 +59,12 @@ def test_v1_listen_shapes() -> None:
 
 def test_v1_user_get_tolerates_list_aliases_and_string_gender() -> None:
     record = {
-        "Alias": "bob@corp.test", "Name": "鲍勃", "Gender": "2", "SlaveList": ["b@corp.test"],
-        "ExtId": "7", "PartyList": {"Count": 2, "List": [{"Value": "/A/B/"}, {"Value": ""}]},
+        "Alias": "bob@corp.test",
+        "Name": "鲍勃",
+        "Gender": "2",
+        "SlaveList": ["b@corp.test"],
+        "ExtId": "7",
+        "PartyList": {"Count": 2, "List": [{"Value": "/A/B/"}, {"Value": ""}]},
         "OpenType": "2",
     }
     p = v1_answering({"user/get": ok(record)})
@@ -76,12 +80,26 @@ def test_v2_user_fields_as_ints_or_strings() -> None:
         if name == "gettoken":
             return ok({"errcode": 0, "access_token": "t", "expires_in": 7200})
         if name == "department/list":
-            return ok({"errcode": 0, "department": [
-                {"id": 1, "name": "corp", "parentid": 0},
-                {"id": 4913577855806636138, "name": "研发", "parentid": 1, "order": 3},
-            ]})
-        return ok({"errcode": 0, "userid": "Bob@Corp.test", "name": "鲍勃", "gender": 1,
-                   "enable": "0", "department": [1, 4913577855806636138], "slaves": []})
+            return ok(
+                {
+                    "errcode": 0,
+                    "department": [
+                        {"id": 1, "name": "corp", "parentid": 0},
+                        {"id": 4913577855806636138, "name": "研发", "parentid": 1, "order": 3},
+                    ],
+                }
+            )
+        return ok(
+            {
+                "errcode": 0,
+                "userid": "Bob@Corp.test",
+                "name": "鲍勃",
+                "gender": 1,
+                "enable": "0",
+                "department": [1, 4913577855806636138],
+                "slaves": [],
+            }
+        )
 
     with v2_provider(handler) as p:
         box = p.get_user("bob@corp.test")
