@@ -18,7 +18,7 @@ import click
 
 from syncengine import __version__, service
 from syncengine.config import Config, load_config
-from syncengine.errors import SyncEngineError
+from syncengine.errors import EXIT_ERROR, SyncEngineError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -225,6 +225,32 @@ def db_current_command(state: State, as_json: bool) -> None:
         click.echo("the database is newer than this syncengine: upgrade syncengine")
     else:
         click.echo("behind: run 'syncengine db upgrade'")
+
+
+@db.command("unlock")
+@click.argument("name", type=click.Choice(["apply", "sync"]))
+@click.option("--yes", is_flag=True, help="Clear it (without: only show who holds it).")
+@pass_state
+@handle_errors
+def db_unlock_command(state: State, name: str, yes: bool) -> None:
+    """Clear a run lock left by a host that is gone (refused while its holder is alive here).
+
+    A lock left by a dead process on this host is taken over by the next run by itself; a
+    holder on another host cannot be checked from here, so an admin clears it after looking.
+    """
+    holder = service.lock_holder(state.config, name) if not yes else None
+    if not yes:
+        if holder is None:
+            click.echo(f"the lock {name!r} is not held")
+            return
+        click.echo(f"the lock {name!r} is held by {holder.describe()}")
+        click.echo(f"if that process is gone for good: syncengine db unlock {name} --yes")
+        sys.exit(EXIT_ERROR)
+    cleared = service.db_unlock(state.config, name)
+    if cleared is None:
+        click.echo(f"the lock {name!r} is not held")
+    else:
+        click.echo(f"released the lock {name!r}; it was held by {cleared.describe()}")
 
 
 @main.command("ingest")

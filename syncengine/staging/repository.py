@@ -1330,10 +1330,15 @@ class Repository:
                 continue  # released in between: try again
             stale = stale_after is not None and holder.heartbeat_at < now - stale_after
             if not (holder_is_dead(holder, hostname) or stale):
+                hint = "wait for it to finish; a lock left by a dead process on this host is "
+                hint += "taken over automatically"
+                if holder.hostname != hostname:
+                    hint += (
+                        f"; if host {holder.hostname} is gone for good, clear it with "
+                        f"'syncengine db unlock {name} --yes'"
+                    )
                 raise LockHeldError(
-                    f"another run holds the lock {name!r}: {holder.describe()}",
-                    hint="wait for it to finish; a lock left by a dead process on this host "
-                    "is taken over automatically",
+                    f"another run holds the lock {name!r}: {holder.describe()}", hint=hint
                 )
             with self._tx("taking over the run lock") as conn:
                 result = conn.execute(

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from syncengine import service
 from syncengine.cli import main
 from syncengine.config import parse_config
-from syncengine.errors import DatabaseBehindError
+from syncengine.errors import DatabaseBehindError, LockHeldError
 from syncengine.staging import db as staging_db
 
 HEAD = staging_db.head_revision()
@@ -99,3 +99,44 @@ def test_open_staging_refuses_a_database_behind_the_code(staging_url: str) -> No
     )
     with pytest.raises(DatabaseBehindError, match="syncengine db upgrade"):
         service.open_staging(config)
+
+
+def test_db_unlock_clears_a_lock_left_on_another_host(staging_url: str, tmp_path: Path) -> None:
+    """A host that died holding the lock (PostgreSQL shared by several hosts) cannot be
+    checked from here: the admin clears it, after seeing who held it."""
+    config = write_config(tmp_path, staging_url)
+    repo = service.open_staging(parse_config({"exmail": {"corp_id": "x", "secrets": {
+        "contacts": "y"}}, "database": {"url": staging_url}}))  # fmt: skip
+    try:
+        repo.acquire_lock("apply", command="syncengine apply", pid=4242, hostname="gone-host")
+        with pytest.raises(LockHeldError) as held:
+            repo.acquire_lock("apply", command="syncengine apply")
+        assert "syncengine db unlock apply" in str(held.value)
+
+        code, out = run(config, "db", "unlock", "apply")  # shows the holder, changes nothing
+        assert code == 1 and "pid 4242 on host gone-host" in out and "--yes" in out
+        assert repo.get_lock("apply") is not None
+
+        code, out = run(config, "db", "unlock", "apply", "--yes")
+        assert code == 0, out
+        assert "released" in out and "gone-host" in out
+        assert repo.get_lock("apply") is None
+        repo.acquire_lock("apply", command="syncengine apply")  # free again
+
+        code, out = run(config, "db", "unlock", "sync", "--yes")
+        assert code == 0 and "not held" in out
+    finally:
+        repo.close()
+
+
+def test_db_unlock_refuses_a_live_holder_on_this_host(staging_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, staging_url)
+    repo = service.open_staging(parse_config({"exmail": {"corp_id": "x", "secrets": {
+        "contacts": "y"}}, "database": {"url": staging_url}}))  # fmt: skip
+    try:
+        repo.acquire_lock("apply", command="syncengine apply")  # this very process: alive
+        code, out = run(config, "db", "unlock", "apply", "--yes")
+        assert code == 1 and "alive" in out
+        assert repo.get_lock("apply") is not None
+    finally:
+        repo.close()
