@@ -87,6 +87,27 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     ctx.obj = State(config_path, debug)
 
 
+def release_options(func: F) -> F:
+    """``--allow-removals N``, ``--allow-updates N`` and ``--force``: the releases a brake
+    names, given after review (``plan``, ``apply`` and ``sync`` take the same three)."""
+    func = click.option("--force", is_flag=True, help="After review: release every brake.")(func)
+    func = click.option(
+        "--allow-updates",
+        type=click.IntRange(min=0),
+        default=None,
+        metavar="N",
+        help="After review: release the update brake for up to N updates.",
+    )(func)
+    func = click.option(
+        "--allow-removals",
+        type=click.IntRange(min=0),
+        default=None,
+        metavar="N",
+        help="After review: release the removal brakes for up to N disables/deletes.",
+    )(func)
+    return func
+
+
 # --- commands -----------------------------------------------------------------------------
 # Each command parses its options, calls one function of syncengine.service, renders the
 # result (text, or JSON with --json) and exits with a documented code.
@@ -462,21 +483,7 @@ def emulator_command(
     metavar="EMPLOYEE_ID",
     help="Plan for these employees alone and explain each step (repeatable).",
 )
-@click.option(
-    "--allow-removals",
-    type=click.IntRange(min=0),
-    default=None,
-    metavar="N",
-    help="After review: release the removal brakes for up to N disables/deletes.",
-)
-@click.option(
-    "--allow-updates",
-    type=click.IntRange(min=0),
-    default=None,
-    metavar="N",
-    help="After review: release the update brake for up to N updates.",
-)
-@click.option("--force", is_flag=True, help="After review: release every brake.")
+@release_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (and the plan).")
 @pass_state
 @handle_errors
@@ -659,21 +666,7 @@ def _echo_apply_outcome(outcome: service.ApplyOutcome) -> None:
 @main.command("apply")
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False))
 @click.option("--checksum", default=None, help="The reviewed plan's checksum; refuse any other.")
-@click.option(
-    "--allow-removals",
-    type=click.IntRange(min=0),
-    default=None,
-    metavar="N",
-    help="Release the removal brakes for up to N disables/deletes (after review).",
-)
-@click.option(
-    "--allow-updates",
-    type=click.IntRange(min=0),
-    default=None,
-    metavar="N",
-    help="Release the update brake for up to N updates (after review).",
-)
-@click.option("--force", is_flag=True, help="Release every brake (after review).")
+@release_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--resume", is_flag=True, help="Only finish the apply an interruption left.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
@@ -908,21 +901,7 @@ class _ProgressLine:
     "in FILE are filled in (e.g. reports/sync-{date}.json).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
-@click.option(
-    "--allow-removals",
-    type=click.IntRange(min=0),
-    default=None,
-    metavar="N",
-    help="Release the removal brakes for up to N disables/deletes (after review).",
-)
-@click.option(
-    "--allow-updates",
-    type=click.IntRange(min=0),
-    default=None,
-    metavar="N",
-    help="Release the update brake for up to N updates (after review).",
-)
-@click.option("--force", is_flag=True, help="Release every brake (after review).")
+@release_options
 @click.option(
     "--scheduled",
     is_flag=True,
