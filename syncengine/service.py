@@ -205,6 +205,20 @@ def _watch_listen(
     clock: Callable[[], float],
 ) -> Iterator[MailEvent]:
     version = since if since is not None else str(int(time.time() * 1000))
+    for events, _ in _listen_batches(provider, version, deadline, clock):
+        for event in events:
+            if not users or event.email in users:
+                yield event
+
+
+def _listen_batches(
+    provider: ExmailV1Provider,
+    version: str,
+    deadline: float | None,
+    clock: Callable[[], float],
+) -> Iterator[tuple[list[MailEvent], str]]:
+    """Gen 1 ``listen`` calls one after the other until ``deadline``: each answer's events and
+    the version to listen from next (the server's, carried into the next call)."""
     while True:
         wait = LISTEN_POLL_SECONDS
         if deadline is not None:
@@ -212,9 +226,7 @@ def _watch_listen(
             if wait <= 0:
                 return
         events, version = provider.listen(version, timeout=wait)
-        for event in events:
-            if not users or event.email in users:
-                yield event
+        yield list(events), version
 
 
 def _watch_poll(
@@ -2917,13 +2929,7 @@ def forward_mail(
             if version is None:
                 version = str(int(time.time() * 1000))
                 repo.set_cursor(WATCH_V1_CURSOR, version)
-            while True:
-                wait = LISTEN_POLL_SECONDS
-                if deadline is not None:
-                    wait = min(wait, deadline - clock())
-                    if wait <= 0:
-                        return
-                events, new_version = provider.listen(version, timeout=wait)
+            for events, new_version in _listen_batches(provider, version, deadline, clock):
                 for event in events:
                     if wanted and event.email not in wanted:
                         continue
