@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -106,6 +108,19 @@ def release_options(func: F) -> F:
         help="After review: release the removal brakes for up to N disables/deletes.",
     )(func)
     return func
+
+
+def _invoked_as() -> str:
+    """How the user can type this command again: ``syncengine`` when that is on PATH, else the
+    path they used (``.venv/bin/syncengine`` after the README's install)."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "syncengine"
+    if os.path.basename(argv0) != "syncengine":
+        return "syncengine"  # python -m, or a test runner
+    on_path = shutil.which("syncengine")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+        return "syncengine"
+    rel = os.path.relpath(argv0)
+    return rel if not rel.startswith("..") else argv0
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -1101,14 +1116,15 @@ def demo_command(folder: str, api: str, samples: str | None, keep_running: bool)
         step(7, f"Done in {result.seconds:.1f} s: Exmail now has {result.mailboxes} mailboxes "
                 f"in {result.departments} departments.")  # fmt: skip
         click.echo("\nWhat next:")
+        se = _invoked_as()
         nexts = [
-            (f"syncengine --config {cfg} audit --employee {result.changes[-1].employee_id}",
+            (f"{se} --config {cfg} audit --employee {result.changes[-1].employee_id}",
              "what happened to one person, when and why"),
-            (f"syncengine --config {cfg} audit --json", "the whole audit log, for machines"),
-            ("syncengine demo --keep-running", "keep the emulator up; then, in another terminal:"),
-            (f"  syncengine --config {cfg} plan", "the plan against the running emulator"),
-            (f"  syncengine --config {cfg} sync --dry-run", "the nightly job, writing nothing"),
-            ("syncengine emulator --help", "a standalone emulator (faults, latency, seeds)"),
+            (f"{se} --config {cfg} audit --json", "the whole audit log, for machines"),
+            (f"{se} demo --keep-running", "keep the emulator up; then, in another terminal:"),
+            (f"  {se} --config {cfg} plan", "the plan against the running emulator"),
+            (f"  {se} --config {cfg} sync --dry-run", "the nightly job, writing nothing"),
+            (f"{se} emulator --help", "a standalone emulator (faults, latency, seeds)"),
             ("README.md", "connect your HR source and Exmail; schedule the nightly sync"),
         ]  # fmt: skip
         width = max(len(cmd) for cmd, _ in nexts) + 2
