@@ -196,7 +196,9 @@ class MailboxState:
     def fingerprint(self) -> str:
         """A stable hash of the state, independent of listing order.
 
-        A saved plan records it; ``apply`` recomputes it to refuse a stale plan.
+        A saved plan records it; ``apply`` recomputes it to refuse a stale plan. Groups are
+        left out: no Exmail API lists them, so they are learned by checking addresses while
+        planning and a later read could never see them again to compare.
         """
         canon = {
             "mailboxes": sorted(
@@ -218,7 +220,6 @@ class MailboxState:
                 key=lambda r: str(r[0]),
             ),
             "parties": sorted(p.path for p in self.parties),
-            "groups": sorted(self.groups),
         }
         blob = json.dumps(canon, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -40,9 +40,11 @@ from syncengine.connectors.mapping import (
     map_records,
 )
 from syncengine.domain import (
+    AddressKind,
     Department,
     IdentityLink,
     Mailbox,
+    MailboxState,
     MailEvent,
     Person,
     RowProblem,
@@ -92,6 +94,7 @@ from syncengine.notify import Delivery, Event, Notifier
 from syncengine.passwords import FilePasswordDelivery
 from syncengine.plan import Action, ActionKind, LinkRecord, Plan, Release
 from syncengine.planner import Desired
+from syncengine.policy import Policy
 from syncengine.policy_config import policy_from_config
 from syncengine.providers.base import MailboxProvider
 from syncengine.providers.exmail_v1 import ExmailV1Provider
@@ -768,6 +771,63 @@ def _previous_departments(
     return previous_size, (*same, *moved)
 
 
+GROUP_CHECK_ROUNDS = 4
+"""How many times a plan is redone at most because a new address turned out to be a group."""
+
+
+def _addresses_to_create(plan: Plan, state: MailboxState) -> set[str]:
+    """Every address the plan would make exist that the state does not know yet."""
+    known = {normalise_email(m.email) for m in state.mailboxes}
+    known |= {normalise_email(a) for m in state.mailboxes for a in m.aliases}
+    known |= {normalise_email(g) for g in state.groups}
+    found: set[str] = set()
+    for a in plan.actions:
+        if a.mailbox is not None:
+            found.add(a.mailbox.email)
+            found.update(a.mailbox.aliases)
+        if a.alias:
+            found.add(a.alias)
+        if a.update is not None and a.update.aliases:
+            found.update(a.update.aliases)
+    return {normalise_email(x) for x in found} - known
+
+
+def diff_knowing_groups(
+    provider: MailboxProvider,
+    desired: Desired,
+    state: MailboxState,
+    links: Mapping[str, IdentityLink],
+    policy: Policy,
+    now: datetime,
+    *,
+    config_fingerprint: str,
+    only: list[str] | None = None,
+) -> tuple[Plan, MailboxState]:
+    """:func:`planner.diff`, corrected for mail groups, which no Exmail API can list.
+
+    The addresses the plan would create are checked with Exmail (Gen 1 ``user/check``, Gen 2
+    ``user/batchcheck``, 20 a call); those that are groups join ``state.groups`` and the plan
+    is made again, so an HR address owned by a group is a conflict in the plan (and a generated
+    one takes the next free form) instead of a failed create at apply. Returns the plan and
+    the state it was made from.
+    """
+    plan = planner.diff(desired, state, links, policy, now,
+                        config_fingerprint=config_fingerprint, only=only)  # fmt: skip
+    for _ in range(GROUP_CHECK_ROUNDS):
+        new = _addresses_to_create(plan, state)
+        if not new:
+            break
+        kinds = provider.check_addresses(sorted(new))
+        groups = {normalise_email(a) for a, k in kinds.items() if k is AddressKind.GROUP}
+        if not groups:
+            break
+        log.info("addresses owned by mail groups, planned around: %s", ", ".join(sorted(groups)))
+        state = dataclasses.replace(state, groups=tuple(sorted({*state.groups, *groups})))
+        plan = planner.diff(desired, state, links, policy, now,
+                            config_fingerprint=config_fingerprint, only=only)  # fmt: skip
+    return plan, state
+
+
 def make_plan(
     config: Config,
     *,
@@ -827,23 +887,23 @@ def make_plan(
             provider = build_provider(config, transport=transport)
             try:
                 state = provider.read_state(progress=read_progress)
+                read_seconds = time.perf_counter() - read_started
+                if progress is not None:
+                    progress("planning", len(people), None)
+                diff_started = time.perf_counter()
+                plan, state = diff_knowing_groups(
+                    provider,
+                    desired,
+                    state,
+                    links,
+                    policy,
+                    now,
+                    config_fingerprint=fingerprint,
+                    only=list(only) if only is not None else None,
+                )
+                diff_seconds = time.perf_counter() - diff_started
             finally:
                 provider.close()
-            read_seconds = time.perf_counter() - read_started
-
-            if progress is not None:
-                progress("planning", len(people), None)
-            diff_started = time.perf_counter()
-            plan = planner.diff(
-                desired,
-                state,
-                links,
-                policy,
-                now,
-                config_fingerprint=fingerprint,
-                only=list(only) if only is not None else None,
-            )
-            diff_seconds = time.perf_counter() - diff_started
 
             record = repo.save_plan(
                 checksum=plan.checksum,
@@ -2742,15 +2802,17 @@ class HookBackend:
             previous_departments=base.previous_departments,
         )
         fingerprint = config_fingerprint(self.config)
+        links = self.repo.load_links()
+        policy = policy_from_config(self.config)
         provider = build_provider(self.config, transport=self._transport)
         try:
             state = retry_read(provider.read_state, self.config.apply.settings())
+            plan, state = diff_knowing_groups(
+                provider, desired, state, links, policy, now,
+                config_fingerprint=fingerprint, only=targets,
+            )  # fmt: skip
         finally:
             provider.close()
-        links = self.repo.load_links()
-        policy = policy_from_config(self.config)
-        plan = planner.diff(desired, state, links, policy, now,
-                            config_fingerprint=fingerprint, only=targets)  # fmt: skip
         bad: dict[str, tuple[str, bool]] = {}
         for c in plan.conflicts:
             for eid in c.employee_ids:
