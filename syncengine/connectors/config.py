@@ -114,6 +114,23 @@ def _spec(value: Any) -> Any:
     return {"field": value} if isinstance(value, str) else value
 
 
+PERSON_FIELDS = (
+    "employee_id",
+    "name",
+    "email",
+    "aliases",
+    "departments",
+    "position",
+    "mobile",
+    "tel",
+    "gender",
+    "status",
+    "start_date",
+    "end_date",
+)
+"""The engine fields a [mapping] can fill, in the order Person declares them."""
+
+
 class MappingConfig(BaseModel):
     """``[mapping]``: source fields to the engine's Person.
 
@@ -141,21 +158,7 @@ class MappingConfig(BaseModel):
     # "mainland": 1[3-9]XXXXXXXXX with an optional +86; "any": 5 to 20 digits, optional "+".
     mobile_check: Literal["mainland", "any"] = "mainland"
 
-    @field_validator(
-        "employee_id",
-        "name",
-        "email",
-        "aliases",
-        "departments",
-        "position",
-        "mobile",
-        "tel",
-        "gender",
-        "status",
-        "start_date",
-        "end_date",
-        mode="before",
-    )
+    @field_validator(*PERSON_FIELDS, mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         return _spec(value)
@@ -168,22 +171,6 @@ class MappingConfig(BaseModel):
             if spec is not None:
                 out[name] = spec
         return out
-
-
-PERSON_FIELDS = (
-    "employee_id",
-    "name",
-    "email",
-    "aliases",
-    "departments",
-    "position",
-    "mobile",
-    "tel",
-    "gender",
-    "status",
-    "start_date",
-    "end_date",
-)
 
 
 class DepartmentsConfig(BaseModel):

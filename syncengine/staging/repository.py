@@ -1178,17 +1178,14 @@ class Repository:
             ).mappings()
             return [self._event(r) for r in rows]
 
-    def mark_event(
+    def _event_outcome(
         self,
-        event_id: int,
         status: str,
-        *,
-        error: str | None = None,
-        next_attempt_at: datetime | None = None,
-        run_id: int | None = None,
-    ) -> HookEvent:
-        """Record the end of one attempt: ``applied``; ``failed`` (given up); or ``received``
-        again with ``error`` and ``next_attempt_at`` (a retry is scheduled). Attempts + 1."""
+        error: str | None,
+        next_attempt_at: datetime | None,
+        run_id: int | None,
+    ) -> dict[str, Any]:
+        """The column values that record the end of one attempt (see :meth:`mark_event`)."""
         target = EventStatus(status)
         values: dict[str, Any] = {
             "status": target.value,
@@ -1200,6 +1197,20 @@ class Repository:
             values["run_id"] = run_id
         if target is EventStatus.APPLIED:
             values["applied_at"] = self.now()
+        return values
+
+    def mark_event(
+        self,
+        event_id: int,
+        status: str,
+        *,
+        error: str | None = None,
+        next_attempt_at: datetime | None = None,
+        run_id: int | None = None,
+    ) -> HookEvent:
+        """Record the end of one attempt: ``applied``; ``failed`` (given up); or ``received``
+        again with ``error`` and ``next_attempt_at`` (a retry is scheduled). Attempts + 1."""
+        values = self._event_outcome(status, error, next_attempt_at, run_id)
         with self._tx("updating a hook event") as conn:
             result = conn.execute(
                 update(HookEventRow).where(HookEventRow.id == event_id).values(**values)
@@ -1259,17 +1270,7 @@ class Repository:
         run_id: int | None = None,
     ) -> int:
         """:meth:`mark_event` for many events in one transaction (a coalesced burst)."""
-        target = EventStatus(status)
-        values: dict[str, Any] = {
-            "status": target.value,
-            "attempts": HookEventRow.attempts + 1,
-            "last_error": error,
-            "next_attempt_at": next_attempt_at if target is EventStatus.RECEIVED else None,
-        }
-        if run_id is not None:
-            values["run_id"] = run_id
-        if target is EventStatus.APPLIED:
-            values["applied_at"] = self.now()
+        values = self._event_outcome(status, error, next_attempt_at, run_id)
         total = 0
         with self._tx("updating hook events") as conn:
             for chunk in _chunks(sorted(set(event_ids)), 500):
