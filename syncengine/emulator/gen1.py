@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -19,6 +20,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from syncengine.emulator import inputs
 from syncengine.emulator.model import (
     GEN1_ERRORS,
     MAX_CHECK,
@@ -33,6 +35,8 @@ from syncengine.emulator.model import (
     split_path,
 )
 from syncengine.emulator.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 Params = dict[str, list[str]]
 Result = dict[str, Any] | None  # None = write success, empty body
@@ -109,10 +113,7 @@ async def mail_authkey(rt: Runtime, tok: Token, p: Params) -> Result:
 
 
 async def listen(rt: Runtime, tok: Token, p: Params) -> Result:
-    raw = (_first(p, "ver") or "0").strip() or "0"
-    if not raw.isdigit():
-        raise ApiError(40092, 1100, f"invalid Ver {raw!r}")
-    ver = int(raw)
+    ver = inputs.version(_first(p, "ver"), default="0")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + rt.listen_hold()
     while True:
@@ -226,10 +227,7 @@ async def user_sync(rt: Runtime, tok: Token, p: Params) -> Result:
 
 
 async def user_list(rt: Runtime, tok: Token, p: Params) -> Result:
-    raw = (_first(p, "ver") or "").strip()
-    if not raw.isdigit():
-        raise ApiError(40092, 1100, f"invalid Ver {raw!r}")
-    ver, changes = rt.directory.changes_since(int(raw))
+    ver, changes = rt.directory.changes_since(inputs.version(_first(p, "ver")))
     return {
         "Ver": ver,
         "Count": len(changes),
@@ -464,6 +462,10 @@ async def endpoint(request: Request) -> Response:
         result = await handler(rt, tok, p)
     except ApiError as exc:
         return _error(exc.v1)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # A value no handler expected: the real service answers invalid_param, not HTTP 500.
+        log.info("emulator: %s refused a malformed parameter (%s)", name, type(exc).__name__)
+        return _error(1100)
     if result is None:
         return Response(b"", status_code=200)
     return JSONResponse(result)

@@ -7,7 +7,7 @@ JSON body. API-level errors are HTTP 200 with the documented code.
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -16,6 +16,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from syncengine.emulator import inputs
 from syncengine.emulator.model import (
     MAX_CHECK,
     ROOT_ID,
@@ -28,6 +29,8 @@ from syncengine.emulator.model import (
     norm_email,
 )
 from syncengine.emulator.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 Params = dict[str, Any]
 Handler = Callable[[Runtime, Request, Params], dict[str, Any]]
@@ -371,13 +374,15 @@ async def endpoint(request: Request) -> Response:
         raw = await request.body()
         if raw.strip():
             try:
-                body = json.loads(raw)
-            except (UnicodeDecodeError, ValueError):
-                return _err(47001, "data format error: the body is not JSON")
-            if not isinstance(body, dict):
-                return _err(47001, "data format error: the body must be a JSON object")
-            params.update(body)
+                params.update(inputs.json_object(raw))
+            except ApiError as exc:
+                return _err(exc.v2, exc.message)
     try:
         return JSONResponse(handler(rt, request, params))
     except ApiError as exc:
         return _err(exc.v2, exc.message)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # A value of a shape no handler expected (a float where an id goes, a huge number):
+        # the real service answers "invalid parameter", not a server error.
+        log.info("emulator: %s refused a malformed parameter (%s)", name, type(exc).__name__)
+        return _err(40092, f"invalid parameter ({type(exc).__name__})")

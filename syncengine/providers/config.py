@@ -8,22 +8,28 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from syncengine.secrets import Secret
 
+GEN2_BASE_URL = "https://api.exmail.qq.com"
+GEN1_TOKEN_BASE_URL = "https://exmail.qq.com"
+GEN1_OPENAPI_BASE_URL = "http://openapi.exmail.qq.com:12211"
+
 Gen2App = Literal["contacts", "sso", "mail", "log", "settings"]
 
 
 class ExmailConfig(BaseModel):
     """How to reach Exmail and with which credentials.
 
-    ``base_url`` is the host root: Gen 2 calls go to ``{base_url}/cgi-bin/...`` (real:
-    ``https://api.exmail.qq.com``); Gen 1 fetches its token at ``{base_url}/cgi-bin/token``
-    (real: ``https://exmail.qq.com``) and calls ``{openapi_url}/openapi/...`` (real:
-    ``http://openapi.exmail.qq.com:12211``; defaults to ``base_url``, as on the emulator).
+    ``base_url`` is the host root: Gen 2 calls go to ``{base_url}/cgi-bin/...`` (default: the
+    real ``https://api.exmail.qq.com``); Gen 1 fetches its token at ``{base_url}/cgi-bin/token``
+    (default: the real ``https://exmail.qq.com``) and calls ``{openapi_url}/openapi/...``
+    (default: the real ``http://openapi.exmail.qq.com:12211``, or ``base_url`` when only that
+    is given, as on the emulator, which serves both on one host). The defaults differ per
+    generation, so a config with no URLs reaches the real service of its ``api``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     api: Literal["v1", "v2"] = "v2"
-    base_url: str = "https://api.exmail.qq.com"
+    base_url: str | None = None
     openapi_url: str | None = None
     sso_url: str = "https://exmail.qq.com/cgi-bin/login"
     domains: list[str] = Field(default_factory=list)
@@ -54,5 +60,17 @@ class ExmailConfig(BaseModel):
         return self
 
     @property
+    def host_base(self) -> str:
+        """Gen 2: the root of ``/cgi-bin/...``; Gen 1: the root of ``/cgi-bin/token``."""
+        default = GEN2_BASE_URL if self.api == "v2" else GEN1_TOKEN_BASE_URL
+        return (self.base_url or default).rstrip("/")
+
+    @property
+    def token_url(self) -> str:
+        """Gen 1's token endpoint (Gen 2 fetches its tokens at ``{host_base}/cgi-bin/gettoken``)."""
+        return self.host_base + "/cgi-bin/token"
+
+    @property
     def openapi_base(self) -> str:
-        return (self.openapi_url or self.base_url).rstrip("/")
+        """Gen 1: the root of ``/openapi/...``."""
+        return (self.openapi_url or self.base_url or GEN1_OPENAPI_BASE_URL).rstrip("/")

@@ -110,14 +110,14 @@ class ExmailV1Provider:
         self._config = config
         self._client = client
         self._client_id = config.client_id
-        self._token_url = config.base_url.rstrip("/") + "/cgi-bin/token"
+        self._token_url = config.token_url
         self._api = config.openapi_base + "/openapi/"
         self.tokens = TokenCache(self._fetch_token, name="v1", clock=clock)
         self._auth = TokenAuth(self.tokens, set_bearer_token, v1_token_rejected)
 
     def __repr__(self) -> str:
         return (
-            f"ExmailV1Provider(base_url={self._config.base_url!r}, "
+            f"ExmailV1Provider(token_url={self._token_url!r}, "
             f"openapi_url={self._config.openapi_base!r}, client_id={self._client_id!r})"
         )
 

@@ -136,7 +136,7 @@ class ExmailV2Provider:
             raise ConfigError("exmail.api must be 'v2' with a corp_id for the Gen 2 client")
         self._config = config
         self._client = client
-        self._base = config.base_url.rstrip("/") + "/cgi-bin/"
+        self._base = config.host_base + "/cgi-bin/"
         self._clock = clock
         self._auth: dict[Gen2App, TokenAuth] = {}
         self._tokens: dict[Gen2App, TokenCache] = {}
@@ -146,7 +146,7 @@ class ExmailV2Provider:
         self._by_id: dict[int, str] = {ROOT_ID: ""}
 
     def __repr__(self) -> str:
-        return f"ExmailV2Provider(base_url={self._config.base_url!r})"
+        return f"ExmailV2Provider(base_url={self._config.host_base!r})"
 
     def close(self) -> None:
         self._client.close()
