@@ -406,6 +406,21 @@ def ingest_command(state: State, as_json: bool) -> None:
     help="Seconds a Gen 1 listen long poll is held when nothing happens.",
 )
 @click.option(
+    "--listen-ver",
+    type=click.Choice(["inline", "separate"]),
+    default="inline",
+    show_default=True,
+    help="Gen 1 listen: Ver inside each mail event, or mail events without it and the version "
+    "bump as a separate answer (a reading the sources leave open).",
+)
+@click.option(
+    "--newcount-dates",
+    type=click.Choice(["optional", "required"]),
+    default="optional",
+    show_default=True,
+    help="Gen 2 mail/newcount: whether begin_date/end_date are required (sources disagree).",
+)
+@click.option(
     "--rng-seed", type=int, default=None, help="Seed for fault injection, for repeatable runs."
 )
 @click.option(
@@ -431,6 +446,8 @@ def emulator_command(
     rate_limit: float,
     token_lifetime: float | None,
     listen_hold: float,
+    listen_ver: str,
+    newcount_dates: str,
     rng_seed: int | None,
     control: bool,
     control_anywhere: bool,
@@ -462,6 +479,8 @@ def emulator_command(
             "rate_limit_per_token": rate_limit,
             "token_lifetime": token_lifetime,
             "listen_hold": listen_hold,
+            "listen_ver": listen_ver,
+            "newcount_dates": newcount_dates,
             "rng_seed": rng_seed,
         },
         control=control,

@@ -90,6 +90,7 @@ from syncengine.hooks.payloads import (
 )
 from syncengine.hooks.schedule import CronSchedule
 from syncengine.hooks.worker import Scheduler, Worker
+from syncengine.mail_watch import CountPoller, ListenLoop, SeenMail, WatchPacing
 from syncengine.notify import Delivery, Event, Notifier
 from syncengine.passwords import FilePasswordDelivery
 from syncengine.plan import Action, ActionKind, LinkRecord, Plan, Release
@@ -156,6 +157,16 @@ def mail_count(config: Config, email: str, *, transport: httpx.BaseTransport | N
         provider.close()
 
 
+def _watch_pacing(config: Config) -> WatchPacing:
+    ex = config.exmail
+    return WatchPacing(
+        poll_seconds=LISTEN_POLL_SECONDS,
+        min_interval=ex.listen_min_interval,
+        backoff_initial=ex.watch_backoff,
+        backoff_max=ex.watch_backoff_max,
+    )
+
+
 def watch_mail(
     config: Config,
     *,
@@ -170,10 +181,12 @@ def watch_mail(
 ) -> Iterator[MailEvent]:
     """New-mail events as they happen, until ``max_events`` or ``timeout`` seconds.
 
-    Gen 1 long-polls ``listen`` (``users``, if given, filters the events; ``since`` is the
-    version to start after, default now in epoch ms, so old mail is not replayed). Gen 2 has no
-    push: it polls ``mail/newcount`` of each of ``users`` every ``interval`` seconds (default
-    ``exmail.poll_interval``) and reports a rise of the count; the first poll is the baseline.
+    Gen 1 long-polls ``listen`` through :class:`~syncengine.mail_watch.ListenLoop` (``users``,
+    if given, filters the events; ``since`` is the version to start after, default ``0`` as the
+    reference says; each mail is reported once). Gen 2 has no push: it polls ``mail/newcount``
+    of each of ``users`` every ``interval`` seconds (default ``exmail.poll_interval``) and
+    reports a rise of the count; the first poll is the baseline. Transient failures are backed
+    off, never the end of the watch.
     """
     wanted = [normalise_email(u) for u in users]
     if config.exmail.api == "v2" and not wanted:
@@ -188,10 +201,12 @@ def watch_mail(
     provider = build_provider(config, transport=transport)
     try:
         if isinstance(provider, ExmailV1Provider):
-            events = _watch_listen(provider, wanted, since, deadline, clock)
+            events = _watch_listen(provider, wanted, since, deadline, _watch_pacing(config),
+                                   clock, sleep)  # fmt: skip
         else:
             pace = interval if interval is not None else config.exmail.poll_interval
-            events = _watch_poll(provider, wanted, pace, deadline, clock, sleep)
+            events = _watch_poll(provider, wanted, pace, deadline, _watch_pacing(config),
+                                 clock, sleep)  # fmt: skip
         for count, event in enumerate(events, 1):
             yield event
             if max_events is not None and count >= max_events:
@@ -205,31 +220,16 @@ def _watch_listen(
     users: list[str],
     since: str | None,
     deadline: float | None,
+    pacing: WatchPacing,
     clock: Callable[[], float],
+    sleep: Callable[[float], None],
 ) -> Iterator[MailEvent]:
-    version = since if since is not None else str(int(time.time() * 1000))
-    for events, _ in _listen_batches(provider, version, deadline, clock):
+    loop = ListenLoop(provider.listen, version=since, pacing=pacing, clock=clock, sleep=sleep)
+    for events, _ in loop.batches(deadline):
         for event in events:
+            loop.mark_seen(event)
             if not users or event.email in users:
                 yield event
-
-
-def _listen_batches(
-    provider: ExmailV1Provider,
-    version: str,
-    deadline: float | None,
-    clock: Callable[[], float],
-) -> Iterator[tuple[list[MailEvent], str]]:
-    """Gen 1 ``listen`` calls one after the other until ``deadline``: each answer's events and
-    the version to listen from next (the server's, carried into the next call)."""
-    while True:
-        wait = LISTEN_POLL_SECONDS
-        if deadline is not None:
-            wait = min(wait, deadline - clock())
-            if wait <= 0:
-                return
-        events, version = provider.listen(version, timeout=wait)
-        yield list(events), version
 
 
 def _watch_poll(
@@ -237,25 +237,18 @@ def _watch_poll(
     users: list[str],
     interval: float,
     deadline: float | None,
+    pacing: WatchPacing,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> Iterator[MailEvent]:
     last: dict[str, int] = {}
-    while True:
-        started = clock()
-        for email in users:
-            count = provider.new_mail_count(email)
-            previous = last.get(email)
-            last[email] = count
-            if previous is not None and count > previous:
-                yield MailEvent(email=email, new_count=count)
-        now = clock()
-        pause = max(0.0, interval - (now - started))
-        if deadline is not None:
-            if now >= deadline:
-                return
-            pause = min(pause, deadline - now)
-        sleep(pause)
+    poller = CountPoller(provider.new_mail_count, users, interval=interval, pacing=pacing,
+                         clock=clock, sleep=sleep)  # fmt: skip
+    for email, count in poller.rounds(deadline):
+        previous = last.get(email)
+        last[email] = count
+        if previous is not None and count > previous:
+            yield MailEvent(email=email, new_count=count)
 
 
 # --- staging database (issue 3) -----------------------------------------------------------
@@ -2922,6 +2915,7 @@ def serve(
 
 WATCH_V1_CURSOR = "mail-watch:v1:version"
 WATCH_V2_CURSOR = "mail-watch:v2:counts"
+WATCH_V1_SEEN = "mail-watch:v1:seen-mail-ids"
 
 
 @dataclass(frozen=True)
@@ -2987,20 +2981,25 @@ def forward_mail(
     try:
         if isinstance(provider, ExmailV1Provider):
             wanted = {normalise_email(u) for u in users}
-            version = repo.get_cursor(WATCH_V1_CURSOR)
-            if version is None:
-                version = str(int(time.time() * 1000))
-                repo.set_cursor(WATCH_V1_CURSOR, version)
-            for events, new_version in _listen_batches(provider, version, deadline, clock):
+            raw_seen = repo.get_cursor(WATCH_V1_SEEN)
+            loop = ListenLoop(provider.listen, version=repo.get_cursor(WATCH_V1_CURSOR),
+                              seen=SeenMail(json.loads(raw_seen) if raw_seen else ()),
+                              pacing=_watch_pacing(config), clock=clock, sleep=sleep)  # fmt: skip
+            version = loop.version
+            for events, new_version in loop.batches(deadline):
                 for event in events:
-                    if wanted and event.email not in wanted:
-                        continue
-                    tries = forwarder.send(dataclasses.asdict(event))
-                    sent += 1
-                    yield ForwardedMail(event, tries)
-                    if max_events is not None and sent >= max_events:
-                        repo.set_cursor(WATCH_V1_CURSOR, event.version or new_version)
-                        return
+                    tries = 0
+                    if not wanted or event.email in wanted:
+                        tries = forwarder.send(dataclasses.asdict(event))
+                        sent += 1
+                    loop.mark_seen(event)  # forwarded first, remembered second: at least once
+                    if event.mail_id:
+                        repo.set_cursor(WATCH_V1_SEEN, json.dumps(loop.seen.ids()))
+                    if tries:
+                        yield ForwardedMail(event, tries)
+                        if max_events is not None and sent >= max_events:
+                            repo.set_cursor(WATCH_V1_CURSOR, event.version or new_version)
+                            return
                 if new_version != version:
                     version = new_version
                     repo.set_cursor(WATCH_V1_CURSOR, version)
@@ -3013,31 +3012,24 @@ def forward_mail(
             pace = interval or fwd.interval or config.exmail.poll_interval
             raw = repo.get_cursor(WATCH_V2_CURSOR)
             counts: dict[str, int] = json.loads(raw) if raw else {}
-            while True:
-                started = clock()
-                for email in watched:
-                    count = provider.new_mail_count(email)
-                    previous = counts.get(email)
-                    if previous is not None and count > previous:
-                        event = MailEvent(email=email, new_count=count)
-                        tries = forwarder.send({**dataclasses.asdict(event),
-                                                "previous_count": previous})  # fmt: skip
-                        sent += 1
-                        counts[email] = count
-                        repo.set_cursor(WATCH_V2_CURSOR, json.dumps(counts, sort_keys=True))
-                        yield ForwardedMail(event, tries)
-                        if max_events is not None and sent >= max_events:
-                            return
-                    elif previous != count:
-                        counts[email] = count  # first sight or mail read: the new baseline
-                        repo.set_cursor(WATCH_V2_CURSOR, json.dumps(counts, sort_keys=True))
-                now = clock()
-                pause = max(0.0, pace - (now - started))
-                if deadline is not None:
-                    if now >= deadline:
+            poller = CountPoller(provider.new_mail_count, watched, interval=pace,
+                                 pacing=_watch_pacing(config), clock=clock,
+                                 sleep=sleep)  # fmt: skip
+            for email, count in poller.rounds(deadline):
+                previous = counts.get(email)
+                if previous is not None and count > previous:
+                    event = MailEvent(email=email, new_count=count)
+                    tries = forwarder.send({**dataclasses.asdict(event),
+                                            "previous_count": previous})  # fmt: skip
+                    sent += 1
+                    counts[email] = count
+                    repo.set_cursor(WATCH_V2_CURSOR, json.dumps(counts, sort_keys=True))
+                    yield ForwardedMail(event, tries)
+                    if max_events is not None and sent >= max_events:
                         return
-                    pause = min(pause, deadline - now)
-                sleep(pause)
+                elif previous != count:
+                    counts[email] = count  # first sight or mail read: the new baseline
+                    repo.set_cursor(WATCH_V2_CURSOR, json.dumps(counts, sort_keys=True))
     finally:
         provider.close()
         repo.close()

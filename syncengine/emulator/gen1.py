@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from syncengine.emulator import inputs
+from syncengine.emulator import inputs, readings
 from syncengine.emulator.model import (
     GEN1_ERRORS,
     MAX_CHECK,
@@ -118,7 +118,7 @@ async def listen(rt: Runtime, tok: Token, p: Params) -> Result:
     deadline = loop.time() + rt.listen_hold()
     while True:
         waiter = rt.notifier.current()  # taken before the check: no wake-up is lost
-        event = rt.directory.first_event_after(ver)
+        event = readings.listen_answer(rt, tok, ver)
         if event is not None:
             return event
         remaining = deadline - loop.time()

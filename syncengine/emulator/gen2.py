@@ -297,6 +297,8 @@ def mail_newcount(rt: Runtime, request: Request, p: Params) -> dict[str, Any]:
     userid = str(_required(p, "userid", 40003))
     begin = _date(p.get("begin_date"), "begin_date")
     end = _date(p.get("end_date"), "end_date")
+    if rt.reading("newcount_dates") == "required" and not (begin and end):
+        raise ApiError(40092, 1100, "begin_date and end_date are required")
     if begin and end and begin > end:
         raise ApiError(40092, 1100, "begin_date is after end_date")
     return _ok(count=rt.directory.new_count(userid, begin, end))

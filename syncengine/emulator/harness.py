@@ -125,6 +125,8 @@ class RunningEmulator:
             rate_limit_per_token=o.rate_limit_per_token,
             token_lifetime=o.token_lifetime,
             listen_hold=o.listen_hold,
+            listen_ver=o.listen_ver,
+            newcount_dates=o.newcount_dates,
             seed=o.rng_seed,
         )
         self.clear_calls()

@@ -22,7 +22,7 @@ MAX_JSON_DEPTH = 64
 MAX_VERSION_DIGITS = 19
 """A Gen 1 ``Ver`` is epoch milliseconds (13 digits); 19 digits still fit a signed int64."""
 
-_VERSION = re.compile(r"[0-9]{1,%d}" % MAX_VERSION_DIGITS)
+_VERSION = re.compile(f"[0-9]{{1,{MAX_VERSION_DIGITS}}}")
 _OPENERS = frozenset(b"[{")
 _CLOSERS = frozenset(b"]}")
 

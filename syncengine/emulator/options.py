@@ -26,6 +26,12 @@ class EmulatorOptions:
     None means the real value (Gen 2 7200 s, Gen 1 86400 s). ``rng_seed`` makes fault
     injection repeatable. ``invalid_token_code`` is what Gen 2 answers for an unknown or
     expired token (40014; 42001 or 40001 to test a client's tolerance).
+
+    Readings of the protocol the sources leave open, one option each (see
+    :mod:`syncengine.emulator.readings`): ``listen_ver`` "inline" puts ``Ver`` in each Gen 1
+    mail event, "separate" sends mail events without it and the version bump as its own
+    ``{"Ver":...}`` answer; ``listen_hold`` 0 answers ``listen`` at once; ``newcount_dates``
+    "required" refuses a Gen 2 ``mail/newcount`` without ``begin_date``/``end_date``.
     """
 
     latency_ms: float = 0.0
@@ -40,6 +46,8 @@ class EmulatorOptions:
     state_file: str | os.PathLike[str] | None = None
     rng_seed: int | None = None
     invalid_token_code: int = 40014
+    listen_ver: Literal["inline", "separate"] = "inline"
+    newcount_dates: Literal["optional", "required"] = "optional"
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate", "busy_rate"):
@@ -53,6 +61,10 @@ class EmulatorOptions:
             raise ValueError("token_lifetime must be positive")
         if self.drop_when not in ("before", "after"):
             raise ValueError("drop_when must be 'before' or 'after'")
+        if self.newcount_dates not in ("optional", "required"):
+            raise ValueError("newcount_dates must be 'optional' or 'required'")
+        if self.listen_ver not in ("inline", "separate"):
+            raise ValueError("listen_ver must be 'inline' or 'separate'")
         if self.invalid_token_code not in (40014, 42001, 40001):
             raise ValueError("invalid_token_code must be 40014, 42001 or 40001")
 
@@ -69,6 +81,8 @@ class Faults:
     rate_limit_per_token: float = 0.0
     token_lifetime: float | None = None
     listen_hold: float = 25.0
+    listen_ver: str = "inline"
+    newcount_dates: str = "optional"
 
     @classmethod
     def from_options(cls, options: EmulatorOptions) -> Faults:
@@ -82,7 +96,7 @@ class Faults:
             raise ValueError(f"unknown fault settings {unknown} (known: {sorted(names)})")
         merged = {f.name: getattr(self, f.name) for f in fields(self)}
         for key, value in changes.items():
-            if key == "drop_when":
+            if key in ("drop_when", "listen_ver", "newcount_dates"):
                 merged[key] = str(value)
             elif key == "token_lifetime":
                 merged[key] = None if value is None else float(value)

@@ -89,6 +89,7 @@ class Runtime:
         self.notifier = Notifier()
         self.closing = False
         self.listen_waiting = 0  # long polls parked right now (event-loop thread only)
+        self.listen_pushed: dict[str, int] = {}  # listen_ver "separate": last mail per token
         directory.add_listener(self.notifier.wake_threadsafe)
 
     # -- faults -------------------------------------------------------------------------
@@ -137,6 +138,11 @@ class Runtime:
     def listen_hold(self) -> float:
         with self.lock:
             return self.faults.listen_hold
+
+    def reading(self, name: str) -> Any:
+        """The current value of one protocol-reading option (see ``readings.py``)."""
+        with self.lock:
+            return getattr(self.faults, name)
 
     # -- call log -----------------------------------------------------------------------
 

@@ -37,6 +37,11 @@ class ExmailConfig(BaseModel):
     read_concurrency: int = Field(default=8, ge=1, le=64)
     # Gen 2 has no push: ``mail watch`` polls mail/newcount of the given mailboxes this often.
     poll_interval: float = Field(default=30.0, gt=0)
+    # ``mail watch``: least seconds between two Gen 1 listen calls that brought no news (a
+    # server may answer at once instead of holding), and the backoff after a transient failure.
+    listen_min_interval: float = Field(default=1.0, ge=0)
+    watch_backoff: float = Field(default=1.0, gt=0)
+    watch_backoff_max: float = Field(default=60.0, gt=0)
 
     # Gen 2: one corp id, one secret per application.
     corp_id: str | None = None

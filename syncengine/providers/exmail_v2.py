@@ -17,7 +17,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -57,6 +59,14 @@ log = logging.getLogger("syncengine.providers.exmail_v2")
 
 ROOT_ID = 1
 BATCHCHECK_LIMIT = 20
+NEWCOUNT_WINDOW_DAYS = 30
+"""``mail/newcount`` counts unread mail received in this many days up to today."""
+EXMAIL_TZ = ZoneInfo("Asia/Shanghai")
+
+
+def _exmail_today() -> date:
+    return datetime.now(EXMAIL_TZ).date()
+
 
 _APP_BY_PREFIX: dict[str, Gen2App] = {
     "department/": "contacts",
@@ -131,6 +141,7 @@ class ExmailV2Provider:
         client: httpx.Client,
         *,
         clock: Callable[[], float] = time.monotonic,
+        today: Callable[[], date] = _exmail_today,
     ):
         if config.api != "v2" or not config.corp_id:
             raise ConfigError("exmail.api must be 'v2' with a corp_id for the Gen 2 client")
@@ -138,6 +149,7 @@ class ExmailV2Provider:
         self._client = client
         self._base = config.host_base + "/cgi-bin/"
         self._clock = clock
+        self._today = today
         self._auth: dict[Gen2App, TokenAuth] = {}
         self._tokens: dict[Gen2App, TokenCache] = {}
         self._auth_lock = threading.Lock()
@@ -572,8 +584,15 @@ class ExmailV2Provider:
         return url
 
     def new_mail_count(self, email: str) -> int:
-        """``mail/newcount`` (needs ``secrets.mail``)."""
-        data = self.call("mail/newcount", params={"userid": email}, subject=email)
+        """``mail/newcount`` (needs ``secrets.mail``) over the last ``NEWCOUNT_WINDOW_DAYS``.
+
+        Whether ``begin_date``/``end_date`` are required is unconfirmed, so they are always
+        sent: the days are Exmail's own (Beijing time), whatever the company's time zone.
+        """
+        end = self._today()
+        begin = end - timedelta(days=NEWCOUNT_WINDOW_DAYS - 1)
+        params = {"userid": email, "begin_date": begin.isoformat(), "end_date": end.isoformat()}
+        data = self.call("mail/newcount", params=params, subject=email)
         count = parse_errcode(data.get("count"))
         if count is None:
             raise FatalProviderError(f"answered without a count for {email}", call="mail/newcount")

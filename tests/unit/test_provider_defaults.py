@@ -57,7 +57,7 @@ def test_gen2_defaults_are_the_real_hosts() -> None:
 
 def test_gen1_base_url_alone_serves_both_token_and_api() -> None:
     """The emulator's shape: one host for the token and the API."""
-    cfg = parse_config({"exmail": {"api": "v1", "base_url": "http://127.0.0.1:9/",
-                                   "client_id": "a@corp.test", "client_secret": "0" * 32}})  # fmt: skip
+    table = {"api": "v1", "base_url": "http://127.0.0.1:9/", "client_id": "a@corp.test"}
+    cfg = parse_config({"exmail": {**table, "client_secret": "0" * 32}})
     assert cfg.exmail.token_url == "http://127.0.0.1:9/cgi-bin/token"
     assert cfg.exmail.openapi_base == "http://127.0.0.1:9"

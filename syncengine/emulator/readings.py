@@ -1,0 +1,35 @@
+"""The readings of the protocol that the sources leave open, played on demand.
+
+protocol-decisions.md fixes one reading of each open question for the emulator; the real
+service may follow another. Each alternative here is an emulator option (``EmulatorOptions``
+field, ``syncengine emulator`` flag, ``POST /_emulator/faults`` key), so the client can be tested
+against every one:
+
+- ``listen_ver = "separate"``: Gen 1 ``listen`` sends a mail event WITHOUT ``Ver``; the version
+  bump comes as its own ``{"Ver":...}`` answer to a later call. What was pushed is remembered
+  per token (a fresh token, after a restart or an expiry, is sent the mail again: a client must
+  de-duplicate by ``MailId``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from syncengine.emulator.model import Token
+from syncengine.emulator.runtime import Runtime
+
+
+def listen_answer(rt: Runtime, tok: Token, ver: int) -> dict[str, Any] | None:
+    """What ``listen`` answers a client at version ``ver`` now; None: nothing yet (hold)."""
+    if rt.reading("listen_ver") != "separate":
+        return rt.directory.first_event_after(ver)
+    with rt.lock:
+        pushed = rt.listen_pushed.get(tok.token, 0)
+    event = rt.directory.first_event_after(max(ver, pushed))
+    if event is not None:
+        with rt.lock:
+            rt.listen_pushed[tok.token] = int(event["Ver"])
+        return {k: v for k, v in event.items() if k != "Ver"}
+    if pushed > ver:
+        return {"Ver": str(pushed)}
+    return None
