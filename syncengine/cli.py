@@ -421,6 +421,14 @@ def ingest_command(state: State, as_json: bool) -> None:
     help="Gen 2 mail/newcount: whether begin_date/end_date are required (sources disagree).",
 )
 @click.option(
+    "--invalid-token-answer",
+    type=click.Choice(["errcode", "error", "http401"]),
+    default="errcode",
+    show_default=True,
+    help="How an unknown or expired token is refused: the errcode, Gen 1's "
+    '{"error":"invalid_token"} alone, or HTTP 401.',
+)
+@click.option(
     "--rng-seed", type=int, default=None, help="Seed for fault injection, for repeatable runs."
 )
 @click.option(
@@ -448,6 +456,7 @@ def emulator_command(
     listen_hold: float,
     listen_ver: str,
     newcount_dates: str,
+    invalid_token_answer: str,
     rng_seed: int | None,
     control: bool,
     control_anywhere: bool,
@@ -481,6 +490,7 @@ def emulator_command(
             "listen_hold": listen_hold,
             "listen_ver": listen_ver,
             "newcount_dates": newcount_dates,
+            "invalid_token_answer": invalid_token_answer,
             "rng_seed": rng_seed,
         },
         control=control,

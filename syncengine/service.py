@@ -101,6 +101,7 @@ from syncengine.providers.base import MailboxProvider
 from syncengine.providers.exmail_v1 import ExmailV1Provider
 from syncengine.providers.exmail_v2 import ExmailV2Provider
 from syncengine.providers.http import new_http_client
+from syncengine.providers.tokens import PROCESS_TOKENS
 from syncengine.sockets import listening_socket
 from syncengine.staging import db as staging_db
 from syncengine.staging.repository import (
@@ -138,8 +139,8 @@ def build_provider(
         transport=transport,
     )
     if ex.api == "v1":
-        return ExmailV1Provider(ex, client)
-    return ExmailV2Provider(ex, client)
+        return ExmailV1Provider(ex, client, shared_tokens=PROCESS_TOKENS)
+    return ExmailV2Provider(ex, client, shared_tokens=PROCESS_TOKENS)
 
 
 def sso_url(config: Config, email: str, *, transport: httpx.BaseTransport | None = None) -> str:

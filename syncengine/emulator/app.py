@@ -109,7 +109,10 @@ class FaultsAndLog:
             self.rt.record(path, method, 0, None, _ms(started), dropped=True)
             return
         match = _ERRCODE.search(head)
-        self.rt.record(path, method, status, int(match.group(1)) if match else None, _ms(started))
+        errcode = int(match.group(1)) if match else None
+        if errcode is None and b'"invalid_token"' in head:
+            errcode = 1200  # the Gen 1 refusal without its errcode (invalid_token_answer "error")
+        self.rt.record(path, method, status, errcode, _ms(started))
 
 
 def _ms(started: float) -> float:

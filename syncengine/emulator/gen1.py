@@ -455,7 +455,7 @@ async def endpoint(request: Request) -> Response:
         return _error(exc.v1)
     tok = rt.directory.check_token(_call_token(request, p), "v1")
     if tok is None:
-        return _error(1200)
+        return readings.invalid_token(rt, {"errcode": "1200", "error": GEN1_ERRORS[1200]})
     if not rt.allow(tok.token):
         return _error(1002)
     try:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from syncengine.emulator import inputs
+from syncengine.emulator import inputs, readings
 from syncengine.emulator.model import (
     MAX_CHECK,
     ROOT_ID,
@@ -358,7 +358,8 @@ async def endpoint(request: Request) -> Response:
         return _err(41001, "access_token missing")
     token = rt.directory.check_token(token_value, "v2")
     if token is None:
-        return _err(rt.options.invalid_token_code, "invalid access_token")
+        code = rt.options.invalid_token_code
+        return readings.invalid_token(rt, {"errcode": code, "errmsg": "invalid access_token"})
     if token.app != app:
         return _err(
             602005,

@@ -127,6 +127,7 @@ class RunningEmulator:
             listen_hold=o.listen_hold,
             listen_ver=o.listen_ver,
             newcount_dates=o.newcount_dates,
+            invalid_token_answer=o.invalid_token_answer,
             seed=o.rng_seed,
         )
         self.clear_calls()

@@ -31,7 +31,10 @@ class EmulatorOptions:
     :mod:`syncengine.emulator.readings`): ``listen_ver`` "inline" puts ``Ver`` in each Gen 1
     mail event, "separate" sends mail events without it and the version bump as its own
     ``{"Ver":...}`` answer; ``listen_hold`` 0 answers ``listen`` at once; ``newcount_dates``
-    "required" refuses a Gen 2 ``mail/newcount`` without ``begin_date``/``end_date``.
+    "required" refuses a Gen 2 ``mail/newcount`` without ``begin_date``/``end_date``;
+    ``invalid_token_answer`` is how an unknown or expired token is refused: "errcode" (Gen 1
+    ``{"errcode":"1200","error":"invalid_token"}``, Gen 2 ``invalid_token_code``), "error" (Gen 1
+    ``{"error":"invalid_token"}`` alone) or "http401" (HTTP 401 with that body).
     """
 
     latency_ms: float = 0.0
@@ -48,6 +51,7 @@ class EmulatorOptions:
     invalid_token_code: int = 40014
     listen_ver: Literal["inline", "separate"] = "inline"
     newcount_dates: Literal["optional", "required"] = "optional"
+    invalid_token_answer: Literal["errcode", "error", "http401"] = "errcode"
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate", "busy_rate"):
@@ -61,6 +65,8 @@ class EmulatorOptions:
             raise ValueError("token_lifetime must be positive")
         if self.drop_when not in ("before", "after"):
             raise ValueError("drop_when must be 'before' or 'after'")
+        if self.invalid_token_answer not in ("errcode", "error", "http401"):
+            raise ValueError("invalid_token_answer must be 'errcode', 'error' or 'http401'")
         if self.newcount_dates not in ("optional", "required"):
             raise ValueError("newcount_dates must be 'optional' or 'required'")
         if self.listen_ver not in ("inline", "separate"):
@@ -83,6 +89,7 @@ class Faults:
     listen_hold: float = 25.0
     listen_ver: str = "inline"
     newcount_dates: str = "optional"
+    invalid_token_answer: str = "errcode"
 
     @classmethod
     def from_options(cls, options: EmulatorOptions) -> Faults:
@@ -96,7 +103,7 @@ class Faults:
             raise ValueError(f"unknown fault settings {unknown} (known: {sorted(names)})")
         merged = {f.name: getattr(self, f.name) for f in fields(self)}
         for key, value in changes.items():
-            if key in ("drop_when", "listen_ver", "newcount_dates"):
+            if key in ("drop_when", "listen_ver", "newcount_dates", "invalid_token_answer"):
                 merged[key] = str(value)
             elif key == "token_lifetime":
                 merged[key] = None if value is None else float(value)

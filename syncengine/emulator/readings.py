@@ -9,11 +9,16 @@ against every one:
   bump comes as its own ``{"Ver":...}`` answer to a later call. What was pushed is remembered
   per token (a fresh token, after a restart or an expiry, is sent the mail again: a client must
   de-duplicate by ``MailId``).
+- ``invalid_token_answer``: an unknown or expired token refused with the errcode (the default),
+  with ``{"error":"invalid_token"}`` alone (Gen 1), or with HTTP 401.
+- ``newcount_dates = "required"``: Gen 2 ``mail/newcount`` refuses a call without its dates.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from starlette.responses import JSONResponse
 
 from syncengine.emulator.model import Token
 from syncengine.emulator.runtime import Runtime
@@ -33,3 +38,13 @@ def listen_answer(rt: Runtime, tok: Token, ver: int) -> dict[str, Any] | None:
     if pushed > ver:
         return {"Ver": str(pushed)}
     return None
+
+
+def invalid_token(rt: Runtime, body: dict[str, Any]) -> JSONResponse:
+    """The refusal of an unknown or expired token; ``body`` is the errcode form of it."""
+    answer = rt.reading("invalid_token_answer")
+    if answer == "error" and rt.api == "v1":
+        return JSONResponse({"error": "invalid_token"})
+    if answer == "http401":
+        return JSONResponse(body if rt.api == "v2" else {"error": "invalid_token"}, status_code=401)
+    return JSONResponse(body)

@@ -59,7 +59,7 @@ from syncengine.providers.http import (
     transport_error,
     v1_token_rejected,
 )
-from syncengine.providers.tokens import IssuedToken, TokenCache
+from syncengine.providers.tokens import IssuedToken, SharedTokens, TokenCache
 
 log = logging.getLogger("syncengine.providers.exmail_v1")
 
@@ -104,7 +104,9 @@ class ExmailV1Provider:
         client: httpx.Client,
         *,
         clock: Callable[[], float] = time.monotonic,
+        shared_tokens: SharedTokens | None = None,
     ):
+        """``shared_tokens``: the process's token store (see tokens.py), None: this one only."""
         if config.api != "v1" or not config.client_id or config.client_secret is None:
             raise ConfigError("exmail.api must be 'v1' with client_id and client_secret")
         self._config = config
@@ -112,7 +114,12 @@ class ExmailV1Provider:
         self._client_id = config.client_id
         self._token_url = config.token_url
         self._api = config.openapi_base + "/openapi/"
-        self.tokens = TokenCache(self._fetch_token, name="v1", clock=clock)
+        key = ""
+        if shared_tokens is not None:
+            secret = config.client_secret.get_secret_value()
+            key = shared_tokens.key("v1", self._token_url, self._client_id, secret=secret)
+        self.tokens = TokenCache(self._fetch_token, name="v1", clock=clock,
+                                 shared=shared_tokens, shared_key=key)  # fmt: skip
         self._auth = TokenAuth(self.tokens, set_bearer_token, v1_token_rejected)
 
     def __repr__(self) -> str:

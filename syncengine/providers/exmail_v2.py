@@ -53,7 +53,7 @@ from syncengine.providers.http import (
     str_field,
     v2_token_rejected,
 )
-from syncengine.providers.tokens import IssuedToken, TokenCache
+from syncengine.providers.tokens import IssuedToken, SharedTokens, TokenCache
 
 log = logging.getLogger("syncengine.providers.exmail_v2")
 
@@ -142,7 +142,9 @@ class ExmailV2Provider:
         *,
         clock: Callable[[], float] = time.monotonic,
         today: Callable[[], date] = _exmail_today,
+        shared_tokens: SharedTokens | None = None,
     ):
+        """``shared_tokens``: the process's token store (see tokens.py), None: this one only."""
         if config.api != "v2" or not config.corp_id:
             raise ConfigError("exmail.api must be 'v2' with a corp_id for the Gen 2 client")
         self._config = config
@@ -150,6 +152,7 @@ class ExmailV2Provider:
         self._base = config.host_base + "/cgi-bin/"
         self._clock = clock
         self._today = today
+        self._shared_tokens = shared_tokens
         self._auth: dict[Gen2App, TokenAuth] = {}
         self._tokens: dict[Gen2App, TokenCache] = {}
         self._auth_lock = threading.Lock()
@@ -186,8 +189,18 @@ class ExmailV2Provider:
                         where=f"exmail.secrets.{app}",
                         hint="copy it from the Exmail admin console (应用 -> secret)",
                     )
+                key = ""
+                if self._shared_tokens is not None:
+                    secret = self._config.secrets[app].get_secret_value()
+                    key = self._shared_tokens.key(
+                        "v2", self._base, self._config.corp_id or "", app, secret=secret
+                    )
                 cache = TokenCache(
-                    lambda: self._fetch_token(app), name=f"v2 {app}", clock=self._clock
+                    lambda: self._fetch_token(app),
+                    name=f"v2 {app}",
+                    clock=self._clock,
+                    shared=self._shared_tokens,
+                    shared_key=key,
                 )
                 auth = TokenAuth(cache, set_query_token, v2_token_rejected)
                 self._tokens[app] = cache

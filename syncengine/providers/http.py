@@ -347,13 +347,23 @@ def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:
 
 
 def v2_token_rejected(response: httpx.Response) -> bool:
+    """40014/40001/42001, or HTTP 401 (a reading no source confirms, tolerated)."""
+    if response.status_code == 401:
+        return True
     body = _json_or_none(response)
     return body is not None and parse_errcode(body.get("errcode")) in TOKEN_CODES_V2
 
 
 def v1_token_rejected(response: httpx.Response) -> bool:
+    """errcode 1200, ``{"error":"invalid_token"}`` without an errcode, or HTTP 401."""
+    if response.status_code == 401:
+        return True
     body = _json_or_none(response)
-    return body is not None and parse_errcode(body.get("errcode")) == TOKEN_CODE_V1
+    if body is None:
+        return False
+    return (
+        parse_errcode(body.get("errcode")) == TOKEN_CODE_V1 or body.get("error") == "invalid_token"
+    )
 
 
 # --- sending and decoding -----------------------------------------------------------------
