@@ -429,6 +429,13 @@ def ingest_command(state: State, as_json: bool) -> None:
     '{"error":"invalid_token"} alone, or HTTP 401.',
 )
 @click.option(
+    "--user-mod",
+    type=click.Choice(["keep", "reset"]),
+    default="keep",
+    show_default=True,
+    help="Gen 1 user/sync MOD: keep the fields it omits, or reset them (sources disagree).",
+)
+@click.option(
     "--rng-seed", type=int, default=None, help="Seed for fault injection, for repeatable runs."
 )
 @click.option(
@@ -457,6 +464,7 @@ def emulator_command(
     listen_ver: str,
     newcount_dates: str,
     invalid_token_answer: str,
+    user_mod: str,
     rng_seed: int | None,
     control: bool,
     control_anywhere: bool,
@@ -491,6 +499,7 @@ def emulator_command(
             "listen_ver": listen_ver,
             "newcount_dates": newcount_dates,
             "invalid_token_answer": invalid_token_answer,
+            "user_mod": user_mod,
             "rng_seed": rng_seed,
         },
         control=control,

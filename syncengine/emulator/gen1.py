@@ -218,7 +218,7 @@ async def user_sync(rt: Runtime, tok: Token, p: Params) -> Result:
         with d.write():
             if alias not in d.users:
                 raise ApiError(60111, 1301, f"user {alias} not found")
-            d.update_user(alias, _sync_body(rt, p, adding=False))
+            d.update_user(alias, readings.mod_body(rt, _sync_body(rt, p, adding=False)))
     elif action == "1":
         d.delete_user(alias)
     else:

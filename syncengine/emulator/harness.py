@@ -128,6 +128,7 @@ class RunningEmulator:
             listen_ver=o.listen_ver,
             newcount_dates=o.newcount_dates,
             invalid_token_answer=o.invalid_token_answer,
+            user_mod=o.user_mod,
             seed=o.rng_seed,
         )
         self.clear_calls()

@@ -34,7 +34,8 @@ class EmulatorOptions:
     "required" refuses a Gen 2 ``mail/newcount`` without ``begin_date``/``end_date``;
     ``invalid_token_answer`` is how an unknown or expired token is refused: "errcode" (Gen 1
     ``{"errcode":"1200","error":"invalid_token"}``, Gen 2 ``invalid_token_code``), "error" (Gen 1
-    ``{"error":"invalid_token"}`` alone) or "http401" (HTTP 401 with that body).
+    ``{"error":"invalid_token"}`` alone) or "http401" (HTTP 401 with that body);
+    ``user_mod`` "reset" makes a Gen 1 ``user/sync`` MOD reset every field it omits.
     """
 
     latency_ms: float = 0.0
@@ -52,6 +53,7 @@ class EmulatorOptions:
     listen_ver: Literal["inline", "separate"] = "inline"
     newcount_dates: Literal["optional", "required"] = "optional"
     invalid_token_answer: Literal["errcode", "error", "http401"] = "errcode"
+    user_mod: Literal["keep", "reset"] = "keep"
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate", "busy_rate"):
@@ -65,6 +67,8 @@ class EmulatorOptions:
             raise ValueError("token_lifetime must be positive")
         if self.drop_when not in ("before", "after"):
             raise ValueError("drop_when must be 'before' or 'after'")
+        if self.user_mod not in ("keep", "reset"):
+            raise ValueError("user_mod must be 'keep' or 'reset'")
         if self.invalid_token_answer not in ("errcode", "error", "http401"):
             raise ValueError("invalid_token_answer must be 'errcode', 'error' or 'http401'")
         if self.newcount_dates not in ("optional", "required"):
@@ -73,6 +77,9 @@ class EmulatorOptions:
             raise ValueError("listen_ver must be 'inline' or 'separate'")
         if self.invalid_token_code not in (40014, 42001, 40001):
             raise ValueError("invalid_token_code must be 40014, 42001 or 40001")
+
+
+_WORDS = ("drop_when", "listen_ver", "newcount_dates", "invalid_token_answer", "user_mod")
 
 
 @dataclass
@@ -90,6 +97,7 @@ class Faults:
     listen_ver: str = "inline"
     newcount_dates: str = "optional"
     invalid_token_answer: str = "errcode"
+    user_mod: str = "keep"
 
     @classmethod
     def from_options(cls, options: EmulatorOptions) -> Faults:
@@ -103,7 +111,7 @@ class Faults:
             raise ValueError(f"unknown fault settings {unknown} (known: {sorted(names)})")
         merged = {f.name: getattr(self, f.name) for f in fields(self)}
         for key, value in changes.items():
-            if key in ("drop_when", "listen_ver", "newcount_dates", "invalid_token_answer"):
+            if key in _WORDS:
                 merged[key] = str(value)
             elif key == "token_lifetime":
                 merged[key] = None if value is None else float(value)

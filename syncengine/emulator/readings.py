@@ -12,6 +12,8 @@ against every one:
 - ``invalid_token_answer``: an unknown or expired token refused with the errcode (the default),
   with ``{"error":"invalid_token"}`` alone (Gen 1), or with HTTP 401.
 - ``newcount_dates = "required"``: Gen 2 ``mail/newcount`` refuses a call without its dates.
+- ``user_mod = "reset"``: Gen 1 ``user/sync`` MOD resets every field it does not carry (the
+  reading under which working clients resend the whole record).
 """
 
 from __future__ import annotations
@@ -48,3 +50,23 @@ def invalid_token(rt: Runtime, body: dict[str, Any]) -> JSONResponse:
     if answer == "http401":
         return JSONResponse(body if rt.api == "v2" else {"error": "invalid_token"}, status_code=401)
     return JSONResponse(body)
+
+
+MOD_RESETS: dict[str, Any] = {
+    "position": "",
+    "tel": "",
+    "mobile": "",
+    "extid": "",
+    "gender": "0",
+    "slaves": [],
+    "department": [],
+}
+"""What a Gen 1 MOD leaves in a field it omits under ``user_mod = "reset"`` (the name is
+required and ``OpenType`` documents "0 = leave as is", so those two keep their values)."""
+
+
+def mod_body(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
+    """The member fields a Gen 1 MOD changes: ``body``, or under "reset" every field."""
+    if rt.reading("user_mod") != "reset":
+        return body
+    return {**MOD_RESETS, **body}

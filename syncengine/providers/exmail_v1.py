@@ -434,18 +434,37 @@ class ExmailV1Provider:
         self.call("user/sync", form, subject=mailbox.email)
 
     def update_user(self, email: str, update: UserUpdate) -> None:
+        """``user/sync`` MOD carrying the WHOLE record: the current one with ``update`` laid
+        over it.
+
+        Whether a MOD keeps the fields it omits is undocumented (working clients resend the
+        whole record), so the member is read first and every field is sent: under either
+        reading the result is the same.
+        """
         if update.is_empty():
             return
+        current = self.get_user(email)
+        if current is None:
+            raise NotFoundError(
+                f"user/sync MOD of {email}: there is no such member",
+                call="user/sync",
+                hint="the object does not exist in Exmail; read the state again",
+            )
+
+        def pick(new: T | None, old: T) -> T:
+            return old if new is None else new
+
+        gender = pick(update.gender, current.gender)
         form = self._user_form(
-            name=update.name,
-            gender=update.gender,
-            position=update.position,
-            tel=update.tel,
-            mobile=update.mobile,
-            ext_id=update.ext_id,
-            departments=update.departments,
-            aliases=update.aliases,
-            enabled=update.enabled,
+            name=pick(update.name, current.name),
+            gender=gender,
+            position=pick(update.position, current.position),
+            tel=pick(update.tel, current.tel),
+            mobile=pick(update.mobile, current.mobile),
+            ext_id=pick(update.ext_id, current.ext_id),
+            departments=pick(update.departments, current.departments),
+            aliases=pick(update.aliases, current.aliases),
+            enabled=pick(update.enabled, current.enabled),
         )
         form.update(Action=ACTION_MOD, Alias=email)
         self.call("user/sync", form, subject=email)

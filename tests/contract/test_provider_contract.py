@@ -439,8 +439,11 @@ def test_dropped_connection_is_retriable(
         provider.update_user("lisi@example.com", UserUpdate(position="x"))
     assert "connection" in str(info.value)
     emulator.set_faults(drop_rate=0.0)
-    got = provider.get_user("lisi@example.com")  # the write happened (drop after the effect)
-    assert got is not None and got.position == "x"
+    got = provider.get_user("lisi@example.com")
+    if emulator.api == "v2":  # the write happened (drop after the effect)
+        assert got is not None and got.position == "x"
+    else:  # Gen 1 reads the record first (a MOD carries all of it): that read was dropped
+        assert got is not None and got.position != "x"
 
 
 def test_unreachable_server_is_retriable(emulator: RunningEmulator) -> None:

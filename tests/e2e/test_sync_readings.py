@@ -27,6 +27,7 @@ READINGS = [
     pytest.param("v1", {"invalid_token_answer": "error"}, id="v1-token-refused-by-error-only"),
     pytest.param("v1", {"invalid_token_answer": "http401"}, id="v1-token-refused-by-http401"),
     pytest.param("v1", {"listen_ver": "separate", "listen_hold": 0.0}, id="v1-listen-readings"),
+    pytest.param("v1", {"user_mod": "reset"}, id="v1-mod-resets-omitted-fields"),
     pytest.param("v2", {}, id="v2-as-decided"),
     pytest.param("v2", {"invalid_token_answer": "http401"}, id="v2-token-refused-by-http401"),
     pytest.param("v2", {"newcount_dates": "required"}, id="v2-newcount-dates-required"),
@@ -34,13 +35,17 @@ READINGS = [
 
 
 @contextmanager
-def tokens_expiring(emu: RunningEmulator, every: float = 0.1) -> Iterator[None]:
-    """Expire every token again and again while the body runs: each refusal must refresh."""
+def tokens_expiring(emu: RunningEmulator, after_calls: tuple[int, ...] = (10,)) -> Iterator[None]:
+    """Expire every token once the sync has made each of ``after_calls`` calls: the next call
+    of each provider is refused and must refresh (a real token dies at some point mid-run)."""
     stop = threading.Event()
 
     def run() -> None:
-        while not stop.wait(every):
-            emu.expire_tokens()
+        pending = list(after_calls)
+        while pending and not stop.wait(0.01):
+            if len(emu.calls()) >= pending[0]:
+                emu.expire_tokens()
+                pending.pop(0)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
