@@ -436,6 +436,13 @@ def ingest_command(state: State, as_json: bool) -> None:
     help="Gen 1 user/sync MOD: keep the fields it omits, or reset them (sources disagree).",
 )
 @click.option(
+    "--dept-visible-after",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds a new department stays invisible to member ADD/MOD (1310 / 60003).",
+)
+@click.option(
     "--rng-seed", type=int, default=None, help="Seed for fault injection, for repeatable runs."
 )
 @click.option(
@@ -465,6 +472,7 @@ def emulator_command(
     newcount_dates: str,
     invalid_token_answer: str,
     user_mod: str,
+    dept_visible_after: float,
     rng_seed: int | None,
     control: bool,
     control_anywhere: bool,
@@ -500,6 +508,7 @@ def emulator_command(
             "newcount_dates": newcount_dates,
             "invalid_token_answer": invalid_token_answer,
             "user_mod": user_mod,
+            "dept_visible_after": dept_visible_after,
             "rng_seed": rng_seed,
         },
         control=control,

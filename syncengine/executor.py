@@ -23,6 +23,11 @@ What it guarantees, and why each piece is there:
   is done only when the existing object matches the request, else the action fails and says
   which fields differ. An action a killed run left ``running`` is checked the same way before
   it is redone (``swap_primary`` done twice would undo itself).
+* **New departments.** A department created moments ago may not yet be visible to a member
+  ADD/MOD (Gen 1 1310, Gen 2 60003: a reading no source rules out). An action that puts a
+  member into a department this run created (or under one) waits for it with its own backoff
+  (``visibility_backoff`` doubling, at most ``visibility_wait`` seconds) instead of failing;
+  any other "not found" fails as before.
 * **Checkpoints.** Every action goes ``pending → running → done / failed / skipped`` through
   the sink, and ``running`` is recorded before the first call is made, so a resumed run knows
   which actions to re-check.
@@ -109,6 +114,8 @@ class ExecutorSettings:
     backoff_max: float = 30.0
     jitter: float = 0.5
     max_retry_seconds: float = 300.0
+    visibility_wait: float = 30.0
+    visibility_backoff: float = 0.25
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -488,6 +495,8 @@ class Executor:
         )
         self._progress = progress
         self._stop = stop or threading.Event()
+        self._created_departments: set[str] = set()  # made by this run (visibility waits)
+        self._created_lock = threading.Lock()
 
     # --- scheduling ---------------------------------------------------------------------
 
@@ -667,6 +676,9 @@ class Executor:
         if status is Status.FAILED and run.password is not None and not run.maybe_written:
             # The create certainly did not happen: the password handed over is not in use.
             self.passwords.void(action.employee_id, run.password.email, detail)
+        if status is Status.DONE and action.kind is ActionKind.CREATE_DEPARTMENT:
+            with self._created_lock:
+                self._created_departments.add(normalise_path(action.target))
         if status is Status.DONE:
             try:
                 self._after_success(action)
@@ -769,7 +781,7 @@ class Executor:
                 return
             run.check_first = False
         try:
-            self._write(run)
+            self._write_when_visible(run)
         except RetriableProviderError:
             run.check_first = True  # the write may have happened: look before redoing it
             run.maybe_written = True
@@ -792,6 +804,45 @@ class Executor:
                 run.note = "already gone"
                 return
             raise
+
+    def _new_departments_of(self, action: Action) -> list[str]:
+        """The departments (or their ancestors) of a member action that this run created."""
+        if action.kind is ActionKind.CREATE_USER and action.mailbox is not None:
+            paths: Sequence[str] = action.mailbox.departments
+        elif action.update is not None and action.update.departments is not None:
+            paths = action.update.departments
+        else:
+            return []
+        with self._created_lock:
+            created = set(self._created_departments)
+        found = []
+        for path in paths:
+            parts = normalise_path(path).split("/")
+            if any("/".join(parts[:n]) in created for n in range(1, len(parts) + 1)):
+                found.append(normalise_path(path))
+        return found
+
+    def _write_when_visible(self, run: _Run) -> None:
+        """:meth:`_write`, waiting (with backoff) while a department this run created is not
+        yet visible to the member call. A "not found" certainly wrote nothing, so no check
+        before the next try is needed."""
+        s = self.settings
+        waited, pause = 0.0, s.visibility_backoff
+        while True:
+            try:
+                self._write(run)
+                return
+            except NotFoundError as exc:
+                fresh = self._new_departments_of(run.action)
+                if not fresh or waited >= s.visibility_wait or self._stop.is_set():
+                    raise
+                pause = min(pause, s.visibility_wait - waited)
+                log.info("%s: %s; department(s) %s created in this run, trying again in "
+                         "%.2f s", run.action.key, exc, ", ".join(fresh), pause)  # fmt: skip
+                self._sleep(pause)
+                waited += pause
+                pause *= 2
+                run.note = f"waited {waited:.2f} s for new department(s) {', '.join(fresh)}"
 
     def _write(self, run: _Run) -> None:
         a = run.action

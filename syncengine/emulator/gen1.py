@@ -199,6 +199,7 @@ def _sync_body(rt: Runtime, p: Params, *, adding: bool) -> dict[str, Any]:
         if len(values) > MAX_DEPARTMENTS:
             raise ApiError(60105, 1100, f"at most {MAX_DEPARTMENTS} PartyPath values")
         body["department"] = [_resolve_path(rt, v) for v in values]
+        readings.check_visible(rt, body["department"])
     if "slave" in p:
         body["slaves"] = [v for v in p["slave"] if v.strip()]
     if adding and "name" not in body:
@@ -253,7 +254,9 @@ async def party_sync(rt: Runtime, tok: Token, p: Params) -> Result:
         if not split_path(dst):
             raise ApiError(40092, 1100, "DstPath is required")
         _valid_path(dst)
+        before = list(d.depts)
         d.ensure_path(dst)
+        readings.note_new_departments(rt, before)
     elif action == "1":
         if not split_path(dst):
             raise ApiError(60007, 1100, "the root party cannot be deleted")

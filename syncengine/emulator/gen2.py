@@ -98,7 +98,10 @@ def department_create(rt: Runtime, request: Request, p: Params) -> dict[str, Any
     name = str(p.get("name", ""))
     parentid = _int(_required(p, "parentid", 60124), 60124, "parentid")
     order = _int(p.get("order", 0), 40092, "order")
-    return _ok("created", id=d.create_dept(name, parentid, order))
+    before = list(d.depts)
+    new_id = d.create_dept(name, parentid, order)
+    readings.note_new_departments(rt, before)
+    return _ok("created", id=new_id)
 
 
 def department_update(rt: Runtime, request: Request, p: Params) -> dict[str, Any]:
@@ -172,17 +175,32 @@ def _user_body(p: Params) -> Params:
     return body
 
 
+def _dept_ids(p: Params) -> list[Any]:
+    raw = p.get("department")
+    if not isinstance(raw, list):
+        return []
+    ids: list[Any] = []
+    for item in raw:
+        try:
+            ids.append(int(item))
+        except (TypeError, ValueError, OverflowError):
+            ids.append(item)  # the directory refuses it with its own errcode
+    return ids
+
+
 def user_create(rt: Runtime, request: Request, p: Params) -> dict[str, Any]:
     if not p.get("userid"):
         raise ApiError(40003, 1100, "missing userid")
     if "department" not in p:
         raise ApiError(40092, 1100, "missing department (a list of department ids)")
+    readings.check_visible(rt, _dept_ids(p))
     rt.directory.create_user({**_user_body(p), "userid": str(p["userid"])})
     return _ok("created")
 
 
 def user_update(rt: Runtime, request: Request, p: Params) -> dict[str, Any]:
     userid = str(_required(p, "userid", 40003))
+    readings.check_visible(rt, _dept_ids(p))
     rt.directory.update_user(userid, _user_body(p))
     return _ok("updated")
 

@@ -129,6 +129,7 @@ class RunningEmulator:
             newcount_dates=o.newcount_dates,
             invalid_token_answer=o.invalid_token_answer,
             user_mod=o.user_mod,
+            dept_visible_after=o.dept_visible_after,
             seed=o.rng_seed,
         )
         self.clear_calls()

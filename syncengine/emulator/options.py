@@ -35,7 +35,8 @@ class EmulatorOptions:
     ``invalid_token_answer`` is how an unknown or expired token is refused: "errcode" (Gen 1
     ``{"errcode":"1200","error":"invalid_token"}``, Gen 2 ``invalid_token_code``), "error" (Gen 1
     ``{"error":"invalid_token"}`` alone) or "http401" (HTTP 401 with that body);
-    ``user_mod`` "reset" makes a Gen 1 ``user/sync`` MOD reset every field it omits.
+    ``user_mod`` "reset" makes a Gen 1 ``user/sync`` MOD reset every field it omits;
+    ``dept_visible_after`` seconds hide a new department from user ADD/MOD (1310 / 60003).
     """
 
     latency_ms: float = 0.0
@@ -54,13 +55,14 @@ class EmulatorOptions:
     newcount_dates: Literal["optional", "required"] = "optional"
     invalid_token_answer: Literal["errcode", "error", "http401"] = "errcode"
     user_mod: Literal["keep", "reset"] = "keep"
+    dept_visible_after: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate", "busy_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1 (got {value})")
-        for name in ("latency_ms", "rate_limit_per_token", "listen_hold"):
+        for name in ("latency_ms", "rate_limit_per_token", "listen_hold", "dept_visible_after"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.token_lifetime is not None and self.token_lifetime <= 0:
@@ -98,6 +100,7 @@ class Faults:
     newcount_dates: str = "optional"
     invalid_token_answer: str = "errcode"
     user_mod: str = "keep"
+    dept_visible_after: float = 0.0
 
     @classmethod
     def from_options(cls, options: EmulatorOptions) -> Faults:

@@ -14,15 +14,20 @@ against every one:
 - ``newcount_dates = "required"``: Gen 2 ``mail/newcount`` refuses a call without its dates.
 - ``user_mod = "reset"``: Gen 1 ``user/sync`` MOD resets every field it does not carry (the
   reading under which working clients resend the whole record).
+- ``dept_visible_after = S``: a department created less than S seconds ago is not yet visible
+  to a member ADD/MOD (Gen 1 1310 party_not_found, Gen 2 60003), as a client of the old API
+  observed ("a new party needs a moment").
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.responses import JSONResponse
 
-from syncengine.emulator.model import Token
+from syncengine.emulator.model import ApiError, Token
 from syncengine.emulator.runtime import Runtime
 
 
@@ -70,3 +75,26 @@ def mod_body(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
     if rt.reading("user_mod") != "reset":
         return body
     return {**MOD_RESETS, **body}
+
+
+def note_new_departments(rt: Runtime, before: Iterable[int]) -> None:
+    """Stamp the departments that exist now and did not in ``before`` with their birth time."""
+    old = set(before)
+    now = time.monotonic()
+    with rt.lock:
+        for dept_id in list(rt.directory.depts):
+            if dept_id not in old:
+                rt.dept_born[dept_id] = now
+
+
+def check_visible(rt: Runtime, dept_ids: Iterable[Any]) -> None:
+    """Refuse a member ADD/MOD into a department younger than ``dept_visible_after``."""
+    delay = float(rt.reading("dept_visible_after"))
+    if delay <= 0:
+        return
+    now = time.monotonic()
+    with rt.lock:
+        for raw in dept_ids:
+            born = rt.dept_born.get(raw) if isinstance(raw, int) else None
+            if born is not None and now - born < delay:
+                raise ApiError(60003, 1310, f"department {raw} not found (created moments ago)")

@@ -90,6 +90,7 @@ class Runtime:
         self.closing = False
         self.listen_waiting = 0  # long polls parked right now (event-loop thread only)
         self.listen_pushed: dict[str, int] = {}  # listen_ver "separate": last mail per token
+        self.dept_born: dict[int, float] = {}  # dept_visible_after: department -> created at
         directory.add_listener(self.notifier.wake_threadsafe)
 
     # -- faults -------------------------------------------------------------------------

@@ -28,9 +28,11 @@ READINGS = [
     pytest.param("v1", {"invalid_token_answer": "http401"}, id="v1-token-refused-by-http401"),
     pytest.param("v1", {"listen_ver": "separate", "listen_hold": 0.0}, id="v1-listen-readings"),
     pytest.param("v1", {"user_mod": "reset"}, id="v1-mod-resets-omitted-fields"),
+    pytest.param("v1", {"dept_visible_after": 1.0}, id="v1-new-department-not-yet-visible"),
     pytest.param("v2", {}, id="v2-as-decided"),
     pytest.param("v2", {"invalid_token_answer": "http401"}, id="v2-token-refused-by-http401"),
     pytest.param("v2", {"newcount_dates": "required"}, id="v2-newcount-dates-required"),
+    pytest.param("v2", {"dept_visible_after": 1.0}, id="v2-new-department-not-yet-visible"),
 ]
 
 
