@@ -112,6 +112,9 @@ class Desired:
     quarantined: frozenset[str] = frozenset()
     previous_size: int | None = None
     previous_departments: tuple[Department, ...] = ()
+    former_addresses: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Employee id -> addresses that were once their primary (swapped away by an address
+    change): they stay aliases whatever ``alias_mode`` says, or mail to them would bounce."""
 
 
 def _norm(value: str) -> str:
@@ -828,6 +831,12 @@ class _Planner:
             want_aliases = set(hr_aliases) - {address}
             if mode is AliasMode.ADD:
                 want_aliases |= cur_aliases
+            else:
+                # An address change promised "the old address stays an alias": exact mode
+                # must not take it away, now or in a later run, or mail to it bounces.
+                former = self.desired.former_addresses.get(p.employee_id, frozenset())
+                want_aliases |= cur_aliases & (former | {email})
+                want_aliases.discard(address)
             final = tuple(sorted(want_aliases))
             if len(final) > MAX_ALIASES:
                 keep = sorted(cur_aliases & want_aliases)

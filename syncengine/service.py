@@ -870,6 +870,7 @@ def make_plan(
                 quarantined=frozenset(str(e) for e in quarantined),
                 previous_size=previous_size,
                 previous_departments=previous_departments,
+                former_addresses=repo.former_addresses(),
             )
             links = repo.load_links()
 
@@ -2794,6 +2795,7 @@ class HookBackend:
             quarantined=base.quarantined - set(overrides),
             previous_size=base.previous_size,
             previous_departments=base.previous_departments,
+            former_addresses=self.repo.former_addresses(),
         )
         fingerprint = config_fingerprint(self.config)
         links = self.repo.load_links()

@@ -1109,6 +1109,25 @@ class Repository:
             entries.reverse()
         return entries
 
+    def former_addresses(self) -> dict[str, frozenset[str]]:
+        """Employee id -> the addresses an applied address change swapped away from primary.
+
+        Read from the audit log's outcome rows of ``swap_primary`` actions that are done (the
+        action's target is the old primary address); the planner keeps them as aliases.
+        """
+        stmt = select(AuditEntryRow.employee_id, AuditEntryRow.target).where(
+            AuditEntryRow.kind == "swap_primary",
+            AuditEntryRow.result == "done",
+            AuditEntryRow.call.is_(None),
+            AuditEntryRow.employee_id.is_not(None),
+            AuditEntryRow.target.is_not(None),
+        )
+        found: dict[str, set[str]] = {}
+        with self._tx("reading former addresses") as conn:
+            for eid, target in conn.execute(stmt):
+                found.setdefault(str(eid), set()).add(normalise_email(str(target)))
+        return {eid: frozenset(addrs) for eid, addrs in found.items()}
+
     # --- hook events --------------------------------------------------------------------
 
     @staticmethod

@@ -48,6 +48,7 @@ class World:
     parties: set[str] = field(default_factory=set)
     groups: set[str] = field(default_factory=set)
     links: dict[str, IdentityLink] = field(default_factory=dict)
+    former: dict[str, frozenset[str]] = field(default_factory=dict)  # the audit's swaps
 
     @classmethod
     def of(cls, state: MailboxState, links: dict[str, IdentityLink] | None = None) -> World:
@@ -139,6 +140,7 @@ def apply_action(w: World, a: Action, now: datetime = NOW) -> None:
         assert a.alias in m.aliases, f"{a.key}: {a.alias} is not an alias yet"
         aliases = tuple(sorted((set(m.aliases) - {a.alias}) | {m.email}))
         w.mailboxes[a.alias] = replace(m, email=a.alias, aliases=aliases)
+        w.former[a.employee_id] = w.former.get(a.employee_id, frozenset()) | {m.email}
     elif k is ActionKind.DELETE_USER:
         assert not w.mailboxes[a.target].enabled, f"{a.key}: deleting an enabled mailbox"
         del w.mailboxes[a.target]
@@ -198,7 +200,8 @@ def plan_for(
     plan = diff(desired, state, links or {}, policy, now, only=only)
     world = apply_plan(plan, World.of(state, links))
     # Convergence: the same desired state against the result needs nothing more.
-    rolled = replace(desired, previous_departments=desired.departments)
+    rolled = replace(desired, previous_departments=desired.departments,
+                     former_addresses=world.former)  # fmt: skip
     again = diff(rolled, world.state(), world.links, policy, now, only=only)
     assert not again.actions, [a.key for a in again.actions]
     return plan, world
@@ -396,18 +399,30 @@ def test_address_change_is_add_alias_then_swap() -> None:
     assert world.mailboxes["new@x.com"].aliases == ("a@x.com", "old@x.com")
 
 
-def test_address_change_exact_alias_mode_drops_old_address() -> None:
+def test_address_change_exact_alias_mode_keeps_the_old_address() -> None:
+    """Exact mode sets the aliases to HR's list, but the old primary address stays an alias
+    (the plan says so, and mail to it must not bounce); another extra alias goes."""
     policy = replace(POLICY, alias_mode=AliasMode.EXACT)
     plan, world = plan_for(
         [Person("E1", "张三", email="new@x.com", aliases=("z@x.com",))],
-        [mb("old@x.com", "张三", ext_id="E1")],
+        [mb("old@x.com", "张三", ext_id="E1", aliases=("gone@x.com",))],
         links={"E1": link("E1", "old@x.com")},
         policy=policy,
     )
     assert [a.kind for a in plan.actions] == [
         ActionKind.ADD_ALIAS, ActionKind.SWAP_PRIMARY, ActionKind.UPDATE_USER,
     ]  # fmt: skip
-    assert world.mailboxes["new@x.com"].aliases == ("z@x.com",)
+    swap, update = plan.actions[1], plan.actions[2]
+    assert "old@x.com stays an alias" in swap.reason
+    assert update.update is not None and update.update.aliases == ("old@x.com", "z@x.com")
+    assert world.mailboxes["new@x.com"].aliases == ("old@x.com", "z@x.com")
+    # The next run: HR still lists only z@x.com; the former address stays all the same.
+    again = diff(
+        Desired((Person("E1", "张三", email="new@x.com", aliases=("z@x.com",)),),
+                former_addresses=world.former),
+        world.state(), world.links, policy, NOW,
+    )  # fmt: skip
+    assert again.actions == ()
 
 
 def test_rehire_enables_the_old_mailbox() -> None:

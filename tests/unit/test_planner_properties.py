@@ -154,6 +154,7 @@ def test_plan_applies_in_order_and_converges(
     world = apply_plan(plan, World.of(state, links))  # asserts a valid order
     rolled = replace(desired, previous_departments=desired.departments)
     for _ in range(3):
+        rolled = replace(rolled, former_addresses=world.former)  # the audit's swaps
         again = diff(rolled, world.state(), world.links, policy, NOW)
         if not again.actions:
             break
