@@ -115,9 +115,12 @@ def build_policy(
     *,
     default_domain: str | None = None,
     password_delivery: str = "file",
+    can_force_password_change: bool = True,
 ) -> Policy:
     """The planner's Policy. ``default_domain`` (the first Exmail domain) is used when
-    ``[addresses] domain`` is not set; with neither, generating addresses is impossible."""
+    ``[addresses] domain`` is not set; with neither, generating addresses is impossible.
+    ``can_force_password_change`` is False for the Gen 1 API, which has no "change the
+    password at first login" field: the plan must not promise what the create cannot do."""
     domain = addresses.domain or default_domain
     if not domain:
         raise ConfigError(
@@ -140,7 +143,7 @@ def build_policy(
         leave_action=LeaveAction(lifecycle.leave),
         create_days_before_start=lifecycle.create_days_before_start,
         password_delivery=password_delivery,
-        change_password_at_login=lifecycle.change_password_at_login,
+        change_password_at_login=lifecycle.change_password_at_login and can_force_password_change,
         brakes=Brakes(
             max_shrink_share=policy.max_shrink_share,
             max_deletes=policy.max_deletes,
@@ -164,4 +167,5 @@ def policy_from_config(config: Config) -> Policy:
         config.lifecycle,
         default_domain=domains[0] if domains else None,
         password_delivery=config.passwords.delivery,
+        can_force_password_change=config.exmail.api == "v2",
     )

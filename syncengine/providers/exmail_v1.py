@@ -412,7 +412,8 @@ class ExmailV1Provider:
         """``user/sync`` ADD. The password goes as its MD5 (``Md5=1``): Gen 1 is plain HTTP.
 
         Gen 1 has no "change password at next login" flag; ``change_password_at_login`` is
-        accepted for the common interface and has no effect here.
+        accepted for the common interface and has no effect here (the policy built for a Gen 1
+        config never asks for it, so no Gen 1 plan promises it).
         """
         form = self._user_form(
             name=mailbox.name,
