@@ -98,6 +98,7 @@ from syncengine.planner import Desired
 from syncengine.policy import Policy
 from syncengine.policy_config import policy_from_config
 from syncengine.providers.base import MailboxProvider
+from syncengine.providers.check import Probe, check_provider
 from syncengine.providers.exmail_v1 import ExmailV1Provider
 from syncengine.providers.exmail_v2 import ExmailV2Provider
 from syncengine.providers.http import new_http_client
@@ -141,6 +142,38 @@ def build_provider(
     if ex.api == "v1":
         return ExmailV1Provider(ex, client, shared_tokens=PROCESS_TOKENS)
     return ExmailV2Provider(ex, client, shared_tokens=PROCESS_TOKENS)
+
+
+@dataclass(frozen=True)
+class ExmailCheck:
+    """``syncengine check``: where the config points and what each read-only probe found."""
+
+    api: str
+    endpoints: dict[str, str]
+    probes: list[Probe]
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.probes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"api": self.api, "ok": self.ok, "endpoints": self.endpoints,
+                "probes": [p.to_dict() for p in self.probes]}  # fmt: skip
+
+
+def check_exmail(config: Config, *, transport: httpx.BaseTransport | None = None) -> ExmailCheck:
+    """Validate the ``[exmail]`` table against the live service, read-only (see
+    :mod:`syncengine.providers.check`): a token per credential, one list call, the domains."""
+    ex = config.exmail
+    if ex.api == "v2":
+        endpoints = {"api": ex.host_base + "/cgi-bin/"}
+    else:
+        endpoints = {"token": ex.token_url, "api": ex.openapi_base + "/openapi/"}
+    provider = build_provider(config, transport=transport)
+    try:
+        return ExmailCheck(ex.api, endpoints, check_provider(provider, ex))
+    finally:
+        provider.close()
 
 
 def sso_url(config: Config, email: str, *, transport: httpx.BaseTransport | None = None) -> str:

@@ -1,4 +1,4 @@
-""""Must change the password at first login": Gen 2 has ``cpwd_login``; the Gen 1 protocol has
+""" "Must change the password at first login": Gen 2 has ``cpwd_login``; the Gen 1 protocol has
 no such field, so a Gen 1 plan must not promise it (it used to, and the mailbox was created
 without it). Real CLI, real SQLite, the emulator over real HTTP."""
 
