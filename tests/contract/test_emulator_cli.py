@@ -27,6 +27,14 @@ def _read_banner(proc: subprocess.Popen[str], lines: list[str]) -> None:
             return
 
 
+READINGS = {"listen_ver": "separate", "user_mod": "reset", "dept_visible_after": 2.0,
+            "invalid_token_answer": "http401", "newcount_dates": "required"}  # fmt: skip
+READING_FLAGS = [
+    "--listen-ver", "separate", "--user-mod", "reset", "--dept-visible-after", "2",
+    "--invalid-token-answer", "http401", "--newcount-dates", "required",
+]  # fmt: skip
+
+
 def test_command_serves_and_prints_url_and_demo_credentials(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     proc = subprocess.Popen(
@@ -42,6 +50,7 @@ def test_command_serves_and_prints_url_and_demo_credentials(tmp_path: Path) -> N
             "--control",
             "--listen-hold",
             "1",
+            *READING_FLAGS,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -70,6 +79,8 @@ def test_command_serves_and_prints_url_and_demo_credentials(tmp_path: Path) -> N
         )
         assert token.status_code == 200
         assert httpx.get(url.group(1) + "/_emulator/state", timeout=10).status_code == 200
+        faults = httpx.get(url.group(1) + "/_emulator/faults", timeout=10).json()
+        assert {k: faults[k] for k in READINGS} == READINGS
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -59,3 +59,21 @@ def test_sso_links_reuse_the_process_tokens(
     assert service.sso_url(config, "lisi@example.com")
     assert emu.call_counts()[TOKEN_ENDPOINT[api]] == (4 if api == "v2" else 2)
     assert "S3cr3t" not in repr(PROCESS_TOKENS)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "bad"),
+    [("listen_ver", "separate", "sometimes"), ("user_mod", "reset", "wipe"),
+     ("dept_visible_after", 1.5, -1), ("invalid_token_answer", "error", "teapot"),
+     ("newcount_dates", "required", "maybe")],
+)  # fmt: skip
+def test_each_reading_is_a_control_api_option(
+    name: str, value: object, bad: object, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    emu = emulator_factory("v1")
+    emu.set_faults(**{name: value})
+    assert emu.control("GET", "faults")[name] == value
+    with pytest.raises(RuntimeError, match="HTTP 400"):
+        emu.set_faults(**{name: bad})
+    emu.reset()  # back to the starting option
+    assert emu.control("GET", "faults")[name] != value

@@ -124,3 +124,36 @@ def test_forward_reports_each_mail_once_across_restarts_and_fresh_tokens(
         sent = list(service.forward_mail(env.config(), hook.url, timeout=2.0))
         assert [s.event.subject for s in sent] == ["second"]
         assert [r.document["subject"] for r in hook.wait_for(2)] == ["first", "second"]
+
+
+OTHER_READINGS = [
+    pytest.param("v1", {"user_mod": "reset"}, id="v1-mod-resets"),
+    pytest.param("v1", {"dept_visible_after": 1.0}, id="v1-new-department-not-yet-visible"),
+    pytest.param("v1", {"invalid_token_answer": "error"}, id="v1-token-refused-by-error-only"),
+    pytest.param("v1", {"invalid_token_answer": "http401"}, id="v1-token-refused-by-http401"),
+    pytest.param("v2", {"invalid_token_answer": "http401"}, id="v2-token-refused-by-http401"),
+    pytest.param("v2", {"newcount_dates": "required"}, id="v2-newcount-dates-required"),
+    pytest.param("v2", {"dept_visible_after": 1.0}, id="v2-new-department-not-yet-visible"),
+]
+
+
+@pytest.mark.parametrize(("api", "reading"), OTHER_READINGS)
+def test_mail_watch_under_the_other_readings(
+    api: str,
+    reading: dict[str, Any],
+    tmp_path: Path,
+    emulator_factory: Callable[..., RunningEmulator],
+) -> None:
+    """Every reading option of the emulator, with the tokens refused once mid-watch."""
+    emu = emulator_factory(api, listen_hold=0.3, **reading)
+    config = _config(emu, tmp_path)
+    thread = _deliver_later(emu, 3, 0.4)
+    expirer = threading.Timer(0.6, emu.expire_tokens)
+    expirer.start()
+    events = list(service.watch_mail(config, users=MAILBOXES if api == "v2" else (),
+                                     interval=0.1, timeout=2.5))  # fmt: skip
+    thread.join()
+    expirer.join()
+    assert sorted(e.email for e in events) == sorted(MAILBOXES)
+    if api == "v1":
+        assert len({e.mail_id for e in events}) == 3
