@@ -44,24 +44,26 @@ from syncengine.errors import LockHeldError, StagingError
 from syncengine.staging import codec
 from syncengine.staging.db import display_url
 from syncengine.staging.models import (
-    ActionStatus,
     AuditEntryRow,
-    EventStatus,
     HookEventRow,
     IdentityLinkRow,
     PlanAction,
     PlanRow,
-    PlanStatus,
     Run,
-    RunKind,
     RunLockRow,
-    RunStatus,
     Snapshot,
     SnapshotDepartment,
     SnapshotPerson,
     SnapshotProblem,
-    SnapshotStatus,
     WatchState,
+)
+from syncengine.statuses import (
+    ActionStatus,
+    EventStatus,
+    PlanStatus,
+    RunKind,
+    RunStatus,
+    SnapshotStatus,
 )
 
 log = logging.getLogger(__name__)
