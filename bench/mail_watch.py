@@ -77,12 +77,15 @@ def main() -> None:
     listens = [c for c in calls if c["endpoint"] == "/openapi/listen"]
     errors = sum(1 for c in listens if c["errcode"] == 1002)
     print(f"mail watch, Gen 1, listen_ver={args.listen_ver}, listen hold {args.listen_hold} s, "
-          f"busy rate {args.busy_rate:.0%}: ran {elapsed:.0f} s (exit {proc.returncode})")  # fmt: skip
+          f"busy rate {args.busy_rate:.0%}: ran {elapsed:.0f} s "
+          f"(exit {proc.returncode})")  # fmt: skip
     print(f"  mails delivered {len(delivered)}, reported {len(reported)}, "
           f"distinct {len(counts)}, duplicates {sum(n - 1 for n in counts.values())}, "
           f"missing {len(missing)}")  # fmt: skip
-    print(f"  listen calls {len(listens)} ({len(listens) / elapsed:.2f}/s), 1002 answers "
-          f"{errors}, token calls {sum(1 for c in calls if c['endpoint'] == '/cgi-bin/token')}")
+    print(
+        f"  listen calls {len(listens)} ({len(listens) / elapsed:.2f}/s), 1002 answers "
+        f"{errors}, token calls {sum(1 for c in calls if c['endpoint'] == '/cgi-bin/token')}"
+    )
     if proc.returncode != 0:
         print("  stderr:", err.strip()[-500:])
 

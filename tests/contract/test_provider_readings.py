@@ -51,12 +51,16 @@ def test_sso_links_reuse_the_process_tokens(
     """Five links, one token per application (Gen 2: contacts + sso; Gen 1: one)."""
     emu = emulator_factory(api)
     config = _config(emu, tmp_path, sso={"allow_unmanaged": True})
-    urls = {service.sso_url(config, "lisi@example.com") for _ in range(5)}
+    urls = set()
+    for _ in range(5):  # serve makes an engine per portal link; so does this
+        with closing(service.Engine(config)) as engine:
+            urls.add(service.sso_url(engine, "lisi@example.com"))
     assert len(urls) == 5  # each link is fresh
     assert emu.call_counts()[TOKEN_ENDPOINT[api]] == (2 if api == "v2" else 1)
     # A refused shared token is dropped for every provider of the process.
     emu.expire_tokens()
-    assert service.sso_url(config, "lisi@example.com")
+    with closing(service.Engine(config)) as engine:
+        assert service.sso_url(engine, "lisi@example.com")
     assert emu.call_counts()[TOKEN_ENDPOINT[api]] == (4 if api == "v2" else 2)
     assert "S3cr3t" not in repr(PROCESS_TOKENS)
 

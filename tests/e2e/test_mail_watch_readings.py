@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,21 @@ def _config(emu: RunningEmulator, tmp_path: Path) -> Any:
                          "database": {"url": f"sqlite:///{tmp_path / 'staging.db'}"}})  # fmt: skip
 
 
+def _watch(config: Any, **kw: Any) -> list[Any]:
+    with closing(service.Engine(config)) as engine:
+        return list(service.watch_mail(engine, **kw))
+
+
+def _forward(config: Any, url: str, **kw: Any) -> list[service.ForwardedMail]:
+    with closing(service.Engine(config)) as engine:
+        return list(service.forward_mail(engine, url, **kw))
+
+
+def _count(config: Any, email: str) -> int:
+    with closing(service.Engine(config)) as engine:
+        return service.mail_count(engine, email)
+
+
 def _deliver_later(emu: RunningEmulator, count: int, every: float) -> threading.Thread:
     def run() -> None:
         for n in range(count):
@@ -63,7 +79,7 @@ def test_each_mail_is_reported_once_under_each_reading(
     before = emu.deliver_mail(MAILBOXES[0], subject="before the watch")  # start at Ver 0
     thread = _deliver_later(emu, 6, 0.25)
     started = time.monotonic()
-    events = list(service.watch_mail(_config(emu, tmp_path), timeout=4.0))
+    events = _watch(_config(emu, tmp_path), timeout=4.0)
     elapsed = time.monotonic() - started
     thread.join()
     ids = [e.mail_id for e in events]
@@ -81,7 +97,7 @@ def test_transient_errors_never_end_the_watch(
 ) -> None:
     emu = emulator_factory("v1", busy_rate=0.5, fail_rate=0.1, rng_seed=3, listen_hold=0.2)
     thread = _deliver_later(emu, 3, 0.3)
-    events = list(service.watch_mail(_config(emu, tmp_path), timeout=4.0))
+    events = _watch(_config(emu, tmp_path), timeout=4.0)
     thread.join()
     assert sorted(e.subject for e in events) == ["mail 0", "mail 1", "mail 2"]
     errors = [c for c in emu.calls() if c["errcode"] == 1002 or c["status"] == 503]
@@ -93,8 +109,7 @@ def test_gen2_poll_survives_transient_errors(
 ) -> None:
     emu = emulator_factory("v2", busy_rate=0.4, rng_seed=5)
     thread = _deliver_later(emu, 3, 0.6)
-    events = list(service.watch_mail(_config(emu, tmp_path), users=MAILBOXES, interval=0.1,
-                                     timeout=3.5))  # fmt: skip
+    events = _watch(_config(emu, tmp_path), users=MAILBOXES, interval=0.1, timeout=3.5)
     thread.join()
     assert sorted(e.email for e in events) == sorted(MAILBOXES)
     assert any(c["errcode"] == -1 for c in emu.calls())
@@ -105,7 +120,7 @@ def test_gen2_newcount_always_sends_its_dates(
 ) -> None:
     emu = emulator_factory("v2", newcount_dates="required")
     emu.deliver_mail(MAILBOXES[1])
-    assert service.mail_count(_config(emu, tmp_path), MAILBOXES[1]) == 1
+    assert _count(_config(emu, tmp_path), MAILBOXES[1]) == 1
 
 
 @pytest.mark.parametrize("reading", READINGS)
@@ -116,12 +131,12 @@ def test_forward_reports_each_mail_once_across_restarts_and_fresh_tokens(
     env = make_env(ApplyEnv(tmp_path, emu), {"exmail": PACING})
     with notification_receiver() as hook:
         emu.deliver_mail(MAILBOXES[0], subject="first")
-        sent = list(service.forward_mail(env.config(), hook.url, max_events=1, timeout=10))
+        sent = _forward(env.config(), hook.url, max_events=1, timeout=10)
         assert [s.event.subject for s in sent] == ["first"]
         # A restart with a fresh token: a "separate" server pushes "first" again.
         emu.expire_tokens()
         emu.deliver_mail(MAILBOXES[1], subject="second")
-        sent = list(service.forward_mail(env.config(), hook.url, timeout=2.0))
+        sent = _forward(env.config(), hook.url, timeout=2.0)
         assert [s.event.subject for s in sent] == ["second"]
         assert [r.document["subject"] for r in hook.wait_for(2)] == ["first", "second"]
 
@@ -150,8 +165,8 @@ def test_mail_watch_under_the_other_readings(
     thread = _deliver_later(emu, 3, 0.4)
     expirer = threading.Timer(0.6, emu.expire_tokens)
     expirer.start()
-    events = list(service.watch_mail(config, users=MAILBOXES if api == "v2" else (),
-                                     interval=0.1, timeout=2.5))  # fmt: skip
+    users = MAILBOXES if api == "v2" else ()
+    events = _watch(config, users=users, interval=0.1, timeout=2.5)
     thread.join()
     expirer.join()
     assert sorted(e.email for e in events) == sorted(MAILBOXES)
