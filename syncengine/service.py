@@ -26,7 +26,7 @@ import httpx
 from pydantic import SecretStr
 
 from syncengine import emulator as exmail_emulator
-from syncengine import planner, render
+from syncengine import enforcement, planner, render, signing
 from syncengine.apply_config import DEFAULT_PASSWORD_FILE
 from syncengine.config import Config, load_config
 from syncengine.connectors.base import make_connector
@@ -693,7 +693,7 @@ def config_fingerprint(config: Config) -> str:
     mapping or Exmail target) is refused. Secrets are left out, so rotating a secret does not
     make reviewed plans stale, and the fingerprint reveals nothing about them.
     """
-    data = _without_secrets(config.model_dump(mode="python"))
+    data = _without_secrets(config.model_dump(mode="python", exclude={"review"}))
     blob = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -904,6 +904,7 @@ def make_plan(
                 diff_seconds = time.perf_counter() - diff_started
             finally:
                 provider.close()
+            plan = signing.sign_plan(plan, signing.plan_key(config))
 
             record = repo.save_plan(
                 checksum=plan.checksum,
@@ -1218,6 +1219,7 @@ def _execute_stored(
             department_exists=_department_probe(provider),
             sleep=sleep,
             progress=progress,
+            guard=enforcement.action_guard(enforcement.ground(config, repo)),
         )
         try:
             result = executor.run(plan, statuses)
@@ -1378,12 +1380,7 @@ def apply_plan(
     plan already applied is not applied again. Failed actions are in the report (the CLI exits
     4); they fail only their dependants.
     """
-    if checksum is not None and checksum.strip().lower() != plan.checksum:
-        raise PlanError(
-            f"the plan's checksum is {plan.checksum}, not the reviewed {checksum.strip()}",
-            where="--checksum",
-            hint="apply the exact file that was reviewed, or review this one",
-        )
+    enforcement.check_reviewed_checksum(plan, checksum)
     fingerprint = config_fingerprint(config)
     if plan.config_fingerprint != fingerprint:
         raise PlanError(
@@ -1394,6 +1391,7 @@ def apply_plan(
         )
     release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
     plan.raise_if_unsafe(release)
+    enforcement.verify_signature(config, plan)
     common: dict[str, Any] = {
         "actor": actor,
         "transport": transport,
@@ -1405,6 +1403,7 @@ def apply_plan(
     try:
         repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
         try:
+            enforcement.check_brakes(plan, enforcement.ground(config, repo), release)
             resumed = _resume_unfinished(config, repo, **common)
             record = repo.load_plan(plan.checksum)
             if record is not None and record.status == "applying":

@@ -1,0 +1,48 @@
+"""The ``[review]`` config table: how plans are shown to approvers, signed and signed off.
+
+Example::
+
+    [review]
+    lang = "zh"                    # "zh" or "en": the plan page, text and summaries
+    timezone = "Asia/Shanghai"     # times on the plan page and in the text
+    key_file = "plan-signing.key"  # default: next to the SQLite database file, else the config
+    require_approval = "removals"  # "never" (default), "removals" or "always"
+    approval_min_actions = 500     # also require one for plans with this many actions or more
+
+The table is left out of the config fingerprint: changing the language or the approvers does
+not make the plans already under review stale.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_KEY_FILE = "plan-signing.key"
+
+
+class ReviewConfig(BaseModel):
+    """``[review]``: language, time zone, the plan-signing key and the approval policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lang: Literal["zh", "en"] = "zh"
+    timezone: str = "Asia/Shanghai"
+    key_file: str | None = None
+    require_approval: Literal["never", "removals", "always"] = "never"
+    approval_min_actions: int | None = Field(default=None, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name: Asia/Shanghai)")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
