@@ -476,7 +476,8 @@ def emulator_command(
     "out_path",
     type=click.Path(dir_okay=False, writable=True),
     default=None,
-    help="Write the plan to FILE in the chosen --format (json: the file 'apply' takes).",
+    help="Write the plan to FILE; the format follows the extension (.json .html .txt). An "
+    "HTML page is written with the JSON file of the same plan beside it (FILE.json).",
 )
 @click.option(
     "--format",
@@ -484,8 +485,10 @@ def emulator_command(
     type=click.Choice(["text", "json", "html"]),
     default=None,
     help="text (the default on stdout), json (the applyable plan file) or html (one page "
-    "for approvers). Default with --out: json.",
+    "for approvers). Default with --out: from the extension, else json.",
 )
+@click.option("--lang", type=click.Choice(["zh", "en"]), default=None,
+              help="Language of the HTML page (default: [review] lang).")  # fmt: skip
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
@@ -508,6 +511,7 @@ def plan_command(
     fmt: str | None,
     detailed_exitcode: bool,
     only: tuple[str, ...],
+    lang: str | None,
     allow_removals: int | None,
     allow_updates: int | None,
     force: bool,
@@ -521,10 +525,13 @@ def plan_command(
     """
     import time
 
-    from syncengine import render
+    from syncengine import render, review
     from syncengine.errors import EXIT_BLOCKED, EXIT_CHANGES
 
-    fmt = fmt or ("json" if out_path else "text")
+    try:
+        fmt = review.output_format(out_path, fmt)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     show_progress = not as_json and sys.stderr.isatty()
     last = [0.0]
 
@@ -554,8 +561,8 @@ def plan_command(
     if fmt == "json":
         document = render.render_json(plan)
     elif fmt == "html":
-        document = render.render_html(
-            plan, release=result.release, names=result.names, plan_id=result.plan_id
+        document = review.render_stored(
+            state.config, plan, "html", plan_id=result.plan_id, release=result.release, lang=lang
         )
     else:
         color = out_path is None and not as_json and sys.stdout.isatty()
@@ -566,6 +573,9 @@ def plan_command(
                 render.render_explanation(plan, color=color, names=result.names) + "\n" + document
             )
 
+    json_beside = review.json_beside(out_path) if out_path and fmt == "html" else None
+    if json_beside is not None:
+        _write_file(str(json_beside), render.render_json(plan))
     if out_path is not None:
         _write_file(out_path, document)
     if as_json:
@@ -578,6 +588,8 @@ def plan_command(
     elif out_path is not None:
         click.echo(f"{render.summary_line(plan, result.release)}")
         click.echo(f"Saved as plan #{result.plan_id} ({fmt}): {out_path}")
+        if json_beside is not None:
+            click.echo(f"The plan file to apply (same plan): {json_beside}")
         for reason in plan.unreleased(result.release):
             click.echo(f"blocked: {reason.message} — {reason.how_to_release}", err=True)
     else:
@@ -765,6 +777,31 @@ def apply_command(
             click.echo("some actions failed (listed above); fix the cause and run "
                        "'syncengine plan' / 'syncengine apply' again", err=True)  # fmt: skip
         sys.exit(EXIT_FAILED_ACTIONS)
+
+
+@main.command("show")
+@click.argument("plan_ref", metavar="PLANFILE|PLAN_ID|CHECKSUM")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "html", "summary"]),
+              default="text", show_default=True, help="How to render the plan.")  # fmt: skip
+@click.option("--lang", type=click.Choice(["zh", "en"]), default=None,
+              help="Language of the HTML page (default: [review] lang).")  # fmt: skip
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Write to FILE instead of stdout.")  # fmt: skip
+@pass_state
+@handle_errors
+def show_command(
+    state: State, plan_ref: str, fmt: str, lang: str | None, out_path: str | None
+) -> None:
+    """Render a stored plan: a plan file, a plan id, or 12+ characters of its checksum.
+    The same plan renders the same in every format, so the page an approver reads is the
+    plan that gets applied."""
+    from syncengine import review
+
+    document = review.show(state.config, plan_ref, fmt, lang=lang)
+    if out_path is not None:
+        _write_file(out_path, document)
+    else:
+        click.echo(document, nl=False)
 
 
 AUDIT_COLUMNS = (

@@ -14,10 +14,10 @@ escaped, since names and addresses come from HR and Exmail.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from syncengine.plan import (
     Action,
@@ -433,40 +433,6 @@ def render_explanation(
 
 # --- HTML -----------------------------------------------------------------------------------
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","Microsoft YaHei",
-sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;color:#1f2328;line-height:1.45}
-h1{font-size:1.5rem;margin-bottom:.25rem}h2{font-size:1.15rem;margin:2rem 0 .5rem;
-border-bottom:1px solid #d0d7de;padding-bottom:.25rem}
-.meta{color:#57606a;font-size:.85rem}.meta code{font-size:.8rem}
-table{border-collapse:collapse;width:100%;font-size:.9rem}
-th,td{border:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa}
-.summary{width:auto}.summary td.count{text-align:right;font-weight:600;min-width:3rem}
-.blocked,.released,.ok{margin-top:1.25rem}
-.blocked{border:2px solid #cf222e;background:#ffebe9;padding:.75rem 1rem;border-radius:6px}
-.blocked h2{color:#cf222e;border:0;margin-top:0}
-.released{border:2px solid #bf8700;background:#fff8c5;padding:.75rem 1rem;border-radius:6px}
-.ok{border:2px solid #1a7f37;background:#dafbe1;padding:.75rem 1rem;border-radius:6px}
-del{color:#cf222e;text-decoration:line-through}ins{color:#1a7f37;text-decoration:none}
-ul.changes{margin:0;padding-left:1rem}.note{color:#57606a;font-size:.85rem}
-.mark-create{color:#1a7f37}.mark-remove{color:#cf222e}
-"""
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _changes_html(action: Action) -> str:
-    items = []
-    for fld, old, new in _change_lines(action):
-        if new is None:
-            items.append(f"<li><b>{_e(fld)}</b>: <ins>{_e(old)}</ins></li>")
-        else:
-            items.append(f"<li><b>{_e(fld)}</b>: <del>{_e(old)}</del> → <ins>{_e(new)}</ins></li>")
-    return f'<ul class="changes">{"".join(items)}</ul>' if items else ""
-
 
 def render_html(
     plan: Plan,
@@ -474,124 +440,12 @@ def render_html(
     release: Release | None = None,
     names: Mapping[str, str] | None = None,
     plan_id: int | None = None,
-    title: str = "syncengine plan",
+    context: Any = None,
 ) -> str:
-    """One self-contained page for approvers (see the module docstring). ``plan_id`` is the
-    staging database's id of the saved plan, shown beside the checksum."""
-    names = names or {}
-    t = totals(plan)
-    short = plan.checksum[:12]
-    out: list[str] = [
-        "<!DOCTYPE html>",
-        '<html lang="zh-CN"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)} {_e(short)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)} <code>{_e(short)}</code></h1>",
-        '<table class="meta" id="meta">',
-    ]
-    meta = [
-        ("Plan id", f"#{plan_id}" if plan_id is not None else "(not saved)"),
-        ("Checksum (sha256)", plan.checksum),
-        ("Created", plan.created_at.isoformat(sep=" ", timespec="seconds")),
-        ("Mailbox state fingerprint", plan.state_fingerprint),
-        ("Config fingerprint", plan.config_fingerprint),
-        ("Schema version", str(plan.schema_version)),
-    ]
-    out += [f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in meta]
-    out.append("</table>")
+    """One self-contained page for approvers, from :mod:`syncengine.plan_page` (a Jinja2
+    template, zh/en catalogues). ``context`` is a :class:`~syncengine.plan_page.ReviewContext`;
+    without one, ``names`` and ``plan_id`` make an English page in UTC."""
+    from syncengine.plan_page import ReviewContext, render_page
 
-    left = plan.unreleased(release)
-    if plan.blocked_reasons:
-        cls = "blocked" if left else "released"
-        heading = (
-            f"Blocked by {_plural(len(left), 'safety brake')}: "
-            "this plan will not be applied as it is"
-            if left
-            else "Safety brakes fired and are released for this run"
-        )
-        out.append(f'<section class="{cls}" id="blocked"><h2>{_e(heading)}</h2><ul>')
-        for r in plan.blocked_reasons:
-            state = "released" if r.released_by(release) else f"to release: {r.how_to_release}"
-            out.append(
-                f'<li class="reason" data-brake="{_e(r.brake)}"><b>{_e(r.brake)}</b>: '
-                f'{_e(r.message)}<br><span class="note">{_e(state)}</span></li>'
-            )
-        out.append("</ul></section>")
-    elif not plan.actions:
-        out.append('<section class="ok" id="nochanges"><b>No changes.</b> '
-                   "Exmail already follows HR.</section>")  # fmt: skip
-
-    out.append('<h2>Summary</h2><table class="summary" id="summary">')
-    rows = [(label, t[label]) for label, _ in _TOTAL_GROUPS]
-    rows += [
-        ("link records", t["links"]),
-        ("actions in all", t["actions"]),
-        ("conflicts", t["conflicts"]),
-        ("unmanaged", t["unmanaged"]),
-        ("protected", t["protected"]),
-        ("quarantined", t["quarantined"]),
-    ]
-    out += [
-        f'<tr><th>{_e(label)}</th><td class="count" data-key="{_e(label)}">{n}</td></tr>'
-        for label, n in rows
-    ]
-    out.append("</table>")
-
-    grouped = _grouped(plan)
-    for section in SECTIONS:
-        actions = grouped[section.key]
-        if not actions:
-            continue
-        out.append(
-            f'<h2 id="{section.key}">{_e(section.title)} ({len(actions)})</h2>'
-            + (f'<p class="note">{_e(section.note)}</p>' if section.note else "")
-        )
-        out.append(
-            f'<table class="kind" data-section="{section.key}"><thead><tr><th>#</th>'
-            "<th>Target</th><th>Employee</th><th>Changes (old → new)</th><th>Reason</th>"
-            "</tr></thead><tbody>"
-        )
-        for i, a in enumerate(actions, 1):
-            out.append(
-                f"<tr><td>{i}</td><td>{_e(action_label(a))}</td>"
-                f"<td>{_e(employee_label(a, names))}</td><td>{_changes_html(a)}</td>"
-                f"<td>{_e(a.reason)}</td></tr>"
-            )
-        out.append("</tbody></table>")
-
-    if plan.conflicts:
-        out.append(f'<h2 id="conflicts">Conflicts ({len(plan.conflicts)})</h2>')
-        out.append('<p class="note">The engine will not guess: resolve these in HR or Exmail. '
-                   "The people concerned get no actions.</p>")  # fmt: skip
-        out.append("<table><thead><tr><th>Kind</th><th>Employees</th><th>Addresses</th>"
-                   "<th>What is wrong</th></tr></thead><tbody>")  # fmt: skip
-        for c in plan.conflicts:
-            out.append(
-                f"<tr><td>{_e(c.kind.value)}</td><td>{_e(', '.join(c.employee_ids))}</td>"
-                f"<td>{_e(', '.join(c.emails))}</td><td>{_e(c.message)}</td></tr>"
-            )
-        out.append("</tbody></table>")
-
-    for key, heading, items, note in (
-        ("unmanaged", "Unmanaged mailboxes", plan.unmanaged, "No HR record; left alone."),
-        ("protected", "Protected accounts", plan.protected, "Never touched."),
-        ("quarantined", "Quarantined employees", plan.quarantined,
-         "Rows with problems in the HR snapshot: not synced, never treated as leavers."),
-    ):  # fmt: skip
-        if items:
-            out.append(f'<h2 id="{key}">{_e(heading)} ({len(items)})</h2>')
-            out.append(f'<p class="note">{_e(note)}</p><ul>')
-            out += [f"<li>{_e(x)}</li>" for x in items]
-            out.append("</ul>")
-
-    if plan.explanations:
-        out.append('<h2 id="explanations">Explanations</h2>')
-        for eid, steps in plan.explanations.items():
-            label = f"{eid} {names.get(eid, '')}".strip()
-            out.append(f"<h3>{_e(label)}</h3><ol>")
-            out += [f"<li>{_e(s.strip())}</li>" for s in steps]
-            out.append("</ol>")
-
-    out.append(f'<p class="note" id="totals">{_e(summary_line(plan, release))}</p></body></html>')
-    return "\n".join(out) + "\n"
+    ctx = context or ReviewContext(names=dict(names or {}), plan_id=plan_id)
+    return render_page(plan, release=release, context=ctx)
