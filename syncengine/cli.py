@@ -549,6 +549,7 @@ def plan_command(
         of = f" / {total:,}" if total else ""
         click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=False)
 
+    review.check_only(state.config, only)
     result = service.make_plan(
         state.config,
         only=list(only) if only else None,

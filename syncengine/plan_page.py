@@ -40,6 +40,12 @@ DOMAIN = "syncengine"
 LOCALE_DIR = Path(__file__).with_name("locale")
 LANGS = ("zh", "en")
 
+ROW_LIMIT = 100
+"""Rows shown per section before "show all" (the page stays light with 10,000 people)."""
+
+FILTER_CAP = 200
+"""At most this many matching rows are shown at once (the count says how many match)."""
+
 REMOVAL_FIRST = ("users_delete", "users_disable", "departments_delete")
 """Sections shown first (and in red): what takes something away."""
 
@@ -181,23 +187,36 @@ del{color:#cf222e;text-decoration:line-through}ins{color:#1a7f37;text-decoration
 ul.changes{margin:0;padding-left:1rem}.note{color:#57606a;font-size:.85rem}
 .filter{margin-top:1.5rem}#filter{font-size:1rem;padding:.3rem .5rem;width:24rem;
 max-width:100%}tr.hide{display:none}
-@media print{.filter{display:none}tr.hide{display:table-row}summary{border:0}}
+@media print{.filter,.more{display:none}summary{border:0}}
 """
 
 _SCRIPT = """
 (function(){
 var input=document.getElementById('filter');if(!input)return;
-var rows=Array.prototype.slice.call(document.querySelectorAll('tr[data-q]'));
-var keys=rows.map(function(r){return r.getAttribute('data-q');});
 var count=document.getElementById('filter-count');
-function apply(){var q=input.value.trim().toLowerCase();var shown=0;
-for(var i=0;i<rows.length;i++){var hit=!q||keys[i].indexOf(q)!==-1;
-if(hit){shown++;}rows[i].classList.toggle('hide',!hit);}
-count.textContent=q?(shown+' / '+rows.length):'';
+var cap=+count.getAttribute('data-cap'),limit=+count.getAttribute('data-limit');
+var rows=Array.prototype.slice.call(document.querySelectorAll('tr[data-q]'));
+var keys=[],sect=[],rank=[],hidden=[],open={};
+rows.forEach(function(r,i){keys.push(r.getAttribute('data-q'));
+var d=r.closest('details');sect.push(d?d.id:'');rank.push(r.sectionRowIndex);
+hidden.push(r.classList.contains('hide'));});
+function show(i,v){if(hidden[i]===!v)return;hidden[i]=!v;rows[i].classList.toggle('hide',!v);}
+function apply(){var q=input.value.trim().toLowerCase(),shown=0,hits=0;
+for(var i=0;i<rows.length;i++){var v;
+if(!q){v=rank[i]<limit||open[sect[i]];}
+else{v=keys[i].indexOf(q)!==-1;if(v){hits++;v=shown<cap;}}
+if(v)shown++;show(i,v);}
+count.textContent=q?(hits+' '+count.getAttribute('data-matching')+(hits>shown?
+', '+shown+' '+count.getAttribute('data-of'):'')):'';
 document.body.setAttribute('data-filtered',q);}
 input.addEventListener('input',apply);
+document.querySelectorAll('button[data-more]').forEach(function(b){
+b.addEventListener('click',function(){open[b.getAttribute('data-more')]=true;
+b.parentNode.style.display='none';apply();});});
 window.addEventListener('beforeprint',function(){
-document.querySelectorAll('details').forEach(function(d){d.open=true;});});
+document.querySelectorAll('details').forEach(function(d){d.open=true;});
+rows.forEach(function(r,i){show(i,true);});});
+window.addEventListener('afterprint',apply);
 })();
 """
 
@@ -286,6 +305,8 @@ def render_page(plan: Plan, *, release: Release | None, context: ReviewContext) 
             totals_line=summary_line(plan, release),
             css=_CSS,
             script=_SCRIPT,
+            limit=ROW_LIMIT,
+            cap=FILTER_CAP,
         )
     )
     return page

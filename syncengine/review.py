@@ -5,6 +5,7 @@ approval UI open a plan by file, by id or by checksum prefix; the page names eve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,3 +204,35 @@ def show(config: Config, ref: str, fmt: str, *, lang: str | None = None) -> str:
     finally:
         repo.close()
     return render_stored(config, stored.plan, fmt, plan_id=stored.plan_id, lang=lang)
+
+
+def check_only(config: Config, employee_ids: Sequence[str]) -> None:
+    """Refuse ``plan --only`` ids the plan cannot explain usefully: not in the current HR
+    snapshot and never linked (a typo), or quarantined (with the reasons)."""
+    if not employee_ids:
+        return
+    repo = open_repo(config)
+    try:
+        snap = repo.current_snapshot()
+        if snap is None:
+            return  # make_plan says to ingest first
+        present = {p.employee_id for p in repo.load_people(snap.id, employee_ids)}
+        linked = set(repo.load_links(list(employee_ids)))
+        quarantined = set(snap.counts.get("quarantined_ids") or [])
+        reasons = quarantine_reasons(repo) if quarantined & set(employee_ids) else {}
+    finally:
+        repo.close()
+    problems = []
+    for eid in employee_ids:
+        if eid in quarantined:
+            why = "; ".join(reasons.get(eid, ())) or "no reason recorded"
+            problems.append(f"{eid} is quarantined in snapshot #{snap.id} ({why})")
+        elif eid not in present and eid not in linked:
+            problems.append(f"{eid} is not in the current HR snapshot (#{snap.id}) nor linked")
+    if problems:
+        raise PlanError(
+            "; ".join(problems),
+            where="--only",
+            hint="check the employee id; a quarantined row is planned once its problem is "
+            "fixed in HR and ingested again",
+        )

@@ -187,3 +187,39 @@ def test_a_signed_action_against_policy_is_refused_at_apply_and_audited(env: App
     assert [x["result"] for x in rows] == ["refused"]
     assert "protected" in rows[0]["errmsg"]
     assert not [c for c in env.write_calls(since=0) if "admin@" in json.dumps(c)]
+
+
+def test_only_with_an_unknown_or_quarantined_id_is_an_error(env: ApplyEnv) -> None:
+    from tests.e2e.test_apply_support import person
+
+    env.write([*env.rows, person("Q0001", "", "q@example.com")])  # no name: quarantined
+    assert env.cli("ingest").exit_code == 0
+    r = env.cli("plan", "--only", "NOPE")
+    assert r.exit_code == EXIT_ERROR, r.output
+    assert "NOPE" in r.output and "not in the current HR snapshot" in r.output
+    r = env.cli("plan", "--only", "Q0001")
+    assert r.exit_code == EXIT_ERROR, r.output
+    assert "Q0001 is quarantined" in r.output and "name is missing" in r.output
+    r = env.cli("plan", "--only", "T00100")
+    assert r.exit_code == 0 and "T00100" in r.output
+
+
+def test_page_names_leavers_and_gives_quarantine_reasons_in_chinese(env: ApplyEnv) -> None:
+    from tests.e2e.test_apply_support import person
+
+    first = env.ingest_and_plan()
+    assert env.cli("apply", str(first)).exit_code == 0
+    # T00100 leaves HR entirely; Q0001 arrives without a name (quarantined).
+    env.write([r for r in env.rows if r["employee_id"] != "T00100"]
+              + [person("Q0001", "", "q@example.com")])  # fmt: skip
+    assert env.cli("ingest").exit_code == 0
+    r = env.cli("plan", "--out", str(env.root / "leave.html"), "--lang", "zh")
+    assert r.exit_code in (0, 3), r.output
+    page = (env.root / "leave.html").read_text(encoding="utf-8")
+    assert '<html lang="zh-CN">' in page and "要停用的邮箱" in page
+    assert "T00100 测试员100" in page  # the leaver's name, from the snapshot that had them
+    assert "Q0001" in page and "name is missing" in page
+    sections = re.findall(r'data-section="([a-z_]+)"', page)
+    assert sections[0] == "users_disable", sections  # removals first
+    r = env.cli("show", str(env.root / "leave.json"), "--format", "html", "--lang", "en")
+    assert r.exit_code == 0 and '<html lang="en">' in r.output and "T00100 测试员100" in r.output
