@@ -805,6 +805,18 @@ def show_command(
         click.echo(document, nl=False)
 
 
+@main.command("hash-password")
+def hash_password_command() -> None:
+    """Ask for an approver's password (twice, hidden) and print its argon2 hash for
+    [[review.approvers]] password_hash. The password itself is never stored or shown."""
+    from argon2 import PasswordHasher
+
+    password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 10:
+        raise click.UsageError("use at least 10 characters")
+    click.echo(PasswordHasher().hash(password))
+
+
 AUDIT_COLUMNS = (
     "id", "at", "run_id", "actor", "plan_id", "action_key", "kind", "target", "employee_id",
     "email", "result", "call", "attempt", "attempts", "errcode", "errmsg", "duration_ms", "diffs",

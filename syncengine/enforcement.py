@@ -66,3 +66,11 @@ def check_brakes(plan: Plan, current: guard.Ground, release: Release) -> None:
 def action_guard(current: guard.Ground) -> Callable[[Action], str | None]:
     """The executor's per-action check under ``current``."""
     return lambda action: guard.refusal(action, current)
+
+
+def check_approval(config: Config, repo: Repository, plan: Plan) -> None:
+    """Refuse a plan the approval policy holds until an approver signs it off."""
+    from syncengine import approvals
+
+    record = repo.load_plan(plan.checksum)
+    approvals.require_approval(config, repo, plan, plan_id=record.id if record else None)

@@ -442,6 +442,17 @@ def compute_checksum(plan: Plan) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def content_key(plan: Plan) -> str:
+    """sha256 of what the plan does: its actions and the fingerprints of the state and config
+    it was made against, without its time. The same changes planned again against the same
+    directory have the same key, so an approval covers the nightly run's copy of them."""
+    body = _body_dict(plan)
+    kept = {k: body[k] for k in ("schema_version", "actions", "state_fingerprint",
+                                 "config_fingerprint")}  # fmt: skip
+    blob = json.dumps(kept, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
 def signature_for(checksum: str, key: bytes) -> str:
     """HMAC-SHA256 of the checksum under the engine's plan key (hex)."""
     return hmac.new(key, checksum.encode("ascii"), hashlib.sha256).hexdigest()

@@ -15,8 +15,10 @@ people are held back; values as people read them (是/否, 男/女, lists joined
 
 from __future__ import annotations
 
+import base64
 import functools
 import gettext
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -185,6 +187,8 @@ border:1px solid #d0d7de}.badge-blocked{background:#ffebe9;border-color:#cf222e}
 .removal summary h2,.removal td:nth-child(2){color:#cf222e}
 del{color:#cf222e;text-decoration:line-through}ins{color:#1a7f37;text-decoration:none}
 ul.changes{margin:0;padding-left:1rem}.note{color:#57606a;font-size:.85rem}
+.approval{margin-top:1rem;padding:.75rem 1rem;border:1px solid #0969da;border-radius:6px;
+background:#ddf4ff}.flash{font-weight:600}#approve{color:#1a7f37}#reject{color:#cf222e}
 .filter{margin-top:1.5rem}#filter{font-size:1rem;padding:.3rem .5rem;width:24rem;
 max-width:100%}tr.hide{display:none}
 @media print{.filter,.more{display:none}summary{border:0}}
@@ -221,8 +225,15 @@ window.addEventListener('afterprint',apply);
 """
 
 
-def render_page(plan: Plan, *, release: Release | None, context: ReviewContext) -> str:
-    """The page (see the module docstring)."""
+def render_page(
+    plan: Plan,
+    *,
+    release: Release | None,
+    context: ReviewContext,
+    approval: Mapping[str, Any] | None = None,
+) -> str:
+    """The page (see the module docstring). ``approval``: the sign-off form of the review
+    pages (user, action, csrf, open/closed, decisions...), absent from files."""
     lang = context.lang
     tr = translations(lang)
     _ = tr.gettext
@@ -305,11 +316,21 @@ def render_page(plan: Plan, *, release: Release | None, context: ReviewContext) 
             totals_line=summary_line(plan, release),
             css=_CSS,
             script=_SCRIPT,
+            approval=approval,
             limit=ROW_LIMIT,
             cap=FILTER_CAP,
         )
     )
     return page
+
+
+SCRIPT_SHA256 = base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode()
+"""For a Content-Security-Policy that allows this page's one script and no other."""
+
+
+def when(moment: datetime, zone: ZoneInfo) -> str:
+    """A time as shown on the pages: in the configured zone, named."""
+    return _when(moment, zone)
 
 
 def _when(moment: datetime, zone: ZoneInfo) -> str:

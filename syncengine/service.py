@@ -80,6 +80,7 @@ from syncengine.hooks.app import SsoRefused, Stored
 from syncengine.hooks.app import create_app as create_hook_app
 from syncengine.hooks.forward import Forwarder
 from syncengine.hooks.metrics import Metrics
+from syncengine.hooks.review import with_review
 from syncengine.hooks.payloads import (
     Change,
     DepartmentChangeEvent,
@@ -1404,6 +1405,7 @@ def apply_plan(
         repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
         try:
             enforcement.check_brakes(plan, enforcement.ground(config, repo), release)
+            enforcement.check_approval(config, repo, plan)
             resumed = _resume_unfinished(config, repo, **common)
             record = repo.load_plan(plan.checksum)
             if record is not None and record.status == "applying":
@@ -2876,7 +2878,7 @@ def serve(
 
     backend = HookBackend(config, transport=transport)
     try:
-        app = create_hook_app(backend)
+        app = with_review(create_hook_app(backend), config)
         try:
             sock = listening_socket(host, port)
         except OSError as exc:
