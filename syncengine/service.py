@@ -80,7 +80,6 @@ from syncengine.hooks.app import SsoRefused, Stored
 from syncengine.hooks.app import create_app as create_hook_app
 from syncengine.hooks.forward import Forwarder
 from syncengine.hooks.metrics import Metrics
-from syncengine.hooks.review import with_review
 from syncengine.hooks.payloads import (
     Change,
     DepartmentChangeEvent,
@@ -89,6 +88,7 @@ from syncengine.hooks.payloads import (
     UpsertEvent,
     fold,
 )
+from syncengine.hooks.review import with_review
 from syncengine.hooks.schedule import CronSchedule
 from syncengine.hooks.worker import Scheduler, Worker
 from syncengine.notify import Delivery, Event, Notifier
@@ -2814,6 +2814,7 @@ class HookBackend:
             )  # fmt: skip
         finally:
             provider.close()
+        plan = signing.sign_plan(plan, signing.plan_key(self.config))
         bad: dict[str, tuple[str, bool]] = {}
         for c in plan.conflicts:
             for eid in c.employee_ids:

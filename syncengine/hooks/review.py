@@ -49,6 +49,7 @@ PREFIX = "/review"
 SESSION_COOKIE = "syncengine_review"
 LOGIN_COOKIE = "syncengine_review_login"
 MAX_FORM_BYTES = 16_384
+CSRF_REFUSED = "Missing or wrong CSRF token: nothing was recorded."
 _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))  # same work for an unknown name
 
@@ -301,8 +302,7 @@ class ReviewPages:
         if not hmac.compare_digest(s.csrf, data.get("csrf", "")):
             log.warning("review: decision by %s refused: missing or wrong CSRF token", s.user)
             return self._simple(self._t("Refused"), 403, user=s.user, csrf=s.csrf,
-                                error=self._t("Missing or wrong CSRF token: nothing was "
-                                              "recorded."))  # fmt: skip
+                                error=self._t(CSRF_REFUSED))  # fmt: skip
         plan_id = int(request.path_params["plan_id"])
         refused = await run_in_threadpool(self._decide, plan_id, s.user, data)
         if refused is not None:

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-from syncengine import plan_page, render
+from syncengine import approvals, plan_page, render
+from syncengine.hooks import review as review_pages
 from syncengine.plan_page import ReviewContext
 from tests.unit.test_render import every_kind_plan
 
@@ -29,6 +30,9 @@ def used_message_ids() -> set[str]:
     ids |= set(re.findall(r'_\("((?:[^"\\]|\\.)*)"\)', source))
     ids |= {s.title for s in render.SECTIONS} | {s.note for s in render.SECTIONS if s.note}
     ids |= set(plan_page._FIELDS)
+    pages = Path(review_pages.__file__).read_text(encoding="utf-8")
+    ids |= set(re.findall(r'\bt\("((?:[^"\\]|\\.)*)"', pages))
+    ids |= {review_pages.CSRF_REFUSED, approvals.APPROVED, approvals.REJECTED}
     return ids
 
 
