@@ -112,12 +112,12 @@ def _ownership(action: Action, ground: Ground) -> str | None:
     linked = ground.links.get(eid) if eid else None
     linked = normalise_email(linked) if linked else None
     if action.kind is ActionKind.DELETE_USER:
-        if not eid or linked != target:
-            owner = f"employee {eid} is linked to {linked or 'no mailbox'}" if eid else "no HR "
+        if not eid:
+            return f"refused: {target} belongs to no HR employee; the engine deletes only leavers"
+        if linked != target:
             return (
-                f"refused: {target} is not a mailbox the engine owns ("
-                + (owner if eid else "employee is named")
-                + "); only a linked leaver's mailbox is deleted"
+                f"refused: employee {eid} is linked to {linked or 'no mailbox'}, not to {target}; "
+                "the engine deletes only a leaver's own linked mailbox"
             )
     elif action.kind is ActionKind.DISABLE_USER:
         if not eid and not ground.policy.disable_unmanaged:

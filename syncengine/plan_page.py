@@ -62,6 +62,7 @@ class ReviewContext:
     lang: str = "en"
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     plan_id: int | None = None
+    signature_valid: bool | None = None  # None: not checked (no key at hand)
 
 
 @functools.lru_cache(maxsize=4)
@@ -286,6 +287,7 @@ def render_page(
         .render(
             plan=plan,
             plan_id=context.plan_id,
+            signature_valid=context.signature_valid,
             html_lang="zh-CN" if lang == "zh" else "en",
             short=plan.checksum[:12],
             created=created,

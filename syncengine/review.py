@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from syncengine import render
+from syncengine import render, signing
 from syncengine.config import Config
-from syncengine.errors import PlanError
-from syncengine.plan import Plan, Release, checksum_prefix_error
+from syncengine.errors import PlanError, SyncEngineError
+from syncengine.plan import Plan, Release, checksum_prefix_error, signature_ok
 from syncengine.plan_page import ReviewContext
 from syncengine.staging import db as staging_db
 from syncengine.staging.repository import PlanRecord, Repository
@@ -114,6 +114,15 @@ def quarantine_reasons(repo: Repository) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
+def signature_valid(config: Config, plan: Plan) -> bool | None:
+    """Whether this engine signed the plan as it is (None: this engine has no key yet)."""
+    try:
+        key = signing.plan_key(config, create=False)
+    except SyncEngineError:
+        return None
+    return signature_ok(plan, key)
+
+
 def context_for(
     config: Config,
     repo: Repository,
@@ -124,6 +133,7 @@ def context_for(
 ) -> ReviewContext:
     """Everything a rendered page shows besides the plan itself."""
     return ReviewContext(
+        signature_valid=signature_valid(config, plan),
         names=plan_names(repo, plan),
         quarantine=quarantine_reasons(repo),
         lang=lang or config.review.lang,

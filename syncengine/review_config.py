@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_KEY_FILE = "plan-signing.key"
 
@@ -61,6 +61,15 @@ class ReviewConfig(BaseModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name: Asia/Shanghai)")
         return value
+
+    @model_validator(mode="after")
+    def _someone_can_approve(self) -> ReviewConfig:
+        if self.require_approval != "never" and not self.approvers:
+            raise ValueError(
+                f"require_approval = {self.require_approval!r} needs at least one "
+                "[[review.approvers]] account, or no plan could ever be approved"
+            )
+        return self
 
     @property
     def zone(self) -> ZoneInfo:

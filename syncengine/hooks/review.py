@@ -9,6 +9,8 @@
   refused for a stale or edited plan), an audit row with it.
 * ``POST /review/logout``.
 
+Five wrong passwords in a row for one name lock that name out for five minutes (429).
+
 Sessions live in this process's memory (a restart signs everyone out): a random token in an
 ``HttpOnly; SameSite=Strict`` cookie (``Secure`` unless ``[review] secure_cookies = false``),
 scoped to ``/review``, expiring after ``session_minutes``. Every POST carries a CSRF token
@@ -50,6 +52,9 @@ SESSION_COOKIE = "syncengine_review"
 LOGIN_COOKIE = "syncengine_review_login"
 MAX_FORM_BYTES = 16_384
 CSRF_REFUSED = "Missing or wrong CSRF token: nothing was recorded."
+THROTTLED = "Too many failed sign-ins for this name; wait a few minutes."
+MAX_FAILURES = 5
+LOCKOUT_SECONDS = 300.0
 _HASHER = PasswordHasher()
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))  # same work for an unknown name
 
@@ -98,6 +103,7 @@ class ReviewPages:
         self.config = config
         self.accounts = {a.name: a.password_hash for a in config.review.approvers}
         self.sessions: dict[str, Session] = {}
+        self.failures: dict[str, tuple[int, float]] = {}  # name -> (count, locked until)
         self._lock = threading.Lock()
         self.lang = config.review.lang
         self._ = plan_page.translations(self.lang).gettext
@@ -180,11 +186,22 @@ class ReviewPages:
         if not cookie or not hmac.compare_digest(cookie, data.get("csrf", "")):
             log.warning("review sign-in refused: missing or wrong CSRF token")
             return self._login_page(self._t("The form expired; please sign in again."), 403)
-        name = data.get("name", "").strip()
+        name = data.get("name", "").strip()[:100]
+        with self._lock:
+            count, until = self.failures.get(name, (0, 0.0))
+        if until > time.monotonic():
+            log.warning("review sign-in refused for %r: locked out after failures", name)
+            return self._login_page(self._t(THROTTLED), 429)
         ok = await run_in_threadpool(self._check_password, name, data.get("password", ""))
         if not ok:
-            log.warning("review sign-in refused for %r: wrong name or password", name[:100])
+            count += 1
+            locked = time.monotonic() + LOCKOUT_SECONDS if count >= MAX_FAILURES else 0.0
+            with self._lock:
+                self.failures[name] = (0 if locked else count, locked)
+            log.warning("review sign-in refused for %r: wrong name or password", name)
             return self._login_page(self._t("Wrong name or password."), 401)
+        with self._lock:
+            self.failures.pop(name, None)
         token = secrets.token_urlsafe(32)
         minutes = self.config.review.session_minutes
         with self._lock:

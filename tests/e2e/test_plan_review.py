@@ -142,6 +142,11 @@ def test_edited_plan_file_that_deletes_admin_is_refused_before_any_write(env: Ap
     assert "signature" in r.output and "edited" in r.output
     assert env.write_calls(since=mark) == []
     assert "admin@example.com" in env.users()
+    # Its page says so, where the approver looks.
+    r = env.cli("show", str(edited), "--format", "html", "--lang", "en")
+    assert r.exit_code == 0 and "NO: the plan was changed after this engine made it" in r.output
+    r = env.cli("show", str(plan_file), "--format", "html", "--lang", "en")
+    assert '<td id="signature"><code>yes</code>' in r.output
     # Unsigned (signature removed) is refused the same way.
     del forged["signature"]
     edited.write_text(json.dumps(forged, ensure_ascii=False), encoding="utf-8")

@@ -32,7 +32,8 @@ def used_message_ids() -> set[str]:
     ids |= set(plan_page._FIELDS)
     pages = Path(review_pages.__file__).read_text(encoding="utf-8")
     ids |= set(re.findall(r'\bt\("((?:[^"\\]|\\.)*)"', pages))
-    ids |= {review_pages.CSRF_REFUSED, approvals.APPROVED, approvals.REJECTED}
+    ids |= {review_pages.CSRF_REFUSED, review_pages.THROTTLED, approvals.APPROVED}
+    ids |= {approvals.REJECTED}
     return ids
 
 
