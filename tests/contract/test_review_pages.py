@@ -46,8 +46,8 @@ def test_sign_in_needs_the_forms_token_and_locks_out_after_five_failures(
         assert r.status_code == 403  # no token: refused even with the right password
         for _ in range(pages.MAX_FAILURES):
             token = login_token(client)
-            r = client.post("/review/login",
-                            data={"csrf": token, "name": "wang.hr", "password": "nope nope"})  # fmt: skip
+            wrong = {"csrf": token, "name": "wang.hr", "password": "nope nope"}
+            r = client.post("/review/login", data=wrong)
             assert r.status_code == 401
         token = login_token(client)
         r = client.post("/review/login",
@@ -70,5 +70,5 @@ def test_an_unknown_name_is_refused_like_a_wrong_password(tmp_path: Path) -> Non
 
 
 def test_requiring_approvals_without_approvers_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="review.*approvers"):
+    with pytest.raises(ConfigError, match=r"review.*approvers"):
         config(tmp_path, require_approval="removals", approvers=[])
