@@ -488,7 +488,8 @@ def emulator_command(
     "for approvers). Default with --out: from the extension, else json.",
 )
 @click.option("--lang", type=click.Choice(["zh", "en"]), default=None,
-              help="Language of the HTML page (default: [review] lang).")  # fmt: skip
+              help="Language: of the HTML page (default: [review] lang) and of the text "
+              "(default: en).")  # fmt: skip
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
@@ -568,7 +569,8 @@ def plan_command(
     else:
         color = out_path is None and not as_json and sys.stdout.isatty()
         document = render.render_text(plan, color=color, release=result.release,
-                                      names=result.names)  # fmt: skip
+                                      names=result.names, lang=lang or "en",
+                                      zone=state.config.review.zone)  # fmt: skip
         if plan.explanations:
             document = (
                 render.render_explanation(plan, color=color, names=result.names) + "\n" + document
@@ -785,7 +787,7 @@ def apply_command(
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "html", "summary"]),
               default="text", show_default=True, help="How to render the plan.")  # fmt: skip
 @click.option("--lang", type=click.Choice(["zh", "en"]), default=None,
-              help="Language of the HTML page (default: [review] lang).")  # fmt: skip
+              help="Language (default: [review] lang for html, en for text).")  # fmt: skip
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="Write to FILE instead of stdout.")  # fmt: skip
 @pass_state

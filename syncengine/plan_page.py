@@ -315,7 +315,7 @@ def render_page(
                 (f"{eid} {names.get(eid, '')}".strip(), [s.strip() for s in steps])
                 for eid, steps in plan.explanations.items()
             ],
-            totals_line=summary_line(plan, release),
+            totals_line=summary_line(plan, release, lang),
             css=_CSS,
             script=_SCRIPT,
             approval=approval,

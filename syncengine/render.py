@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from syncengine.plan import (
     Action,
@@ -155,40 +156,73 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _totals_phrase(plan: Plan) -> str:
+class _Tr:
+    """gettext and ngettext of one language (English: the message ids themselves), loaded
+    from the package's catalogues by :mod:`syncengine.plan_page`."""
+
+    def __init__(self, lang: str) -> None:
+        from syncengine.plan_page import translations
+
+        t = translations(lang)
+        self.gettext = t.gettext
+        self.ngettext = t.ngettext
+
+    def __call__(self, text: str, **values: object) -> str:
+        out = self.gettext(text)
+        return out % values if values else out
+
+    def n(self, singular: str, plural: str, n: int, **values: object) -> str:
+        return self.ngettext(singular, plural, n) % {"n": n, **values}
+
+
+def _totals_phrase(plan: Plan, lang: str = "en") -> str:
+    _ = _Tr(lang)
     t = totals(plan)
     if not t["actions"]:
-        return "no changes"
-    parts = [f"{t[label]} {label}" for label, _ in _TOTAL_GROUPS]
+        return _("no changes")
+    words = {
+        "to create": _("%(n)d to create", n=t["to create"]),
+        "to change": _("%(n)d to change", n=t["to change"]),
+        "to disable": _("%(n)d to disable", n=t["to disable"]),
+        "to delete": _("%(n)d to delete", n=t["to delete"]),
+    }
+    parts = [words[label] for label, _kinds in _TOTAL_GROUPS]
     if t["links"]:
-        parts.append(_plural(t["links"], "link record"))
-    return ", ".join(parts)
+        parts.append(_.n("%(n)d link record", "%(n)d link records", t["links"]))
+    return _(", ").join(parts)
 
 
-def summary_line(plan: Plan, release: Release | None = None) -> str:
+def summary_line(plan: Plan, release: Release | None = None, lang: str = "en") -> str:
     """One line for a terminal or a log: the plan's short id, what it does, whether it is
-    blocked and how to release it."""
+    blocked and how to release it (in ``lang``: en or zh)."""
+    _ = _Tr(lang)
     t = totals(plan)
-    text = f"Plan {plan.checksum[:12]}: {_totals_phrase(plan)}"
+    text = _("Plan %(short)s: %(what)s", short=plan.checksum[:12], what=_totals_phrase(plan, lang))
     extra = []
     if t["conflicts"]:
-        extra.append(_plural(t["conflicts"], "conflict"))
+        extra.append(_.n("%(n)d conflict", "%(n)d conflicts", t["conflicts"]))
     if t["unmanaged"]:
-        extra.append(f"{t['unmanaged']} unmanaged")
+        extra.append(_("%(n)d unmanaged", n=t["unmanaged"]))
     if t["quarantined"]:
-        extra.append(f"{t['quarantined']} quarantined")
+        extra.append(_("%(n)d quarantined", n=t["quarantined"]))
     if extra:
-        text += "; " + ", ".join(extra)
+        text += _("; ") + _(", ").join(extra)
     left = plan.unreleased(release)
     if left:
-        text += f"; BLOCKED by {_plural(len(left), 'brake')} ({_release_hint(left)})"
+        text += _.n(
+            "; BLOCKED by %(n)d brake (%(hint)s)",
+            "; BLOCKED by %(n)d brakes (%(hint)s)",
+            len(left),
+            hint=_release_hint(left, lang),
+        )
     elif plan.blocked_reasons:
-        text += f"; {_plural(len(plan.blocked_reasons), 'brake')} released"
+        text += _.n("; %(n)d brake released", "; %(n)d brakes released", len(plan.blocked_reasons))
     return text
 
 
-def _release_hint(reasons: Sequence[BlockedReason]) -> str:
+def _release_hint(reasons: Sequence[BlockedReason], lang: str = "en") -> str:
     """The one release that lifts all of ``reasons``: the largest N per option."""
+    _ = _Tr(lang)
     removals = max(
         (r.needed for r in reasons if r.release is ReleaseKind.ALLOW_REMOVALS), default=0
     )
@@ -199,8 +233,8 @@ def _release_hint(reasons: Sequence[BlockedReason]) -> str:
     if updates:
         opts.append(f"--allow-updates {updates}")
     if any(r.release is ReleaseKind.FORCE for r in reasons) or not opts:
-        return "after review pass --force"
-    return "after review pass " + " ".join(opts) + ", or --force"
+        return _("after review pass --force")
+    return _("after review pass %(options)s, or --force", options=" ".join(opts))
 
 
 # --- values and labels ----------------------------------------------------------------------
@@ -281,19 +315,21 @@ def _change_lines(action: Action) -> list[tuple[str, str, str | None]]:
 
 
 def _listing(
-    lines: list[str], title: str, items: Sequence[str], note: str, style: Styler, limit: int
-) -> None:
+    lines: list[str], title: str, items: Sequence[str], note: str, style: Styler, limit: int,
+    _: _Tr,
+) -> None:  # fmt: skip
     if not items:
         return
-    lines.append(style(f"{title} ({len(items)})", "bold") + (f" — {note}" if note else ""))
+    lines.append(style(f"{_(title)} ({len(items)})", "bold") + (f" — {_(note)}" if note else ""))
     shown = items if limit <= 0 else items[:limit]
     lines.extend(f"  {x}" for x in shown)
     if len(items) > len(shown):
-        lines.append(style(f"  ... and {len(items) - len(shown)} more (see the JSON plan)", "dim"))
+        more = _("  ... and %(n)d more (see the JSON plan)", n=len(items) - len(shown))
+        lines.append(style(more, "dim"))
     lines.append("")
 
 
-def _blocked_lines(plan: Plan, release: Release | None, style: Styler) -> list[str]:
+def _blocked_lines(plan: Plan, release: Release | None, style: Styler, _: _Tr) -> list[str]:
     if not plan.blocked_reasons:
         return []
     left = plan.unreleased(release)
@@ -301,24 +337,36 @@ def _blocked_lines(plan: Plan, release: Release | None, style: Styler) -> list[s
     if left:
         lines.append(
             style(
-                f"BLOCKED: {_plural(len(left), 'safety brake')} "
-                f"{'stops' if len(left) == 1 else 'stop'} this plan from being applied",
+                _.n(
+                    "BLOCKED: %(n)d safety brake stops this plan from being applied",
+                    "BLOCKED: %(n)d safety brakes stop this plan from being applied",
+                    len(left),
+                ),
                 "bold",
                 "red",
             )
         )
     else:
-        lines.append(style("Safety brakes fired but are released for this run:", "bold", "yellow"))
+        lines.append(
+            style(_("Safety brakes fired but are released for this run:"), "bold", "yellow")
+        )
     for r in plan.blocked_reasons:
         released = r.released_by(release)
         mark = style("✓", "green") if released else style("✗", "red")
         lines.append(f"  {mark} {style(r.brake, 'bold')}: {r.message}")
         if released:
-            lines.append(style("      released by the options given", "dim"))
+            lines.append(style("      " + _("released by the options given"), "dim"))
         else:
-            lines.append(f"      to release: {r.how_to_release}")
+            lines.append("      " + _("to release: %(how)s", how=r.how_to_release))
     lines.append("")
     return lines
+
+
+def _made_at(plan: Plan, zone: ZoneInfo | None) -> str:
+    if zone is None or plan.created_at.tzinfo is None:
+        return plan.created_at.isoformat(sep=" ", timespec="seconds")
+    local = plan.created_at.astimezone(zone)
+    return f"{local.isoformat(sep=' ', timespec='seconds')} ({zone.key})"
 
 
 def render_text(
@@ -328,30 +376,41 @@ def render_text(
     release: Release | None = None,
     names: Mapping[str, str] | None = None,
     list_limit: int = LIST_LIMIT,
+    lang: str = "en",
+    zone: ZoneInfo | None = None,
 ) -> str:
     """The plan for a terminal (see the module docstring). ``names`` (employee id -> name)
     labels actions whose name the plan does not carry; ``release`` marks the brakes the
-    operator's options lift; ``list_limit`` <= 0 lists every unmanaged address."""
+    operator's options lift; ``list_limit`` <= 0 lists every unmanaged address; ``lang``
+    (en, zh) the headings and totals; ``zone`` the time zone of the plan's time."""
+    _ = _Tr(lang)
     style = _styler(color)
     names = names or {}
     lines = [
-        style(f"Plan {plan.checksum[:12]}", "bold")
-        + f"  made {plan.created_at.isoformat(sep=' ', timespec='seconds')}",
+        style(_("Plan %(short)s", short=plan.checksum[:12]), "bold")
+        + "  "
+        + _("made %(when)s", when=_made_at(plan, zone)),
         style(
-            f"  checksum {plan.checksum}\n"
-            f"  mailbox state {plan.state_fingerprint[:12]}  config {plan.config_fingerprint[:12]}",
+            "  "
+            + _("checksum %(checksum)s", checksum=plan.checksum)
+            + "\n  "
+            + _(
+                "mailbox state %(state)s  config %(config)s",
+                state=plan.state_fingerprint[:12],
+                config=plan.config_fingerprint[:12],
+            ),
             "dim",
         ),
         "",
     ]
-    lines += _blocked_lines(plan, release, style)
+    lines += _blocked_lines(plan, release, style, _)
     grouped = _grouped(plan)
     for section in SECTIONS:
         actions = grouped[section.key]
         if not actions:
             continue
-        head = style(f"{section.title} ({len(actions)})", "bold")
-        lines.append(head + (style(f" — {section.note}", "dim") if section.note else ""))
+        head = style(f"{_(section.title)} ({len(actions)})", "bold")
+        lines.append(head + (style(f" — {_(section.note)}", "dim") if section.note else ""))
         for a in actions:
             who = employee_label(a, names)
             lines.append(
@@ -363,30 +422,35 @@ def render_text(
                     lines.append(f"      {fld}: {style(old, 'green')}")
                 else:
                     lines.append(f"      {fld}: {style(old, 'red')} → {style(new, 'green')}")
-            lines.append(style(f"      why: {a.reason}", "dim"))
+            lines.append(style("      " + _("why: %(reason)s", reason=a.reason), "dim"))
         lines.append("")
     if plan.conflicts:
         lines.append(
-            style(f"Conflicts ({len(plan.conflicts)})", "bold", "magenta")
-            + " — the engine will not guess; resolve these in HR or Exmail"
+            style(f"{_('Conflicts')} ({len(plan.conflicts)})", "bold", "magenta")
+            + " — "
+            + _("the engine will not guess; resolve these in HR or Exmail")
         )
         for c in plan.conflicts:
             lines.append(f"  {style('!', 'magenta', 'bold')} {c.kind.value}: {c.message}")
         lines.append("")
     _listing(lines, "Unmanaged mailboxes", plan.unmanaged,
-             "no HR record; left alone", style, list_limit)  # fmt: skip
+             "no HR record; left alone", style, list_limit, _)  # fmt: skip
     _listing(lines, "Protected accounts", plan.protected,
-             "matched a protected pattern; never touched", style, list_limit)  # fmt: skip
+             "matched a protected pattern; never touched", style, list_limit, _)  # fmt: skip
     _listing(lines, "Quarantined employees", plan.quarantined,
              "rows with problems in the HR snapshot; not synced, never treated as leavers",
-             style, list_limit)  # fmt: skip
+             style, list_limit, _)  # fmt: skip
     if plan.actions:
-        lines.append(style("Plan: ", "bold") + _totals_phrase(plan) + ".")
+        lines.append(style(_("Plan: "), "bold") + _totals_phrase(plan, lang) + _("."))
     else:
-        lines.append(style("No changes.", "bold", "green") + " Exmail already follows HR.")
+        lines.append(
+            style(_("No changes."), "bold", "green") + " " + _("Exmail already follows HR.")
+        )
     left = plan.unreleased(release)
     if left:
-        lines.append(style("This plan is blocked: ", "bold", "red") + _release_hint(left) + ".")
+        lines.append(
+            style(_("This plan is blocked: "), "bold", "red") + _release_hint(left, lang) + _(".")
+        )
     return "\n".join(lines) + "\n"
 
 

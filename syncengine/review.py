@@ -187,9 +187,12 @@ def render_stored(
         repo.close()
     if fmt == "html":
         return render.render_html(plan, release=release, context=ctx)
+    text_lang = lang or "en"  # the terminal's text is English unless --lang says otherwise
     if fmt == "summary":
-        return render.summary_line(plan, release) + "\n"
-    text = render.render_text(plan, release=release, names=ctx.names)
+        return render.summary_line(plan, release, text_lang) + "\n"
+    text = render.render_text(
+        plan, release=release, names=ctx.names, lang=text_lang, zone=config.review.zone
+    )
     if plan.explanations:
         text = render.render_explanation(plan, names=ctx.names) + "\n" + text
     return text

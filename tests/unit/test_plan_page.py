@@ -31,9 +31,17 @@ def used_message_ids() -> set[str]:
     ids |= {s.title for s in render.SECTIONS} | {s.note for s in render.SECTIONS if s.note}
     ids |= set(plan_page._FIELDS)
     pages = Path(review_pages.__file__).read_text(encoding="utf-8")
-    ids |= set(re.findall(r'\bt\("((?:[^"\\]|\\.)*)"', pages))
+    ids |= set(re.findall(r'(?:\._t|(?<![\w.])t)\("((?:[^"\\]|\\.)*)"', pages))
     ids |= {review_pages.CSRF_REFUSED, review_pages.THROTTLED, approvals.APPROVED}
     ids |= {approvals.REJECTED}
+    text = Path(render.__file__).read_text(encoding="utf-8")
+    ids |= set(re.findall(r'_\("((?:[^"\\]|\\.)*)"', text))
+    ids |= set(re.findall(r"_\('((?:[^'\\]|\\.)*)'", text))
+    for singular, _plural in re.findall(r'_\.n\(\s*"([^"]*)",\s*"([^"]*)"', text):
+        ids |= {singular}
+    for title, note in re.findall(r'_listing\(\s*lines, "([^"]+)", [^"]+"([^"]+)"', text):
+        ids |= {title, note}
+    ids |= {"mailbox state %(state)s  config %(config)s"}
     return ids
 
 
@@ -123,3 +131,17 @@ def test_explanations_show_values_without_python_reprs() -> None:
     assert "('" not in steps and "None" not in steps, steps
     assert "gender: unset (0) → male (1)" in steps
     assert "departments: [] → [研发中心/平台部]" in steps
+
+
+def test_text_and_summary_in_chinese_with_local_time() -> None:
+    plan = every_kind_plan()
+    text = render.render_text(plan, lang="zh", zone=ZoneInfo("Asia/Shanghai"))
+    assert "要删除的邮箱" in text and "原因：" in text and "已拦截：" in text
+    assert "生成于 2026-11-29 17:30:00+08:00 (Asia/Shanghai)" in text
+    assert "Mailboxes to delete" not in text and "why:" not in text
+    line = render.summary_line(plan, lang="zh")
+    assert line.startswith(f"计划 {plan.checksum[:12]}：新建 2，修改 5，停用 1，删除 2")
+    assert "安全阈值拦截" in line
+    # English stays as it was.
+    assert render.summary_line(plan).startswith(f"Plan {plan.checksum[:12]}: 2 to create")
+    assert "made 2026-11-29 09:30:00+00:00" in render.render_text(plan)
