@@ -191,14 +191,20 @@ def test_reject_stale_and_edited_plans_are_refused(env: ApplyEnv, browser: Any) 
     ]
 
 
-def test_nightly_run_waits_for_approval_then_applies(env: ApplyEnv) -> None:
+def test_nightly_run_waits_for_approval_notifies_then_applies(env: ApplyEnv) -> None:
     from syncengine import approvals
+    from tests.e2e.test_sync import write
+    from tests.fixtures.notify_receiver import notification_receiver
 
-    env.write([r for r in seed_rows() if r["employee_id"] != "E0002"])
-    r = env.cli("sync", "--json")
-    assert r.exit_code == EXIT_BLOCKED, r.output
-    report = json.loads(r.output)
-    assert "waiting for approval" in report["error"]
+    with notification_receiver() as rx:
+        write(env, [r for r in seed_rows() if r["employee_id"] != "E0002"], rx)
+        r = env.cli("sync", "--json")
+        assert r.exit_code == EXIT_BLOCKED, r.output
+        report = json.loads(r.stdout)
+        assert "waiting for approval" in report["error"]
+        note = rx.wait_for(1)[0]
+        assert note.signature_ok and note.document["event"] == "blocked"
+        assert "waiting for approval" in json.dumps(note.document, ensure_ascii=False)
     assert env.users()["lisi@example.com"]["enable"] in (1, "1")
     # An approver signs off the plan the run made; the next run makes the same plan again
     # (same changes, same directory) and applies it.
