@@ -26,8 +26,9 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import jinja2
@@ -40,10 +41,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
-from syncengine import approvals, plan_page, render, review
-from syncengine.config import Config
-from syncengine.errors import SyncEngineError
-from syncengine.plan import Plan, content_key
+from syncengine import plan_page
+from syncengine.plan import Plan
+from syncengine.plan_page import ReviewContext
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,45 @@ class Session:
     user: str
     csrf: str
     expires: float
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """What the pages need from ``[review]``: language, accounts (name -> argon2 hash) and
+    the session rules."""
+
+    lang: str = "zh"
+    approvers: Mapping[str, str] = field(default_factory=dict)
+    secure_cookies: bool = True
+    session_minutes: int = 480
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """One stored plan as its review page shows it."""
+
+    plan: Plan
+    context: ReviewContext
+    stale: str | None  # why no decision can be taken any more (None: open)
+    needs: str | None  # why the approval policy wants a decision (None: it does not)
+    decisions: list[dict[str, str]]  # decision, approver, at, checksum, comment
+
+
+class ReviewBackend(Protocol):
+    """The staging side of the pages (built by the service layer)."""
+
+    settings: ReviewSettings
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Plans waiting for a decision, newest first: id, created, short, add, change,
+        remove, blocked, decision."""
+
+    def view(self, plan_id: int) -> PlanView | None: ...
+
+    def decide(
+        self, plan_id: int, *, user: str, decision: str, checksum: str, comment: str
+    ) -> str | None:
+        """Record the decision; the refusal's text when it is refused."""
 
 
 _PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
@@ -99,13 +138,14 @@ t("blocked") }}{% endif %}</td><td>{{ p.decision }}</td></tr>{% endfor %}</tbody
 class ReviewPages:
     """The sub-app's state: the config, the sessions, and the routes."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.accounts = {a.name: a.password_hash for a in config.review.approvers}
+    def __init__(self, backend: ReviewBackend) -> None:
+        self.backend = backend
+        self.settings = backend.settings
+        self.accounts = dict(self.settings.approvers)
         self.sessions: dict[str, Session] = {}
         self.failures: dict[str, tuple[int, float]] = {}  # name -> (count, locked until)
         self._lock = threading.Lock()
-        self.lang = config.review.lang
+        self.lang = self.settings.lang
         self._ = plan_page.translations(self.lang).gettext
 
     # --- plumbing ----------------------------------------------------------------------
@@ -129,7 +169,7 @@ class ReviewPages:
     def _cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(
             name, value, max_age=max_age, path=PREFIX, httponly=True, samesite="strict",
-            secure=self.config.review.secure_cookies,
+            secure=self.settings.secure_cookies,
         )  # fmt: skip
 
     def _t(self, text: str, **kw: Any) -> str:
@@ -203,7 +243,7 @@ class ReviewPages:
         with self._lock:
             self.failures.pop(name, None)
         token = secrets.token_urlsafe(32)
-        minutes = self.config.review.session_minutes
+        minutes = self.settings.session_minutes
         with self._lock:
             self.sessions[token] = Session(name, secrets.token_urlsafe(32),
                                            time.monotonic() + minutes * 60)  # fmt: skip
@@ -225,58 +265,29 @@ class ReviewPages:
 
     # --- pages -------------------------------------------------------------------------
 
-    def _pending_rows(self) -> list[dict[str, Any]]:
-        repo = review.open_repo(self.config)
-        try:
-            rows = []
-            for record in approvals.waiting_plans(repo):
-                plan = Plan.from_json(record.document, source=f"stored plan #{record.id}")
-                latest = approvals.standing(repo, plan)
-                t = render.totals(plan)
-                rows.append({
-                    "id": record.id, "short": record.checksum[:12],
-                    "created": plan_page.when(plan.created_at, self.config.review.zone),
-                    "add": t["to create"], "change": t["to change"],
-                    "remove": t["to disable"] + t["to delete"],
-                    "blocked": bool(plan.blocked_reasons),
-                    "decision": f"{self._t(latest.decision)} ({latest.approver})" if latest else "",
-                })  # fmt: skip
-            return rows
-        finally:
-            repo.close()
-
     async def home(self, request: Request) -> Response:
         s = self.session(request)
         if s is None:
             return RedirectResponse(f"{PREFIX}/login", status_code=303)
-        rows = await run_in_threadpool(self._pending_rows)
+        rows = await run_in_threadpool(self.backend.pending)
         return self._simple(self._t("Plans waiting for a decision"), user=s.user, csrf=s.csrf,
                             plans=rows)  # fmt: skip
 
     def _plan_page(self, plan_id: int, s: Session, message: str | None) -> tuple[int, str]:
-        repo = review.open_repo(self.config)
-        try:
-            record = repo.load_plan(plan_id)
-            if record is None:
-                return 404, ""
-            plan = Plan.from_json(record.document, source=f"stored plan #{record.id}")
-            ctx = review.context_for(self.config, repo, plan, plan_id=record.id)
-            stale = approvals.staleness(repo, record)
-            zone = self.config.review.zone
-            decided = [
-                {"decision": self._t(d.decision), "approver": d.approver,
-                 "at": plan_page.when(d.at, zone), "checksum": d.checksum, "comment": d.comment}
-                for d in approvals.decisions_on(repo, content_key(plan))
-            ]  # fmt: skip
-        finally:
-            repo.close()
+        view = self.backend.view(plan_id)
+        if view is None:
+            return 404, ""
+        decided = [{**d, "decision": self._t(d["decision"])} for d in view.decisions]
         approval = {
             "user": s.user, "home": f"{PREFIX}/", "csrf": s.csrf,
-            "action": f"{PREFIX}/plans/{plan_id}/decision", "open": stale is None,
-            "closed": stale or "", "message": message or "", "decisions": decided,
-            "needs": approvals.approval_reason(self.config, plan) or "",
+            "action": f"{PREFIX}/plans/{plan_id}/decision", "open": view.stale is None,
+            "closed": view.stale or "", "message": message or "", "decisions": decided,
+            "needs": view.needs or "",
         }  # fmt: skip
-        return 200, plan_page.render_page(plan, release=None, context=ctx, approval=approval)
+        page = plan_page.render_page(
+            view.plan, release=None, context=view.context, approval=approval
+        )
+        return 200, page
 
     async def plan(self, request: Request) -> Response:
         s = self.session(request)
@@ -294,21 +305,13 @@ class ReviewPages:
         return self._html(body)
 
     def _decide(self, plan_id: int, user: str, data: dict[str, str]) -> str | None:
-        """Record the decision; the refusal's text when it is refused."""
-        repo = review.open_repo(self.config)
-        try:
-            record = repo.load_plan(plan_id)
-            if record is None:
-                return f"there is no plan #{plan_id}"
-            if data.get("checksum", "") != record.checksum:
-                return "the plan changed since this page was shown; reload it"
-            approvals.decide(self.config, repo, record, decision=data.get("decision", ""),
-                             approver=user, comment=data.get("comment", ""))  # fmt: skip
-            return None
-        except SyncEngineError as exc:
-            return str(exc)
-        finally:
-            repo.close()
+        return self.backend.decide(
+            plan_id,
+            user=user,
+            decision=data.get("decision", ""),
+            checksum=data.get("checksum", ""),
+            comment=data.get("comment", ""),
+        )
 
     async def decide(self, request: Request) -> Response:
         s = self.session(request)
@@ -344,9 +347,9 @@ class ReviewPages:
         )
 
 
-def with_review(app: ASGIApp, config: Config) -> ASGIApp:
-    """``app`` with the review pages mounted at ``/review`` (when approvers are configured)."""
-    if not config.review.approvers:
+def with_review(app: ASGIApp, backend: ReviewBackend | None) -> ASGIApp:
+    """``app`` with the review pages mounted at ``/review`` (None: without them)."""
+    if backend is None:
         return app
-    pages = ReviewPages(config)
+    pages = ReviewPages(backend)
     return Starlette(routes=[Mount(PREFIX, app=pages.app()), Mount("", app=app)])
