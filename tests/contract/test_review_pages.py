@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from syncengine.config import Config, parse_config
 from syncengine.errors import ConfigError
 from syncengine.hooks import review as pages
+from syncengine.service.review_pages import review_backend
 
 PASSWORD = "correct horse battery 1"
 
@@ -40,7 +41,7 @@ def login_token(client: TestClient) -> str:
 def test_sign_in_needs_the_forms_token_and_locks_out_after_five_failures(
     tmp_path: Path,
 ) -> None:
-    app = pages.with_review(Starlette(), config(tmp_path, secure_cookies=False))
+    app = pages.with_review(Starlette(), review_backend(config(tmp_path, secure_cookies=False)))
     with TestClient(app, base_url="http://127.0.0.1") as client:
         r = client.post("/review/login", data={"name": "wang.hr", "password": PASSWORD})
         assert r.status_code == 403  # no token: refused even with the right password
@@ -60,13 +61,19 @@ def test_sign_in_needs_the_forms_token_and_locks_out_after_five_failures(
 
 
 def test_an_unknown_name_is_refused_like_a_wrong_password(tmp_path: Path) -> None:
-    app = pages.with_review(Starlette(), config(tmp_path, secure_cookies=False, lang="zh"))
+    backend = review_backend(config(tmp_path, secure_cookies=False, lang="zh"))
+    app = pages.with_review(Starlette(), backend)
     with TestClient(app, base_url="http://127.0.0.1") as client:
         token = login_token(client)
         r = client.post("/review/login",
                         data={"csrf": token, "name": "nobody", "password": PASSWORD})  # fmt: skip
         assert r.status_code == 401 and "用户名或密码错误" in r.text and 'lang="zh-CN"' in r.text
         assert client.get("/review/", follow_redirects=False).status_code == 303
+
+
+def test_no_approvers_no_pages(tmp_path: Path) -> None:
+    base = Starlette()
+    assert pages.with_review(base, review_backend(config(tmp_path, approvers=[]))) is base
 
 
 def test_requiring_approvals_without_approvers_is_a_config_error(tmp_path: Path) -> None:
