@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -29,7 +30,7 @@ from syncengine.plan import Plan
 from syncengine.plan_page import ReviewContext
 from syncengine.planner import diff
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
 
 # Typing the query, running the page's own input handler, then waiting for two animation

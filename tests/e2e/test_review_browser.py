@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 
+from bench.render import CHROMIUM
 from syncengine import service
 from syncengine.domain import UserUpdate
 from syncengine.emulator.harness import RunningEmulator
@@ -26,7 +27,6 @@ from tests.e2e.test_serve_support import make_env, seed_rows
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery 1"
 
 
