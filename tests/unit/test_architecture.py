@@ -24,6 +24,8 @@ PURE = [
     "syncengine.addresses",
     "syncengine.render",
     "syncengine.connectors.mapping",
+    "syncengine.guard",
+    "syncengine.plan_page",
 ]
 IO_LIBRARIES = {
     "sqlalchemy", "httpx", "click", "starlette", "uvicorn", "alembic", "psycopg", "ldap3",
