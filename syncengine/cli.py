@@ -19,8 +19,9 @@ from typing import Any, TypeVar, cast
 import click
 
 from syncengine import __version__, service
+from syncengine.clock import local, shown
 from syncengine.config import Config, load_config
-from syncengine.errors import EXIT_ERROR, SyncEngineError
+from syncengine.errors import EXIT_ERROR, EXIT_USAGE, SyncEngineError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,7 +70,26 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group whose usage errors exit 64 (EX_USAGE) instead of click's 2: exit 2
+    is ``plan --detailed-exitcode``'s "there are changes", and a typo must not read as that."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -773,10 +793,11 @@ AUDIT_COLUMNS = (
 )  # fmt: skip
 
 
-def _parse_since(value: str | None) -> Any:
+def _parse_since(value: str | None, zone: Any) -> Any:
+    """``--since``: a date or a time without offset is on the company's clock."""
     if value is None:
         return None
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     try:
         when = datetime.fromisoformat(value.strip())
@@ -784,7 +805,16 @@ def _parse_since(value: str | None) -> Any:
         raise click.BadParameter(
             f"{value!r} is not a date (YYYY-MM-DD) or ISO time", param_hint="--since"
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=zone)
+
+
+def _csv_value(value: Any, zone: Any) -> Any:
+    """A CSV cell: times on the company's clock with their offset, dates as ISO."""
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return local(value, zone).isoformat()
+    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 @main.command("audit")
@@ -822,7 +852,7 @@ def audit_command(
         run_id=run_id,
         employee_id=employee_id,
         email=email,
-        since=_parse_since(since),
+        since=_parse_since(since, state.config.timezone),
         limit=limit,
     )
     records = [{k: dataclasses.asdict(r)[k] for k in AUDIT_COLUMNS} for r in rows]
@@ -837,7 +867,7 @@ def audit_command(
                 [
                     json.dumps(v, ensure_ascii=False, sort_keys=True)
                     if isinstance(v, dict)
-                    else ("" if v is None else (v.isoformat() if hasattr(v, "isoformat") else v))
+                    else ("" if v is None else _csv_value(v, state.config.timezone))
                     for v in rec.values()
                 ]
             )
@@ -845,8 +875,9 @@ def audit_command(
     if not records:
         click.echo("no audit rows match")
         return
+    zone = state.config.timezone
     for r in rows:
-        when = r.at.isoformat(sep=" ", timespec="seconds") if r.at else "?"
+        when = shown(r.at, zone)
         who = f"employee {r.employee_id} " if r.employee_id else ""
         if r.call:
             line = f"{when}  run {r.run_id}  {r.action_key}  call {r.call} #{r.attempt}: {r.result}"
@@ -1192,14 +1223,15 @@ def events_command(state: State, status: str | None, limit: int, as_json: bool) 
     if not events:
         click.echo("no hook events" + (f" with status {status}" if status else ""))
         return
+    zone = state.config.timezone
     for e in events:
-        when = e.received_at.isoformat(sep=" ", timespec="seconds")
+        when = shown(e.received_at, zone)
         line = (f"#{e.id}  {when}  {e.kind:<17} {e.employee_id or '-':<10} {e.status:<8} "
                 f"delivery {e.delivery_id}, {e.attempts} attempt(s)")  # fmt: skip
         if e.run_id is not None:
             line += f", run {e.run_id}"
         if e.status == "received" and e.next_attempt_at is not None:
-            line += f", next try {e.next_attempt_at.isoformat(sep=' ', timespec='seconds')}"
+            line += f", next try {shown(e.next_attempt_at, zone)}"
         click.echo(line)
         if e.last_error:
             click.echo(f"      {e.last_error}")

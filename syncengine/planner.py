@@ -191,7 +191,7 @@ class _Planner:
         self.links = links
         self.policy = policy
         self.now = now
-        self.today: date = now.date()
+        self.today: date = policy.today(now)  # the company's calendar day, not UTC's
         self.only = frozenset(only) if only is not None else None
         self.people = sorted(desired.people, key=lambda p: p.employee_id)
         self.in_hr = {p.employee_id for p in self.people}

@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from syncengine import clock, planner, render
 from syncengine import emulator as exmail_emulator
-from syncengine import planner, render
 from syncengine.apply_config import DEFAULT_PASSWORD_FILE
 from syncengine.config import Config, load_config
 from syncengine.connectors.base import make_connector
@@ -100,6 +100,7 @@ from syncengine.providers.base import MailboxProvider
 from syncengine.providers.exmail_v1 import ExmailV1Provider
 from syncengine.providers.exmail_v2 import ExmailV2Provider
 from syncengine.providers.http import new_http_client
+from syncengine.secrets import known_value
 from syncengine.sockets import listening_socket
 from syncengine.staging import db as staging_db
 from syncengine.staging.repository import (
@@ -851,7 +852,7 @@ def make_plan(
     No snapshot yet is a StagingError that says to run ``syncengine ingest``.
     """
     started = time.perf_counter()
-    now = now or datetime.now(UTC)
+    now = clock.local(now or clock.utc_now(), config.timezone)  # shown with the company's offset
     fingerprint = config_fingerprint(config)
     policy = policy_from_config(config)
     release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
@@ -1777,7 +1778,8 @@ class SyncReport:
 def _secret_values(value: Any) -> list[str]:
     """Every secret in a config dump (to scrub them from anything sent out)."""
     if isinstance(value, SecretStr):
-        return [value.get_secret_value()]
+        known = known_value(value)  # a secret nobody can read (unset variable) cannot leak
+        return [known] if known is not None else []
     if isinstance(value, dict):
         return [s for v in value.values() for s in _secret_values(v)]
     if isinstance(value, list | tuple | set | frozenset):
@@ -1792,13 +1794,14 @@ def config_secrets(config: Config) -> list[str]:
 
 def report_path(template: str, *, when: datetime, run_id: int | None) -> Path:
     """``--report`` with its placeholders filled: ``{date}`` (2026-11-29), ``{datetime}``
-    (20261129T023000Z) and ``{run}`` (the sync's run id), so a scheduler needs no shell
-    quoting of ``%`` to keep one report per night."""
-    when = when.astimezone(UTC)
+    (20261129T023000+0800) and ``{run}`` (the sync's run id), so a scheduler needs no shell
+    quoting of ``%`` to keep one report per night. Both are on the company's calendar: a run
+    at 01:47 Beijing time on 1 December writes ``sync-2026-12-01``, not UTC's 30 November."""
+    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
     try:
         text = template.format(
             date=when.strftime("%Y-%m-%d"),
-            datetime=when.strftime("%Y%m%dT%H%M%SZ"),
+            datetime=when.strftime("%Y%m%dT%H%M%S%z"),
             run=run_id if run_id is not None else "none",
         )
     except (KeyError, IndexError, ValueError) as exc:
@@ -1883,7 +1886,7 @@ def sync(
     :func:`report_path`). ``notify`` defaults to "not a dry run".
     """
     started = time.perf_counter()
-    started_at = datetime.now(UTC)
+    started_at = clock.local(clock.utc_now(), config.timezone)
     notify = (not dry_run) if notify is None else notify
     api = config.exmail.api
     if report is not None:
@@ -1901,6 +1904,7 @@ def sync(
     unexpected: BaseException | None = None
     try:
         repo = open_staging(config)  # a database that is down is reported like the rest
+        config.require_secrets("exmail", "source", "departments")  # before any work
         run_id = repo.start_run("sync", actor, config_fingerprint=config_fingerprint(config))
         if not dry_run:
             repo.acquire_lock(SYNC_LOCK, command=f"syncengine sync ({actor})")
@@ -2298,7 +2302,7 @@ def demo(
         config = load_config(config_path)
         first = _demo_round(config, actor, progress)
         audit = _audit_sample(config, first.outcome)
-        today = datetime.now(UTC).date()
+        today = clock.company_today(clock.utc_now(), config.timezone)
         changes = _demo_changes(config, target, today)
         second = _demo_round(config, actor, progress)
         state = emu.state()
@@ -2688,7 +2692,7 @@ class HookBackend:
         waiting = {e.id: e for e in due if not e.employee_id}
         for eid in employees:
             waiting.update({e.id: e for e in history.get(eid, []) if e.status == "received"})
-        today = now.date()
+        today = clock.company_today(now, self.config.timezone)  # the company's calendar day
         overrides: dict[str, Person | None] = {}
         problems: dict[str, str] = {}
         for eid in employees:
@@ -2891,8 +2895,10 @@ def serve(
         backend.worker = worker
         scheduler = None
         if config.hooks.schedule:
+            zone = config.timezone  # the cron fires on the company's clock, not the host's
             scheduler = Scheduler(CronSchedule.parse(config.hooks.schedule),
-                                  backend.scheduled_sync)  # fmt: skip
+                                  backend.scheduled_sync,
+                                  clock=lambda: clock.local(clock.utc_now(), zone))  # fmt: skip
             backend.scheduler = scheduler
         waiting, _ = backend.queue()
         worker.start()
