@@ -78,14 +78,14 @@ class _Commands(click.Group):
         try:
             return super().make_context(*args, **kwargs)
         except click.UsageError as exc:
-            exc.exit_code = EXIT_USAGE
+            setattr(exc, "exit_code", EXIT_USAGE)  # noqa: B010  (a ClassVar in the stubs)
             raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            exc.exit_code = EXIT_USAGE
+            setattr(exc, "exit_code", EXIT_USAGE)  # noqa: B010  (a ClassVar in the stubs)
             raise
 
 
