@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from syncengine import clock, planner, render
+from syncengine import clock, hookfacts, planner, render
 from syncengine import emulator as exmail_emulator
 from syncengine.apply_config import DEFAULT_PASSWORD_FILE
 from syncengine.config import Config, load_config
@@ -34,9 +34,6 @@ from syncengine.connectors.mapping import (
     DepartmentTable,
     MappingResult,
     build_department_table,
-    department_path,
-    field_values,
-    map_people,
     map_records,
 )
 from syncengine.domain import (
@@ -81,12 +78,10 @@ from syncengine.hooks.app import create_app as create_hook_app
 from syncengine.hooks.forward import Forwarder
 from syncengine.hooks.metrics import Metrics
 from syncengine.hooks.payloads import (
-    Change,
     DepartmentChangeEvent,
     PayloadError,
     TerminateEvent,
     UpsertEvent,
-    fold,
 )
 from syncengine.hooks.schedule import CronSchedule
 from syncengine.hooks.worker import Scheduler, Worker
@@ -457,7 +452,11 @@ def ingest(
     try:
         run_id = repo.start_run("ingest", actor)
         previous = repo.current_snapshot()
-        snapshot_id = repo.begin_snapshot(run_id, connector.describe())
+        snapshot_id = repo.begin_snapshot(
+            run_id,
+            connector.describe(),
+            source_time=hookfacts.export_time(config.source.options, config.base_dir),
+        )
         try:
             dept_records = dept_connector.records() if dept_connector is not None else None
             result = map_records(
@@ -829,6 +828,25 @@ def diff_knowing_groups(
     return plan, state
 
 
+def _with_hook_facts(
+    config: Config, repo: Repository, snapshot: SnapshotInfo, people: list[Person], now: datetime
+) -> tuple[list[Person], dict[str, str]]:
+    """The snapshot's people with the hook facts it cannot overrule laid over them, and the
+    held notes (see :mod:`syncengine.hookfacts`). Events that no longer map are left to the
+    hook worker, which fails them with the reason."""
+    events = repo.events_since(hookfacts.live_since(snapshot.as_of, config.hooks.settle))
+    if not events:
+        return people, {}
+    base = {p.employee_id: p for p in people}
+    laid = hookfacts.overlay(
+        config, base, events, as_of=snapshot.as_of,
+        table=_department_table(config, repo, snapshot),
+        today=clock.company_today(now, config.timezone),
+    )  # fmt: skip
+    merged = {**base, **laid.people}
+    return [p for _, p in sorted(merged.items()) if p is not None], dict(laid.held)
+
+
 def make_plan(
     config: Config,
     *,
@@ -871,12 +889,14 @@ def make_plan(
             departments = repo.load_departments(snapshot.id)
             previous_size, previous_departments = _previous_departments(repo, snapshot, departments)
             quarantined = snapshot.counts.get("quarantined_ids") or []
+            people, held = _with_hook_facts(config, repo, snapshot, people, now)
             desired = Desired(
                 people=tuple(people),
                 departments=tuple(departments),
                 quarantined=frozenset(str(e) for e in quarantined),
                 previous_size=previous_size,
                 previous_departments=previous_departments,
+                held=held,
             )
             links = repo.load_links()
 
@@ -2548,47 +2568,14 @@ class HookBackend:
             return base
 
     def map_person(self, record: dict[str, Any], table: DepartmentTable | None) -> Person:
-        """An upsert's record through the nightly ``[mapping]``; a problem is a PayloadError
-        naming the HR field (``person.<field>``)."""
-        depts = self.config.departments
-        result = map_people([record], self.config.mapping, department_table=table,
-                            reference=depts.reference if depts else "id")  # fmt: skip
-        if result.problems or not result.people:
-            p = result.problems[0] if result.problems else None
-            raise PayloadError(
-                f"person.{p.field}" if p and p.field else "person",
-                (p.reason + (f" (value {p.value!r})" if p.value is not None else ""))
-                if p else "the record maps to no person",
-            )  # fmt: skip
-        return result.people[0]
+        """An upsert's record through the nightly ``[mapping]`` (PayloadError names the field)."""
+        return hookfacts.map_hook_person(self.config, record, table)
 
     def resolve_departments(
         self, values: Sequence[str], table: DepartmentTable | None
     ) -> tuple[str, ...]:
         """A department change's values as paths, read as the nightly mapping reads them."""
-        spec = self.config.mapping.specs().get("departments")
-        if spec is not None and spec.field is not None:
-            values = field_values(spec, {spec.field: list(values)})
-        depts = self.config.departments
-        paths: list[str] = []
-        for value in values:
-            if table is None or depts is None:
-                path, why = department_path(value, self.config.mapping.department_separator)
-                if why:
-                    raise PayloadError("departments", f"{value!r}: {why}")
-            elif depts.reference == "id":
-                if value not in table.by_id:
-                    raise PayloadError("departments", f"unknown department id {value!r}")
-                path = table.by_id[value]
-            else:
-                found = table.by_name.get(value, ())
-                if len(found) != 1:
-                    what = "ambiguous" if found else "unknown"
-                    raise PayloadError("departments", f"{what} department name {value!r}")
-                path = found[0]
-            if path:
-                paths.append(path)
-        return tuple(sorted(set(paths)))
+        return hookfacts.resolve_hook_departments(self.config, values, table)
 
     def employee_of(self, event: UpsertEvent | TerminateEvent | DepartmentChangeEvent) -> str:
         base = self._current_base()
@@ -2685,7 +2672,9 @@ class HookBackend:
             return HookBatch(0, 0, 0, 0, 0)
         base = self._current_base()
         employees = sorted({e.employee_id for e in due if e.employee_id})
-        since = base.snapshot.created_at if base.snapshot else None
+        as_of = base.snapshot.as_of if base.snapshot else None
+        # the facts the snapshot's export cannot overrule (see syncengine.hookfacts)
+        since = hookfacts.live_since(as_of, self.config.hooks.settle) if as_of else None
         history: dict[str, list[HookEvent]] = {}
         for e in self.repo.employee_events(employees, received_after=since):
             history.setdefault(e.employee_id or "", []).append(e)
@@ -2693,38 +2682,16 @@ class HookBackend:
         for eid in employees:
             waiting.update({e.id: e for e in history.get(eid, []) if e.status == "received"})
         today = clock.company_today(now, self.config.timezone)  # the company's calendar day
-        overrides: dict[str, Person | None] = {}
-        problems: dict[str, str] = {}
-        for eid in employees:
-            changes: list[Change] = []
-            try:
-                for e in history.get(eid, []):
-                    p = e.payload
-                    if e.kind == "upsert":
-                        changes.append(
-                            Change("upsert", person=self.map_person(p["person"], base.table))
-                        )
-                    elif e.kind == "terminate":
-                        end = p.get("end_date")
-                        changes.append(Change("terminate", end_date=date.fromisoformat(end)
-                                              if end else today))  # fmt: skip
-                    elif e.kind == "department_change":
-                        changes.append(
-                            Change(
-                                "department_change",
-                                departments=(
-                                    self.resolve_departments(p.get("departments", []), base.table)
-                                ),
-                            )
-                        )
-            except PayloadError as exc:
-                problems[eid] = f"event no longer maps: {exc}"
-                continue
-            folded = fold(base.people.get(eid), changes, today)
-            if folded.problem:
-                problems[eid] = folded.problem
-            else:
-                overrides[eid] = folded.person
+        laid = hookfacts.overlay(
+            self.config, base.people, [e for eid in employees for e in history.get(eid, [])],
+            as_of=as_of or datetime.min.replace(tzinfo=UTC), table=base.table, today=today,
+        )  # fmt: skip
+        problems: dict[str, str] = dict(laid.problems)
+        overrides: dict[str, Person | None] = {
+            eid: laid.people.get(eid, base.people.get(eid))
+            for eid in employees
+            if eid not in problems
+        }
         by_employee: dict[str, list[HookEvent]] = {}
         for e in waiting.values():
             by_employee.setdefault(e.employee_id or "", []).append(e)

@@ -115,6 +115,12 @@ class SnapshotInfo:
     counts: dict[str, Any]
     error: str | None
     is_current: bool
+    source_time: datetime | None = None
+
+    @property
+    def as_of(self) -> datetime:
+        """When the HR data of this snapshot was exported (else when it was read)."""
+        return self.source_time or self.created_at
 
 
 @dataclass(frozen=True)
@@ -402,14 +408,19 @@ class Repository:
 
     # --- snapshots ----------------------------------------------------------------------
 
-    def begin_snapshot(self, run_id: int | None, source: str) -> int:
-        """Open a snapshot in status ``loading``; it is not current until completed."""
+    def begin_snapshot(
+        self, run_id: int | None, source: str, *, source_time: datetime | None = None
+    ) -> int:
+        """Open a snapshot in status ``loading``; it is not current until completed.
+        ``source_time``: when HR exported the data (default: now, as for a live source)."""
+        now = self.now()
         with self._tx("starting a snapshot") as conn:
             snap_id = conn.execute(
                 insert(Snapshot)
                 .values(
                     run_id=run_id,
-                    created_at=self.now(),
+                    created_at=now,
+                    source_time=source_time or now,
                     source=source,
                     status=SnapshotStatus.LOADING.value,
                     is_current=False,
@@ -1259,6 +1270,21 @@ class Repository:
                     )
                 out.extend(self._event(r) for r in conn.execute(stmt).mappings())
         return sorted(out, key=lambda e: e.id)
+
+    def events_since(self, received_after: datetime) -> list[HookEvent]:
+        """Every event not failed that was received after ``received_after`` or is still
+        waiting, oldest first: the hook facts an HR export of that age cannot overrule."""
+        with self._tx("reading recent hook events") as conn:
+            stmt = select(HookEventRow.__table__).where(
+                HookEventRow.employee_id.is_not(None),
+                HookEventRow.status != EventStatus.FAILED.value,
+                or_(
+                    HookEventRow.received_at > received_after,
+                    HookEventRow.status == EventStatus.RECEIVED.value,
+                ),
+            )
+            return sorted((self._event(r) for r in conn.execute(stmt).mappings()),
+                          key=lambda e: e.id)  # fmt: skip
 
     def mark_events(
         self,
