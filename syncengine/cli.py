@@ -518,6 +518,12 @@ def emulator_command(
     metavar="EMPLOYEE_ID",
     help="Plan for these employees alone and explain each step (repeatable).",
 )
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Ingest the HR source first (as 'syncengine ingest'), so the plan sees the latest "
+    "export. Without it the plan uses the last ingested snapshot and says how old it is.",
+)
 @release_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (and the plan).")
 @pass_state
@@ -528,6 +534,7 @@ def plan_command(
     fmt: str | None,
     detailed_exitcode: bool,
     only: tuple[str, ...],
+    refresh: bool,
     allow_removals: int | None,
     allow_updates: int | None,
     force: bool,
@@ -562,6 +569,11 @@ def plan_command(
         of = f" / {total:,}" if total else ""
         click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=False)
 
+    if refresh:
+        ingested = service.ingest(state.config)
+        if not as_json:
+            click.echo(f"ingested snapshot #{ingested.snapshot_id}: {ingested.people:,} people, "
+                       f"{ingested.quarantined:,} quarantined", err=True)  # fmt: skip
     result = service.make_plan(
         state.config,
         only=list(only) if only else None,
@@ -604,6 +616,11 @@ def plan_command(
         click.echo(document, nl=False)
         if fmt == "text":
             click.echo(f"(saved as plan #{result.plan_id}; write it with --out FILE)", err=True)
+    if result.snapshot_age is not None and not as_json and (fmt == "text" or out_path):
+        from syncengine.freshness import describe  # (a document on stdout stays clean)
+
+        for line in describe(result.snapshot_age, state.config.timezone):
+            click.echo(line, err=True)
 
     if result.blocked:
         sys.exit(EXIT_BLOCKED)

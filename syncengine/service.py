@@ -73,6 +73,7 @@ from syncengine.executor import (
     retry_read,
 )
 from syncengine.executor import Status as ExecStatus
+from syncengine.freshness import SnapshotAge
 from syncengine.hooks.app import SsoRefused, Stored
 from syncengine.hooks.app import create_app as create_hook_app
 from syncengine.hooks.forward import Forwarder
@@ -626,6 +627,7 @@ class PlanResult:
     read_seconds: float
     diff_seconds: float
     seconds: float
+    snapshot_age: SnapshotAge | None = None
 
     @property
     def blocked(self) -> bool:
@@ -642,6 +644,7 @@ class PlanResult:
             "plan_id": self.plan_id,
             "run_id": self.run_id,
             "snapshot_id": self.snapshot_id,
+            "snapshot": self.snapshot_age.to_dict() if self.snapshot_age else None,
             "checksum": self.plan.checksum,
             "created_at": self.plan.created_at.isoformat(),
             "config_fingerprint": self.plan.config_fingerprint,
@@ -954,7 +957,12 @@ def make_plan(
             read_seconds=read_seconds,
             diff_seconds=diff_seconds,
             seconds=time.perf_counter() - started,
-        )
+            snapshot_age=SnapshotAge(
+                snapshot.id, snapshot.created_at, snapshot.as_of, now, snapshot.source,
+                hookfacts.export_time(config.source.options, config.base_dir)
+                if config.source else None,
+            ),
+        )  # fmt: skip
         repo.finish_run(
             run_id,
             "blocked" if result.blocked else "succeeded",
