@@ -74,6 +74,7 @@ from syncengine.executor import (
 )
 from syncengine.executor import Status as ExecStatus
 from syncengine.freshness import SnapshotAge
+from syncengine.handover import HandoverSink
 from syncengine.hooks.app import SsoRefused, Stored
 from syncengine.hooks.app import create_app as create_hook_app
 from syncengine.hooks.forward import Forwarder
@@ -1023,6 +1024,8 @@ class ApplyReport:
     resumed: bool = False
     password_file: str | None = None
     passwords_delivered: int = 0
+    passwords_handed_over: int = 0
+    handover_errors: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -1041,6 +1044,8 @@ class ApplyReport:
             "seconds": round(self.seconds, 3),
             "password_file": self.password_file,
             "passwords_delivered": self.passwords_delivered,
+            "passwords_handed_over": self.passwords_handed_over,
+            "handover_errors": list(self.handover_errors),
         }
 
 
@@ -1237,6 +1242,11 @@ def _execute_stored(
     if config.passwords.delivery == "file":
         file_sink = FilePasswordDelivery(password_file_path(config), run_id=run_id)
         passwords = file_sink
+    handover: HandoverSink | None = None
+    if config.passwords.handover is not None:  # also to the new hire, after the creates
+        on_sent = file_sink.handed_over if file_sink else None
+        handover = HandoverSink(passwords, config.passwords.handover, on_handed_over=on_sent)
+        passwords = handover
     provider = build_provider(config, transport=transport)
     try:
         executor = Executor(
@@ -1250,6 +1260,10 @@ def _execute_stored(
         )
         try:
             result = executor.run(plan, statuses)
+            if handover is not None:
+                made = ActionKind.CREATE_USER.value
+                handover.flush({o.target.lower() for o in result.outcomes
+                                if o.kind == made and o.status is ExecStatus.DONE})  # fmt: skip
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, SyncEngineError) else type(exc).__name__
             repo.finish_run(run_id, "failed", {"error": reason, "plan_id": record.id})
@@ -1286,6 +1300,8 @@ def _execute_stored(
         resumed=resumed,
         password_file=str(file_sink.path) if file_sink and delivered else None,
         passwords_delivered=delivered,
+        passwords_handed_over=handover.sent if handover else 0,
+        handover_errors=tuple(handover.errors) if handover else (),
     )
 
 
