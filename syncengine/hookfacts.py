@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from syncengine.clock import shown
 from syncengine.config import Config
@@ -43,7 +43,24 @@ from syncengine.connectors.mapping import (
 )
 from syncengine.domain import Person, Status
 from syncengine.hooks.payloads import Change, PayloadError, fold
-from syncengine.staging.repository import HookEvent
+
+
+class HookEvent(Protocol):
+    """What this module reads of a stored hook event (staging's ``HookEvent`` has it)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def delivery_id(self) -> str: ...
+    @property
+    def received_at(self) -> datetime: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def employee_id(self) -> str | None: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+
 
 # --- from stored events to changes (the hook worker and the planner read them alike) -------
 
