@@ -29,6 +29,7 @@ from syncengine.notify import NotificationsConfig
 from syncengine.policy_config import AddressesConfig, LifecycleConfig, PolicyConfig
 from syncengine.providers.config import ExmailConfig
 from syncengine.secrets import check_secrets, label_secrets
+from syncengine.textfile import MetricsConfig
 
 DEFAULT_CONFIG_NAME = "syncengine.toml"
 CONFIG_ENV = "SYNCENGINE_CONFIG"
@@ -77,6 +78,7 @@ class Config(BaseModel):
     passwords: PasswordsConfig = Field(default_factory=PasswordsConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from syncengine import clock, hookfacts, planner, render
+from syncengine import clock, hookfacts, planner, render, textfile
 from syncengine import emulator as exmail_emulator
 from syncengine.apply_config import DEFAULT_PASSWORD_FILE
 from syncengine.config import Config, load_config
@@ -2057,6 +2057,12 @@ def sync(
         except ConfigError as exc:  # the sync itself is done; say so, do not hide its outcome
             log.warning("%s", exc)
             sync_report = dataclasses.replace(sync_report, report_file=None, report_error=str(exc))
+    if config.metrics.textfile:  # for the node exporter's textfile collector
+        try:
+            textfile.write(config.resolve_path(config.metrics.textfile),
+                           sync_report.to_dict(notifications=False), now=time.time())  # fmt: skip
+        except ConfigError as exc:  # like the report: said, never hiding the sync's outcome
+            log.warning("%s", exc)
     if unexpected is not None:
         raise unexpected
     return sync_report
