@@ -75,6 +75,7 @@ from syncengine.executor import (
 from syncengine.executor import Status as ExecStatus
 from syncengine.freshness import SnapshotAge
 from syncengine.handover import HandoverSink
+from syncengine.hooks.access_log import AccessLog
 from syncengine.hooks.app import SsoRefused, Stored
 from syncengine.hooks.app import create_app as create_hook_app
 from syncengine.hooks.forward import Forwarder
@@ -2878,7 +2879,9 @@ def serve(
 
     backend = HookBackend(config, transport=transport)
     try:
-        app = create_hook_app(backend)
+        app: Any = create_hook_app(backend)
+        if config.hooks.access_log:  # one line per request, no secrets, no bodies
+            app = AccessLog(app, zone=config.timezone)
         try:
             sock = listening_socket(host, port)
         except OSError as exc:

@@ -77,6 +77,7 @@ class HooksConfig(BaseModel):
     backoff_max: float = Field(default=300.0, ge=0)
     schedule: str | None = None
     settle: float = Field(default=86400.0, ge=0, le=30 * 86400)
+    access_log: bool = True  # serve: one line per request on stderr (hooks/access_log.py)
     sso: SsoConfig = Field(default_factory=SsoConfig)
     forward: ForwardConfig = Field(default_factory=ForwardConfig)
 
