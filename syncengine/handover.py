@@ -32,6 +32,7 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from syncengine.errors import ConfigError
 from syncengine.executor import PasswordDelivery, PasswordSink
 from syncengine.notify import (
     DELIVERY_HEADER,
@@ -42,7 +43,7 @@ from syncengine.notify import (
     redact,
     sign,
 )
-from syncengine.secrets import Secret
+from syncengine.secrets import Secret, known_value
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,9 @@ class HandoverSink:
             for d in todo:
                 try:
                     self._send(client, d)
-                except (HandoverError, httpx.HTTPError) as exc:
-                    text = redact(str(exc), [d.password, self.config.secret.get_secret_value()])
+                except (HandoverError, httpx.HTTPError, ConfigError) as exc:
+                    known = known_value(self.config.secret)
+                    text = redact(str(exc), [d.password, *([known] if known else [])])
                     where = f"{self.config.channel} for {d.email} ({d.employee_id})"
                     self.errors.append(f"{where}: {text}")
                     log.warning("initial password not handed over: %s: %s", where, text)

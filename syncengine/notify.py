@@ -57,7 +57,7 @@ from tenacity import (
 )
 
 from syncengine.chatbots import BotConfig, bot_request, read_answer
-from syncengine.secrets import Secret
+from syncengine.secrets import Secret, known_value
 
 log = logging.getLogger(__name__)
 
@@ -272,13 +272,14 @@ class Notifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        own = [w.secret.get_secret_value() for w in config.webhooks]
+        named = [w.secret for w in config.webhooks]
         if config.smtp is not None and config.smtp.password is not None:
-            own.append(config.smtp.password.get_secret_value())
+            named.append(config.smtp.password)
+        named.extend(bot.secret for bot in config.bots if bot.secret is not None)
+        # a secret that cannot be read (unset variable) fails its target, not the notifier
+        own = [v for v in (known_value(x) for x in named) if v is not None]
         for bot in config.bots:  # a bot's URL holds its token
             own.extend([bot.url, *bot.tokens()])
-            if bot.secret is not None:
-                own.append(bot.secret.get_secret_value())
         self._secrets = tuple({*own, *secrets})
         self._transport = transport
         self._sleep = sleep

@@ -1949,7 +1949,9 @@ def sync(
     unexpected: BaseException | None = None
     try:
         repo = open_staging(config)  # a database that is down is reported like the rest
-        config.require_secrets("exmail", "source", "departments")  # before any work
+        # before any work: every secret this run will need (notifications only when sent)
+        config.require_secrets("exmail", "source", "departments", "passwords",
+                               *(("notifications",) if notify else ()))  # fmt: skip
         run_id = repo.start_run("sync", actor, config_fingerprint=config_fingerprint(config))
         if not dry_run:
             repo.acquire_lock(SYNC_LOCK, command=f"syncengine sync ({actor})")

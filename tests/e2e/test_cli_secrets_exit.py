@@ -5,6 +5,7 @@ The real CLI (CliRunner) on a real SQLite file and the emulator over real HTTP.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,3 +76,20 @@ def test_usage_errors_exit_64_not_2(env: ApplyEnv, args: list[str]) -> None:
     r = env.cli(*args)
     assert r.exit_code == 64, r.output  # EX_USAGE, as the README's table says
     assert "Usage" in r.output or "Error" in r.output or "error" in r.output, r.output
+
+
+def test_sync_checks_the_notification_secret_before_any_work(env: ApplyEnv) -> None:
+    env.write(
+        notifications={"webhooks": [{"url": "http://127.0.0.1:9/x", "secret": f"env:{UNSET}"}]}
+    )
+    before = len(env.emulator.calls())
+    r = env.cli("sync", "--json")
+    assert r.exit_code == 1, r.output
+    report = json.loads(r.stdout)  # the run is still reported, saying why it stopped
+    assert report["status"] == "failed", report
+    assert "notifications.webhooks[0].secret" in report["error"] and UNSET in report["error"]
+    (note,) = report["notifications"]  # and the notification it could not sign failed alone
+    assert note["ok"] is False and UNSET in note["error"], note
+    assert len(env.emulator.calls()) == before, "nothing was read or written"
+    r = env.cli("sync", "--dry-run")  # a dry run sends no notification: it needs no secret
+    assert r.exit_code == 0, r.output
