@@ -180,9 +180,12 @@ def weigh(
         return Weighed(base, problem=first.problem)
     person = first.person
     events = [e for e, _ in newer]
-    if settling and _present(hook_view.person, today) != _present(person, today):
-        # the export (with the newer facts) lacks a hire or a termination a settling fact
-        # made: it cannot take that away yet
+    if settling and (
+        (person is None and hook_view.person is not None)
+        or _present(hook_view.person, today) != _present(person, today)
+    ):
+        # the export (with the newer facts) lacks the person, or a hire or a termination a
+        # settling fact made: it cannot take that away yet
         person = hook_view.person
         events = [e for e, _ in (*settling, *newer)]
     if _present(person, today) == _present(base, today) or not events:
