@@ -24,7 +24,8 @@ its retries. What each service documents:
 All three answer HTTP 200 with an error code in the body, so a 200 alone is not success.
 The URLs carry the bot's token: they are shown by host only and scrubbed from error texts.
 
-PURE: the time comes in as an argument; no I/O.
+The time comes in as an argument; nothing here opens a connection (the signing secret is
+read from the environment or file the config names, on first use).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ company's calendar day, taken from ``[general] timezone`` (default ``Asia/Shangh
 ``SYNCENGINE_TZ`` environment variable (which wins, like ``TZ`` does for a process); times
 are stored in UTC and shown to people in the company's zone with their offset.
 
-Everything here but :func:`utc_now` is pure: the instant comes in as an argument.
+PURE: the instant always comes in as an argument (the engine's clock is ``Engine.now``).
 ``tzdata`` is a dependency so that zone names resolve on hosts without a system zone database
 (slim containers, Windows).
 """
@@ -34,11 +34,6 @@ def zone(name: str) -> ZoneInfo:
         raise ValueError(
             f"unknown time zone {text!r}: give an IANA name such as 'Asia/Shanghai' or 'UTC'"
         ) from None
-
-
-def utc_now() -> datetime:
-    """The one clock of the engine: the current instant, in UTC."""
-    return datetime.now(UTC)
 
 
 def local(when: datetime, tz: tzinfo) -> datetime:

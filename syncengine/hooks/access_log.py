@@ -21,11 +21,11 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import parse_qsl
 
-from syncengine.clock import shown, utc_now
+from syncengine.clock import shown
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -72,11 +72,13 @@ class AccessLog:
         zone: tzinfo,
         emit: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.app = app
         self.zone = zone
         self.emit = emit or access_logger().info
         self.clock = clock
+        self.now = now
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
@@ -105,7 +107,7 @@ class AccessLog:
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
         delivery = headers.get("x-syncengine-delivery")
         agent = headers.get("user-agent")
-        line = (f'{shown(utc_now(), self.zone)} {who} "{_clean(str(scope.get("method", "")))} '
+        line = (f'{shown(self.now(), self.zone)} {who} "{_clean(str(scope.get("method", "")))} '
                 f'{request_target(scope)}" {status} {size}B {seconds * 1000:.1f}ms')  # fmt: skip
         if delivery:
             line += f" delivery={_clean(delivery.decode('latin-1'), 100)}"
