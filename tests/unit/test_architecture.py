@@ -26,6 +26,8 @@ PURE = [
     "syncengine.connectors.mapping",
     "syncengine.guard",
     "syncengine.plan_page",
+    "syncengine.clock",
+    "syncengine.freshness",
 ]
 IO_LIBRARIES = {
     "sqlalchemy", "httpx", "click", "starlette", "uvicorn", "alembic", "psycopg", "ldap3",
