@@ -32,6 +32,7 @@ Example::
 
 from __future__ import annotations
 
+from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -115,6 +116,7 @@ def build_policy(
     *,
     default_domain: str | None = None,
     password_delivery: str = "file",
+    timezone: tzinfo = UTC,
     can_force_password_change: bool = True,
 ) -> Policy:
     """The planner's Policy. ``default_domain`` (the first Exmail domain) is used when
@@ -143,6 +145,7 @@ def build_policy(
         leave_action=LeaveAction(lifecycle.leave),
         create_days_before_start=lifecycle.create_days_before_start,
         password_delivery=password_delivery,
+        timezone=timezone,
         change_password_at_login=lifecycle.change_password_at_login and can_force_password_change,
         brakes=Brakes(
             max_shrink_share=policy.max_shrink_share,
@@ -167,5 +170,6 @@ def policy_from_config(config: Config) -> Policy:
         config.lifecycle,
         default_domain=domains[0] if domains else None,
         password_delivery=config.passwords.delivery,
+        timezone=config.timezone,
         can_force_password_change=config.exmail.api == "v2",
     )

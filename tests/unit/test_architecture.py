@@ -24,6 +24,10 @@ PURE = [
     "syncengine.addresses",
     "syncengine.render",
     "syncengine.connectors.mapping",
+    "syncengine.guard",
+    "syncengine.plan_page",
+    "syncengine.clock",
+    "syncengine.freshness",
 ]
 IO_LIBRARIES = {
     "sqlalchemy", "httpx", "click", "starlette", "uvicorn", "alembic", "psycopg", "ldap3",
