@@ -79,6 +79,7 @@ from syncengine.executor import Status as ExecStatus
 from syncengine.hooks.app import SsoRefused, Stored
 from syncengine.hooks.app import create_app as create_hook_app
 from syncengine.hooks.forward import Forwarder
+from syncengine.hooks.guard import adoption_refusals, outside_domains
 from syncengine.hooks.metrics import Metrics
 from syncengine.hooks.payloads import (
     Change,
@@ -89,6 +90,7 @@ from syncengine.hooks.payloads import (
     fold,
 )
 from syncengine.hooks.schedule import CronSchedule
+from syncengine.hooks.server import serve_limits, server_config
 from syncengine.hooks.worker import Scheduler, Worker
 from syncengine.notify import Delivery, Event, Notifier
 from syncengine.passwords import FilePasswordDelivery
@@ -2366,6 +2368,9 @@ def sso_login_url(
     unmanaged account unless ``[hooks.sso]`` allows it. The one rule for ``sso-url`` and the
     portal's ``/sso/login``: an SSO link is a password-less way into someone's mail."""
     wanted = normalise_email(email)
+    outside = outside_domains(wanted, config.exmail.domains, policy_from_config(config).domain)
+    if outside:
+        raise SsoRefused(outside, where="single sign-on", hint="check the address")
     rules = config.hooks.sso
     provider = build_provider(config, transport=transport)
     try:
@@ -2627,6 +2632,12 @@ class HookBackend:
     def sso_url(self, email: str) -> str:
         return sso_login_url(self.config, email, transport=self._transport, repo=self.repo)
 
+    def claim_signature(self, key: str, expires_at: datetime) -> bool:
+        return self.repo.claim_signature(key, expires_at)
+
+    def release_signature(self, key: str) -> None:
+        self.repo.release_signature(key)
+
     # --- the worker -----------------------------------------------------------------------
 
     def _retry_at(self, attempts: int, now: datetime) -> datetime | None:
@@ -2788,32 +2799,39 @@ class HookBackend:
 
         Returns the plan, the apply report (None when nothing was to do) and, per employee
         that did not get done, (why, whether a retry may help)."""
-        people = dict(base.people)
-        for eid, person in overrides.items():
-            if person is None:
-                people.pop(eid, None)
-            else:
-                people[eid] = person
-        desired = Desired(
-            people=tuple(people[k] for k in sorted(people)),
-            departments=base.departments,
-            quarantined=base.quarantined - set(overrides),
-            previous_size=base.previous_size,
-            previous_departments=base.previous_departments,
-        )
         fingerprint = config_fingerprint(self.config)
         links = self.repo.load_links()
         policy = policy_from_config(self.config)
         provider = build_provider(self.config, transport=self._transport)
         try:
             state = retry_read(provider.read_state, self.config.apply.settings())
+            # Hooks never adopt a mailbox the nightly sync leaves alone (see hooks.guard).
+            refused = adoption_refusals(
+                {e: p for e, p in overrides.items() if p is not None and e in targets},
+                state.mailboxes, links, policy.is_protected,
+            )  # fmt: skip
+            people = dict(base.people)
+            for eid, person in overrides.items():
+                if eid in refused:
+                    continue
+                if person is None:
+                    people.pop(eid, None)
+                else:
+                    people[eid] = person
+            desired = Desired(
+                people=tuple(people[k] for k in sorted(people)),
+                departments=base.departments,
+                quarantined=base.quarantined - set(overrides),
+                previous_size=base.previous_size,
+                previous_departments=base.previous_departments,
+            )
             plan, state = diff_knowing_groups(
-                provider, desired, state, links, policy, now,
-                config_fingerprint=fingerprint, only=targets,
+                provider, desired, state, links, policy, now, config_fingerprint=fingerprint,
+                only=[t for t in targets if t not in refused],
             )  # fmt: skip
         finally:
             provider.close()
-        bad: dict[str, tuple[str, bool]] = {}
+        bad: dict[str, tuple[str, bool]] = {e: (why, False) for e, why in refused.items()}
         for c in plan.conflicts:
             for eid in c.employee_ids:
                 if eid in overrides:
@@ -2873,7 +2891,7 @@ def serve(
 ) -> None:
     """Run the hook receiver, its worker and (with ``[hooks] schedule``) the nightly sync in
     this process until interrupted. Events stored before a restart are worked off at once."""
-    import uvicorn
+    import uvicorn  # here, not at the top: most commands never serve
 
     backend = HookBackend(config, transport=transport)
     try:
@@ -2904,10 +2922,8 @@ def serve(
                 on_ready(ServeStart(f"http://{shown}:{sock.getsockname()[1]}",
                                     bool(backend.hook_secret), bool(backend.sso_secret),
                                     config.hooks.schedule, waiting))  # fmt: skip
-            server = uvicorn.Server(uvicorn.Config(
-                app, log_level=log_level, access_log=False, lifespan="off",
-                timeout_graceful_shutdown=5, timeout_keep_alive=30,
-            ))  # fmt: skip
+            server = uvicorn.Server(server_config(app, serve_limits(config.hooks),
+                                                 log_level=log_level))  # fmt: skip
             server.run(sockets=[sock])
         finally:
             sock.close()

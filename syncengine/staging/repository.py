@@ -61,6 +61,7 @@ from syncengine.staging.models import (
     SnapshotPerson,
     SnapshotProblem,
     SnapshotStatus,
+    UsedSignature,
     WatchState,
 )
 
@@ -1419,3 +1420,26 @@ class Repository:
             )
             if result.rowcount == 0:
                 conn.execute(insert(WatchState).values(name=name, value=value, updated_at=now))
+
+    # --- used signatures ------------------------------------------------------------------
+
+    def claim_signature(self, digest: str, expires_at: datetime) -> bool:
+        """Record a signed request as honoured; False when it was honoured before (a replay).
+
+        Rows whose signature can no longer pass its timestamp check are purged on the way, so
+        the table holds at most one tolerance window's worth of requests."""
+        now = self.now()
+        try:
+            with self._tx("recording a used signature") as conn:
+                conn.execute(delete(UsedSignature).where(UsedSignature.expires_at < now))
+                conn.execute(
+                    insert(UsedSignature).values(digest=digest, used_at=now, expires_at=expires_at)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def release_signature(self, digest: str) -> None:
+        """Forget a claim whose request could not be carried out, so it may be sent again."""
+        with self._tx("releasing a used signature") as conn:
+            conn.execute(delete(UsedSignature).where(UsedSignature.digest == digest))
