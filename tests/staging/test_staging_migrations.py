@@ -33,6 +33,7 @@ TABLES = {
     "hook_events",
     "run_lock",
     "watch_state",
+    "used_signatures",
 }
 
 
