@@ -87,8 +87,8 @@ def guarded_protocol(limits: Limits) -> type[H11Protocol]:
             before = self.cycle
             super().data_received(data)
             cycle = self.cycle
-            if cycle is None or self.transport.is_closing():
-                return
+            if cycle is None or cycle.response_complete or self.transport.is_closing():
+                return  # no head yet (or only the previous request's): the head timer runs
             if not cycle.more_body:
                 self._disarm()  # the whole request is in
             elif cycle is not before or self._waiting_for != "body":

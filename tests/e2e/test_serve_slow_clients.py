@@ -77,7 +77,14 @@ def test_slow_heads_and_bodies_are_cut_off_with_one_line_each(
         port,
         lines,
     ):
-        heads = [connect(port) for _ in range(10)]
+        # A keep-alive connection whose second request stalls is cut off like a new one.
+        kept = connect(port)
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: receiver\r\n\r\n")
+        first = b""
+        while not first.endswith(b"}"):  # the JSON body ends the first response
+            first += kept.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200 "), first
+        heads = [kept, *(connect(port) for _ in range(9))]
         bodies = [connect(port) for _ in range(10)]
         started = time.monotonic()
         for s in heads:
