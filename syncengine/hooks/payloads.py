@@ -24,6 +24,7 @@ ingest is again the whole truth: HR's export must carry the same change by then.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
@@ -109,7 +110,10 @@ def _parse_float(text: str) -> float:
     if len(text) > MAX_NUMBER_DIGITS + 10:
         raise _BadNumber(f"a number of {len(text)} characters (at most "
                          f"{MAX_NUMBER_DIGITS + 10}); send long values as strings")  # fmt: skip
-    return float(text)
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadNumber(f"{text} is out of range for a number")
+    return value
 
 
 def _refuse_constant(text: str) -> Any:

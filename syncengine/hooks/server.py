@@ -71,8 +71,9 @@ def guarded_protocol(limits: Limits) -> type[H11Protocol]:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > limits.max_connections:
+                cap = limits.max_connections
                 log.warning("refused %s: %d connections are open already ([hooks] "
-                            "max_connections)", _peer(self.client), limits.max_connections)  # fmt: skip
+                            "max_connections)", _peer(self.client), cap)  # fmt: skip
                 self._refuse(503, "too many connections; try again later")
                 return
             self._arm("head", limits.header_timeout)
