@@ -154,20 +154,24 @@ def _error(code: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=code)
 
 
+def _logged(request: Request, code: int, message: str, **extra: Any) -> JSONResponse:
+    """A refusal, logged as one bounded line (no body, no signature, no secret in it)."""
+    shown = message if len(message) <= 300 else message[:300] + "..."
+    log.warning("refused %s %s from %s: %d %s", request.method, request.url.path[:200],
+                _peer(request), code, shown.replace("\n", " "))  # fmt: skip
+    return _error(code, message, **extra)
+
+
 def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> Starlette:
     """The receiver app over ``backend``."""
     metrics = backend.metrics
 
-    def answer(response: Response, request: Request | None = None, why: str = "") -> Response:
-        code = response.status_code
-        metrics.inc("syncengine_hook_requests_total", code=str(code))
-        if request is not None and code >= 400:
-            log.warning("refused %s %s from %s: %d %s", request.method, request.url.path,
-                        _peer(request), code, why)  # fmt: skip
+    def answer(response: Response) -> Response:
+        metrics.inc("syncengine_hook_requests_total", code=str(response.status_code))
         return response
 
     def refused(request: Request, code: int, message: str, **extra: Any) -> Response:
-        return answer(_error(code, message, **extra), request, message)
+        return answer(_logged(request, code, message, **extra))
 
     async def receive_hook(request: Request) -> Response:
         secret = backend.hook_secret
@@ -242,7 +246,7 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
     async def event_status(request: Request) -> Response:
         secret = backend.hook_secret
         if not secret:
-            return _error(503, "hooks are not configured: set [hooks] secret")
+            return _logged(request, 503, "hooks are not configured: set [hooks] secret")
         why = check_hook_signature(
             secret,
             request.headers.get(TIMESTAMP_HEADER),
@@ -252,11 +256,11 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
             tolerance=backend.tolerance,
         )
         if why is not None:
-            return _error(401, why + " (GET requests sign the path instead of a body)")
+            return _logged(request, 401, why + " (GET requests sign the path instead of a body)")
         raw = request.path_params["event_id"]
         if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 19
                 and int(raw) <= MAX_EVENT_ID):  # fmt: skip
-            return _error(404, "no such event (ids are positive whole numbers)")
+            return _logged(request, 404, "no such event (ids are positive whole numbers)")
         event_id = int(raw)
         data = await run_in_threadpool(backend.event_status, event_id)
         if data is None:

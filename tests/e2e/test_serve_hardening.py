@@ -138,6 +138,15 @@ def test_a_portal_link_is_single_use(served: Served) -> None:
     assert fresh.status_code == 302, fresh.text
 
 
+def test_a_used_link_is_refused_by_every_serve_process_on_the_database(served: Served) -> None:
+    link = portal_link("wangwu@example.com")
+    assert served.client.get(link).status_code == 302
+    port = free_port()
+    with serve_process(served.env, port):
+        other = httpx.get(f"http://127.0.0.1:{port}{link}", timeout=10)
+    assert other.status_code == 403 and "used already" in other.text, other.text
+
+
 @pytest.mark.parametrize("user", ["someone@elsewhere.example.org", "lisi@example.com.evil.org"])
 def test_an_address_outside_the_company_domains_is_refused(served: Served, user: str) -> None:
     r = served.client.get(portal_link(user))

@@ -155,3 +155,29 @@ def test_connections_past_the_cap_are_answered_503_at_once(
     assert count(lines, r"refused 127\.0\.0\.1:\d+: 30 connections are open already") == 5
     assert count(lines, r"request head was not complete after 3 s") == 30
     assert not any("Traceback" in line for line in lines), lines
+
+
+def test_each_refused_request_logs_one_line_without_secrets(
+    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    with serving(tmp_path, emulator_factory) as (port, lines):
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        try:
+            body = b'{"kind": "terminate", "delivery_id": "x-1", "employee_id": "E0001"}'
+            bad = {**hook_headers(body), "X-Syncengine-Signature": "sha256=" + "0" * 64}
+            assert client.post("/hooks/hr", content=body, headers=bad).status_code == 401
+            weird = body.replace(b"terminate", b"evil\\nkind")
+            assert client.post("/hooks/hr", content=weird,
+                               headers=hook_headers(weird)).status_code == 422  # fmt: skip
+            assert client.post("/hooks/hr", content=b"x" * 70_000,
+                               headers=hook_headers(b"")).status_code == 413  # fmt: skip
+            path = "/hooks/events/" + "9" * 40
+            assert client.get(path, headers=hook_headers(path.encode())).status_code == 404
+            assert client.get("/sso/login?user=a@example.com").status_code == 403
+        finally:
+            client.close()
+    refusals = [line for line in lines if "refused" in line]
+    assert len(refusals) == 5 and len(lines) == 6, lines
+    assert [re.search(r": (\d{3}) ", line).group(1) for line in refusals] == [  # type: ignore[union-attr]
+        "401", "422", "413", "404", "403"]  # fmt: skip
+    assert not any("0" * 64 in line or "hook-secret" in line for line in lines), lines
