@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -338,4 +339,11 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
         Route("/metrics", metrics_page, methods=["GET"]),
         Route("/sso/login", sso_login, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Unknown paths and methods answer JSON like every other refusal of the receiver."""
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code,
+                            headers=exc.headers)  # fmt: skip
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

@@ -89,6 +89,8 @@ def test_sso_url_command_applies_the_same_rule(env: ApplyEnv) -> None:
     assert r.exit_code == 1 and "protected" in r.output and "allow_protected" in r.output
     r = env.cli("sso-url", "hr-shared@example.com")
     assert r.exit_code == 1 and "not managed" in r.output
+    r = env.cli("sso-url", "lisi@elsewhere.example.org")
+    assert r.exit_code == 1 and "not one of the company's domains" in r.output, r.output
     r = env.cli("sso-url", "lisi@example.com")
     assert r.exit_code == 0, r.output
     assert httpx.get(r.output.strip(), timeout=10).status_code == 200
