@@ -169,6 +169,9 @@ def test_a_hook_never_adopts_a_mailbox_the_nightly_sync_leaves_alone(
     assert reason in event["last_error"] and "never takes over" in event["last_error"]
     after = served.env.users()[address]
     assert after == before  # not renamed, no extid, not moved
+    sso = served.client.get(portal_link(address))  # and still no way in by a portal link
+    assert sso.status_code == 403, sso.text
+    assert ("not managed" if "no HR" in reason else "protected") in sso.text, sso.text
     # The same upsert with a new address is an ordinary hire.
     r = post_hook(served.client, upsert("adopt-2", "A0001", "冒名", "a0001@example.com"))
     assert settled_event(served.client, r.json()["id"])["status"] == "applied"
