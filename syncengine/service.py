@@ -111,6 +111,7 @@ from syncengine.staging.repository import (
     NewAction,
     PlanRecord,
     Repository,
+    SignatureReplay,
     SnapshotInfo,
     StoredDepartment,
     holder_is_dead,
@@ -2604,11 +2605,13 @@ class HookBackend:
         return event.employee_id.strip()
 
     def store(self, event: UpsertEvent | TerminateEvent | DepartmentChangeEvent,
-              employee_id: str) -> Stored:  # fmt: skip
+              employee_id: str, replay_key: str, expires_at: datetime) -> Stored:  # fmt: skip
         assert event.delivery_id is not None
-        result = self.repo.store_event(
-            event.delivery_id, event.kind, event.model_dump(mode="json"), employee_id=employee_id
-        )
+        result = self.repo.store_event(event.delivery_id, event.kind,
+                                       event.model_dump(mode="json"), employee_id=employee_id,
+                                       signature=(replay_key, expires_at))  # fmt: skip
+        if isinstance(result, SignatureReplay):
+            return Stored(0, True, "", signed_replay=True)
         return Stored(result.event.id, result.replay, result.event.status)
 
     def event_status(self, event_id: int) -> dict[str, Any] | None:

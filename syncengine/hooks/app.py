@@ -73,6 +73,7 @@ class Stored:
     event_id: int
     replay: bool
     status: str
+    signed_replay: bool = False  # the same signed request again (event_id is then 0)
 
 
 class Backend(Protocol):
@@ -89,7 +90,10 @@ class Backend(Protocol):
         """The event's employee id; an upsert's record is mapped and checked here, so a bad
         record is refused now (PayloadError naming the HR field) rather than failing later."""
 
-    def store(self, event: HookEventIn, employee_id: str) -> Stored: ...
+    def store(self, event: HookEventIn, employee_id: str, replay_key: str,
+              expires_at: datetime) -> Stored:  # fmt: skip
+        """Store the event and record its signature's replay key (until ``expires_at``) in
+        one transaction."""
 
     def event_status(self, event_id: int) -> dict[str, Any] | None: ...
 
@@ -211,22 +215,16 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
             return refused(request, 422, str(exc), field=exc.field or None)
         # The replay key comes from the signature, which covers the timestamp and the body:
         # the delivery header is not signed, so a new one must not make a captured request new.
-        timestamp = request.headers.get(TIMESTAMP_HEADER)
         key = replay_key("hook", request.headers.get(SIGNATURE_HEADER) or "")
+        expires = _expiry(request.headers.get(TIMESTAMP_HEADER), backend.tolerance)
         try:
-            fresh = await run_in_threadpool(backend.claim_signature, key,
-                                            _expiry(timestamp, backend.tolerance))  # fmt: skip
-            if not fresh:
-                return refused(request, 409, "this signed request was received before (same "
-                               "timestamp, body and signature); not stored again")  # fmt: skip
-            stored = await run_in_threadpool(backend.store, event, employee_id)
+            stored = await run_in_threadpool(backend.store, event, employee_id, key, expires)
         except SyncEngineError as exc:
             log.error("storing hook %s failed: %s", event.delivery_id, exc)
-            try:
-                await run_in_threadpool(backend.release_signature, key)
-            except SyncEngineError:
-                pass  # the database is down: the claim expires with the signature
             return answer(_error(503, "the event could not be stored; send it again later"))
+        if stored.signed_replay:
+            return refused(request, 409, "this signed request was received before (same "
+                           "timestamp, body and signature); not stored again")  # fmt: skip
         if stored.replay:
             message = f"delivery id {event.delivery_id!r} was received before; not stored again"
             return refused(request, 409, message, id=stored.event_id, status=stored.status)

@@ -241,6 +241,14 @@ class EventReplay:
 
 
 @dataclass(frozen=True)
+class SignatureReplay:
+    """``store_event`` result: this signed request (its signature) was honoured before, under
+    another delivery id; nothing was written."""
+
+    replay: bool = field(default=True, init=False)
+
+
+@dataclass(frozen=True)
 class EventQueueStats:
     depth: int  # events received and not yet applied or given up
     oldest_received_at: datetime | None
@@ -1128,11 +1136,15 @@ class Repository:
         payload: Mapping[str, Any],
         *,
         employee_id: str | None = None,
-    ) -> EventStored | EventReplay:
+        signature: tuple[str, datetime] | None = None,
+    ) -> EventStored | EventReplay | SignatureReplay:
         """Store a received event durably; a delivery id seen before is a replay (not stored
-        again, whatever its body)."""
+        again, whatever its body). ``signature`` (replay key, expiry) is recorded as used in
+        the same transaction (see :meth:`claim_signature`): a key seen before is a replay too."""
         try:
             with self._tx("storing a hook event") as conn:
+                if signature is not None:
+                    self._use_signature(conn, *signature)
                 event_id = conn.execute(
                     insert(HookEventRow)
                     .values(
@@ -1148,9 +1160,11 @@ class Repository:
                 ).scalar_one()
         except IntegrityError:
             seen = self.get_event_by_delivery(delivery_id)
-            if seen is None:  # pragma: no cover - an integrity error with no such row
-                raise StagingError(f"storing hook event {delivery_id!r} failed") from None
-            return EventReplay(seen)
+            if seen is not None:
+                return EventReplay(seen)
+            if signature is not None:
+                return SignatureReplay()
+            raise StagingError(f"storing hook event {delivery_id!r} failed") from None
         stored = self.get_event(int(event_id))
         assert stored is not None
         return EventStored(stored)
@@ -1428,16 +1442,25 @@ class Repository:
 
         Rows whose signature can no longer pass its timestamp check are purged on the way, so
         the table holds at most one tolerance window's worth of requests."""
-        now = self.now()
         try:
             with self._tx("recording a used signature") as conn:
-                conn.execute(delete(UsedSignature).where(UsedSignature.expires_at < now))
-                conn.execute(
-                    insert(UsedSignature).values(digest=digest, used_at=now, expires_at=expires_at)
-                )
+                self._use_signature(conn, digest, expires_at)
         except IntegrityError:
             return False
         return True
+
+    _signatures_purged_at: datetime | None = None
+
+    def _use_signature(self, conn: Connection, digest: str, expires_at: datetime) -> None:
+        """Insert the key (IntegrityError when it is there); at most once a minute, purge the
+        keys whose signatures have expired."""
+        now = self.now()
+        last = self._signatures_purged_at
+        if last is None or now - last > timedelta(minutes=1):
+            conn.execute(delete(UsedSignature).where(UsedSignature.expires_at < now))
+            self._signatures_purged_at = now
+        row = {"digest": digest, "used_at": now, "expires_at": expires_at}
+        conn.execute(insert(UsedSignature).values(**row))
 
     def release_signature(self, digest: str) -> None:
         """Forget a claim whose request could not be carried out, so it may be sent again."""
