@@ -113,26 +113,28 @@ def guarded_protocol(limits: Limits) -> type[H11Protocol]:
             self._deadline = None
             if self.transport.is_closing():
                 return
+            cycle = self.cycle
+            if what == "body" and cycle is not None and cycle.response_started:
+                # Answered already (a 413 before the body was read), and logged by the app:
+                # only the rest of the body is late. Close without a second answer or line.
+                self.transport.close()
+                return
             request = ""
             if what == "body" and self.scope is not None:
                 request = f" ({self.scope['method']} {self.scope['path']})"
             log.warning("refused %s%s: the request %s was not complete after %g s "
                         "([hooks] %s_timeout)", _peer(self.client), request, what, seconds,
                         "header" if what == "head" else "body")  # fmt: skip
-            self._refuse(408, f"request {what} not received in time")
+            self._refuse(408, f"request {what} not received in time", late_body=what == "body")
 
-        def _refuse(self, status: int, message: str) -> None:
-            """Answer ``status`` when no response was started, then close the connection."""
+        def _refuse(self, status: int, message: str, *, late_body: bool = False) -> None:
+            """Answer ``status`` (no response was started), then close the connection."""
             self._disarm()
             cycle = self.cycle
-            if cycle is not None and not cycle.response_complete:
+            if late_body and cycle is not None:  # the app waits for the body: it is not coming
                 cycle.scope[REFUSED_KEY] = message  # type: ignore[literal-required]
-                started = cycle.response_started
                 cycle.disconnected = True  # the app's own answer goes nowhere
                 cycle.message_event.set()
-                if started:
-                    self.transport.close()
-                    return
             # Written as raw bytes: h11 cannot send a response before a request head arrived.
             body = (message + "\n").encode()
             head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\n"

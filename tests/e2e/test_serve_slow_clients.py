@@ -107,6 +107,21 @@ def test_slow_heads_and_bodies_are_cut_off_with_one_line_each(
     assert not any("Traceback" in line for line in lines), lines
 
 
+def test_a_slow_body_already_answered_gets_no_second_answer(
+    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    with serving(tmp_path, emulator_factory, body_timeout=1) as (port, lines):
+        s = connect(port)
+        # Too large by its Content-Length: answered 413 at once, without reading the body.
+        s.sendall(HEAD + b"Content-Length: 100000\r\n\r\n" + b"x" * 100)
+        data, _ = read_until_closed(s)
+        s.close()
+    assert data.startswith(b"HTTP/1.1 413 "), data
+    assert data.count(b"HTTP/1.1 ") == 1, data  # the 413, and no 408 after it
+    assert count(lines, r"413 body larger than") == 1 and len(lines) == 2, lines
+    assert not any("Traceback" in line for line in lines), lines
+
+
 def test_a_client_that_vanishes_mid_body_logs_one_line_and_no_traceback(
     tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
 ) -> None:
