@@ -32,12 +32,25 @@ class State:
         self.config_path = config_path
         self.debug = debug
         self._config: Config | None = None
+        self._engine: service.Engine | None = None
 
     @property
     def config(self) -> Config:
         if self._config is None:
             self._config = load_config(self.config_path)
         return self._config
+
+    @property
+    def engine(self) -> service.Engine:
+        """The process's one Engine (built on first use, closed when the command ends)."""
+        if self._engine is None:
+            self._engine = service.Engine(self.config)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
 
 
 pass_state = click.make_pass_decorator(State)
@@ -87,6 +100,12 @@ def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     ctx.obj = State(config_path, debug)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def json_option(help: str) -> Callable[[F], F]:
+    """``--json``: the command's result as one JSON document on stdout (declared once)."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
 
 
 def release_options(func: F) -> F:
@@ -130,12 +149,12 @@ def _invoked_as() -> str:
 
 @main.command("sso-url")
 @click.argument("email")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@json_option("Print a JSON object.")
 @pass_state
 @handle_errors
 def sso_url_command(state: State, email: str, as_json: bool) -> None:
     """Print a fresh single sign-on URL for the mailbox EMAIL (single use)."""
-    url = service.sso_url(state.config, email)
+    url = service.sso_url(state.engine, email)
     if as_json:
         echo_json({"email": email, "login_url": url})
     else:
@@ -149,12 +168,12 @@ def mail_group() -> None:
 
 @mail_group.command("count")
 @click.argument("email")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@json_option("Print a JSON object.")
 @pass_state
 @handle_errors
 def mail_count_command(state: State, email: str, as_json: bool) -> None:
     """Print the unread-mail count of the mailbox EMAIL."""
-    count = service.mail_count(state.config, email)
+    count = service.mail_count(state.engine, email)
     if as_json:
         echo_json({"email": email, "new_count": count})
     else:
@@ -204,7 +223,7 @@ def mail_watch_command(
 
     if forward_url is not None:
         for sent in service.forward_mail(
-            state.config, forward_url, users=users, interval=interval,
+            state.engine, forward_url, users=users, interval=interval,
             max_events=max_events, timeout=timeout,
         ):  # fmt: skip
             line = {**dataclasses.asdict(sent.event), "forwarded": True,
@@ -212,7 +231,7 @@ def mail_watch_command(
             click.echo(json.dumps(line, ensure_ascii=False, sort_keys=True))
         return
     for event in service.watch_mail(
-        state.config, users=users, interval=interval, max_events=max_events, timeout=timeout
+        state.engine, users=users, interval=interval, max_events=max_events, timeout=timeout
     ):
         click.echo(json.dumps(dataclasses.asdict(event), ensure_ascii=False, sort_keys=True))
 
@@ -235,7 +254,7 @@ def db_upgrade_command(state: State) -> None:
 
 
 @db.command("current")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 @pass_state
 @handle_errors
 def db_current_command(state: State, as_json: bool) -> None:
@@ -274,7 +293,7 @@ def db_unlock_command(state: State, name: str, yes: bool) -> None:
     A lock left by a dead process on this host is taken over by the next run by itself; a
     holder on another host cannot be checked from here, so an admin clears it after looking.
     """
-    holder = service.lock_holder(state.config, name) if not yes else None
+    holder = service.lock_holder(state.engine, name) if not yes else None
     if not yes:
         if holder is None:
             click.echo(f"the lock {name!r} is not held")
@@ -282,7 +301,7 @@ def db_unlock_command(state: State, name: str, yes: bool) -> None:
         click.echo(f"the lock {name!r} is held by {holder.describe()}")
         click.echo(f"if that process is gone for good: syncengine db unlock {name} --yes")
         sys.exit(EXIT_ERROR)
-    cleared = service.db_unlock(state.config, name)
+    cleared = service.db_unlock(state.engine, name)
     if cleared is None:
         click.echo(f"the lock {name!r} is not held")
     else:
@@ -290,7 +309,7 @@ def db_unlock_command(state: State, name: str, yes: bool) -> None:
 
 
 @main.command("ingest")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("Print the report as JSON.")
 @pass_state
 @handle_errors
 def ingest_command(state: State, as_json: bool) -> None:
@@ -305,7 +324,7 @@ def ingest_command(state: State, as_json: bool) -> None:
         if show_progress:
             click.echo(f"\r{stage}: {count:,} ...", err=True, nl=stage == "storing")
 
-    report = service.ingest(state.config, progress=progress)
+    report = service.ingest(state.engine, progress=progress)
     if as_json:
         echo_json(report.to_dict())
         return
@@ -499,7 +518,7 @@ def emulator_command(
     help="Plan for these employees alone and explain each step (repeatable).",
 )
 @release_options
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (and the plan).")
+@json_option("Print a JSON summary (and the plan).")
 @pass_state
 @handle_errors
 def plan_command(
@@ -543,7 +562,7 @@ def plan_command(
         click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=False)
 
     result = service.make_plan(
-        state.config,
+        state.engine,
         only=list(only) if only else None,
         allow_removals=allow_removals,
         allow_updates=allow_updates,
@@ -684,7 +703,7 @@ def _echo_apply_outcome(outcome: service.ApplyOutcome) -> None:
 @release_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--resume", is_flag=True, help="Only finish the apply an interruption left.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@json_option("Print the outcome as JSON.")
 @pass_state
 @handle_errors
 def apply_command(
@@ -720,26 +739,26 @@ def apply_command(
     if resume:
         if planfile is not None:
             raise click.UsageError("--resume takes no PLANFILE")
-        outcome = service.resume_apply(state.config, actor=actor, progress=progress)
+        outcome = service.resume_apply(state.engine, actor=actor, progress=progress)
         if not outcome.reports and not as_json:
             click.echo("nothing to resume: no interrupted apply")
     elif planfile is not None:
         plan = service.read_plan_file(planfile)
         outcome = service.apply_plan(
-            state.config, plan, checksum=checksum, actor=actor, progress=progress, **release
+            state.engine, plan, checksum=checksum, actor=actor, progress=progress, **release
         )
     else:
-        earlier = service.resume_apply(state.config, actor=actor, progress=progress)
-        if earlier.reports and not as_json:
-            _echo_apply_outcome(earlier)
-        result = service.make_plan(state.config, actor=actor, **release)
-        plan = result.plan
-        extra = {"plan": result.to_dict()}
-        if not as_json:
-            click.echo(render.render_text(plan, color=sys.stdout.isatty(),
-                                          release=result.release, names=result.names),
-                       nl=False)  # fmt: skip
-        if plan.has_changes and not result.blocked and not yes:
+
+        def confirm(earlier: service.ApplyOutcome, result: service.PlanResult) -> bool:
+            if earlier.reports and not as_json:
+                _echo_apply_outcome(earlier)
+            plan = result.plan
+            if not as_json:
+                click.echo(render.render_text(plan, color=sys.stdout.isatty(),
+                                              release=result.release, names=result.names),
+                           nl=False)  # fmt: skip
+            if yes:
+                return True
             if not sys.stdin.isatty():
                 raise SyncEngineError(
                     "refusing to apply without confirmation: there is no terminal to ask on",
@@ -747,15 +766,16 @@ def apply_command(
                     hint="review the plan, then run again with --yes (or apply a saved plan "
                     "file with 'syncengine apply PLANFILE --yes')",
                 )
-            if not click.confirm(f"Apply these {len(plan.actions)} change(s)?", default=False):
-                click.echo("cancelled: nothing was applied", err=True)
-                sys.exit(1)
-        outcome = service.apply_plan(
-            state.config, plan, checksum=plan.checksum, actor=actor, progress=progress, **release
+            return click.confirm(f"Apply these {len(plan.actions)} change(s)?", default=False)
+
+        result, maybe = service.plan_and_apply(
+            state.engine, confirm=confirm, actor=actor, progress=progress, **release
         )
-        outcome = service.ApplyOutcome(
-            resumed=(*earlier.resumed, *outcome.resumed), applied=outcome.applied
-        )
+        if maybe is None:
+            click.echo("cancelled: nothing was applied", err=True)
+            sys.exit(1)
+        outcome = maybe
+        extra = {"plan": result.to_dict()}
     if as_json:
         echo_json({**outcome.to_dict(), **extra})
     else:
@@ -793,7 +813,7 @@ def _parse_since(value: str | None) -> Any:
 @click.option("--email", default=None, help="Only this mailbox address.")
 @click.option("--since", default=None, help="Only rows at or after DATE (YYYY-MM-DD or ISO).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="The newest N rows.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@json_option("Print a JSON array.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per audit row).")
 @pass_state
 @handle_errors
@@ -818,7 +838,7 @@ def audit_command(
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     rows = service.query_audit(
-        state.config,
+        state.engine,
         run_id=run_id,
         employee_id=employee_id,
         email=email,
@@ -915,7 +935,7 @@ class _ProgressLine:
     help="Also write the run report as JSON to FILE; {date}, {datetime} and {run} "
     "in FILE are filled in (e.g. reports/sync-{date}.json).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@json_option("Print the run report as JSON.")
 @release_options
 @click.option(
     "--scheduled",
@@ -950,7 +970,7 @@ def sync_command(
     line = _ProgressLine() if show else None
     try:
         result = service.sync(
-            state.config,
+            state.engine,
             dry_run=dry_run,
             allow_removals=allow_removals,
             allow_updates=allow_updates,
@@ -1171,7 +1191,7 @@ def serve_command(state: State, host: str, port: int) -> None:
         if start.waiting:
             click.echo(f"  {start.waiting} stored event(s) waiting: working them off", err=True)
 
-    service.serve(state.config, host=host, port=port, on_ready=ready,
+    service.serve(state.engine, host=host, port=port, on_ready=ready,
                   log_level="debug" if state.debug else "warning")  # fmt: skip
 
 
@@ -1180,12 +1200,12 @@ def serve_command(state: State, host: str, port: int) -> None:
               help="Only events in this state.")  # fmt: skip
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="The newest N events.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@json_option("Print a JSON array.")
 @pass_state
 @handle_errors
 def events_command(state: State, status: str | None, limit: int, as_json: bool) -> None:
     """HR hook events, newest first: received (waiting or retrying), applied, failed (why)."""
-    events = service.list_hook_events(state.config, status=status, limit=limit)
+    events = service.list_hook_events(state.engine, status=status, limit=limit)
     if as_json:
         echo_json([e.to_dict() for e in events])
         return
