@@ -101,6 +101,7 @@ from syncengine.policy import (
     grace_over,
     lifecycle,
 )
+from syncengine.render import format_value
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,9 @@ class Desired:
     quarantined: frozenset[str] = frozenset()
     previous_size: int | None = None
     previous_departments: tuple[Department, ...] = ()
+    held: Mapping[str, str] = field(default_factory=dict)
+    """Employees whose record is a hook's, kept against an older HR export, and why
+    (``syncengine.hookfacts``): shown as non-blocking ``hook_held`` conflicts."""
 
 
 def _norm(value: str) -> str:
@@ -191,7 +195,7 @@ class _Planner:
         self.links = links
         self.policy = policy
         self.now = now
-        self.today: date = now.date()
+        self.today: date = policy.today(now)  # the company's calendar day, not UTC's
         self.only = frozenset(only) if only is not None else None
         self.people = sorted(desired.people, key=lambda p: p.employee_id)
         self.in_hr = {p.employee_id for p in self.people}
@@ -392,6 +396,8 @@ class _Planner:
 
     def run(self, config_fingerprint: str) -> Plan:
         policy = self.policy
+        for eid, why in sorted(self.desired.held.items()):  # informational: nothing is blocked
+            self.conflict(ConflictKind.HOOK_HELD, f"{eid}: {why}", (eid,), ())
         states = {p.employee_id: lifecycle(p, policy, self.today) for p in self.people}
         wants_mailbox = {Lifecycle.ACTIVE, Lifecycle.ON_LEAVE_KEEP}
 
@@ -987,7 +993,7 @@ class _Planner:
         chain.actions.append(action)
         self.note(eid, f"action {action.key}: {reason}")
         for f, (old, new) in action.changes.items():
-            self.note(eid, f"  {f}: {old!r} -> {new!r}")
+            self.note(eid, f"  {f}: {format_value(old, f)} → {format_value(new, f)}")
 
     # --- 7. departments to delete ----------------------------------------------------------
 

@@ -22,6 +22,7 @@ from syncengine.cli.app import (
     release_options,
     write_file,
 )
+from syncengine.clock import local, shown
 from syncengine.errors import SyncEngineError
 
 
@@ -31,7 +32,8 @@ from syncengine.errors import SyncEngineError
     "out_path",
     type=click.Path(dir_okay=False, writable=True),
     default=None,
-    help="Write the plan to FILE in the chosen --format (json: the file 'apply' takes).",
+    help="Write the plan to FILE; the format follows the extension (.json .html .txt). An "
+    "HTML page is written with the JSON file of the same plan beside it (FILE.json).",
 )
 @click.option(
     "--format",
@@ -39,8 +41,11 @@ from syncengine.errors import SyncEngineError
     type=click.Choice(["text", "json", "html"]),
     default=None,
     help="text (the default on stdout), json (the applyable plan file) or html (one page "
-    "for approvers). Default with --out: json.",
+    "for approvers). Default with --out: from the extension, else json.",
 )
+@click.option("--lang", type=click.Choice(["zh", "en"]), default=None,
+              help="Language: of the HTML page (default: [review] lang) and of the text "
+              "(default: en).")  # fmt: skip
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
@@ -53,6 +58,12 @@ from syncengine.errors import SyncEngineError
     metavar="EMPLOYEE_ID",
     help="Plan for these employees alone and explain each step (repeatable).",
 )
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Ingest the HR source first (as 'syncengine ingest'), so the plan sees the latest "
+    "export. Without it the plan uses the last ingested snapshot and says how old it is.",
+)
 @release_options
 @json_option("Print a JSON summary (and the plan).")
 @pass_state
@@ -63,6 +74,8 @@ def plan_command(
     fmt: str | None,
     detailed_exitcode: bool,
     only: tuple[str, ...],
+    lang: str | None,
+    refresh: bool,
     allow_removals: int | None,
     allow_updates: int | None,
     force: bool,
@@ -76,10 +89,13 @@ def plan_command(
     """
     import time
 
-    from syncengine import render
+    from syncengine import render, review
     from syncengine.errors import EXIT_BLOCKED, EXIT_CHANGES
 
-    fmt = fmt or ("json" if out_path else "text")
+    try:
+        fmt = review.output_format(out_path, fmt)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     show_progress = not as_json and sys.stderr.isatty()
     last = [0.0]
 
@@ -97,6 +113,12 @@ def plan_command(
         of = f" / {total:,}" if total else ""
         click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=False)
 
+    review.check_only(state.config, only)
+    if refresh:
+        ingested = service.ingest(state.engine)
+        if not as_json:
+            click.echo(f"ingested snapshot #{ingested.snapshot_id}: {ingested.people:,} people, "
+                       f"{ingested.quarantined:,} quarantined", err=True)  # fmt: skip
     result = service.make_plan(
         state.engine,
         only=list(only) if only else None,
@@ -109,18 +131,22 @@ def plan_command(
     if fmt == "json":
         document = render.render_json(plan)
     elif fmt == "html":
-        document = render.render_html(
-            plan, release=result.release, names=result.names, plan_id=result.plan_id
+        document = review.render_stored(
+            state.config, plan, "html", plan_id=result.plan_id, release=result.release, lang=lang
         )
     else:
         color = out_path is None and not as_json and sys.stdout.isatty()
         document = render.render_text(plan, color=color, release=result.release,
-                                      names=result.names)  # fmt: skip
+                                      names=result.names, lang=lang or "en",
+                                      zone=state.config.review.zone)  # fmt: skip
         if plan.explanations:
             document = (
                 render.render_explanation(plan, color=color, names=result.names) + "\n" + document
             )
 
+    json_beside = review.json_beside(out_path) if out_path and fmt == "html" else None
+    if json_beside is not None:
+        write_file(str(json_beside), render.render_json(plan))
     if out_path is not None:
         write_file(out_path, document)
     if as_json:
@@ -133,12 +159,19 @@ def plan_command(
     elif out_path is not None:
         click.echo(f"{render.summary_line(plan, result.release)}")
         click.echo(f"Saved as plan #{result.plan_id} ({fmt}): {out_path}")
+        if json_beside is not None:
+            click.echo(f"The plan file to apply (same plan): {json_beside}")
         for reason in plan.unreleased(result.release):
             click.echo(f"blocked: {reason.message} — {reason.how_to_release}", err=True)
     else:
         click.echo(document, nl=False)
         if fmt == "text":
             click.echo(f"(saved as plan #{result.plan_id}; write it with --out FILE)", err=True)
+    if result.snapshot_age is not None and not as_json and (fmt == "text" or out_path):
+        from syncengine.freshness import describe  # (a document on stdout stays clean)
+
+        for line in describe(result.snapshot_age, state.config.timezone):
+            click.echo(line, err=True)
 
     if result.blocked:
         sys.exit(EXIT_BLOCKED)
@@ -242,10 +275,11 @@ AUDIT_COLUMNS = (
 )  # fmt: skip
 
 
-def _parse_since(value: str | None) -> Any:
+def _parse_since(value: str | None, zone: Any) -> Any:
+    """``--since``: a date or a time without offset is on the company's clock."""
     if value is None:
         return None
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     try:
         when = datetime.fromisoformat(value.strip())
@@ -253,7 +287,16 @@ def _parse_since(value: str | None) -> Any:
         raise click.BadParameter(
             f"{value!r} is not a date (YYYY-MM-DD) or ISO time", param_hint="--since"
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=zone)
+
+
+def _csv_value(value: Any, zone: Any) -> Any:
+    """A CSV cell: times on the company's clock with their offset, dates as ISO."""
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return local(value, zone).isoformat()
+    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 @main.command("audit")
@@ -291,7 +334,7 @@ def audit_command(
         run_id=run_id,
         employee_id=employee_id,
         email=email,
-        since=_parse_since(since),
+        since=_parse_since(since, state.config.timezone),
         limit=limit,
     )
     records = [{k: dataclasses.asdict(r)[k] for k in AUDIT_COLUMNS} for r in rows]
@@ -306,7 +349,7 @@ def audit_command(
                 [
                     json.dumps(v, ensure_ascii=False, sort_keys=True)
                     if isinstance(v, dict)
-                    else ("" if v is None else (v.isoformat() if hasattr(v, "isoformat") else v))
+                    else ("" if v is None else _csv_value(v, state.config.timezone))
                     for v in rec.values()
                 ]
             )
@@ -314,8 +357,9 @@ def audit_command(
     if not records:
         click.echo("no audit rows match")
         return
+    zone = state.config.timezone
     for r in rows:
-        when = r.at.isoformat(sep=" ", timespec="seconds") if r.at else "?"
+        when = shown(r.at, zone)
         who = f"employee {r.employee_id} " if r.employee_id else ""
         if r.call:
             line = f"{when}  run {r.run_id}  {r.action_key}  call {r.call} #{r.attempt}: {r.result}"

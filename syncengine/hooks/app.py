@@ -19,8 +19,9 @@ Answers (JSON bodies carry ``error`` and, for a bad payload, ``field``):
   reason for a bad, expired or already used link or a refused account (also an address
   outside the company's domains), 404 for no such mailbox.
 
-Every refused hook or SSO request logs one WARNING line (client address, status, reason); a
-client that goes away in the middle of its body logs one line too, never a traceback.
+Every refused hook or SSO request is told in one log line with the reason: its access line
+(``refused="..."``, :mod:`.access_log`) or, with the access log off, a WARNING line of its own.
+A client that goes away in the middle of its body is one line too, never a traceback.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from syncengine.errors import NotFoundError, SyncEngineError
+from syncengine.hooks.access_log import LOGGED_KEY, REFUSAL_KEY
 from syncengine.hooks.metrics import CONTENT_TYPE, Metrics
 from syncengine.hooks.payloads import (
     DepartmentChangeEvent,
@@ -159,11 +161,20 @@ def _error(code: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=code)
 
 
-def _logged(request: Request, code: int, message: str, **extra: Any) -> JSONResponse:
-    """A refusal, logged as one bounded line (no body, no signature, no secret in it)."""
+def _tell(request: Request, code: int, message: str) -> None:
+    """Log a refusal as one bounded line (no body, no signature, no secret in it): on the
+    request's access line when the access log is on, else as a WARNING line of its own."""
     shown = message if len(message) <= 300 else message[:300] + "..."
+    if request.scope.get(LOGGED_KEY):
+        request.scope[REFUSAL_KEY] = shown
+        return
     log.warning("refused %s %s from %s: %d %s", request.method, request.url.path[:200],
                 _peer(request), code, shown.replace("\n", " "))  # fmt: skip
+
+
+def _logged(request: Request, code: int, message: str, **extra: Any) -> JSONResponse:
+    """A refusal, logged (see :func:`_tell`)."""
+    _tell(request, code, message)
     return _error(code, message, **extra)
 
 
@@ -188,8 +199,7 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
             return refused(request, 413, f"body larger than {backend.max_body} bytes")
         except _Gone:
             if REFUSED_KEY not in request.scope:  # else the server logged the refusal
-                log.warning("refused POST %s from %s: the client disconnected before the "
-                            "body was complete", request.url.path, _peer(request))  # fmt: skip
+                _tell(request, 400, "the client disconnected before the body was complete")
             return answer(_error(400, "the body was not received"))
         why = check_hook_signature(
             secret,
@@ -293,7 +303,7 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
     async def sso_login(request: Request) -> Response:
         def refuse(status: int, reason: str) -> Response:
             metrics.inc("syncengine_sso_requests_total", code=str(status))
-            log.warning("refused GET /sso/login from %s: %d %s", _peer(request), status, reason)
+            _tell(request, status, reason)
             return PlainTextResponse(f"single sign-on refused: {reason}\n", status_code=status)
 
         secret = backend.sso_secret

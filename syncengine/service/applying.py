@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from syncengine import enforcement
 from syncengine.apply_config import DEFAULT_PASSWORD_FILE
 from syncengine.config import Config
 from syncengine.domain import (
@@ -29,8 +30,9 @@ from syncengine.executor import (
     PasswordSink,
 )
 from syncengine.executor import Status as ExecStatus
+from syncengine.handover import HandoverSink
 from syncengine.passwords import FilePasswordDelivery
-from syncengine.plan import Action, LinkRecord, Plan, Release
+from syncengine.plan import Action, ActionKind, LinkRecord, Plan, Release
 from syncengine.service.engine import Engine
 from syncengine.service.planning import PlanResult, make_plan, save_plan
 from syncengine.staging.repository import (
@@ -87,6 +89,8 @@ class ApplyReport:
     resumed: bool = False
     password_file: str | None = None
     passwords_delivered: int = 0
+    passwords_handed_over: int = 0
+    handover_errors: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -106,6 +110,8 @@ class ApplyReport:
             "seconds": round(self.seconds, 3),
             "password_file": self.password_file,
             "passwords_delivered": self.passwords_delivered,
+            "passwords_handed_over": self.passwords_handed_over,
+            "handover_errors": list(self.handover_errors),
         }
 
 
@@ -259,6 +265,11 @@ def _execute_stored(
         if config.passwords.delivery == "file":
             file_sink = FilePasswordDelivery(password_file_path(config), run_id=run.id)
             passwords = file_sink
+        handover: HandoverSink | None = None
+        if config.passwords.handover is not None:  # also to the new hire, after the creates
+            on_sent = file_sink.handed_over if file_sink else None
+            handover = HandoverSink(passwords, config.passwords.handover, on_handed_over=on_sent)
+            passwords = handover
         try:
             executor = Executor(
                 engine.provider,
@@ -269,8 +280,13 @@ def _execute_stored(
                 department_exists=engine.department_exists,
                 sleep=engine.sleep,
                 progress=progress,
+                guard=enforcement.action_guard(enforcement.ground(config, repo)),
             )
             result = executor.run(plan, statuses)
+            if handover is not None:
+                made = ActionKind.CREATE_USER.value
+                handover.flush({o.target.lower() for o in result.outcomes
+                                if o.kind == made and o.status is ExecStatus.DONE})  # fmt: skip
         finally:
             if file_sink is not None:
                 file_sink.close()
@@ -306,6 +322,8 @@ def _execute_stored(
         resumed=resumed,
         password_file=str(file_sink.path) if file_sink and delivered else None,
         passwords_delivered=delivered,
+        passwords_handed_over=handover.sent if handover else 0,
+        handover_errors=tuple(handover.errors) if handover else (),
     )
 
 
@@ -387,12 +405,7 @@ def apply_plan(
     run left are finished first. A plan already applied is not applied again. Failed actions
     are in the report (the CLI exits 4); they fail only their dependants.
     """
-    if checksum is not None and checksum.strip().lower() != plan.checksum:
-        raise PlanError(
-            f"the plan's checksum is {plan.checksum}, not the reviewed {checksum.strip()}",
-            where="--checksum",
-            hint="apply the exact file that was reviewed, or review this one",
-        )
+    enforcement.check_reviewed_checksum(plan, checksum)
     if plan.config_fingerprint != engine.fingerprint:
         raise PlanError(
             f"the plan was made under another configuration (config fingerprint "
@@ -402,9 +415,12 @@ def apply_plan(
         )
     release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
     plan.raise_if_unsafe(release)
+    enforcement.verify_signature(engine.config, plan)
     repo = engine.repo
     repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
     try:
+        enforcement.check_brakes(plan, enforcement.ground(engine.config, repo), release)
+        enforcement.check_approval(engine.config, repo, plan)
         resumed = _resume_unfinished(engine, actor=actor, progress=progress)
         record = repo.load_plan(plan.checksum)
         if record is not None and record.status == PlanStatus.APPLYING:

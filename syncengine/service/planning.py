@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from syncengine import planner, render
+from syncengine import clock, hookfacts, planner, render, signing
+from syncengine.config import Config
+from syncengine.connectors.mapping import DepartmentTable, build_department_table
 from syncengine.domain import (
     AddressKind,
     Department,
@@ -18,10 +20,12 @@ from syncengine.domain import (
     MailboxState,
     Person,
     normalise_email,
+    path_name,
 )
 from syncengine.errors import (
     StagingError,
 )
+from syncengine.freshness import SnapshotAge
 from syncengine.plan import Plan, Release
 from syncengine.planner import Desired
 from syncengine.policy import (
@@ -68,6 +72,7 @@ class PlanResult:
     read_seconds: float
     diff_seconds: float
     seconds: float
+    snapshot_age: SnapshotAge | None = None
 
     @property
     def blocked(self) -> bool:
@@ -84,6 +89,7 @@ class PlanResult:
             "plan_id": self.plan_id,
             "run_id": self.run_id,
             "snapshot_id": self.snapshot_id,
+            "snapshot": self.snapshot_age.to_dict() if self.snapshot_age else None,
             "checksum": self.plan.checksum,
             "created_at": self.plan.created_at.isoformat(),
             "config_fingerprint": self.plan.config_fingerprint,
@@ -183,9 +189,14 @@ class SnapshotView:
     previous_size: int | None
     previous_departments: tuple[Department, ...]
 
-    def desired(self, overrides: Mapping[str, Person | None] | None = None) -> Desired:
+    def desired(
+        self,
+        overrides: Mapping[str, Person | None] | None = None,
+        held: Mapping[str, str] | None = None,
+    ) -> Desired:
         """The desired state; ``overrides`` lays hook records over the snapshot's (None: the
-        person is taken out), and an overridden person is no longer quarantined."""
+        person is taken out), and an overridden person is no longer quarantined; ``held``
+        notes the hook facts kept against the export (``hook_held`` conflicts)."""
         people = self.people
         quarantined = self.quarantined
         if overrides:
@@ -204,6 +215,7 @@ class SnapshotView:
             quarantined=quarantined,
             previous_size=self.previous_size,
             previous_departments=self.previous_departments,
+            held=dict(held or {}),
         )
 
 
@@ -220,6 +232,43 @@ def load_snapshot_view(repo: Repository, snapshot: SnapshotInfo) -> SnapshotView
         previous_size=previous_size,
         previous_departments=previous_departments,
     )
+
+
+def department_table(config: Config, repo: Repository, snapshot: SnapshotInfo | None
+                      ) -> DepartmentTable | None:  # fmt: skip
+    """The department table the nightly mapping used, rebuilt from the snapshot (HR ids,
+    names, parents), so a hook resolves department ids exactly as the last ingest did."""
+    depts = config.departments
+    if depts is None:
+        return None
+    if snapshot is None:
+        return build_department_table((), depts)
+    top = depts.root_ids[0] if depts.root_ids else (depts.top_parents or [""])[0]
+    records = [
+        {depts.id_field: s.department.hr_id, depts.name_field: path_name(s.department.path),
+         depts.parent_field: s.parent_hr_id or top}
+        for s in repo.load_department_rows(snapshot.id) if s.department.hr_id
+    ]  # fmt: skip
+    return build_department_table(records, depts)
+
+
+def hook_facts(
+    engine: Engine, view: SnapshotView, now: datetime
+) -> tuple[dict[str, Person | None], dict[str, str]]:
+    """The hook facts the snapshot's export cannot overrule, laid over its people (records
+    to replace; None: taken out), and the held notes (see :mod:`syncengine.hookfacts`).
+    Events that no longer map are left to the hook worker, which fails them with the reason."""
+    config = engine.config
+    as_of = view.snapshot.as_of
+    events = engine.repo.events_since(hookfacts.live_since(as_of, config.hooks.settle))
+    if not events:
+        return {}, {}
+    laid = hookfacts.overlay(
+        config, view.people, events, as_of=as_of,
+        table=department_table(config, engine.repo, view.snapshot),
+        today=clock.company_today(now, config.timezone),
+    )  # fmt: skip
+    return dict(laid.people), dict(laid.held)
 
 
 def current_snapshot(engine: Engine) -> SnapshotInfo:
@@ -344,13 +393,13 @@ def make_plan(
     No snapshot yet is a StagingError that says to run ``syncengine ingest``.
     """
     started = time.perf_counter()
-    now = now or engine.now()
+    now = clock.local(now or engine.now(), engine.config.timezone)  # shown with its offset
     release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
     repo = engine.repo
     snapshot = current_snapshot(engine)
     with engine.run(RunKind.PLAN, actor) as run:
         view = load_snapshot_view(repo, snapshot)
-        desired = view.desired()
+        desired = view.desired(*hook_facts(engine, view, now))
         links = repo.load_links()
 
         def read_progress(done: int, total: int | None) -> None:
@@ -375,6 +424,7 @@ def make_plan(
             only=list(only) if only is not None else None,
         )
         diff_seconds = time.perf_counter() - diff_started
+        plan = signing.sign_plan(plan, signing.plan_key(engine.config))
         engine.remember_state(plan.state_fingerprint)
         record = save_plan(repo, plan, run.id)
         mentioned = {a.employee_id for a in plan.actions if a.employee_id}
@@ -391,7 +441,12 @@ def make_plan(
             read_seconds=read_seconds,
             diff_seconds=diff_seconds,
             seconds=time.perf_counter() - started,
-        )
+            snapshot_age=SnapshotAge(
+                snapshot.id, snapshot.created_at, snapshot.as_of, now, snapshot.source,
+                hookfacts.export_time(engine.config.source.options, engine.config.base_dir)
+                if engine.config.source else None,
+            ),
+        )  # fmt: skip
         run.finish(
             RunStatus.BLOCKED if result.blocked else RunStatus.SUCCEEDED,
             {

@@ -129,6 +129,9 @@ class Snapshot(Base):
     counts: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     is_current: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the HR data was exported (the file's mtime; a live source's read time): a hook
+    # fact newer than this is not overruled by the snapshot (see syncengine.hookfacts).
+    source_time: Mapped[datetime | None]
 
     __table_args__ = (Index(None, "is_current"),)
 
@@ -208,6 +211,22 @@ class PlanRow(Base):
     block_reasons: Mapped[list[Any]]
     document: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(SHORT_LEN))
+
+
+class PlanApproval(Base):
+    """An approver's decision on a saved plan (issue 12); also written to the audit log."""
+
+    __tablename__ = "plan_approvals"
+    __table_args__ = (Index(None, "content_key"), Index(None, "plan_id"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"))
+    checksum: Mapped[str] = mapped_column(String(HASH_LEN))
+    content_key: Mapped[str] = mapped_column(String(HASH_LEN))
+    decision: Mapped[str] = mapped_column(String(SHORT_LEN))
+    approver: Mapped[str] = mapped_column(String(NAME_LEN))
+    comment: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
 
 
 class PlanAction(Base):

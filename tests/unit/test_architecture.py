@@ -26,6 +26,10 @@ PURE = [
     "syncengine.connectors.mapping",
     "syncengine.hooks.payloads",
     "syncengine.hooks.guard",
+    "syncengine.guard",
+    "syncengine.plan_page",
+    "syncengine.clock",
+    "syncengine.freshness",
 ]
 IO_LIBRARIES = {
     "sqlalchemy", "httpx", "click", "starlette", "uvicorn", "alembic", "psycopg", "ldap3",

@@ -1,7 +1,7 @@
 """Used signatures: hook requests and SSO portal links are honoured once (issue 11).
 
-Revision ID: 0002_serve
-Revises: 0001
+Revision ID: 0004_serve
+Revises: 0003_source_time
 Create Date: 2026-11-30
 
 A digest of each honoured signed request (a hook's signature, a portal link's ``sig``), kept
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_serve"
-down_revision: str | None = "0001"
+revision: str = "0004_serve"
+down_revision: str | None = "0003_source_time"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
