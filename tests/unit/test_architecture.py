@@ -24,6 +24,8 @@ PURE = [
     "syncengine.addresses",
     "syncengine.render",
     "syncengine.connectors.mapping",
+    "syncengine.hooks.payloads",
+    "syncengine.hooks.guard",
     "syncengine.guard",
     "syncengine.plan_page",
     "syncengine.clock",
