@@ -14,7 +14,8 @@ from __future__ import annotations
 import codecs
 import csv
 import logging
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from syncengine.connectors.file_common import (
     check_readable,
     detect_encoding,
     header_names,
+    locate_decode_error,
     resolve_file,
 )
 from syncengine.errors import ConfigError, SourceError
@@ -114,7 +116,7 @@ class CsvConnector:
         check_readable(self.path)
         encoding = self.encoding or detect_encoding(self.path)
         self.encoding = encoding
-        row = 0
+        lines: _Lines | None = None
         try:
             with self.path.open("r", encoding=encoding, newline="") as handle:
                 if self.delimiter is None:
@@ -123,32 +125,92 @@ class CsvConnector:
                     skip = self.options.header_row - 1
                     self.delimiter = sniff_delimiter("\n".join(sample.splitlines()[skip:]))
                     log.info("%s: delimiter %r", where, self.delimiter)
-                reader = csv.reader(
-                    handle, delimiter=self.delimiter, quotechar=self.options.quotechar
-                )
-                header: list[str] | None = None
-                data_rows = 0
-                for cells in reader:
-                    row += 1
-                    if row < self.options.header_row:
-                        continue
-                    if header is None:
-                        header = header_names(cells, self.options.rename, where)
-                        continue
-                    if not any(c.strip() for c in cells):
-                        continue
-                    data_rows += 1
-                    yield _record(header, cells, row)
+                lines = _Lines(handle)
+                yield from self._read(lines, where)
         except UnicodeDecodeError:
+            line, column, found = locate_decode_error(self.path, encoding)
             raise SourceError(
-                f"cannot decode row {row + 1} as {encoding}",
+                f"line {line}, column {column}: bytes {found} are not valid {encoding} text "
+                "(the file is damaged or in another encoding)",
                 where=where,
-                hint="set source.encoding to the file's encoding (e.g. 'gb18030', 'utf-8')",
+                hint="fix the export, or set source.encoding to the file's encoding "
+                "(e.g. 'gb18030', 'utf-8')",
             ) from None
         except csv.Error as exc:
-            raise SourceError(f"unreadable CSV at row {row + 1}: {exc}", where=where) from None
+            at = lines.first if lines is not None else 1
+            raise SourceError(f"unreadable CSV at line {at}: {exc}", where=where) from None
         except OSError as exc:
             raise SourceError(f"cannot read the file: {exc.strerror}", where=where) from None
+
+    def _read(self, lines: _Lines, where: str) -> Iterator[RawRecord]:
+        """Records, each checked for the damage a reader can see (see :func:`_damage`)."""
+        delimiter = self.delimiter or ","
+        quotechar = self.options.quotechar
+        reader = csv.reader(lines, delimiter=delimiter, quotechar=quotechar)
+        header: list[str] | None = None
+        width = 0
+        data_rows = 0
+        row = 0
+        taken = lines.taken
+        for cells in reader:
+            row += 1
+            if row < self.options.header_row:
+                lines.next_record()
+                continue
+            if header is None:
+                header = header_names(cells, self.options.rename, where)
+                width = len(header)
+                lines.next_record()
+                continue
+            if len(taken) == 1 and len(cells) == width and lines.nul is None:
+                lines.next_record()  # the common case: one line, one value per column
+                if any(cells) and any(c.strip() for c in cells):
+                    data_rows += 1
+                    yield _record(header, cells, row)
+                continue
+            first = lines.first
+            if len(taken) > 1 and _runs_over_rows(cells, taken, width, delimiter):
+                # A quote opened and never closed swallowed the lines after it: quarantine
+                # this line alone and read the others again as the rows they are.
+                alone = next(csv.reader([taken[0]], delimiter=delimiter, quotechar=quotechar))
+                column = _open_quote_column(taken[0], delimiter, quotechar)
+                lines.push_back()
+                data_rows += 1
+                record = _record(header, alone, row, check_width=False)
+                record[ERROR_KEY] = (
+                    f"line {first}, column {column}: a quote opens a value that is not closed "
+                    f"on this line (it would swallow the {len(taken) - 1} line(s) after it); "
+                    "the rows after it are read on their own"
+                )
+                yield record
+                continue
+            nul = lines.nul
+            last, spanned = taken[-1], len(taken)
+            lines.next_record()
+            if not any(c.strip() for c in cells) and nul is None:
+                continue
+            if len(cells) < width and not last.endswith(("\n", "\r")):
+                raise SourceError(
+                    f"the file ends in the middle of a row (line {first + spanned - 1}: "
+                    f"{len(cells)} of {width} values, no final line break); the rows after "
+                    "the cut are lost",
+                    where=where,
+                    hint="the export was cut short: export the file again",
+                )
+            data_rows += 1
+            record = _record(header, [c.replace("\x00", "") for c in cells], row)
+            if nul is not None:
+                record[ERROR_KEY] = (
+                    f"line {nul[0]}, column {nul[1]}: a NUL byte (the file is damaged there)"
+                )
+            elif len(cells) < width:
+                record[ERROR_KEY] = (
+                    f"line {first}: the row has {len(cells)} values but the header has "
+                    f"{width} columns (cut short, or a delimiter is missing?)"
+                )
+            elif ERROR_KEY in record:
+                record[ERROR_KEY] = f"line {first}: {record[ERROR_KEY]}"
+            yield record
         if header is None:
             raise SourceError(
                 "no header row (the file is empty)"
@@ -165,7 +227,77 @@ class CsvConnector:
             )
 
 
-def _record(header: list[str], cells: list[str], row: int) -> RawRecord:
+class _Lines:
+    """The file's physical lines for :mod:`csv`, remembering those of the record being read.
+
+    ``taken`` holds the lines of the current record and ``first`` the number of its first
+    line, so a problem names the line and a record that swallowed the lines after it (an
+    unclosed quote) can hand them back to be read again as their own rows. A NUL byte is
+    removed and remembered (``nul``: line, column) so its row is quarantined.
+    """
+
+    __slots__ = ("_it", "first", "nul", "pending", "taken")
+
+    def __init__(self, handle: Iterable[str]):
+        self._it = iter(handle)
+        self.pending: deque[str] = deque()
+        self.taken: list[str] = []
+        self.first = 1
+        self.nul: tuple[int, int] | None = None
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.pending.popleft() if self.pending else next(self._it)
+        if "\x00" in line:
+            if self.nul is None:
+                self.nul = (self.first + len(self.taken), line.index("\x00") + 1)
+            line = line.replace("\x00", "")
+        self.taken.append(line)
+        return line
+
+    def next_record(self) -> None:
+        self.first += len(self.taken)
+        self.taken.clear()
+        self.nul = None
+
+    def push_back(self) -> None:
+        """Drop the current record but its first line; its other lines are read again."""
+        self.pending.extendleft(reversed(self.taken[1:]))
+        self.first += 1
+        self.taken.clear()
+        self.nul = None
+
+
+def _runs_over_rows(cells: list[str], taken: list[str], width: int, delimiter: str) -> bool:
+    """Whether a record spanning several lines is a quote that swallowed other rows.
+
+    A value with line breaks is legitimate (an address on two lines) when the record still
+    has one value per column and none of its continued lines looks like a row of its own.
+    """
+    if len(cells) != width:
+        return True
+    least = max(1, width - 1)
+    return any(line.count(delimiter) >= least for line in taken[1:])
+
+
+def _open_quote_column(line: str, delimiter: str, quotechar: str) -> int:
+    """The column (from 1, in characters) of the quote that opens a value never closed."""
+    inside = False
+    opened = 0
+    at_start = True
+    for index, char in enumerate(line):
+        if inside:
+            if char == quotechar:
+                inside = False
+        elif char == quotechar and at_start:
+            inside, opened = True, index + 1
+        at_start = not inside and char == delimiter
+    return opened or 1
+
+
+def _record(header: list[str], cells: list[str], row: int, *, check_width: bool = True) -> RawRecord:
     record: RawRecord = {name: "" for name in header if name}
     stray = 0
     for index, cell in enumerate(cells):
@@ -174,12 +306,12 @@ def _record(header: list[str], cells: list[str], row: int) -> RawRecord:
             record[name] = cell
         elif cell.strip():
             stray = stray or index + 1
-    if len(cells) > len(header) and stray > len(header):
+    if check_width and len(cells) > len(header) and stray > len(header):
         record[ERROR_KEY] = (
-            f"row has {len(cells)} values but the header has {len(header)} columns "
+            f"the row has {len(cells)} values but the header has {len(header)} columns "
             "(an unquoted delimiter inside a value?)"
         )
-    elif stray:
+    elif check_width and stray:
         record[ERROR_KEY] = f"a value in column {stray}, which has no header"
     record[ROW_KEY] = row
     return record
