@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "syncengine"
-PURE = ["domain.py", "planner.py", "policy.py", "plan.py", "connectors/mapping.py"]
+PURE = [
+    "domain.py",
+    "planner.py",
+    "policy.py",
+    "plan.py",
+    "holds.py",
+    "connectors/mapping.py",
+    "connectors/values.py",
+]
 FORBIDDEN_IN_PURE = {"sqlalchemy", "httpx", "click", "starlette", "uvicorn", "alembic", "psycopg"}
 
 
