@@ -69,6 +69,7 @@ from syncengine.domain import (
     Mailbox,
     MailboxState,
     Person,
+    UnidentifiedRow,
     UserUpdate,
     ancestors,
     is_under,
@@ -77,6 +78,7 @@ from syncengine.domain import (
     path_depth,
     sorted_unique,
 )
+from syncengine.holds import find_holds
 from syncengine.plan import (
     BLOCKING_CONFLICTS,
     UPDATE_KINDS,
@@ -112,6 +114,10 @@ class Desired:
     quarantined: frozenset[str] = frozenset()
     previous_size: int | None = None
     previous_departments: tuple[Department, ...] = ()
+    # Why each quarantined employee is (the first problem), and the quarantined rows without
+    # a usable employee id: both hold mailboxes (:mod:`syncengine.holds`).
+    held_reasons: Mapping[str, str] = field(default_factory=dict)
+    unidentified: tuple[UnidentifiedRow, ...] = ()
 
 
 def _norm(value: str) -> str:
@@ -230,6 +236,16 @@ class _Planner:
         self.new_members: list[tuple[str, ...]] = []
         self.unmanaged_actions: list[Action] = []
         self.notes: dict[str, list[str]] = defaultdict(list)
+        self.holds = find_holds(
+            quarantined=desired.quarantined,
+            reasons=desired.held_reasons,
+            unidentified=desired.unidentified,
+            mailboxes=self.by_email,
+            owner=self.owner,
+            ext_of=self.by_ext.get,
+            link_email=self.link_email,
+        )
+        self.claimed.update(self.holds.mailboxes)  # held: never unmanaged
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -348,6 +364,9 @@ class _Planner:
             found.setdefault(e, "ext_id")
         if not found and p.email and by_address:
             addr = _norm(p.email)
+            holder = self.owner.get(addr)
+            if holder is not None and holder in self.holds:
+                return None, f"no mailbox ({holder} is held: not adopted)"
             if addr in self.by_email:
                 found[addr] = "primary address"
             elif addr in self.owner:
@@ -542,6 +561,9 @@ class _Planner:
                 self.note(eid, "decision: quarantined in this snapshot; left as it is")
                 continue
             primary = self.owner.get(self.link_email[eid])
+            if primary is not None and primary in self.holds:
+                self.note(eid, f"decision: {self.holds.mailboxes[primary].reason}")
+                continue
             if primary is None:
                 self._chain_add(
                     eid,
@@ -568,6 +590,10 @@ class _Planner:
             if self._protected(primary):
                 self.protected_hits.add(primary)
                 continue
+            if self.holds.all_absent is not None:
+                self.holds.hold(primary, eid, self.holds.all_absent)
+                self.note(eid, f"decision: {self.holds.all_absent}")
+                continue
             self._leaver(eid, primary, link, "no longer in the HR source")
 
         # Unmanaged mailboxes.
@@ -582,7 +608,7 @@ class _Planner:
                 continue
             unmanaged.append(email)
             self.final_departments[email] = self._current_depts(email)
-            if policy.disable_unmanaged and m.enabled:
+            if policy.disable_unmanaged and m.enabled and self.holds.all_absent is None:
                 self.unmanaged_actions.append(
                     Action(
                         key=action_key(ActionKind.DISABLE_USER, email),
@@ -1080,4 +1106,5 @@ class _Planner:
             quarantined=sorted(self.desired.quarantined),
             blocked_reasons=brake_findings(stats, self.policy),
             explanations=explanations,
+            held=self.holds.mailboxes.values() if self.only is None else (),
         )

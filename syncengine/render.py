@@ -24,6 +24,7 @@ from syncengine.plan import (
     ActionKind,
     BlockedReason,
     ChangeValue,
+    Held,
     Plan,
     Release,
     ReleaseKind,
@@ -177,6 +178,8 @@ def summary_line(plan: Plan, release: Release | None = None) -> str:
         extra.append(f"{t['unmanaged']} unmanaged")
     if t["quarantined"]:
         extra.append(f"{t['quarantined']} quarantined")
+    if plan.held:
+        extra.append(f"{len(plan.held)} held")
     if extra:
         text += "; " + ", ".join(extra)
     left = plan.unreleased(release)
@@ -280,6 +283,11 @@ def _change_lines(action: Action) -> list[tuple[str, str, str | None]]:
 # --- text -----------------------------------------------------------------------------------
 
 
+def _held_line(h: Held) -> str:
+    who = f" ({h.employee_id})" if h.employee_id else ""
+    return f"{h.email}{who}: {h.reason}"
+
+
 def _listing(
     lines: list[str], title: str, items: Sequence[str], note: str, style: Styler, limit: int
 ) -> None:
@@ -380,6 +388,9 @@ def render_text(
     _listing(lines, "Quarantined employees", plan.quarantined,
              "rows with problems in the HR snapshot; not synced, never treated as leavers",
              style, list_limit)  # fmt: skip
+    _listing(lines, "Held mailboxes", [_held_line(h) for h in plan.held],
+             "never disabled, deleted or adopted until HR fixes the row", style,
+             list_limit)  # fmt: skip
     if plan.actions:
         lines.append(style("Plan: ", "bold") + _totals_phrase(plan) + ".")
     else:
@@ -578,6 +589,8 @@ def render_html(
         ("protected", "Protected accounts", plan.protected, "Never touched."),
         ("quarantined", "Quarantined employees", plan.quarantined,
          "Rows with problems in the HR snapshot: not synced, never treated as leavers."),
+        ("held", "Held mailboxes", tuple(_held_line(h) for h in plan.held),
+         "Never disabled, deleted or adopted until HR fixes the row."),
     ):  # fmt: skip
         if items:
             out.append(f'<h2 id="{key}">{_e(heading)} ({len(items)})</h2>')

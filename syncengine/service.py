@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ from syncengine.executor import (
     retry_read,
 )
 from syncengine.executor import Status as ExecStatus
+from syncengine.holds import from_snapshot_counts, snapshot_counts
 from syncengine.hooks.app import SsoRefused, Stored
 from syncengine.hooks.app import create_app as create_hook_app
 from syncengine.hooks.forward import Forwarder
@@ -464,6 +465,7 @@ def ingest(
                 config.mapping,
                 department_records=dept_records,
                 departments=config.departments,
+                domains=config.exmail.domains,
             )
             id_spec = config.mapping.employee_id
             if id_spec.field is not None and id_spec.field in result.missing_fields:
@@ -502,7 +504,12 @@ def ingest(
                 quarantined_ids=tuple(sorted(result.quarantined)),
             )
             repo.complete_snapshot(
-                snapshot_id, {**report.counts, "quarantined_ids": list(report.quarantined_ids)}
+                snapshot_id,
+                {
+                    **report.counts,
+                    "quarantined_ids": list(report.quarantined_ids),
+                    **snapshot_counts(result.held_reasons(), result.unidentified),
+                },
             )
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, SyncEngineError) else type(exc).__name__
@@ -870,12 +877,15 @@ def make_plan(
             departments = repo.load_departments(snapshot.id)
             previous_size, previous_departments = _previous_departments(repo, snapshot, departments)
             quarantined = snapshot.counts.get("quarantined_ids") or []
+            held_reasons, unidentified = from_snapshot_counts(snapshot.counts)
             desired = Desired(
                 people=tuple(people),
                 departments=tuple(departments),
                 quarantined=frozenset(str(e) for e in quarantined),
                 previous_size=previous_size,
                 previous_departments=previous_departments,
+                held_reasons=held_reasons,
+                unidentified=unidentified,
             )
             links = repo.load_links()
 
@@ -2465,6 +2475,7 @@ class _HookBase:
     previous_size: int | None
     previous_departments: tuple[Department, ...]
     table: DepartmentTable | None
+    counts: Mapping[str, Any] = field(default_factory=dict)  # the snapshot's: its holds
 
 
 @dataclass(frozen=True)
@@ -2539,6 +2550,7 @@ class HookBackend:
                     previous_size,
                     previous_departments,
                     _department_table(self.config, self.repo, snapshot),
+                    snapshot.counts,
                 )
             self._base = base
             return base
@@ -2548,7 +2560,8 @@ class HookBackend:
         naming the HR field (``person.<field>``)."""
         depts = self.config.departments
         result = map_people([record], self.config.mapping, department_table=table,
-                            reference=depts.reference if depts else "id")  # fmt: skip
+                            reference=depts.reference if depts else "id",
+                            domains=self.config.exmail.domains)  # fmt: skip
         if result.problems or not result.people:
             p = result.problems[0] if result.problems else None
             raise PayloadError(
@@ -2800,6 +2813,8 @@ class HookBackend:
             quarantined=base.quarantined - set(overrides),
             previous_size=base.previous_size,
             previous_departments=base.previous_departments,
+            held_reasons=from_snapshot_counts(base.counts)[0],
+            unidentified=from_snapshot_counts(base.counts)[1],
         )
         fingerprint = config_fingerprint(self.config)
         links = self.repo.load_links()

@@ -297,7 +297,9 @@ def _open_quote_column(line: str, delimiter: str, quotechar: str) -> int:
     return opened or 1
 
 
-def _record(header: list[str], cells: list[str], row: int, *, check_width: bool = True) -> RawRecord:
+def _record(
+    header: list[str], cells: list[str], row: int, *, check_width: bool = True
+) -> RawRecord:
     record: RawRecord = {name: "" for name in header if name}
     stray = 0
     for index, cell in enumerate(cells):
