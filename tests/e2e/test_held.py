@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from syncengine.emulator.harness import RunningEmulator
-from tests.e2e.test_apply_support import ApplyEnv, base_rows, person
+from tests.e2e.test_apply_support import ApplyEnv, _toml, base_rows, person
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -111,3 +111,64 @@ def test_a_leaver_whose_mailbox_carries_their_id_unlinked_is_disabled(env: Apply
     plan = plan_json(env)
     assert "wangwu@example.com" in removals(plan)
     assert "wangwu@example.com" not in plan["unmanaged"]
+
+
+def _sqlite_hr(path: Path, rows: list[tuple[Any, Any, Any, Any]]) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE staff (employee_id TEXT, name BLOB, email TEXT, departments TEXT)")
+        db.executemany("INSERT INTO staff VALUES (?, ?, ?, ?)", rows)
+
+
+def _sql_source(env: ApplyEnv, **options: Any) -> None:
+    data = env._config_data()
+    data["source"] = {"type": "sql", "url": f"sqlite:///{env.root / 'hr.db'}",
+                      "query": "SELECT * FROM staff", **options}  # fmt: skip
+    data["mapping"] = {"email": "email", "departments": "departments"}
+    env.config_path.write_text(_toml(data), encoding="utf-8")
+
+
+def test_sql_a_null_id_holds_and_gbk_bytes_are_a_named_problem_never_base64(
+    env: ApplyEnv,
+) -> None:
+    r = env.cli("sync", "--json")
+    assert r.exit_code == 0, r.output
+    _sqlite_hr(env.root / "hr.db", [
+        ("E0001", "张三".encode(), "zhangsan@example.com", ""),
+        (None, "李四".encode(), "si.li@example.com", ""),  # E0002 with its id NULL
+        ("E0004", "赵六".encode("gbk"), "zhaoliu@example.com", ""),
+    ])  # fmt: skip
+    _sql_source(env)
+    r = env.cli("ingest", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["quarantined_ids"] == ["E0004"]
+    why = " ".join(p["reason"] for p in doc["problems"])
+    assert "column 'name' holds bytes that are not utf-8 text" in why and "base64" not in why
+    plan = plan_json(env)
+    assert removals(plan) == set()
+    assert held(plan)["si.li@example.com"]["employee_id"] == ""
+    assert held(plan)["zhaoliu@example.com"]["employee_id"] == "E0004"
+
+    _sql_source(env, encoding="gbk")  # the database's text really is GBK
+    r = env.cli("ingest", "--json")
+    assert json.loads(r.stdout)["quarantined_ids"] == []
+
+
+def test_a_json_lines_line_cut_short_holds_its_person(env: ApplyEnv) -> None:
+    r = env.cli("sync", "--json")
+    assert r.exit_code == 0, r.output
+    lines = [json.dumps(row, ensure_ascii=False) for row in base_rows()]
+    lines[1] = lines[1][:40]  # E0002's line cut: '{"employee_id": "E0002", "name": "李四"...'
+    assert '"E0002"' in lines[1]
+    (env.root / "hr.jsonl").write_text("\n".join(lines) + "\n", "utf-8")
+    env.write(source={"type": "jsonl", "path": "hr.jsonl"})
+    r = env.cli("ingest", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["quarantined_ids"] == ["E0002"] and doc["counts"]["gone"] == 0
+    assert "line 2 is not valid JSON" in doc["problems"][0]["reason"]
+    plan = plan_json(env)
+    assert removals(plan) == set()
+    assert held(plan)["si.li@example.com"]["employee_id"] == "E0002"
