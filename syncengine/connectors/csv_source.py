@@ -211,6 +211,13 @@ class CsvConnector:
             elif ERROR_KEY in record:
                 record[ERROR_KEY] = f"line {first}: {record[ERROR_KEY]}"
             yield record
+        if lines.last and not lines.last.endswith(("\n", "\r")) and header is not None:
+            raise SourceError(
+                f"the file does not end with a line break (line {lines.first - 1}): it may have "
+                "been cut short in the middle of a value, and the rows after the cut are lost",
+                where=where,
+                hint="export the file again; if it is complete, end it with a line break",
+            )
         if header is None:
             raise SourceError(
                 "no header row (the file is empty)"
@@ -236,7 +243,7 @@ class _Lines:
     removed and remembered (``nul``: line, column) so its row is quarantined.
     """
 
-    __slots__ = ("_it", "first", "nul", "pending", "taken")
+    __slots__ = ("_it", "first", "last", "nul", "pending", "taken")
 
     def __init__(self, handle: Iterable[str]):
         self._it = iter(handle)
@@ -244,6 +251,7 @@ class _Lines:
         self.taken: list[str] = []
         self.first = 1
         self.nul: tuple[int, int] | None = None
+        self.last = ""
 
     def __iter__(self) -> _Lines:
         return self
@@ -255,6 +263,7 @@ class _Lines:
                 self.nul = (self.first + len(self.taken), line.index("\x00") + 1)
             line = line.replace("\x00", "")
         self.taken.append(line)
+        self.last = line
         return line
 
     def next_record(self) -> None:

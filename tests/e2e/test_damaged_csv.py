@@ -146,3 +146,17 @@ def test_undecodable_bytes_are_named_by_line_and_column(env: ApplyEnv) -> None:
     assert "line 8, column 3" in out and "0xff" in out and "hr.csv" in out
     assert "base64" not in out
     sync_keeps_everyone(env)
+
+
+def test_a_file_cut_inside_the_last_value_of_a_row_is_refused(env: ApplyEnv) -> None:
+    # The cut leaves T00102 with every value (its status "active" cut to "acti"): only the
+    # missing final line break tells that the rows after it are gone.
+    text = gbk_text(env.rows)
+    start = text.index("T00102,")
+    end = text.index("\r\n", start)
+    assert text[start:end].endswith(",active")
+    write_gbk(env, text[: end - 2])
+    code, doc = ingest_json(env)
+    assert code == 1, doc
+    assert "does not end with a line break" in doc["output"]
+    sync_keeps_everyone(env)
