@@ -162,7 +162,12 @@ class CsvConnector:
                 width = len(header)
                 lines.next_record()
                 continue
-            if len(taken) == 1 and len(cells) == width and lines.nul is None:
+            if (
+                len(taken) == 1
+                and len(cells) == width
+                and lines.nul is None
+                and quotechar not in taken[0]
+            ):
                 lines.next_record()  # the common case: one line, one value per column
                 if any(cells) and any(c.strip() for c in cells):
                     data_rows += 1
@@ -172,20 +177,23 @@ class CsvConnector:
             if len(taken) > 1 and _runs_over_rows(cells, taken, width, delimiter):
                 # A quote opened and never closed swallowed the lines after it: quarantine
                 # this line alone and read the others again as the rows they are.
-                alone = next(csv.reader([taken[0]], delimiter=delimiter, quotechar=quotechar))
+                # Read alone with quotes taken literally: its values stay in their columns.
+                alone = next(csv.reader([taken[0]], delimiter=delimiter, quoting=csv.QUOTE_NONE))
                 column = _open_quote_column(taken[0], delimiter, quotechar)
+                swallowed = len(taken) - 1
                 lines.push_back()
                 data_rows += 1
                 record = _record(header, alone, row, check_width=False)
                 record[ERROR_KEY] = (
                     f"line {first}, column {column}: a quote opens a value that is not closed "
-                    f"on this line (it would swallow the {len(taken) - 1} line(s) after it); "
+                    f"on this line (it would swallow the {swallowed} line(s) after it); "
                     "the rows after it are read on their own"
                 )
                 yield record
                 continue
             nul = lines.nul
             last, spanned = taken[-1], len(taken)
+            stray = _stray_quote(taken, delimiter, quotechar)
             lines.next_record()
             if not any(c.strip() for c in cells) and nul is None:
                 continue
@@ -199,7 +207,12 @@ class CsvConnector:
                 )
             data_rows += 1
             record = _record(header, [c.replace("\x00", "") for c in cells], row)
-            if nul is not None:
+            if stray is not None:
+                record[ERROR_KEY] = (
+                    f"line {first + stray[0]}, column {stray[1]}: a stray quote (a quote inside "
+                    "a value that is not quoted, or text after a closing quote)"
+                )
+            elif nul is not None:
                 record[ERROR_KEY] = (
                     f"line {nul[0]}, column {nul[1]}: a NUL byte (the file is damaged there)"
                 )
@@ -289,6 +302,33 @@ def _runs_over_rows(cells: list[str], taken: list[str], width: int, delimiter: s
         return True
     least = max(1, width - 1)
     return any(line.count(delimiter) >= least for line in taken[1:])
+
+
+def _stray_quote(taken: list[str], delimiter: str, quotechar: str) -> tuple[int, int] | None:
+    """Where a record's lines hold a quote that is not part of a well-formed quoted value:
+    (line offset from the record's first line, column from 1), or None."""
+    if not any(quotechar in line for line in taken):
+        return None
+    state = "start"  # start | plain | quoted | closed
+    for offset, line in enumerate(taken):
+        for index, char in enumerate(line):
+            if state == "quoted":
+                if char == quotechar:
+                    state = "closed"
+            elif char == quotechar:
+                if state == "start":
+                    state = "quoted"
+                elif state == "closed":
+                    state = "quoted"  # a doubled quote inside a quoted value
+                else:
+                    return offset, index + 1
+            elif char == delimiter or char in "\r\n":
+                state = "start"
+            elif state == "closed":
+                return offset, index + 1
+            else:
+                state = "plain"
+    return None
 
 
 def _open_quote_column(line: str, delimiter: str, quotechar: str) -> int:

@@ -65,7 +65,7 @@ _MOBILE_NOISE_RE = re.compile(r"[\s\-().\u3000\u2010-\u2015]")
 _MAINLAND_MOBILE_RE = re.compile(r"^(?:\+?86|0086)?(1[3-9]\d{9})$")
 _ANY_MOBILE_RE = re.compile(r"^\+?\d{5,20}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_EMAIL_IN_TEXT_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL_IN_TEXT_RE = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _FULLWIDTH_SEPARATORS = str.maketrans({"／": "/", "＼": "/", "\\": "/"})
 MAX_ID_CHARS = 64  # employee and department ids: Exmail's extid, the staging key columns
 MAX_EMAIL_CHARS = 254  # RFC 5321 path limit
@@ -667,15 +667,21 @@ class _PersonBuilder:
         text = strip_invisible(found.group(1) or found.group(2) or "").strip()
         return "" if id_problem(text) else text
 
-    def hints(self, record: Mapping[str, Any], row: int) -> UnidentifiedRow:
-        """What a row without a usable id still tells about whose it is."""
+    def hints(
+        self, record: Mapping[str, Any], row: int, *, everywhere: bool = False
+    ) -> UnidentifiedRow:
+        """What a row without a usable id still tells about whose it is; ``everywhere``:
+        addresses in any of its values (a damaged row's values may have shifted columns)."""
         emails: list[str] = []
         for key in ("email", "aliases"):
             if key in self.specs and self.kind_problem(key, record) is None:
                 emails += field_values(self.specs[key], record)
-        raw = record.get(RAW_KEY)
-        if isinstance(raw, str):
-            emails += _EMAIL_IN_TEXT_RE.findall(raw)
+        texts = [record.get(RAW_KEY)]
+        if everywhere:
+            texts += [v for k, v in record.items() if k not in (ROW_KEY, ERROR_KEY, RAW_KEY)]
+        for text in texts:
+            if isinstance(text, str) and "@" in text:
+                emails += _EMAIL_IN_TEXT_RE.findall(text)
         valid = sorted({e for e in map(normalise_email, emails) if is_valid_email(e)})
         name = ""
         if "name" in self.specs and self.kind_problem("name", record) is None:
@@ -1018,6 +1024,10 @@ def map_people(
             loose.extend(probs)
             unidentified.append(builder.hints(record, row))
             continue
+        if ERROR_KEY in record:
+            # The reader saw damage: values may sit in the wrong columns, so the id may be
+            # garbage; the row also holds whatever its addresses or name lead to.
+            unidentified.append(builder.hints(record, row, everywhere=True))
         entry = _Row(row, person, probs)
         if employee_id in first:
             dupes.setdefault(employee_id, []).append(entry)
