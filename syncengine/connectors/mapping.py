@@ -34,6 +34,7 @@ from syncengine.connectors.config import (
     template_fields,
 )
 from syncengine.connectors.values import (
+    INVISIBLE_RE,
     excel_serial_date,
     normalise_words,
     strip_invisible,
@@ -65,6 +66,8 @@ _MOBILE_NOISE_RE = re.compile(r"[\s\-().\u3000\u2010-\u2015]")
 _MAINLAND_MOBILE_RE = re.compile(r"^(?:\+?86|0086)?(1[3-9]\d{9})$")
 _ANY_MOBILE_RE = re.compile(r"^\+?\d{5,20}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_TEXT_TYPES = (str, type(None))
+_INVISIBLE_STRIPPED = frozenset({"employee_id", "email", "aliases"})
 _EMAIL_IN_TEXT_RE = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _FULLWIDTH_SEPARATORS = str.maketrans({"／": "/", "＼": "/", "\\": "/"})
 MAX_ID_CHARS = 64  # employee and department ids: Exmail's extid, the staging key columns
@@ -280,7 +283,7 @@ def _raw(spec: FieldSpec, record: Mapping[str, Any]) -> Any:
 
 
 def _clean(spec: FieldSpec, text: str) -> str:
-    if not text.isascii():
+    if not text.isascii() and INVISIBLE_RE.search(text):
         text = strip_invisible(text)
     if spec.strip:
         text = text.strip()
@@ -608,22 +611,25 @@ class _Row:
     problems: list[RowProblem]
 
 
-def _single_getter(spec: FieldSpec) -> Callable[[Mapping[str, Any]], str]:
+def _single_getter(spec: FieldSpec, invisible: bool) -> Callable[[Mapping[str, Any]], str]:
     """``field_value`` for one spec, with a fast path for the common plain column.
 
     Mapping 100,000 rows calls this a million times; a plain column (no split, map, default
-    or nesting) needs only a lookup, a strip and perhaps a case change.
+    or nesting) needs only a lookup, a strip and perhaps a case change. ``invisible``: strip
+    zero-width characters here (ids, addresses; names, positions and departments are
+    normalised later, and elsewhere such a character makes the value invalid: quarantined).
     """
     name = spec.field
     if name is None or "." in name or spec.split is not None or spec.map or spec.default:
         return lambda record: field_value(spec, record)
     strip, case = spec.strip, spec.case
+    search, sub = INVISIBLE_RE.search, INVISIBLE_RE.sub
 
     def get(record: Mapping[str, Any]) -> str:
         value = record.get(name)
         text = value if type(value) is str else text_value(value)
-        if not text.isascii():
-            text = strip_invisible(text)
+        if invisible and not text.isascii() and search(text):
+            text = sub("", text)
         if strip:
             text = text.strip()
         if case == "lower":
@@ -647,7 +653,19 @@ class _PersonBuilder:
     ):
         self.config = config
         self.specs = config.specs()
-        self.value = {key: _single_getter(spec) for key, spec in self.specs.items()}
+        self.value = {
+            key: _single_getter(spec, key in _INVISIBLE_STRIPPED)
+            for key, spec in self.specs.items()
+        }
+        # (engine field, source column) of plain columns, whose raw type is checked per row
+        self.plain = tuple(
+            (key, spec.field)
+            for key, spec in self.specs.items()
+            if spec.field is not None and "." not in spec.field
+        )
+        self.nested = tuple(
+            key for key, spec in self.specs.items() if spec.field is not None and "." in spec.field
+        )
         self.table = table
         self.reference = reference
         self.domains = frozenset(d.strip().lower() for d in domains if d.strip())
@@ -734,7 +752,9 @@ class _PersonBuilder:
             )
 
         wrong: set[str] = set()
-        for key in specs:
+        get = record.get
+        odd = [key for key, name in self.plain if type(get(name)) not in _TEXT_TYPES]
+        for key in (*odd, *self.nested):
             why = self.kind_problem(key, record)
             if why is not None:
                 wrong.add(key)

@@ -24,6 +24,7 @@ record; the rules are the README's "What counts as a bad row":
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -33,7 +34,7 @@ from typing import Any
 
 # Removed wherever they appear: they carry no meaning in an HR value.
 _INVISIBLE = "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
-_INVISIBLE_RE = re.compile(f"[{_INVISIBLE}]")
+INVISIBLE_RE = re.compile(f"[{_INVISIBLE}]")
 # Quarantined in names and positions: they reorder what a reader sees.
 _BIDI_RE = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _CJK = (
@@ -58,15 +59,21 @@ MAX_EXCEL_SERIAL = 2958465  # 9999-12-31
 
 def strip_invisible(text: str) -> str:
     """``text`` without zero-width and other invisible characters (fast when there are none)."""
-    if text.isascii() or not _INVISIBLE_RE.search(text):
+    if text.isascii() or not INVISIBLE_RE.search(text):
         return text
-    return _INVISIBLE_RE.sub("", text)
+    return INVISIBLE_RE.sub("", text)
 
 
 def normalise_words(text: str) -> str:
     """A name or position as Exmail should get it: NFC, trimmed, no gaps between CJK."""
     if text.isascii():
         return text.strip()
+    return _normalise_words(text)
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalise_words(text: str) -> str:
+    # Names and positions repeat a lot in an export (one position per hundred people).
     text = strip_invisible(text)
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
