@@ -43,6 +43,12 @@ RAW_KEY = "__raw__"
 MAX_RAW_CHARS = 4096
 
 
+class TextRecord(dict[str, Any]):
+    """A record whose values are all text (a CSV row): mapping need not check their types."""
+
+    __slots__ = ()
+
+
 @runtime_checkable
 class Connector(Protocol):
     """A source of raw HR records."""

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from syncengine.connectors.base import ERROR_KEY, ROW_KEY, RawRecord
+from syncengine.connectors.base import ERROR_KEY, ROW_KEY, RawRecord, TextRecord
 from syncengine.connectors.file_common import (
     FileOptions,
     check_readable,
@@ -149,6 +149,7 @@ class CsvConnector:
         reader = csv.reader(lines, delimiter=delimiter, quotechar=quotechar)
         header: list[str] | None = None
         width = 0
+        named = False
         data_rows = 0
         row = 0
         taken = lines.taken
@@ -160,6 +161,7 @@ class CsvConnector:
             if header is None:
                 header = header_names(cells, self.options.rename, where)
                 width = len(header)
+                named = all(header)
                 lines.next_record()
                 continue
             if (
@@ -171,7 +173,12 @@ class CsvConnector:
                 lines.next_record()  # the common case: one line, one value per column
                 if any(cells) and any(c.strip() for c in cells):
                     data_rows += 1
-                    yield _record(header, cells, row)
+                    if named:
+                        record: RawRecord = TextRecord(zip(header, cells, strict=True))
+                        record[ROW_KEY] = row
+                        yield record
+                    else:
+                        yield _record(header, cells, row)
                 continue
             first = lines.first
             if len(taken) > 1 and _runs_over_rows(cells, taken, width, delimiter):
@@ -349,7 +356,7 @@ def _open_quote_column(line: str, delimiter: str, quotechar: str) -> int:
 def _record(
     header: list[str], cells: list[str], row: int, *, check_width: bool = True
 ) -> RawRecord:
-    record: RawRecord = {name: "" for name in header if name}
+    record: RawRecord = TextRecord((name, "") for name in header if name)
     stray = 0
     for index, cell in enumerate(cells):
         name = header[index] if index < len(header) else ""

@@ -26,7 +26,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from syncengine.connectors.base import ERROR_KEY, RAW_KEY, ROW_KEY
+from syncengine.connectors.base import ERROR_KEY, RAW_KEY, ROW_KEY, TextRecord
 from syncengine.connectors.config import (
     DepartmentsConfig,
     FieldSpec,
@@ -752,8 +752,11 @@ class _PersonBuilder:
             )
 
         wrong: set[str] = set()
-        get = record.get
-        odd = [key for key, name in self.plain if type(get(name)) not in _TEXT_TYPES]
+        if type(record) is TextRecord:
+            odd: list[str] = []  # a CSV row: all text
+        else:
+            get = record.get
+            odd = [key for key, name in self.plain if type(get(name)) not in _TEXT_TYPES]
         for key in (*odd, *self.nested):
             why = self.kind_problem(key, record)
             if why is not None:
