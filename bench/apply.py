@@ -178,10 +178,11 @@ def one_level(
             fresh_database(server, f"bench_apply_{concurrency}") as db_url,
         ):
             config = load_config(write_setup(Path(tmp), emu.url, people, concurrency, db_url))
-            service.ingest(config)
-            made = service.make_plan(config, actor="bench")
+            engine = service.Engine(config)
+            service.ingest(engine)
+            made = service.make_plan(engine, actor="bench")
             creates = made.plan.count(ActionKind.CREATE_USER)
-            outcome = service.apply_plan(config, made.plan, actor="bench")
+            outcome = service.apply_plan(engine, made.plan, actor="bench")
             report = outcome.applied
             assert report is not None and not report.failures, report
             actions = report.counts["done"]
@@ -193,9 +194,9 @@ def one_level(
             if noop:
                 emu.clear()
                 started = time.perf_counter()
-                service.ingest(config)
-                again = service.make_plan(config, actor="bench")
-                second = service.apply_plan(config, again.plan, actor="bench")
+                service.ingest(engine)
+                again = service.make_plan(engine, actor="bench")
+                second = service.apply_plan(engine, again.plan, actor="bench")
                 seconds = time.perf_counter() - started
                 writes = [c for c in emu.calls() if c["endpoint"] in WRITES]
                 assert second.applied is not None

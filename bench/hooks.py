@@ -119,9 +119,10 @@ def main() -> None:
     try:
         config_path = write_folder(root, emu.exmail_config())
         config = load_config(config_path)
-        service.ingest(config)
-        plan = service.make_plan(config).plan
-        service.apply_plan(config, plan, checksum=plan.checksum)
+        with service.Engine(config) as engine:
+            service.ingest(engine)
+            plan = service.make_plan(engine).plan
+            service.apply_plan(engine, plan, checksum=plan.checksum)
 
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -208,7 +209,7 @@ def main() -> None:
                 missing += 1
             else:
                 latencies.append(shown - t0)
-        events = service.list_hook_events(config, limit=total + 10)
+        events = service.list_hook_events(service.Engine(config), limit=total + 10)
         by_status: dict[str, int] = {}
         for e in events:
             by_status[e.status] = by_status.get(e.status, 0) + 1

@@ -242,7 +242,8 @@ def child(config_path: str) -> None:
     runs = []
     for label in ("first", "again"):
         started = time.perf_counter()
-        report = service.ingest(config, actor="bench")
+        with service.Engine(config) as engine:
+            report = service.ingest(engine, actor="bench")
         seconds = time.perf_counter() - started
         runs.append(
             {"label": label, "seconds": seconds, "rows": report.rows, "counts": report.counts}

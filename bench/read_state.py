@@ -44,7 +44,8 @@ def read_through(api: str, users: int, departments: int, concurrency: int) -> No
     app = create_app(api, big_seed(users, departments), EmulatorOptions())  # type: ignore[arg-type]
     server = start_in_thread(app)
     try:
-        config = parse_config({"exmail": exmail_table(api, server.base_url, concurrency)})
+        config = parse_config({"exmail": exmail_table(api, server.base_url, concurrency),
+                               "apply": {"rate_per_second": 0}})  # fmt: skip
         provider = service.build_provider(config)
         try:
             started = time.perf_counter()

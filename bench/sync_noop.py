@@ -87,7 +87,8 @@ def run(api: str, people: int, departments: int, latency_ms: float) -> None:
             for label in ("adopt (first run)", "no-op night"):
                 mark = app.state.emulator.call_seq
                 started = time.perf_counter()
-                report = service.sync(config, notify=False)
+                with service.Engine(config) as engine:
+                    report = service.sync(engine, notify=False)
                 seconds = time.perf_counter() - started
                 writes, calls = writes_since(app, mark)
                 actions = len(report.plan.plan.actions) if report.plan else 0

@@ -1,15 +1,16 @@
-"""The ``[apply]`` and ``[passwords]`` config tables: how the executor drives Exmail and how
-initial passwords reach the admin.
+"""The ``[apply]`` and ``[passwords]`` config tables: how the engine drives Exmail (every call,
+reads and writes: one pace, one retry policy) and how initial passwords reach the admin.
 
 Example::
 
     [apply]
     concurrency = 4            # actions at once
-    rate_per_second = 15       # client-side cap on calls per second (0 = none)
-    max_attempts = 8           # calls per action, retries included
+    rate_per_second = 15       # cap on ALL calls to Exmail per second, reads included (0 = none)
+    max_attempts = 8           # tries of one read call / one action's write, the first included
     backoff_initial = 0.5      # seconds; doubles each retry, with jitter
     backoff_max = 30
-    max_retry_seconds = 300    # total backoff per action before it fails
+    max_retry_seconds = 300    # total backoff per call or action before it fails
+    retry_budget_seconds = 900 # total backoff one run (sync, plan, apply) may spend (0 = none)
 
     [passwords]
     delivery = "file"          # "file": JSON lines, mode 0600; "none": admin resets in console
@@ -41,6 +42,7 @@ class ApplyConfig(BaseModel):
     backoff_max: float = Field(default=30.0, ge=0)
     jitter: float = Field(default=0.5, ge=0)
     max_retry_seconds: float = Field(default=300.0, ge=0)
+    retry_budget_seconds: float = Field(default=900.0, ge=0)
 
     def settings(self) -> ExecutorSettings:
         return ExecutorSettings(

@@ -92,6 +92,8 @@ class ProviderError(SyncEngineError):
     """
 
     retriable: bool = False
+    retry_after: float | None = None
+    """Seconds the service asked us to wait (``Retry-After``), when it said."""
 
     def __init__(
         self,

@@ -10,12 +10,12 @@ What it guarantees, and why each piece is there:
 * **Order.** An action runs only when every action in its ``depends_on`` is done. A failed
   action fails nothing else but its dependants, which are marked ``skipped`` with the reason;
   independent actions go on. Up to ``concurrency`` actions run at once (a thread pool).
-* **Pace.** A token bucket (shared by all workers) caps the calls per second made to the
-  provider, so a big run does not trip Exmail's own limit; when it trips anyway (45009 / 1002)
-  the call is retried.
+* **Pace.** Not here: the provider paces every request it sends with the process's one
+  :class:`~syncengine.callpolicy.CallPolicy`, so reads and writes share one cap.
 * **Retries.** Only :class:`~syncengine.errors.RetriableProviderError` is retried, with
-  exponential backoff and jitter (tenacity), at most ``max_attempts`` calls and at most
-  ``max_retry_seconds`` of backoff per action. ``sleep`` and ``clock`` are injectable so tests
+  exponential backoff and jitter (:class:`~syncengine.callpolicy.RetryPolicy`), at most
+  ``max_attempts`` tries of the write and at most ``max_retry_seconds`` of backoff per action,
+  within the run's retry budget. ``sleep`` and ``clock`` are injectable so tests
   never wait for real backoff.
 * **Never twice.** A retriable error on a write means "it may have happened". Before trying the
   write again the executor looks at the live object (``get_user``, the department listing) and
@@ -38,7 +38,6 @@ What it guarantees, and why each piece is there:
 
 from __future__ import annotations
 
-import enum
 import logging
 import secrets
 import string
@@ -50,16 +49,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_any,
-    wait_exponential_jitter,
-)
-from tenacity.stop import stop_base
-
+from syncengine.callpolicy import CallPolicy, RetryPolicy, action_scope
 from syncengine.domain import Mailbox, UserUpdate, normalise_email, normalise_path
 from syncengine.errors import (
     AlreadyExistsError,
@@ -70,6 +60,7 @@ from syncengine.errors import (
 )
 from syncengine.plan import Action, ActionKind, ChangeValue, LinkRecord, Plan
 from syncengine.providers.base import MailboxProvider
+from syncengine.statuses import ActionStatus
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +72,8 @@ MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 32  # Exmail accepts 6-32 characters
 
 
-class Status(enum.StrEnum):
-    """An action's checkpoint status (the same words as the staging table's)."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"
+Status = ActionStatus
+"""An action's checkpoint status: the same enum the staging table stores."""
 
 
 FINAL = frozenset({Status.DONE, Status.FAILED, Status.SKIPPED})
@@ -117,6 +102,16 @@ class ExecutorSettings:
             raise ValueError("max_attempts must be at least 1")
         if self.rate_per_second < 0 or self.max_retry_seconds < 0:
             raise ValueError("rate_per_second and max_retry_seconds must not be negative")
+
+    def retry_policy(self) -> RetryPolicy:
+        """How each action is retried (the same type every outgoing call uses)."""
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max,
+            jitter=self.jitter,
+            max_retry_seconds=self.max_retry_seconds,
+        )
 
 
 # --- what the executor reports and records -------------------------------------------------
@@ -279,93 +274,7 @@ def generate_password(length: int = 16) -> str:
     return "".join(chars)
 
 
-# --- rate limit ----------------------------------------------------------------------------
-
-
-class TokenBucket:
-    """A thread-safe token bucket: ``rate`` tokens per second, at most ``burst`` saved up.
-
-    ``acquire()`` takes one token, sleeping (outside the lock) until one is there. ``rate`` 0
-    means unlimited. Clock and sleep are injectable for tests.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        burst: int = 1,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.rate = rate
-        self.burst = max(1, burst)
-        self._clock = clock
-        self._sleep = sleep
-        self._tokens = float(self.burst)
-        self._last = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Take one token; returns the seconds waited.
-
-        A token is reserved at once (the balance may go negative: a debt later callers queue
-        behind), then the caller sleeps until its token has accrued. No polling loop, so a
-        rounding error cannot make it spin, and callers are served in arrival order.
-        """
-        if self.rate <= 0:
-            return 0.0
-        with self._lock:
-            now = self._clock()
-            elapsed = max(0.0, now - self._last)
-            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
-            self._last = now
-            self._tokens -= 1.0
-            if self._tokens >= 0.0:
-                return 0.0
-            pause = -self._tokens / self.rate
-        self._sleep(pause)
-        return pause
-
-
-# --- retrying a whole read ------------------------------------------------------------------
-
-
-def retry_read(
-    fn: Callable[[], T],
-    settings: ExecutorSettings | None = None,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Call a read (``read_state`` before applying) again on a retriable error, with the
-    executor's backoff policy. Reads are safe to repeat; writes go through :class:`Executor`."""
-    s = settings or ExecutorSettings()
-    retrying = Retrying(
-        retry=retry_if_exception_type(RetriableProviderError),
-        wait=wait_exponential_jitter(
-            multiplier=s.backoff_initial, max=s.backoff_max, jitter=s.jitter
-        ),
-        stop=stop_any(stop_after_attempt(s.max_attempts), _StopAfterBackoff(s.max_retry_seconds)),
-        sleep=sleep,
-        reraise=True,
-    )
-    return retrying(fn)
-
-
 # --- the executor --------------------------------------------------------------------------
-
-
-class _StopAfterBackoff(stop_base):
-    """Stop when the backoff slept so far plus the next one, or the time since the first
-    call, would pass ``cap`` seconds. Counting the sleeps (not only the wall clock) keeps the
-    cap meaningful when tests inject a sleep that returns at once."""
-
-    def __init__(self, cap: float) -> None:
-        self.cap = cap
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        upcoming = retry_state.upcoming_sleep or 0.0
-        elapsed = retry_state.seconds_since_start or 0.0
-        return retry_state.idle_for + upcoming > self.cap or elapsed + upcoming > self.cap
 
 
 class _Mismatch(SyncEngineError):
@@ -383,6 +292,11 @@ class _Run:
     password: PasswordDelivery | None = None
     maybe_written: bool = False  # a write failed retriably: it may have taken effect
     note: str = ""
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Only a :class:`RetriableProviderError` may succeed when tried again."""
+    return isinstance(exc, RetriableProviderError)
 
 
 def _norm_paths(paths: Sequence[str]) -> frozenset[str]:
@@ -471,7 +385,7 @@ class Executor:
         department_exists: DepartmentExists | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
-        bucket: TokenBucket | None = None,
+        calls: CallPolicy | None = None,
         progress: Callable[[int, int], None] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
@@ -483,9 +397,10 @@ class Executor:
         self._department_exists = department_exists or self._departments_from_state
         self._sleep = sleep
         self._clock = clock
-        self.bucket = bucket or TokenBucket(
-            s.rate_per_second, s.burst or s.concurrency, clock=clock, sleep=sleep
-        )
+        # Pacing is the provider's (it paces every request it sends with the process's call
+        # policy); the executor shares the policy's run budget and retry counters.
+        self.calls = calls or CallPolicy(s.retry_policy(), sleep=sleep, clock=clock)
+        self._retry = s.retry_policy()
         self._progress = progress
         self._stop = stop or threading.Event()
 
@@ -708,25 +623,18 @@ class Executor:
         )
 
     def _apply_with_retries(self, run: _Run) -> None:
-        s = self.settings
-        retrying = Retrying(
-            retry=retry_if_exception_type(RetriableProviderError),
-            wait=wait_exponential_jitter(
-                multiplier=s.backoff_initial, max=s.backoff_max, jitter=s.jitter
-            ),
-            stop=stop_any(
-                stop_after_attempt(s.max_attempts), _StopAfterBackoff(s.max_retry_seconds)
-            ),
+        retrying = self._retry.retrying(
+            is_retriable,
             sleep=self._sleep,
-            reraise=True,
+            budget=self.calls.budget,
+            on_retry=lambda _exc: self.calls.stats.retry(run.action.kind.value),
         )
         for attempt in retrying:
-            with attempt:
+            with attempt, action_scope():
                 self._attempt(run)
 
     def _call(self, run: _Run, name: str, fn: Callable[[], T]) -> T:
-        """One provider call: paced by the bucket, timed, and recorded as an attempt row."""
-        self.bucket.acquire()
+        """One provider call: timed, and recorded as an attempt row (the provider paces it)."""
         run.calls += 1
         a = run.action
         t0 = self._clock()
@@ -794,101 +702,18 @@ class Executor:
             raise
 
     def _write(self, run: _Run) -> None:
-        a = run.action
-        p = self.provider
-        if a.kind is ActionKind.CREATE_DEPARTMENT:
-            self._call(run, "create_department", lambda: p.create_department(a.target))
-        elif a.kind is ActionKind.MOVE_DEPARTMENT:
-            new_path = _need(a.new_path, a, "new_path")
-            self._call(run, "move_department", lambda: p.move_department(a.target, new_path))
-        elif a.kind is ActionKind.DELETE_DEPARTMENT:
-            self._call(run, "delete_department", lambda: p.delete_department(a.target))
-        elif a.kind is ActionKind.CREATE_USER:
-            mailbox = _need(a.mailbox, a, "mailbox")
-            if run.password is None:
-                policy = a.password
-                delivery = PasswordDelivery(
-                    employee_id=a.employee_id,
-                    email=mailbox.email,
-                    password=generate_password(policy.length if policy else 16),
-                    change_at_login=policy.change_at_login if policy else True,
-                )
-                self.passwords.deliver(delivery)  # before the call: never lose the only copy
-                run.password = delivery
-            pw = run.password
-            self._call(
-                run,
-                "create_user",
-                lambda: p.create_user(
-                    mailbox, password=pw.password, change_password_at_login=pw.change_at_login
-                ),
-            )
-        elif a.kind in (
-            ActionKind.UPDATE_USER,
-            ActionKind.ADD_ALIAS,
-            ActionKind.ENABLE_USER,
-            ActionKind.DISABLE_USER,
-        ):
-            update = _need(a.update, a, "update")
-            self._call(run, "update_user", lambda: p.update_user(a.target, update))
-        elif a.kind is ActionKind.SWAP_PRIMARY:
-            alias = _need(a.alias, a, "alias")
-            self._call(run, "swap_alias", lambda: p.swap_alias(a.target, alias))
-        elif a.kind is ActionKind.DELETE_USER:
-            self._call(run, "delete_user", lambda: p.delete_user(a.target))
-        else:  # pragma: no cover - every kind is handled above
-            raise _Mismatch(f"action kind {a.kind} cannot be applied", where=a.key)
+        HANDLERS[run.action.kind].write(self, run)
 
     def _satisfied(self, run: _Run) -> bool:
         """Whether the live directory already is what the action asks. Raises _Mismatch for
         a create whose object exists but differs (never overwrite what someone else made)."""
-        a = run.action
-        p = self.provider
-        if a.kind is ActionKind.CREATE_DEPARTMENT:
-            return self._call(run, "department_exists", lambda: self._department_exists(a.target))
-        if a.kind is ActionKind.MOVE_DEPARTMENT:
-            new_path = _need(a.new_path, a, "new_path")
-            there = self._call(run, "department_exists", lambda: self._department_exists(new_path))
-            if not there:
-                return False
-            return not self._call(
-                run, "department_exists", lambda: self._department_exists(a.target)
-            )
-        if a.kind is ActionKind.DELETE_DEPARTMENT:
-            return not self._call(
-                run, "department_exists", lambda: self._department_exists(a.target)
-            )
-        if a.kind is ActionKind.CREATE_USER:
-            wanted = _need(a.mailbox, a, "mailbox")
-            live = self._call(run, "get_user", lambda: p.get_user(wanted.email))
-            if live is None:
-                return False
-            diffs = mailbox_differences(live, wanted)
-            if diffs:
-                raise _Mismatch(
-                    f"mailbox {wanted.email} exists but is not the one asked for "
-                    f"({_describe(diffs)})",
-                    where=f"employee {a.employee_id}" if a.employee_id else a.key,
-                    hint="someone else made or changed it; plan again after checking it "
-                    "in the admin console",
-                )
-            return True
-        if a.kind in (
-            ActionKind.UPDATE_USER,
-            ActionKind.ADD_ALIAS,
-            ActionKind.ENABLE_USER,
-            ActionKind.DISABLE_USER,
-        ):
-            update = _need(a.update, a, "update")
-            live = self._call(run, "get_user", lambda: p.get_user(a.target))
-            return live is not None and not update_differences(live, update)
-        if a.kind is ActionKind.SWAP_PRIMARY:
-            alias = _need(a.alias, a, "alias")
-            live = self._call(run, "get_user", lambda: p.get_user(alias))
-            return live is not None and normalise_email(a.target) in _norm_emails(live.aliases)
-        if a.kind is ActionKind.DELETE_USER:
-            return self._call(run, "get_user", lambda: p.get_user(a.target)) is None
-        return True
+        return HANDLERS[run.action.kind].satisfied(self, run)
+
+    def _exists(self, run: _Run, path: str) -> bool:
+        return self._call(run, "department_exists", lambda: self._department_exists(path))
+
+    def _live(self, run: _Run, email: str) -> Mailbox | None:
+        return self._call(run, "get_user", lambda: self.provider.get_user(email))
 
     def _after_success(self, action: Action) -> None:
         """The identity-link bookkeeping the action's kind asks for."""
@@ -912,3 +737,151 @@ def _need(value: T | None, action: Action, name: str) -> T:
             hint="the plan file is malformed; make a new plan",
         )
     return value
+
+
+# --- what each action kind does, and how to tell it is done -----------------------------------
+# One handler per kind (octoDNS's ``_apply_<Change>``): the write and the look-before-redo
+# check of a kind sit side by side, and nothing else branches on the kind.
+
+
+class _Handler:
+    """The write an action kind makes, and the check that it already took effect."""
+
+    def write(self, ex: Executor, run: _Run) -> None:
+        raise NotImplementedError
+
+    def satisfied(self, ex: Executor, run: _Run) -> bool:
+        raise NotImplementedError
+
+
+class _NoCall(_Handler):
+    """``link`` / ``unlink``: bookkeeping only, no Exmail call."""
+
+    def write(self, ex: Executor, run: _Run) -> None:
+        return None
+
+    def satisfied(self, ex: Executor, run: _Run) -> bool:
+        return True
+
+
+class _CreateDepartment(_Handler):
+    def write(self, ex: Executor, run: _Run) -> None:
+        a = run.action
+        ex._call(run, "create_department", lambda: ex.provider.create_department(a.target))
+
+    def satisfied(self, ex: Executor, run: _Run) -> bool:
+        return ex._exists(run, run.action.target)
+
+
+class _MoveDepartment(_Handler):
+    def write(self, ex: Executor, run: _Run) -> None:
+        a = run.action
+        new_path = _need(a.new_path, a, "new_path")
+        ex._call(run, "move_department", lambda: ex.provider.move_department(a.target, new_path))
+
+    def satisfied(self, ex: Executor, run: _Run) -> bool:
+        a = run.action
+        new_path = _need(a.new_path, a, "new_path")
+        return ex._exists(run, new_path) and not ex._exists(run, a.target)
+
+
+class _DeleteDepartment(_Handler):
+    def write(self, ex: Executor, run: _Run) -> None:
+        a = run.action
+        ex._call(run, "delete_department", lambda: ex.provider.delete_department(a.target))
+
+    def satisfied(self, ex: Executor, run: _Run) -> bool:
+        return not ex._exists(run, run.action.target)
+
+
+class _CreateUser(_Handler):
+    def write(self, ex: Executor, run: _Run) -> None:
+        a = run.action
+        mailbox = _need(a.mailbox, a, "mailbox")
+        if run.password is None:
+            policy = a.password
+            delivery = PasswordDelivery(
+                employee_id=a.employee_id,
+                email=mailbox.email,
+                password=generate_password(policy.length if policy else 16),
+                change_at_login=policy.change_at_login if policy else True,
+            )
+            ex.passwords.deliver(delivery)  # before the call: never lose the only copy
+            run.password = delivery
+        pw = run.password
+        ex._call(
+            run,
+            "create_user",
+            lambda: ex.provider.create_user(
+                mailbox, password=pw.password, change_password_at_login=pw.change_at_login
+            ),
+        )
+
+    def satisfied(self, ex: Executor, run: _Run) -> bool:
+        a = run.action
+        wanted = _need(a.mailbox, a, "mailbox")
+        live = ex._live(run, wanted.email)
+        if live is None:
+            return False
+        diffs = mailbox_differences(live, wanted)
+        if diffs:
+            raise _Mismatch(
+                f"mailbox {wanted.email} exists but is not the one asked for ({_describe(diffs)})",
+                where=f"employee {a.employee_id}" if a.employee_id else a.key,
+                hint="someone else made or changed it; plan again after checking it "
+                "in the admin console",
+            )
+        return True
+
+
+class _UpdateUser(_Handler):
+    """``update_user``, ``add_alias``, ``enable_user``, ``disable_user``: one user/update."""
+
+    def write(self, ex: Executor, run: _Run) -> None:
+        a = run.action
+        update = _need(a.update, a, "update")
+        ex._call(run, "update_user", lambda: ex.provider.update_user(a.target, update))
+
+    def satisfied(self, ex: Executor, run: _Run) -> bool:
+        a = run.action
+        update = _need(a.update, a, "update")
+        live = ex._live(run, a.target)
+        return live is not None and not update_differences(live, update)
+
+
+class _SwapPrimary(_Handler):
+    def write(self, ex: Executor, run: _Run) -> None:
+        a = run.action
+        alias = _need(a.alias, a, "alias")
+        ex._call(run, "swap_alias", lambda: ex.provider.swap_alias(a.target, alias))
+
+    def satisfied(self, ex: Executor, run: _Run) -> bool:
+        a = run.action
+        live = ex._live(run, _need(a.alias, a, "alias"))
+        return live is not None and normalise_email(a.target) in _norm_emails(live.aliases)
+
+
+class _DeleteUser(_Handler):
+    def write(self, ex: Executor, run: _Run) -> None:
+        a = run.action
+        ex._call(run, "delete_user", lambda: ex.provider.delete_user(a.target))
+
+    def satisfied(self, ex: Executor, run: _Run) -> bool:
+        return ex._live(run, run.action.target) is None
+
+
+HANDLERS: dict[ActionKind, _Handler] = {
+    ActionKind.CREATE_DEPARTMENT: _CreateDepartment(),
+    ActionKind.MOVE_DEPARTMENT: _MoveDepartment(),
+    ActionKind.DELETE_DEPARTMENT: _DeleteDepartment(),
+    ActionKind.CREATE_USER: _CreateUser(),
+    ActionKind.UPDATE_USER: _UpdateUser(),
+    ActionKind.ADD_ALIAS: _UpdateUser(),
+    ActionKind.ENABLE_USER: _UpdateUser(),
+    ActionKind.DISABLE_USER: _UpdateUser(),
+    ActionKind.SWAP_PRIMARY: _SwapPrimary(),
+    ActionKind.DELETE_USER: _DeleteUser(),
+    ActionKind.LINK: _NoCall(),
+    ActionKind.UNLINK: _NoCall(),
+}
+"""Every action kind's handler (a test checks that none is missing)."""

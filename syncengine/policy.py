@@ -17,7 +17,7 @@ import enum
 import fnmatch
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -242,3 +242,61 @@ def brake_findings(stats: PlanStats, policy: Policy) -> tuple[BlockedReason, ...
         ReleaseKind.ALLOW_UPDATES, stats.updates,
     )  # fmt: skip
     return tuple(out)
+
+
+# --- the shrink brake's baseline ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnapshotSize:
+    """What the shrink brake knows of one earlier snapshot: its id, whether it completed, and
+    the rows it held (mapped people plus quarantined ones: held back, not gone)."""
+
+    id: int
+    complete: bool
+    people: int | None
+    quarantined: int = 0
+
+    @property
+    def source_rows(self) -> int | None:
+        return None if self.people is None else self.people + self.quarantined
+
+
+@dataclass(frozen=True)
+class AppliedPlanRun:
+    """A plan whose apply ran, as the shrink brake sees it: the snapshot it was made from,
+    and whether it was targeted (``plan --only``, a hook sync: judged for a few people)."""
+
+    snapshot_id: int | None
+    targeted: bool
+
+
+def last_good_snapshot(applied: Sequence[AppliedPlanRun]) -> int | None:
+    """The snapshot behind the newest whole-directory plan whose apply ran (``applied`` is
+    newest first); targeted plans do not count."""
+    for run in applied:
+        if run.snapshot_id is not None and not run.targeted:
+            return run.snapshot_id
+    return None
+
+
+def shrink_baseline(
+    earlier: Sequence[SnapshotSize], current_id: int, last_good: int | None
+) -> int | None:
+    """The size the shrink brake compares the current snapshot with.
+
+    The largest complete snapshot from the last good one (see :func:`last_good_snapshot`) up
+    to the one before the current; before any apply, the largest earlier one. So a truncated
+    export that arrives two nights running is compared with the last export that was
+    accepted, not with the first truncated one, and a reduction released after review and
+    applied becomes the new normal.
+    """
+    sizes = [
+        rows
+        for s in earlier
+        if s.id < current_id
+        and s.complete
+        and (last_good is None or s.id >= last_good)
+        and (rows := s.source_rows) is not None
+    ]
+    return max(sizes) if sizes else None

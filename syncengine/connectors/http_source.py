@@ -41,6 +41,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -49,14 +50,8 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
 
+from syncengine.callpolicy import RetryPolicy
 from syncengine.connectors.base import RawRecord
 from syncengine.errors import SourceError
 from syncengine.secrets import Secret
@@ -234,15 +229,6 @@ class HttpConnector:
             transport=self._transport,
         )
 
-    def _wait(self, state: RetryCallState) -> float:
-        base = wait_exponential(multiplier=self.options.backoff, max=self.options.backoff_max)
-        delay = float(base(state))
-        outcome = state.outcome
-        err = outcome.exception() if outcome is not None else None
-        if isinstance(err, _Transient) and err.retry_after is not None:
-            delay = max(delay, min(err.retry_after, self.options.backoff_max))
-        return delay
-
     def _get_once(
         self, client: httpx.Client, url: str, params: Mapping[str, ParamValue] | None
     ) -> tuple[Any, str | None]:
@@ -294,15 +280,16 @@ class HttpConnector:
     def _get(
         self, client: httpx.Client, url: str, params: Mapping[str, ParamValue] | None
     ) -> tuple[Any, str | None]:
-        retrying = Retrying(
-            stop=stop_after_attempt(self.options.retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            sleep=self._sleep,
-            reraise=True,
-        )
+        o = self.options
+        policy = RetryPolicy(max_attempts=o.retries + 1, backoff_initial=o.backoff,
+                             backoff_max=o.backoff_max, jitter=0.0,
+                             max_retry_seconds=math.inf)  # fmt: skip
         try:
-            return retrying(self._get_once, client, url, params)
+            got: tuple[Any, str | None] = policy.call(
+                lambda: self._get_once(client, url, params),
+                lambda exc: isinstance(exc, _Transient),
+                sleep=self._sleep,
+            )
         except _Transient as err:
             tries = self.options.retries + 1
             raise SourceError(
@@ -310,6 +297,7 @@ class HttpConnector:
                 where=f"GET {redact_url(url)}",
                 hint="the HR API is down or overloaded; try again later or raise source.retries",
             ) from None
+        return got
 
     # --- paging ---------------------------------------------------------------------------
 

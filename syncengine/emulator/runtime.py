@@ -159,6 +159,7 @@ class Runtime:
                     "status": status,
                     "errcode": errcode,
                     "ms": round(ms, 3),
+                    "at": round(time.time() - ms / 1000.0, 6),  # when the request arrived
                     "dropped": dropped,
                 }
             )

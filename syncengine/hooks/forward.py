@@ -17,18 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
 
+from syncengine.callpolicy import RetryPolicy
 from syncengine.errors import SyncEngineError
 from syncengine.notify import (
     DELIVERY_HEADER,
@@ -95,14 +91,9 @@ class Forwarder:
         ).encode("utf-8")
         ident = delivery_id(event)
         tries = 0
-        backoff = wait_exponential(multiplier=self._backoff, max=self._backoff_max)
-
-        def wait(state: Any) -> float:
-            pause = float(backoff(state))
-            exc = state.outcome.exception() if state.outcome is not None else None
-            if isinstance(exc, _Again) and exc.retry_after is not None:
-                pause = max(pause, min(exc.retry_after, self._backoff_max))
-            return pause
+        policy = RetryPolicy(max_attempts=self._attempts, backoff_initial=self._backoff,
+                             backoff_max=self._backoff_max, jitter=0.0,
+                             max_retry_seconds=math.inf)  # fmt: skip
 
         def attempt() -> None:
             nonlocal tries
@@ -133,15 +124,7 @@ class Forwarder:
             )
 
         try:
-            for try_ in Retrying(
-                retry=retry_if_exception_type(_Again),
-                wait=wait,
-                stop=stop_after_attempt(self._attempts),
-                sleep=self._sleep,
-                reraise=True,
-            ):
-                with try_:
-                    attempt()
+            policy.call(attempt, lambda exc: isinstance(exc, _Again), sleep=self._sleep)
         except _Again as exc:
             raise ForwardError(
                 f"new-mail event {ident} not delivered after {tries} attempt(s): {exc}",

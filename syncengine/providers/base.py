@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from syncengine.domain import AddressKind, Mailbox, MailboxState, UserUpdate
+from syncengine.domain import AddressKind, Mailbox, MailboxState, MailEvent, UserUpdate
+from syncengine.plan import Action
 
 Progress = Callable[[int, int | None], None]
 """Called as ``progress(done, total)`` during long reads; ``total`` may be unknown (None)."""
@@ -45,6 +46,18 @@ class MailGroup:
     departments: tuple[str, ...] = ()
     posting: GroupPosting = GroupPosting.COMPANY
     allow_list: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One Exmail request an action makes: what ``sync --dry-run`` says it would send."""
+
+    method: str
+    path: str
+    note: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}" + (f" ({self.note})" if self.note else "")
 
 
 @runtime_checkable
@@ -104,6 +117,27 @@ class MailboxProvider(Protocol):
 
     def new_mail_count(self, email: str) -> int:
         """The member's unread-mail count."""
+        ...
+
+    @property
+    def pushes_mail(self) -> bool:
+        """Whether :meth:`listen` long-polls new-mail events (Gen 1); else poll
+        :meth:`new_mail_count` (Gen 2)."""
+        ...
+
+    def listen(self, version: str, timeout: float) -> tuple[list[MailEvent], str]:
+        """One long poll for new-mail events after ``version``: (events, next version)."""
+        ...
+
+    def department_exists(self, path: str) -> bool:
+        """Whether the department ``path`` exists now: the executor's cheap look before it
+        redoes a department write (Gen 2 lists the tree, Gen 1 the parent's children)."""
+        ...
+
+    def planned_calls(self, action: Action) -> tuple[ApiCall, ...]:
+        """The write requests ``action`` makes through this provider (``sync --dry-run``).
+        Reads it may add (a look before redoing a write) change nothing and are not listed;
+        link-only actions make none."""
         ...
 
     def close(self) -> None: ...

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from syncengine.callpolicy import CallPolicy, RetryPolicy
 from syncengine.domain import (
     MAX_DEPARTMENT_DEPTH,
     AddressKind,
@@ -44,13 +45,17 @@ from syncengine.errors import (
     FatalProviderError,
     NotFoundError,
 )
-from syncengine.providers.base import GroupPosting, MailGroup, Progress
+from syncengine.plan import Action, ActionKind
+from syncengine.providers.base import ApiCall, GroupPosting, MailGroup, Progress
 from syncengine.providers.config import ExmailConfig
 from syncengine.providers.http import (
     TokenAuth,
     address_kind,
     api_error,
     decode_json,
+    install_pacing,
+    is_read_call,
+    is_retriable,
     parse_errcode,
     send,
     set_bearer_token,
@@ -93,6 +98,21 @@ def _list_values(data: Mapping[str, Any] | None) -> list[str]:
     return [str(i.get("Value", "")) for i in items if isinstance(i, Mapping)]
 
 
+_WRITE_CALLS: dict[ActionKind, tuple[str, str]] = {
+    ActionKind.CREATE_DEPARTMENT: ("party/sync", "Action=2 add"),
+    ActionKind.MOVE_DEPARTMENT: ("party/sync", "Action=3 modify"),
+    ActionKind.DELETE_DEPARTMENT: ("party/sync", "Action=1 delete"),
+    ActionKind.CREATE_USER: ("user/sync", "Action=2 add"),
+    ActionKind.UPDATE_USER: ("user/sync", "Action=3 modify"),
+    ActionKind.ADD_ALIAS: ("user/sync", "Action=3 modify"),
+    ActionKind.ENABLE_USER: ("user/sync", "Action=3 modify"),
+    ActionKind.DISABLE_USER: ("user/sync", "Action=3 modify"),
+    ActionKind.SWAP_PRIMARY: ("user/swapalias", ""),
+    ActionKind.DELETE_USER: ("user/sync", "Action=1 delete"),
+}
+"""What each writing action kind sends (endpoint, the Action it carries)."""
+
+
 class ExmailV1Provider:
     """:class:`~syncengine.providers.base.MailboxProvider` over the Gen 1 open protocol."""
 
@@ -104,11 +124,15 @@ class ExmailV1Provider:
         client: httpx.Client,
         *,
         clock: Callable[[], float] = time.monotonic,
+        calls: CallPolicy | None = None,
     ):
         if config.api != "v1" or not config.client_id or config.client_secret is None:
             raise ConfigError("exmail.api must be 'v1' with client_id and client_secret")
         self._config = config
         self._client = client
+        # Without a policy (a bare client in a low-level test) reads are tried once, unpaced.
+        self.calls = calls or CallPolicy(RetryPolicy(max_attempts=1))
+        install_pacing(client, self.calls)
         self._client_id = config.client_id
         self._token_url = config.base_url.rstrip("/") + "/cgi-bin/token"
         self._api = config.openapi_base + "/openapi/"
@@ -182,8 +206,32 @@ class ExmailV1Provider:
     ) -> dict[str, Any] | None:
         """One form-encoded POST to ``openapi/<call>``.
 
-        Returns the decoded object, or None for the empty body that means "write done".
+        Returns the decoded object, or None for the empty body that means "write done". A
+        read is retried under the call policy; a write is sent once (the executor retries
+        actions, looking before it redoes one).
         """
+        if is_read_call(call):
+            return self.calls.retry_read(
+                call, lambda: self._call_once(call, form, subject), is_retriable
+            )
+        return self._call_once(call, form, subject)
+
+    pushes_mail = True
+
+    def department_exists(self, path: str) -> bool:
+        wanted = normalise_path(path)
+        try:
+            return path_name(wanted) in self.party_list(parent_path(wanted))
+        except NotFoundError:
+            return False
+
+    def planned_calls(self, action: Action) -> tuple[ApiCall, ...]:
+        if action.kind not in _WRITE_CALLS:
+            return ()
+        endpoint, note = _WRITE_CALLS[action.kind]
+        return (ApiCall("POST", "/openapi/" + endpoint, note),)
+
+    def _call_once(self, call: str, form: Form, subject: str | None) -> dict[str, Any] | None:
         request = self._client.build_request("POST", self._api + call, data=dict(form))
         response = send(self._client, request, call, auth=self._auth, subject=subject)
         return self._decode(call, response, subject)

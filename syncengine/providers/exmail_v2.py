@@ -21,11 +21,13 @@ from typing import Any
 
 import httpx
 
+from syncengine.callpolicy import CallPolicy, RetryPolicy
 from syncengine.domain import (
     AddressKind,
     Gender,
     Mailbox,
     MailboxState,
+    MailEvent,
     Party,
     UserUpdate,
     normalise_email,
@@ -38,13 +40,17 @@ from syncengine.errors import (
     FatalProviderError,
     NotFoundError,
 )
-from syncengine.providers.base import GroupPosting, MailGroup, Progress
+from syncengine.plan import Action, ActionKind
+from syncengine.providers.base import ApiCall, GroupPosting, MailGroup, Progress
 from syncengine.providers.config import ExmailConfig, Gen2App
 from syncengine.providers.http import (
     TokenAuth,
     address_kind,
     api_error,
     decode_json,
+    install_pacing,
+    is_read_call,
+    is_retriable,
     parse_errcode,
     send,
     set_query_token,
@@ -56,6 +62,20 @@ from syncengine.providers.tokens import IssuedToken, TokenCache
 log = logging.getLogger("syncengine.providers.exmail_v2")
 
 ROOT_ID = 1
+
+_WRITE_CALLS: dict[ActionKind, tuple[str, str]] = {
+    ActionKind.CREATE_DEPARTMENT: ("POST", "department/create"),
+    ActionKind.MOVE_DEPARTMENT: ("POST", "department/update"),
+    ActionKind.DELETE_DEPARTMENT: ("GET", "department/delete"),
+    ActionKind.CREATE_USER: ("POST", "user/create"),
+    ActionKind.UPDATE_USER: ("POST", "user/update"),
+    ActionKind.ADD_ALIAS: ("POST", "user/update"),
+    ActionKind.ENABLE_USER: ("POST", "user/update"),
+    ActionKind.DISABLE_USER: ("POST", "user/update"),
+    ActionKind.SWAP_PRIMARY: ("GET", "user/swapalias"),
+    ActionKind.DELETE_USER: ("GET", "user/delete"),
+}
+"""What each writing action kind sends (method, endpoint); the others make no request."""
 BATCHCHECK_LIMIT = 20
 
 _APP_BY_PREFIX: dict[str, Gen2App] = {
@@ -131,11 +151,15 @@ class ExmailV2Provider:
         client: httpx.Client,
         *,
         clock: Callable[[], float] = time.monotonic,
+        calls: CallPolicy | None = None,
     ):
         if config.api != "v2" or not config.corp_id:
             raise ConfigError("exmail.api must be 'v2' with a corp_id for the Gen 2 client")
         self._config = config
         self._client = client
+        # Without a policy (a bare client in a low-level test) reads are tried once, unpaced.
+        self.calls = calls or CallPolicy(RetryPolicy(max_attempts=1))
+        install_pacing(client, self.calls)
         self._base = config.base_url.rstrip("/") + "/cgi-bin/"
         self._clock = clock
         self._auth: dict[Gen2App, TokenAuth] = {}
@@ -224,8 +248,23 @@ class ExmailV2Provider:
     ) -> dict[str, Any]:
         """One API call: GET with ``params``, or POST with the JSON ``body``.
 
-        Returns the decoded answer when errcode is 0; raises the typed error otherwise.
+        Returns the decoded answer when errcode is 0; raises the typed error otherwise. A read
+        is retried under the call policy; a write is sent once (the executor retries actions).
         """
+        if is_read_call(call):
+            return self.calls.retry_read(
+                call, lambda: self._call_once(call, params, body, subject, method), is_retriable
+            )
+        return self._call_once(call, params, body, subject, method)
+
+    def _call_once(
+        self,
+        call: str,
+        params: Mapping[str, Any] | None,
+        body: Mapping[str, Any] | None,
+        subject: str | None,
+        method: str | None,
+    ) -> dict[str, Any]:
         auth = self._auth_for(app_for(call))
         verb = method or ("POST" if body is not None else "GET")
         request = self._client.build_request(
@@ -248,6 +287,26 @@ class ExmailV2Provider:
         return data
 
     # --- departments ----------------------------------------------------------------------
+
+    pushes_mail = False
+
+    def listen(self, version: str, timeout: float) -> tuple[list[MailEvent], str]:
+        raise FatalProviderError(
+            "Gen 2 has no new-mail push; poll mail/newcount instead", call="listen"
+        )
+
+    def department_exists(self, path: str) -> bool:
+        wanted = normalise_path(path)
+        return any(d.path == wanted for d in self.list_departments())
+
+    def planned_calls(self, action: Action) -> tuple[ApiCall, ...]:
+        if action.kind not in _WRITE_CALLS:
+            return ()
+        method, endpoint = _WRITE_CALLS[action.kind]
+        calls = [ApiCall(method, "/cgi-bin/" + endpoint)]
+        if action.kind is ActionKind.CREATE_USER and action.mailbox and not action.mailbox.enabled:
+            calls.append(ApiCall("POST", "/cgi-bin/user/update", "enable=0: user/create has none"))
+        return tuple(calls)
 
     def list_departments(self) -> list[Gen2Department]:
         """The whole tree (root included, path ``""``), and the path <-> id map refreshed."""

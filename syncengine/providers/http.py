@@ -1,10 +1,12 @@
 """The HTTP layer both Exmail clients share: errors, redaction, token auth, response decoding.
 
 This is the ONE place that turns an HTTP status, an Exmail ``errcode`` or an httpx transport
-failure into the typed errors of :mod:`syncengine.errors`. The clients never retry (that is the
-executor's policy); they only say, through the error class, whether a retry may help. The one
-exception is an invalid-token answer, which :class:`TokenAuth` handles by fetching a fresh token
-and sending the call once more.
+failure into the typed errors of :mod:`syncengine.errors`. Every request a client sends is paced
+by the process's :class:`~syncengine.callpolicy.CallPolicy` (:func:`install_pacing`), and the
+clients retry their *reads* under that policy (:func:`is_read_call` tells a read from a write);
+writes are retried action by action by the executor, which looks before redoing. An
+invalid-token answer is handled by :class:`TokenAuth`, which fetches a fresh token and sends the
+call once more.
 
 Gen 2 puts ``access_token`` (and ``corpsecret`` at ``gettoken``) in the query string, so every
 URL that could reach a message or a log line goes through :func:`redact_url` first, and
@@ -13,14 +15,17 @@ URL that could reach a message or a log line goes through :func:`redact_url` fir
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import httpx
 
+from syncengine.callpolicy import CallPolicy
 from syncengine.domain import AddressKind
 from syncengine.errors import (
     AlreadyExistsError,
@@ -178,7 +183,7 @@ def status_error(
     detail = f": {errmsg}" if errmsg else ""
     message = f"HTTP {status} {response.reason_phrase}{detail}{about}"
     if status >= 500 or status == 429:
-        return RetriableProviderError(
+        err = RetriableProviderError(
             message,
             call=call,
             errcode=errcode,
@@ -186,6 +191,8 @@ def status_error(
             http_status=status,
             hint=_HINTS[RetriableProviderError],
         )
+        err.retry_after = retry_after_seconds(response)
+        return err
     if status in (401, 403):
         return AuthenticationError(
             message,
@@ -203,6 +210,24 @@ def status_error(
         http_status=status,
         hint="check exmail.base_url / exmail.openapi_url in the config",
     )
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The pause a ``Retry-After`` header asks for (seconds, or an HTTP date), if any."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def transport_error(
@@ -423,6 +448,36 @@ def new_http_client(
         headers={"User-Agent": "syncengine"},
         follow_redirects=False,
     )
+
+
+READ_ENDPOINTS: frozenset[str] = frozenset(
+    {"list", "get", "simplelist", "search", "check", "batchcheck", "newcount", "authkey",
+     "get_login_url", "token", "gettoken"}
+)  # fmt: skip
+"""The last path segment of every Exmail call that only reads (both generations)."""
+
+
+def is_read_call(call: str) -> bool:
+    """Whether an Exmail call (``user/get``, ``party/sync``...) only reads, so that sending it
+    again can never double an effect."""
+    return call.rsplit("/", 1)[-1] in READ_ENDPOINTS
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """The retry predicate of every Exmail call: a :class:`RetriableProviderError`."""
+    return isinstance(exc, RetriableProviderError)
+
+
+def install_pacing(client: httpx.Client, calls: CallPolicy) -> None:
+    """Make every request ``client`` sends (token fetches and token-refresh resends included)
+    wait for the process's shared pace and count in its call statistics."""
+
+    def pace(request: httpx.Request) -> None:
+        calls.pace(_call_name(request))
+
+    hooks = dict(client.event_hooks)
+    hooks["request"] = [*hooks.get("request", []), pace]
+    client.event_hooks = hooks
 
 
 def str_field(data: Mapping[str, Any], key: str) -> str:

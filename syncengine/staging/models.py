@@ -18,7 +18,6 @@ Portability rules, because the same schema runs on SQLite (default) and PostgreS
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
@@ -88,50 +87,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # BIGINT ids, but INTEGER on SQLite so that the primary key is the auto-incrementing rowid.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class RunKind(enum.StrEnum):
-    INGEST = "ingest"
-    PLAN = "plan"
-    APPLY = "apply"
-    SYNC = "sync"
-    HOOK = "hook"
-
-
-class RunStatus(enum.StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    BLOCKED = "blocked"
-    PARTIAL = "partial"  # finished, some actions failed
-
-
-class SnapshotStatus(enum.StrEnum):
-    LOADING = "loading"
-    COMPLETE = "complete"
-    FAILED = "failed"
-
-
-class PlanStatus(enum.StrEnum):
-    SAVED = "saved"
-    APPLYING = "applying"
-    APPLIED = "applied"
-    FAILED = "failed"  # finished with failed actions
-    ABANDONED = "abandoned"  # superseded or refused (stale), never to be resumed
-
-
-class ActionStatus(enum.StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-class EventStatus(enum.StrEnum):
-    RECEIVED = "received"
-    APPLIED = "applied"
-    FAILED = "failed"
 
 
 class Base(DeclarativeBase):

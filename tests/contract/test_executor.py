@@ -62,7 +62,7 @@ class Bench:
             provider: MailboxProvider | None = None,
             progress: Callable[[int, int], None] | None = None,
             ) -> tuple[ExecutionResult, int]:  # fmt: skip
-        rows, seqs = service._new_actions(plan)
+        rows, seqs = service.checkpoint_rows(plan)
         record = self.repo.save_plan(checksum=plan.checksum, document=plan.to_json(),
                                      actions=rows)  # fmt: skip
         for key, status in (statuses or {}).items():
@@ -73,7 +73,7 @@ class Bench:
         prov = provider or self.provider
         executor = Executor(prov, sink, settings=settings, sleep=sleep or (lambda s: None),
                             passwords=FilePasswordDelivery(self.tmp / "pw.jsonl"),
-                            department_exists=service._department_probe(self.provider),
+                            department_exists=self.provider.department_exists,
                             progress=progress)  # fmt: skip
         return executor.run(plan, statuses), record.id
 
@@ -91,7 +91,9 @@ class Bench:
 def bench(request: pytest.FixtureRequest, staging_repo: Repository, tmp_path: Path,
           emulator_factory: Callable[..., RunningEmulator]) -> Iterator[Bench]:  # fmt: skip
     emu = emulator_factory(request.param)
-    provider = service.build_provider(parse_config({"exmail": emu.exmail_config()}))
+    provider = service.build_provider(
+        parse_config({"exmail": emu.exmail_config(), "apply": {"rate_per_second": 0}})
+    )
     yield Bench(emu, staging_repo, provider, tmp_path)
     provider.close()
 
@@ -252,7 +254,7 @@ def test_killed_after_its_outcome_row_is_not_audited_twice(bench: Bench) -> None
     action = dept("已审计部")
     plan = plan_of([action])
     bench.provider.create_department("已审计部")
-    rows, _ = service._new_actions(plan)
+    rows, _ = service.checkpoint_rows(plan)
     record = bench.repo.save_plan(checksum=plan.checksum, document=plan.to_json(), actions=rows)
     bench.repo.append_audit(AuditEntry(result="done", plan_id=record.id,
                                        action_key=action.key, attempts=1))  # fmt: skip

@@ -44,7 +44,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repository]:
 
 @pytest.fixture(scope="module")
 def provider(emu: RunningEmulator) -> Iterator[MailboxProvider]:
-    p = service.build_provider(parse_config({"exmail": emu.exmail_config()}))
+    p = service.build_provider(
+        parse_config({"exmail": emu.exmail_config(), "apply": {"rate_per_second": 0}})
+    )
     yield p
     p.close()
 
@@ -91,13 +93,13 @@ def test_dependencies_failures_and_skips(
     created = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=next(_counter))
     plan = make_plan(created_at=created, config_fingerprint="c", state_fingerprint="s",
                      actions=actions)  # fmt: skip
-    rows, seqs = service._new_actions(plan)
+    rows, seqs = service.checkpoint_rows(plan)
     record = repo.save_plan(checksum=plan.checksum, document=plan.to_json(), actions=rows)
     run_id = repo.start_run("apply", "schedule")
     sink = service.StagingSink(repo, record.id, seqs, run_id, "schedule")
     settings_ = ExecutorSettings(concurrency=concurrency, max_attempts=2, backoff_initial=0.001)
     Executor(provider, sink, settings=settings_, sleep=lambda s: None,
-             department_exists=service._department_probe(provider)).run(plan)  # fmt: skip
+             department_exists=provider.department_exists).run(plan)  # fmt: skip
 
     status = {a.action_key: a.status for a in repo.load_actions(record.id)}
     expected: dict[str, str] = {}

@@ -8,7 +8,7 @@ import hmac
 import json
 import shutil
 import tomllib
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -194,8 +194,9 @@ def test_sample_payloads_map_through_the_sample_config(tmp_path: Path) -> None:
     data["database"] = {"url": f"sqlite:///{tmp_path / 'staging.db'}"}
     data["hooks"] = {"secret": "x"}
     config = parse_config(data, path=tmp_path / "syncengine.toml")
-    service.ingest(config)
-    backend = service.HookBackend(config, clock=lambda: datetime.now(UTC))
+    engine = service.Engine(config)
+    service.ingest(engine)
+    backend = service.HookBackend(engine)
     try:
         for name, employee in (("upsert", "E0107"), ("terminate", "E0107"),
                                ("department_change", "E0107")):  # fmt: skip
@@ -216,8 +217,8 @@ def test_sample_payloads_map_through_the_sample_config(tmp_path: Path) -> None:
 
 
 def test_the_actor_of_a_coalesced_batch_names_its_deliveries_within_bounds() -> None:
-    assert service._hook_actor(["hr-1"]) == "hook:hr-1"
-    assert service._hook_actor(["a", "b"]) == "hook:a,b"
-    many = service._hook_actor([f"delivery-{n:04d}" for n in range(100)])
+    assert service.hook_actor(["hr-1"]) == "hook:hr-1"
+    assert service.hook_actor(["a", "b"]) == "hook:a,b"
+    many = service.hook_actor([f"delivery-{n:04d}" for n in range(100)])
     assert len(many) <= service.HOOK_ACTOR_MAX and many.startswith("hook:delivery-0000,")
     assert many.endswith(" more") and "+" in many

@@ -49,7 +49,7 @@ def rx(env: ApplyEnv) -> Iterator[Receiver]:
 
 
 def stored(env: ApplyEnv) -> list[service.HookEventView]:
-    return service.list_hook_events(env.config())
+    return service.list_hook_events(service.Engine(env.config()))
 
 
 def assert_nothing_happened(env: ApplyEnv) -> None:

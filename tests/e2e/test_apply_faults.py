@@ -76,8 +76,8 @@ def test_apply_converges_under_faults(
     if "rate_limit_per_token" in faults:
         settings = replace(FAST_RETRIES, backoff_initial=0.05, backoff_max=0.5, jitter=0.05)
     outcome = service.apply_plan(
-        config, service.read_plan_file(plan_file), actor="schedule",
-        sleep=sleep, progress=progress, settings=settings,
+        service.Engine(config, sleep=sleep, settings=settings),
+        service.read_plan_file(plan_file), actor="schedule", progress=progress,
     )  # fmt: skip
     emu.set_faults(fail_rate=0.0, drop_rate=0.0, rate_limit_per_token=0.0)
     assert expired, "the token expiry was never injected"
@@ -88,13 +88,13 @@ def test_apply_converges_under_faults(
     assert_each_action_done_once(env, plan_file)
     assert slept, "no retry happened: the faults were not exercised"
     # Retries answered by looking first: a retried create shows a get_user attempt.
-    rows = [r for r in service.query_audit(config) if r.call]
+    rows = [r for r in service.query_audit(service.Engine(config)) if r.call]
     retried = {r.action_key for r in rows if r.result == "retry"}
     assert retried
     looked = {r.action_key for r in rows if r.call in ("get_user", "department_exists")}
     assert looked and looked <= retried  # looked at the live object only after a doubt
     if "drop_rate" in faults:  # writes that happened unheard were recognised, not redone
-        outcomes = [r for r in service.query_audit(config) if r.call is None]
+        outcomes = [r for r in service.query_audit(service.Engine(config)) if r.call is None]
         assert any("already in the wanted state" in (r.errmsg or "") for r in outcomes)
     if "rate_limit_per_token" in faults:
         assert {r.errcode for r in rows if r.result == "retry"} <= {"45009", "1002"}

@@ -92,7 +92,7 @@ def test_sigkill_then_resume_does_each_action_once(slow_env: ApplyEnv, kill_afte
     env.assert_converged()
     assert_each_action_done_once(env, plan_file)
     resumed_run = out["resumed"][0]["run_id"]
-    checks = [r for r in service.query_audit(env.config(), run_id=resumed_run)
+    checks = [r for r in service.query_audit(service.Engine(env.config()), run_id=resumed_run)
               if r.call in ("get_user", "department_exists")]  # fmt: skip
     # An action in flight at the kill is looked at before being redone (when one was).
     assert all(r.result in ("ok", "retry") for r in checks)

@@ -190,7 +190,7 @@ def _value(value: Any) -> str:
 def audit_rows(env: ApplyEnv) -> list[Any]:
     from syncengine import service
 
-    return service.query_audit(env.config())
+    return service.query_audit(service.Engine(env.config()))
 
 
 def assert_each_action_done_once(env: ApplyEnv, plan_file: Path) -> None:

@@ -26,7 +26,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path,
 
 
 def watch(env: ApplyEnv, url: str, **kw: object) -> list[service.ForwardedMail]:
-    return list(service.forward_mail(env.config(), url, interval=0.1, **kw))  # type: ignore[arg-type]
+    return list(service.forward_mail(service.Engine(env.config()), url, interval=0.1, **kw))  # type: ignore[arg-type]
 
 
 def test_a_new_mail_is_forwarded_once_across_restarts(env: ApplyEnv) -> None:

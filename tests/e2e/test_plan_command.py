@@ -332,7 +332,8 @@ def test_make_plan_reports_progress_and_names(workspace: Workspace) -> None:
     workspace.ingest(*ROWS.values())
     seen: list[tuple[str, int, int | None]] = []
     result = service.make_plan(
-        load_config(workspace.config), progress=lambda s, d, t: seen.append((s, d, t))
+        service.Engine(load_config(workspace.config)),
+        progress=lambda s, d, t: seen.append((s, d, t)),
     )
     stages = [s for s, _, _ in seen]
     assert stages[0] == "reading mailboxes" and stages[-1] == "planning"

@@ -62,12 +62,12 @@ def test_hire_creates_and_terminate_disables_the_mailbox(env: ApplyEnv) -> None:
         assert rx.client.get("/healthz").json()["status"] == "ok"
 
     # Who did it: the audit says hook:<delivery id>, and the event names the run.
-    rows = service.query_audit(env.config(), employee_id="H0001")
+    rows = service.query_audit(service.Engine(env.config()), employee_id="H0001")
     outcomes = [r for r in rows if r.call is None]
     assert {r.kind for r in outcomes} >= {"create_user", "disable_user"}
     assert {r.actor for r in outcomes if r.kind == "create_user"} == {"hook:hr-1"}
     assert {r.actor for r in outcomes if r.kind == "disable_user"} == {"hook:hr-2"}
-    events = service.list_hook_events(env.config())
+    events = service.list_hook_events(service.Engine(env.config()))
     assert [e.status for e in events] == ["applied", "applied"]
     assert all(e.run_id is not None for e in events)
 
@@ -121,18 +121,18 @@ def test_a_burst_of_1000_events_is_coalesced_and_none_is_lost(
         config = env.config()
 
         def settled() -> bool:
-            waiting = service.list_hook_events(config, status="received", limit=1)
+            waiting = service.list_hook_events(service.Engine(config), status="received", limit=1)
             return not waiting
 
         wait_until("every event worked off", settled, timeout=90)
-    events = service.list_hook_events(env.config(), limit=5000)
+    events = service.list_hook_events(service.Engine(env.config()), limit=5000)
     assert len(events) == hires * versions
     assert {e.status for e in events} == {"applied"}, [e for e in events if e.status != "applied"]
     users = env.users()
     for n in range(hires):
         assert users[f"burst{n}@example.com"]["position"] == f"职位{versions - 1}"
     # Coalesced: one create per person in the audit, far fewer syncs than events.
-    rows = [r for r in service.query_audit(env.config()) if r.call is None]
+    rows = [r for r in service.query_audit(service.Engine(env.config())) if r.call is None]
     creates = [r for r in rows if r.kind == "create_user" and r.result == "done"]
     assert sorted(r.employee_id for r in creates) == [f"B{n:04d}" for n in range(hires)]
     assert all(r.actor and r.actor.startswith("hook:") for r in rows if r.run_id

@@ -72,13 +72,13 @@ def test_events_waiting_at_a_kill_9_are_applied_after_the_restart(
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     config = env.config()
-    assert [e.status for e in service.list_hook_events(config)] == ["received"] * 3
+    assert [e.status for e in service.list_hook_events(service.Engine(config))] == ["received"] * 3
     assert not any(u.startswith("restart") for u in env.users())
 
     with serve_process(env, port):
         wait_until("the stored events applied", lambda: not service.list_hook_events(
-            config, status="received"), timeout=60)  # fmt: skip
-    assert [e.status for e in service.list_hook_events(config)] == ["applied"] * 3
+            service.Engine(config), status="received"), timeout=60)  # fmt: skip
+    assert [e.status for e in service.list_hook_events(service.Engine(config))] == ["applied"] * 3
     users = env.users()
     assert all(f"restart{n}@example.com" in users for n in range(3))
     result = env.cli("events", "--json")
@@ -110,7 +110,7 @@ def test_the_scheduled_job_is_the_nightly_sync(
                  aliases="")  # fmt: skip
     rows = [*env.rows, night]
     env.write(rows)
-    backend = service.HookBackend(env.config())
+    backend = service.HookBackend(service.Engine(env.config()))
     try:
         backend.scheduled_sync()
         assert backend.metrics.value("syncengine_runs_total", kind="sync",
@@ -118,7 +118,7 @@ def test_the_scheduled_job_is_the_nightly_sync(
     finally:
         backend.close()
     assert "night@example.com" in env.users()
-    rows_ = service.query_audit(env.config(), employee_id="N0001")
+    rows_ = service.query_audit(service.Engine(env.config()), employee_id="N0001")
     assert {r.actor for r in rows_} == {"schedule:serve"}
 
 

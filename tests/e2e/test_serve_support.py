@@ -159,7 +159,7 @@ def running_receiver(env: ApplyEnv, *, worker: bool = True) -> Iterator[Receiver
     """The hook app over a real backend, served by uvicorn on a free loopback port (socket
     with TCP_NODELAY), with its worker thread unless ``worker=False``."""
     config = env.config()
-    backend = service.HookBackend(config)
+    backend = service.HookBackend(service.Engine(config))
     w = None
     if worker:
         w = Worker(backend.process, coalesce_window=config.hooks.coalesce_window,

@@ -9,13 +9,12 @@ import threading
 import pytest
 from tenacity import RetryCallState, Retrying
 
+from syncengine.callpolicy import Pacer, _StopAfterBackoff
 from syncengine.domain import Gender, Mailbox, UserUpdate
 from syncengine.executor import (
     PASSWORD_SYMBOLS,
     ExecutorSettings,
     PasswordDelivery,
-    TokenBucket,
-    _StopAfterBackoff,
     generate_password,
     mailbox_differences,
     update_differences,
@@ -42,7 +41,7 @@ class FakeTime:
 
 def test_bucket_allows_a_burst_then_paces() -> None:
     t = FakeTime()
-    bucket = TokenBucket(10.0, burst=3, clock=t.clock, sleep=t.sleep)
+    bucket = Pacer(10.0, burst=3, clock=t.clock, sleep=t.sleep)
     for _ in range(3):
         assert bucket.acquire() == 0.0
     waited = bucket.acquire()
@@ -55,7 +54,7 @@ def test_bucket_allows_a_burst_then_paces() -> None:
 
 def test_bucket_refills_up_to_burst_only() -> None:
     t = FakeTime()
-    bucket = TokenBucket(5.0, burst=2, clock=t.clock, sleep=t.sleep)
+    bucket = Pacer(5.0, burst=2, clock=t.clock, sleep=t.sleep)
     t.now += 60  # a long idle time saves at most `burst` tokens
     assert bucket.acquire() == 0.0 and bucket.acquire() == 0.0
     assert bucket.acquire() == pytest.approx(0.2)
@@ -63,7 +62,7 @@ def test_bucket_refills_up_to_burst_only() -> None:
 
 def test_bucket_zero_rate_is_unlimited() -> None:
     t = FakeTime()
-    bucket = TokenBucket(0.0, clock=t.clock, sleep=t.sleep)
+    bucket = Pacer(0.0, clock=t.clock, sleep=t.sleep)
     for _ in range(1000):
         bucket.acquire()
     assert t.slept == []
@@ -71,7 +70,7 @@ def test_bucket_zero_rate_is_unlimited() -> None:
 
 def test_bucket_is_thread_safe() -> None:
     t = FakeTime()
-    bucket = TokenBucket(50.0, burst=5, clock=t.clock, sleep=t.sleep)
+    bucket = Pacer(50.0, burst=5, clock=t.clock, sleep=t.sleep)
     threads = [threading.Thread(target=lambda: [bucket.acquire() for _ in range(25)])
                for _ in range(8)]  # fmt: skip
     for th in threads:
@@ -140,3 +139,10 @@ def test_backoff_cap_counts_sleeps_not_only_the_wall_clock() -> None:
 def test_settings_are_validated(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         ExecutorSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_every_action_kind_has_a_handler() -> None:
+    from syncengine.executor import HANDLERS
+    from syncengine.plan import ActionKind
+
+    assert set(HANDLERS) == set(ActionKind)

@@ -1,0 +1,271 @@
+"""The ``db``, ``ingest`` and ``emulator`` commands."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from syncengine import service
+from syncengine.cli.app import (
+    State,
+    echo_json,
+    handle_errors,
+    json_option,
+    main,
+    pass_state,
+)
+from syncengine.errors import EXIT_ERROR
+
+
+@main.group()
+def db() -> None:
+    """The staging database: create, migrate and inspect its schema."""
+
+
+@db.command("upgrade")
+@pass_state
+@handle_errors
+def db_upgrade_command(state: State) -> None:
+    """Create or migrate the staging database to this version's schema."""
+    before, after = service.db_upgrade(state.config)
+    if before == after:
+        click.echo(f"database already at {after} (up to date)")
+    else:
+        click.echo(f"database upgraded from {before or 'empty'} to {after}")
+
+
+@db.command("current")
+@json_option("Print JSON.")
+@pass_state
+@handle_errors
+def db_current_command(state: State, as_json: bool) -> None:
+    """Show the database's schema revision and the one this version needs."""
+    status = service.db_current(state.config)
+    if as_json:
+        echo_json(
+            {
+                "url": status.url,
+                "current": status.current,
+                "head": status.head,
+                "up_to_date": status.up_to_date,
+                "known": status.known,
+            }
+        )
+        return
+    click.echo(f"database: {status.url}")
+    click.echo(f"current:  {status.current or '(empty: no schema yet)'}")
+    click.echo(f"head:     {status.head}")
+    if status.up_to_date:
+        click.echo("up to date")
+    elif not status.known:
+        click.echo("the database is newer than this syncengine: upgrade syncengine")
+    else:
+        click.echo("behind: run 'syncengine db upgrade'")
+
+
+@db.command("unlock")
+@click.argument("name", type=click.Choice(["apply", "sync"]))
+@click.option("--yes", is_flag=True, help="Clear it (without: only show who holds it).")
+@pass_state
+@handle_errors
+def db_unlock_command(state: State, name: str, yes: bool) -> None:
+    """Clear a run lock left by a host that is gone (refused while its holder is alive here).
+
+    A lock left by a dead process on this host is taken over by the next run by itself; a
+    holder on another host cannot be checked from here, so an admin clears it after looking.
+    """
+    holder = service.lock_holder(state.engine, name) if not yes else None
+    if not yes:
+        if holder is None:
+            click.echo(f"the lock {name!r} is not held")
+            return
+        click.echo(f"the lock {name!r} is held by {holder.describe()}")
+        click.echo(f"if that process is gone for good: syncengine db unlock {name} --yes")
+        sys.exit(EXIT_ERROR)
+    cleared = service.db_unlock(state.engine, name)
+    if cleared is None:
+        click.echo(f"the lock {name!r} is not held")
+    else:
+        click.echo(f"released the lock {name!r}; it was held by {cleared.describe()}")
+
+
+@main.command("ingest")
+@json_option("Print the report as JSON.")
+@pass_state
+@handle_errors
+def ingest_command(state: State, as_json: bool) -> None:
+    """Read the HR source into a new snapshot; print counts and every problem row.
+
+    Rows with a problem are quarantined: not synced and never treated as leavers. Exit 1 when
+    the source fails as a whole (the previous snapshot then stays current).
+    """
+    show_progress = not as_json and sys.stderr.isatty()
+
+    def progress(stage: str, count: int) -> None:
+        if show_progress:
+            click.echo(f"\r{stage}: {count:,} ...", err=True, nl=stage == "storing")
+
+    report = service.ingest(state.engine, progress=progress)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    counts = report.counts
+    click.echo(f"Read {report.rows:,} records from {report.source}")
+    previous = report.previous_snapshot_id
+    click.echo(
+        f"Snapshot {report.snapshot_id} is now current"
+        + (f" (previous: {previous})" if previous is not None else " (the first one)")
+    )
+    for key in ("people", "departments", "new", "changed", "gone", "quarantined"):
+        click.echo(f"  {key:<12} {counts[key]:>7,}")
+    if report.problems:
+        click.echo(
+            f"Problems ({len(report.problems)}; these rows are held back until HR fixes them):"
+        )
+        for p in report.problems:
+            click.echo(f"  {p}")
+    if report.notes:
+        click.echo("Notes:")
+        for p in report.notes:
+            click.echo(f"  {p}")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@main.command("emulator")
+@click.option(
+    "--api",
+    type=click.Choice(["v1", "v2"]),
+    default="v2",
+    show_default=True,
+    help="Which Exmail API generation to emulate.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to bind (0 = any free port).",
+)
+@click.option(
+    "--seed",
+    "seed_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Seed file (JSON or TOML); default: the built-in demo directory.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="State file: loaded at start if present, written after each change.",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Added latency per call, in milliseconds.",
+)
+@click.option(
+    "--fail-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Fraction of calls answered with HTTP 503.",
+)
+@click.option(
+    "--drop-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Fraction of calls whose connection is dropped (after the call took effect).",
+)
+@click.option(
+    "--busy-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Fraction of calls answered 'system busy' (Gen 2 -1, Gen 1 1002).",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Calls per second per token (0 = unlimited); over it: 45009 / 1002.",
+)
+@click.option(
+    "--token-lifetime",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Token lifetime in seconds (default: 7200 for v2, 86400 for v1).",
+)
+@click.option(
+    "--listen-hold",
+    type=click.FloatRange(min=0),
+    default=25.0,
+    show_default=True,
+    help="Seconds a Gen 1 listen long poll is held when nothing happens.",
+)
+@click.option(
+    "--rng-seed", type=int, default=None, help="Seed for fault injection, for repeatable runs."
+)
+@click.option(
+    "--control/--no-control",
+    default=False,
+    show_default=True,
+    help="Serve the test-control API under /_emulator/.",
+)
+@click.option("--control-anywhere", is_flag=True, help="Allow --control on a non-loopback address.")
+@pass_state
+@handle_errors
+def emulator_command(
+    state: State,
+    api: str,
+    host: str,
+    port: int,
+    seed_path: str | None,
+    state_path: str | None,
+    latency_ms: float,
+    fail_rate: float,
+    drop_rate: float,
+    busy_rate: float,
+    rate_limit: float,
+    token_lifetime: float | None,
+    listen_hold: float,
+    rng_seed: int | None,
+    control: bool,
+    control_anywhere: bool,
+) -> None:
+    """Run a local Exmail emulator (both API generations) until interrupted."""
+
+    def ready(start: service.EmulatorStart) -> None:
+        click.echo(f"Exmail emulator ({start.api}) listening on {start.base_url}")
+        if start.control:
+            click.echo(f"Control API: {start.base_url}/_emulator/")
+        if start.state_file:
+            click.echo(f"State file: {start.state_file}")
+        if start.config_snippet:
+            click.echo("Demo credentials (put this in syncengine.toml):\n")
+            click.echo(start.config_snippet + "\n")
+        click.echo("Press Ctrl+C to stop.")
+
+    service.run_emulator(
+        api=api,
+        host=host,
+        port=port,
+        seed_path=seed_path,
+        state_path=state_path,
+        options={
+            "latency_ms": latency_ms,
+            "fail_rate": fail_rate,
+            "drop_rate": drop_rate,
+            "busy_rate": busy_rate,
+            "rate_limit_per_token": rate_limit,
+            "token_lifetime": token_lifetime,
+            "listen_hold": listen_hold,
+            "rng_seed": rng_seed,
+        },
+        control=control,
+        control_anywhere=control_anywhere,
+        on_ready=ready,
+    )

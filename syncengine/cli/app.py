@@ -1,0 +1,261 @@
+"""The ``syncengine`` command group and what its commands share (state, errors, options,
+progress, output). The commands live in the sibling modules, one per job; parse, call
+:mod:`syncengine.service`, render, exit.
+
+Thin on purpose: no query, no HTTP request and no business rule lives here. Every
+:class:`~syncengine.errors.SyncEngineError` becomes a one-paragraph message on stderr and its
+documented exit code, never a traceback (``--debug`` shows one for bug reports).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import click
+
+from syncengine import __version__, service
+from syncengine.config import Config, load_config
+from syncengine.errors import SyncEngineError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """Per-invocation CLI state: the config path and the lazily loaded config."""
+
+    def __init__(self, config_path: str | None, debug: bool):
+        self.config_path = config_path
+        self.debug = debug
+        self._config: Config | None = None
+        self._engine: service.Engine | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def engine(self) -> service.Engine:
+        """The process's one Engine (built on first use, closed when the command ends)."""
+        if self._engine is None:
+            self._engine = service.Engine(self.config)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def handle_errors(func: F) -> F:
+    """Print a SyncEngineError as a clear message and exit with its code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SyncEngineError as exc:
+            ctx = click.get_current_context(silent=True)
+            state = ctx.find_object(State) if ctx else None
+            if state is not None and state.debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return cast(F, wrapper)
+
+
+def echo_json(data: Any) -> None:
+    """Machine output: one JSON document on stdout, UTF-8, stable key order."""
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (default: $SYNCENGINE_CONFIG, else ./syncengine.toml).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(__version__, prog_name="syncengine")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
+    """Keep Tencent Exmail in step with the HR system, safely."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = State(config_path, debug)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def json_option(help: str) -> Callable[[F], F]:
+    """``--json``: the command's result as one JSON document on stdout (declared once)."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def release_options(func: F) -> F:
+    """``--allow-removals N``, ``--allow-updates N`` and ``--force``: the releases a brake
+    names, given after review (``plan``, ``apply`` and ``sync`` take the same three)."""
+    func = click.option("--force", is_flag=True, help="After review: release every brake.")(func)
+    func = click.option(
+        "--allow-updates",
+        type=click.IntRange(min=0),
+        default=None,
+        metavar="N",
+        help="After review: release the update brake for up to N updates.",
+    )(func)
+    func = click.option(
+        "--allow-removals",
+        type=click.IntRange(min=0),
+        default=None,
+        metavar="N",
+        help="After review: release the removal brakes for up to N disables/deletes.",
+    )(func)
+    return func
+
+
+def invoked_as() -> str:
+    """How the user can type this command again: ``syncengine`` when that is on PATH, else the
+    path they used (``.venv/bin/syncengine`` after the README's install)."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "syncengine"
+    if os.path.basename(argv0) != "syncengine":
+        return "syncengine"  # python -m, or a test runner
+    on_path = shutil.which("syncengine")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+        return "syncengine"
+    rel = os.path.relpath(argv0)
+    return rel if not rel.startswith("..") else argv0
+
+
+def write_file(path: str, text: str) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a plan."""
+    import os
+    import tempfile
+
+    from syncengine.errors import PlanError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise PlanError(
+            f"cannot write the plan: {exc.strerror or exc}",
+            where=path,
+            hint="choose a writable path for --out (the plan is saved in the database anyway)",
+        ) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def cli_actor() -> str:
+    """``cli:<user>`` for the audit log's "who started it"."""
+    import getpass
+    import os
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    return f"cli:{user}"
+
+
+def apply_progress(enabled: bool) -> Callable[[int, int], None] | None:
+    if not enabled:
+        return None
+    import time
+
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < 0.2:
+            return
+        last[0] = now
+        click.echo(f"\rapplying: {done:,} / {total:,} actions", err=True, nl=done >= total)
+
+    return progress
+
+
+def echo_apply_outcome(outcome: service.ApplyOutcome) -> None:
+    for report in outcome.reports:
+        counts = report.counts
+        what = "resumed plan" if report.resumed else "plan"
+        plan_ref = f"#{report.plan_id} " if report.plan_id is not None else ""
+        head = f"{what} {plan_ref}({report.checksum[:12]}): {report.status}"
+        if report.status == "no-changes":
+            click.echo(f"{head}: nothing to do")
+            continue
+        if report.status.startswith("already-"):
+            click.echo(f"{head}: this plan was applied before; nothing was written "
+                       "(make a new plan with 'syncengine plan')")  # fmt: skip
+        else:
+            click.echo(
+                f"{head}: {counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
+                f"{counts.get('skipped', 0)} skipped"
+                + (f", {counts['already_done']} done earlier" if counts.get("already_done") else "")
+                + f" ({report.calls} API calls, {report.seconds:.1f} s, run {report.run_id})"
+            )
+        for f in report.failures:
+            who = f" (employee {f.employee_id})" if f.employee_id else ""
+            click.echo(f"  {f.status:<7} {f.key}{who}: {f.reason}")
+        if report.passwords_delivered:
+            click.echo(
+                f"{report.passwords_delivered} initial password(s) written to "
+                f"{report.password_file} (mode 0600): hand them over, then delete the file"
+            )
+
+
+class ProgressLine:
+    """One self-overwriting progress line on stderr: a bar when the total is known."""
+
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._last = 0.0
+        self._stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        now = self._clock()
+        final = total is not None and done >= total
+        if stage == self._stage and not final and now - self._last < 0.1:
+            return
+        if self._stage is not None and stage != self._stage:
+            click.echo("", err=True)
+        self._stage, self._last = stage, now
+        if total:
+            filled = min(self.WIDTH, self.WIDTH * done // total)
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            text = f"{stage:<18} [{bar}] {done:,} / {total:,}"
+        else:
+            text = f"{stage:<18} {done:,}"
+        click.echo(f"\r{text}", err=True, nl=False)
+
+    def close(self) -> None:
+        if self._stage is not None:
+            click.echo("", err=True)

@@ -1,0 +1,334 @@
+"""The ``plan``, ``apply`` and ``audit`` commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from syncengine import service
+from syncengine.cli.app import (
+    State,
+    apply_progress,
+    cli_actor,
+    echo_apply_outcome,
+    echo_json,
+    handle_errors,
+    json_option,
+    main,
+    pass_state,
+    release_options,
+    write_file,
+)
+from syncengine.errors import SyncEngineError
+
+
+@main.command("plan")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the plan to FILE in the chosen --format (json: the file 'apply' takes).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "html"]),
+    default=None,
+    help="text (the default on stdout), json (the applyable plan file) or html (one page "
+    "for approvers). Default with --out: json.",
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 2 when the plan has changes (0: none, 3: blocked, 1: error).",
+)
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="EMPLOYEE_ID",
+    help="Plan for these employees alone and explain each step (repeatable).",
+)
+@release_options
+@json_option("Print a JSON summary (and the plan).")
+@pass_state
+@handle_errors
+def plan_command(
+    state: State,
+    out_path: str | None,
+    fmt: str | None,
+    detailed_exitcode: bool,
+    only: tuple[str, ...],
+    allow_removals: int | None,
+    allow_updates: int | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Show what a sync would change: compare the current HR snapshot with the live Exmail
+    directory, save the plan and print it (or write it with --out).
+
+    Exit codes: 0 no changes, 2 changes (with --detailed-exitcode), 3 blocked by a safety
+    brake (always; the plan is still saved and shown with how to release it), 1 error.
+    """
+    import time
+
+    from syncengine import render
+    from syncengine.errors import EXIT_BLOCKED, EXIT_CHANGES
+
+    fmt = fmt or ("json" if out_path else "text")
+    show_progress = not as_json and sys.stderr.isatty()
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        if not show_progress:
+            return
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if stage == "reading mailboxes" and not final and now - last[0] < 0.2:
+            return
+        last[0] = now
+        if stage == "planning":  # keep the last read count on its own line
+            click.echo(f"\nplanning {done:,} people ...", err=True)
+            return
+        of = f" / {total:,}" if total else ""
+        click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=False)
+
+    result = service.make_plan(
+        state.engine,
+        only=list(only) if only else None,
+        allow_removals=allow_removals,
+        allow_updates=allow_updates,
+        force=force,
+        progress=progress,
+    )
+    plan = result.plan
+    if fmt == "json":
+        document = render.render_json(plan)
+    elif fmt == "html":
+        document = render.render_html(
+            plan, release=result.release, names=result.names, plan_id=result.plan_id
+        )
+    else:
+        color = out_path is None and not as_json and sys.stdout.isatty()
+        document = render.render_text(plan, color=color, release=result.release,
+                                      names=result.names)  # fmt: skip
+        if plan.explanations:
+            document = (
+                render.render_explanation(plan, color=color, names=result.names) + "\n" + document
+            )
+
+    if out_path is not None:
+        write_file(out_path, document)
+    if as_json:
+        data = result.to_dict()
+        data["out"] = out_path
+        data["format"] = fmt
+        if out_path is None:
+            data["plan"] = plan.to_dict()
+        echo_json(data)
+    elif out_path is not None:
+        click.echo(f"{render.summary_line(plan, result.release)}")
+        click.echo(f"Saved as plan #{result.plan_id} ({fmt}): {out_path}")
+        for reason in plan.unreleased(result.release):
+            click.echo(f"blocked: {reason.message} — {reason.how_to_release}", err=True)
+    else:
+        click.echo(document, nl=False)
+        if fmt == "text":
+            click.echo(f"(saved as plan #{result.plan_id}; write it with --out FILE)", err=True)
+
+    if result.blocked:
+        sys.exit(EXIT_BLOCKED)
+    if detailed_exitcode and plan.has_changes:
+        sys.exit(EXIT_CHANGES)
+
+
+@main.command("apply")
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False))
+@click.option("--checksum", default=None, help="The reviewed plan's checksum; refuse any other.")
+@release_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--resume", is_flag=True, help="Only finish the apply an interruption left.")
+@json_option("Print the outcome as JSON.")
+@pass_state
+@handle_errors
+def apply_command(
+    state: State,
+    planfile: str | None,
+    checksum: str | None,
+    allow_removals: int | None,
+    allow_updates: int | None,
+    force: bool,
+    yes: bool,
+    resume: bool,
+    as_json: bool,
+) -> None:
+    """Apply a reviewed plan to Exmail (PLANFILE from 'syncengine plan --out'), or plan now,
+    show the plan and ask before applying it.
+
+    Refused before any write when the checksum or config differs, a brake blocks the plan
+    (release with --allow-removals/--allow-updates/--force), another apply runs, or Exmail
+    changed since the plan was made (plan again). An interrupted apply is finished first.
+    Exit codes: 0 applied, 1 error or refused, 3 blocked, 4 some actions failed (listed).
+    """
+    from syncengine import render
+    from syncengine.errors import EXIT_FAILED_ACTIONS
+
+    actor = cli_actor()
+    progress = apply_progress(not as_json and sys.stderr.isatty())
+    release: dict[str, Any] = {
+        "allow_removals": allow_removals,
+        "allow_updates": allow_updates,
+        "force": force,
+    }
+    extra: dict[str, Any] = {}
+    if resume:
+        if planfile is not None:
+            raise click.UsageError("--resume takes no PLANFILE")
+        outcome = service.resume_apply(state.engine, actor=actor, progress=progress)
+        if not outcome.reports and not as_json:
+            click.echo("nothing to resume: no interrupted apply")
+    elif planfile is not None:
+        plan = service.read_plan_file(planfile)
+        outcome = service.apply_plan(
+            state.engine, plan, checksum=checksum, actor=actor, progress=progress, **release
+        )
+    else:
+
+        def confirm(earlier: service.ApplyOutcome, result: service.PlanResult) -> bool:
+            if earlier.reports and not as_json:
+                echo_apply_outcome(earlier)
+            plan = result.plan
+            if not as_json:
+                click.echo(render.render_text(plan, color=sys.stdout.isatty(),
+                                              release=result.release, names=result.names),
+                           nl=False)  # fmt: skip
+            if yes:
+                return True
+            if not sys.stdin.isatty():
+                raise SyncEngineError(
+                    "refusing to apply without confirmation: there is no terminal to ask on",
+                    where="apply",
+                    hint="review the plan, then run again with --yes (or apply a saved plan "
+                    "file with 'syncengine apply PLANFILE --yes')",
+                )
+            return click.confirm(f"Apply these {len(plan.actions)} change(s)?", default=False)
+
+        result, maybe = service.plan_and_apply(
+            state.engine, confirm=confirm, actor=actor, progress=progress, **release
+        )
+        if maybe is None:
+            click.echo("cancelled: nothing was applied", err=True)
+            sys.exit(1)
+        outcome = maybe
+        extra = {"plan": result.to_dict()}
+    if as_json:
+        echo_json({**outcome.to_dict(), **extra})
+    else:
+        echo_apply_outcome(outcome)
+    if outcome.failed:
+        if not as_json:
+            click.echo("some actions failed (listed above); fix the cause and run "
+                       "'syncengine plan' / 'syncengine apply' again", err=True)  # fmt: skip
+        sys.exit(EXIT_FAILED_ACTIONS)
+
+
+AUDIT_COLUMNS = (
+    "id", "at", "run_id", "actor", "plan_id", "action_key", "kind", "target", "employee_id",
+    "email", "result", "call", "attempt", "attempts", "errcode", "errmsg", "duration_ms", "diffs",
+)  # fmt: skip
+
+
+def _parse_since(value: str | None) -> Any:
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date (YYYY-MM-DD) or ISO time", param_hint="--since"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@main.command("audit")
+@click.option("--run", "run_id", type=int, default=None, help="Only this run.")
+@click.option("--employee", "employee_id", default=None, help="Only this HR employee id.")
+@click.option("--email", default=None, help="Only this mailbox address.")
+@click.option("--since", default=None, help="Only rows at or after DATE (YYYY-MM-DD or ISO).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="The newest N rows.")
+@json_option("Print a JSON array.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per audit row).")
+@pass_state
+@handle_errors
+def audit_command(
+    state: State,
+    run_id: int | None,
+    employee_id: str | None,
+    email: str | None,
+    since: str | None,
+    limit: int | None,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """What happened to whom, when and why: the audit log, oldest first.
+
+    One row per action outcome (result done/failed/skipped, attempts, field diffs) and one
+    per API call made for it (call, result ok/retry/error, errcode and text, duration).
+    """
+    import csv
+    import dataclasses
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    rows = service.query_audit(
+        state.engine,
+        run_id=run_id,
+        employee_id=employee_id,
+        email=email,
+        since=_parse_since(since),
+        limit=limit,
+    )
+    records = [{k: dataclasses.asdict(r)[k] for k in AUDIT_COLUMNS} for r in rows]
+    if as_json:
+        echo_json(records)
+        return
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(AUDIT_COLUMNS)
+        for rec in records:
+            writer.writerow(
+                [
+                    json.dumps(v, ensure_ascii=False, sort_keys=True)
+                    if isinstance(v, dict)
+                    else ("" if v is None else (v.isoformat() if hasattr(v, "isoformat") else v))
+                    for v in rec.values()
+                ]
+            )
+        return
+    if not records:
+        click.echo("no audit rows match")
+        return
+    for r in rows:
+        when = r.at.isoformat(sep=" ", timespec="seconds") if r.at else "?"
+        who = f"employee {r.employee_id} " if r.employee_id else ""
+        if r.call:
+            line = f"{when}  run {r.run_id}  {r.action_key}  call {r.call} #{r.attempt}: {r.result}"
+        else:
+            line = (f"{when}  run {r.run_id}  {r.actor}  {r.action_key}  {who}-> {r.result}"
+                    f" ({r.attempts} call(s))")  # fmt: skip
+        if r.errcode:
+            line += f"  [{r.errcode}]"
+        if r.errmsg:
+            line += f"  {r.errmsg}"
+        if r.duration_ms is not None:
+            line += f"  {r.duration_ms} ms"
+        click.echo(line)
+        for field, change in sorted((r.diffs or {}).items()):
+            if isinstance(change, dict):
+                click.echo(f"      {field}: {change.get('old')!r} -> {change.get('new')!r}")

@@ -1,0 +1,523 @@
+"""Applying a reviewed plan: checkpoints, audit, resume, the stale-plan check."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from syncengine.apply_config import DEFAULT_PASSWORD_FILE
+from syncengine.config import Config
+from syncengine.domain import (
+    IdentityLink,
+    normalise_email,
+)
+from syncengine.errors import (
+    PlanError,
+    StagingError,
+    StalePlanError,
+)
+from syncengine.executor import (
+    AuditRecord,
+    Executor,
+    NoPasswordDelivery,
+    PasswordSink,
+)
+from syncengine.executor import Status as ExecStatus
+from syncengine.passwords import FilePasswordDelivery
+from syncengine.plan import Action, LinkRecord, Plan, Release
+from syncengine.service.engine import Engine
+from syncengine.service.planning import PlanResult, make_plan, save_plan
+from syncengine.staging.repository import (
+    AuditEntry,
+    PlanRecord,
+    Repository,
+)
+from syncengine.statuses import ActionStatus, PlanStatus, RunKind, RunStatus
+
+log = logging.getLogger(__name__)
+
+# --- apply: a reviewed plan -> Exmail, checkpointed and audited (issue 5) ------------------
+
+APPLY_LOCK = "apply"
+"""The run lock's name: one apply (or sync) at a time per staging database."""
+
+
+@dataclass(frozen=True)
+class ApplyFailure:
+    """One action that did not get done in this apply, and why."""
+
+    key: str
+    kind: str
+    target: str
+    employee_id: str
+    status: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "target": self.target,
+            "employee_id": self.employee_id,
+            "status": self.status,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    """What one apply of one plan did. ``status``: ``applied`` (every action done),
+    ``failed`` (some failed or were skipped), ``no-changes`` (an empty plan)."""
+
+    plan_id: int | None
+    run_id: int | None
+    checksum: str
+    status: str
+    counts: dict[str, int]
+    failures: tuple[ApplyFailure, ...]
+    calls: int
+    seconds: float
+    retries: int = 0
+    resumed: bool = False
+    password_file: str | None = None
+    passwords_delivered: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan_id": self.plan_id,
+            "run_id": self.run_id,
+            "checksum": self.checksum,
+            "status": self.status,
+            "resumed": self.resumed,
+            "counts": dict(self.counts),
+            "failures": [f.to_dict() for f in self.failures],
+            "calls": self.calls,
+            "retries": self.retries,
+            "seconds": round(self.seconds, 3),
+            "password_file": self.password_file,
+            "passwords_delivered": self.passwords_delivered,
+        }
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """Every plan an ``apply`` call worked on: interrupted ones it resumed first, then the
+    given plan (absent for ``apply --resume``)."""
+
+    resumed: tuple[ApplyReport, ...]
+    applied: ApplyReport | None
+
+    @property
+    def reports(self) -> tuple[ApplyReport, ...]:
+        return (*self.resumed, *((self.applied,) if self.applied else ()))
+
+    @property
+    def failed(self) -> bool:
+        return any(r.failed for r in self.reports)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "resumed": [r.to_dict() for r in self.resumed],
+            "applied": self.applied.to_dict() if self.applied else None,
+            "failed": self.failed,
+        }
+
+
+class StagingSink:
+    """The executor's :class:`~syncengine.executor.ExecutionSink` over the staging repository:
+    checkpoints on ``plan_actions``, rows in ``audit_log``, links in ``identity_links``."""
+
+    def __init__(
+        self, repo: Repository, plan_id: int, seqs: dict[str, int], run_id: int, actor: str
+    ) -> None:
+        self.repo = repo
+        self.plan_id = plan_id
+        self.seqs = seqs
+        self.run_id = run_id
+        self.actor = actor
+        self._done_rows: set[str] | None = None
+        self._links: dict[str, datetime] | None = None
+        self._lock = threading.Lock()
+
+    def start_action(self, action: Action, *, resuming: bool) -> int:
+        seq = self.seqs[action.key]
+        return self.repo.start_action(self.plan_id, seq, resuming=resuming).attempts
+
+    def finish_action(self, action: Action, status: ExecStatus, error: str | None) -> None:
+        self.repo.finish_action(self.plan_id, self.seqs[action.key], status.value, error)
+
+    def audit(self, records: Sequence[AuditRecord]) -> None:
+        self.repo.append_audit_many(
+            AuditEntry(
+                result=r.result,
+                run_id=self.run_id,
+                actor=self.actor,
+                plan_id=self.plan_id,
+                action_key=r.action_key,
+                kind=r.kind,
+                target=r.target,
+                employee_id=r.employee_id or None,
+                email=r.email,
+                diffs=dict(r.diffs) if r.diffs else None,
+                errcode=r.errcode,
+                errmsg=r.errmsg,
+                attempt=r.attempt,
+                attempts=r.attempts,
+                duration_ms=r.duration_ms,
+                call=r.call,
+            )
+            for r in records
+        )
+
+    def already_audited_done(self, action: Action) -> bool:
+        with self._lock:
+            if self._done_rows is None:
+                self._done_rows = {
+                    e.action_key
+                    for e in self.repo.query_audit(plan_id=self.plan_id)
+                    if e.action_key and e.call is None and e.result == ExecStatus.DONE.value
+                }
+            return action.key in self._done_rows
+
+    def store_link(self, link: LinkRecord) -> None:
+        with self._lock:  # the links as the run started (the run lock keeps others out)
+            if self._links is None:
+                self._links = {k: v.first_seen for k, v in self.repo.load_links().items()}
+            first_seen = self._links.setdefault(link.employee_id, self.repo.now())
+        self.repo.save_links(
+            [
+                IdentityLink(
+                    employee_id=link.employee_id,
+                    email=normalise_email(link.email),
+                    first_seen=first_seen,
+                    disabled_since=link.disabled_since,
+                    generated=link.generated,
+                )
+            ]
+        )
+
+    def remove_link(self, employee_id: str) -> None:
+        self.repo.delete_link(employee_id)
+        with self._lock:
+            if self._links is not None:
+                self._links.pop(employee_id, None)
+
+
+def password_file_path(config: Config) -> Path:
+    """Where ``delivery = "file"`` writes: ``[passwords] path``, else next to the SQLite
+    database file, else next to the config file."""
+    if config.passwords.path:
+        return config.resolve_path(config.passwords.path)
+    url = config.database_url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and ":memory:" not in url:
+        return Path(url[len(prefix) :]).parent / DEFAULT_PASSWORD_FILE
+    return config.base_dir / DEFAULT_PASSWORD_FILE
+
+
+def _execute_stored(
+    engine: Engine,
+    record: PlanRecord,
+    plan: Plan,
+    *,
+    actor: str,
+    resumed: bool,
+    progress: Callable[[int, int], None] | None,
+) -> ApplyReport:
+    """Run (or finish) one stored plan under the lock already held: checkpoints decide what
+    is left; the run, the plan status and the password file are kept up to date."""
+    started = time.perf_counter()
+    config, repo = engine.config, engine.repo
+    engine.forget_state()  # whatever happens next, the directory is no longer what was read
+    stored = repo.load_actions(record.id)
+    seqs = {a.action_key: a.seq for a in stored}
+    missing = [a.key for a in plan.actions if a.key not in seqs]
+    if missing:
+        raise StagingError(
+            f"plan #{record.id} has {len(missing)} action(s) without a checkpoint row "
+            f"(first: {missing[0]})",
+            hint="the stored plan is inconsistent; make a new plan",
+        )
+    statuses = {a.action_key: a.status for a in stored}
+    repo.set_plan_status(record.id, PlanStatus.APPLYING)
+    calls_before = engine.calls.stats.snapshot()
+    with engine.run(RunKind.APPLY, actor) as run:
+        run.failure = {"plan_id": record.id}
+        sink = StagingSink(repo, record.id, seqs, run.id, actor)
+        file_sink: FilePasswordDelivery | None = None
+        passwords: PasswordSink = NoPasswordDelivery()
+        if config.passwords.delivery == "file":
+            file_sink = FilePasswordDelivery(password_file_path(config), run_id=run.id)
+            passwords = file_sink
+        try:
+            executor = Executor(
+                engine.provider,
+                sink,
+                passwords=passwords,
+                settings=engine.settings,
+                calls=engine.calls,
+                department_exists=engine.department_exists,
+                sleep=engine.sleep,
+                progress=progress,
+            )
+            result = executor.run(plan, statuses)
+        finally:
+            if file_sink is not None:
+                file_sink.close()
+        final = repo.action_counts(record.id)
+        open_left = final.get(ActionStatus.PENDING, 0) + final.get(ActionStatus.RUNNING, 0)
+        bad = final.get(ActionStatus.FAILED, 0) + final.get(ActionStatus.SKIPPED, 0)
+        plan_status = (
+            PlanStatus.APPLYING if open_left else (PlanStatus.FAILED if bad else PlanStatus.APPLIED)
+        )
+        repo.set_plan_status(record.id, plan_status)
+        failures = tuple(
+            ApplyFailure(o.key, o.kind, o.target, o.employee_id, o.status.value, o.detail)
+            for o in result.failures
+        )
+        counts = {**result.counts(), "actions": len(plan.actions)}
+        calls = engine.calls.stats.snapshot().since(calls_before)
+        run.finish(
+            RunStatus.PARTIAL if failures or open_left else RunStatus.SUCCEEDED,
+            {**counts, "plan_id": record.id, "checksum": plan.checksum,
+             "calls": calls.total_requests, "retries": calls.total_retries},
+        )  # fmt: skip
+    delivered = file_sink.delivered if file_sink else 0
+    return ApplyReport(
+        plan_id=record.id,
+        run_id=run.id,
+        checksum=plan.checksum,
+        status="failed" if failures else "applied",
+        counts=counts,
+        failures=failures,
+        calls=calls.total_requests,
+        retries=calls.total_retries,
+        seconds=time.perf_counter() - started,
+        resumed=resumed,
+        password_file=str(file_sink.path) if file_sink and delivered else None,
+        passwords_delivered=delivered,
+    )
+
+
+def _resume_unfinished(
+    engine: Engine, *, actor: str, progress: Callable[[int, int], None] | None
+) -> list[ApplyReport]:
+    reports = []
+    for record in engine.repo.unfinished_plans():
+        plan = Plan.from_json(record.document, source=f"stored plan #{record.id}")
+        log.warning(
+            "resuming plan #%s (%s), left unfinished by an earlier run",
+            record.id,
+            plan.checksum[:12],
+        )
+        reports.append(
+            _execute_stored(engine, record, plan, actor=actor, resumed=True, progress=progress)
+        )
+    return reports
+
+
+def _lock_command(actor: str) -> str:
+    return f"syncengine apply ({actor})"
+
+
+def resume_apply(
+    engine: Engine,
+    *,
+    actor: str = "cli",
+    progress: Callable[[int, int], None] | None = None,
+) -> ApplyOutcome:
+    """``apply --resume``: finish every plan an interrupted apply left (oldest first), under
+    the run lock. Done actions are not repeated; actions left ``running`` are checked against
+    the live directory before being redone. Nothing to resume is not an error."""
+    repo = engine.repo
+    repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
+    try:
+        reports = _resume_unfinished(engine, actor=actor, progress=progress)
+    finally:
+        repo.release_lock(APPLY_LOCK)
+    return ApplyOutcome(resumed=tuple(reports), applied=None)
+
+
+def read_plan_file(path: str | Path) -> Plan:
+    """A plan file as written by ``syncengine plan --out``; its checksum is verified."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError(
+            "plan file not found",
+            where=str(p),
+            hint="pass the file written by 'syncengine plan --out FILE'",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"cannot read the plan file: {exc}", where=str(p)) from None
+    return Plan.from_json(text, source=str(p))
+
+
+def apply_plan(
+    engine: Engine,
+    plan: Plan,
+    *,
+    checksum: str | None = None,
+    allow_removals: int | None = None,
+    allow_updates: int | None = None,
+    force: bool = False,
+    actor: str = "cli",
+    progress: Callable[[int, int], None] | None = None,
+) -> ApplyOutcome:
+    """Apply exactly this reviewed plan.
+
+    Refused before any write (PlanError / PlanBlockedError / StalePlanError / LockHeldError)
+    when: ``checksum`` is given and is not the plan's; the plan was made under another config;
+    a brake blocks it and the release (``allow_removals`` / ``allow_updates`` / ``force``) does
+    not lift it; another apply holds the run lock; or the live mailbox state moved since the
+    plan was made. The live state is read again for that check, unless this engine made the
+    plan from a state it read itself and nothing was written since (``sync``, the demo, a
+    hook's targeted sync: on Gen 1 a whole read is one call per member). Plans an interrupted
+    run left are finished first. A plan already applied is not applied again. Failed actions
+    are in the report (the CLI exits 4); they fail only their dependants.
+    """
+    if checksum is not None and checksum.strip().lower() != plan.checksum:
+        raise PlanError(
+            f"the plan's checksum is {plan.checksum}, not the reviewed {checksum.strip()}",
+            where="--checksum",
+            hint="apply the exact file that was reviewed, or review this one",
+        )
+    if plan.config_fingerprint != engine.fingerprint:
+        raise PlanError(
+            f"the plan was made under another configuration (config fingerprint "
+            f"{plan.config_fingerprint[:12]}, this config is {engine.fingerprint[:12]})",
+            where=f"plan {plan.checksum[:12]}",
+            hint="make a new plan with this configuration: syncengine plan",
+        )
+    release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
+    plan.raise_if_unsafe(release)
+    repo = engine.repo
+    repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
+    try:
+        resumed = _resume_unfinished(engine, actor=actor, progress=progress)
+        record = repo.load_plan(plan.checksum)
+        if record is not None and record.status == PlanStatus.APPLYING:
+            # Killed after its last action but before the plan was marked: close it.
+            counts = repo.action_counts(record.id)
+            if not counts.get(ActionStatus.PENDING) and not counts.get(ActionStatus.RUNNING):
+                bad = counts.get(ActionStatus.FAILED, 0) + counts.get(ActionStatus.SKIPPED, 0)
+                repo.set_plan_status(record.id, PlanStatus.FAILED if bad else PlanStatus.APPLIED)
+                record = repo.load_plan(record.id)
+        if record is not None and record.status in (PlanStatus.APPLIED, PlanStatus.FAILED):
+            return ApplyOutcome(
+                resumed=tuple(resumed), applied=_already_applied(repo, record, plan)
+            )
+        if record is not None and any(r.plan_id == record.id for r in resumed):
+            return ApplyOutcome(resumed=tuple(resumed), applied=None)
+        if not plan.actions:
+            return ApplyOutcome(
+                resumed=tuple(resumed),
+                applied=ApplyReport(
+                    plan_id=record.id if record else None,
+                    run_id=None,
+                    checksum=plan.checksum,
+                    status="no-changes",
+                    counts={"actions": 0},
+                    failures=(),
+                    calls=0,
+                    seconds=0.0,
+                ),
+            )
+        live = engine.seen_state
+        if live != plan.state_fingerprint:
+            live = engine.provider.read_state().fingerprint()
+        if live != plan.state_fingerprint:
+            if record is not None:
+                repo.set_plan_status(record.id, PlanStatus.ABANDONED)
+            raise StalePlanError(
+                "stale plan: the Exmail directory changed since the plan was made "
+                f"(state {plan.state_fingerprint[:12]} then, {live[:12]} now); "
+                "nothing was written",
+                where=f"plan {plan.checksum[:12]}",
+                hint="run `syncengine plan` again and review the new plan",
+            )
+        record = save_plan(repo, plan)
+        report = _execute_stored(
+            engine, record, plan, actor=actor, resumed=False, progress=progress
+        )
+        return ApplyOutcome(resumed=tuple(resumed), applied=report)
+    finally:
+        repo.release_lock(APPLY_LOCK)
+
+
+def plan_and_apply(
+    engine: Engine,
+    *,
+    confirm: Callable[[ApplyOutcome, PlanResult], bool],
+    actor: str = "cli",
+    allow_removals: int | None = None,
+    allow_updates: int | None = None,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[PlanResult, ApplyOutcome | None]:
+    """``apply`` without a plan file: finish what an interrupted apply left, plan now, and
+    apply that plan if ``confirm(earlier, plan)`` agrees (it is not asked when there is
+    nothing to apply or a brake blocks the plan: the apply then refuses by itself). Returns
+    the plan and the outcome (resumed plans included), None when the operator declined."""
+    release: dict[str, Any] = {
+        "allow_removals": allow_removals,
+        "allow_updates": allow_updates,
+        "force": force,
+    }
+    earlier = resume_apply(engine, actor=actor, progress=progress)
+    result = make_plan(engine, actor=actor, **release)
+    plan = result.plan
+    if plan.has_changes and not result.blocked and not confirm(earlier, result):
+        return result, None
+    outcome = apply_plan(
+        engine, plan, checksum=plan.checksum, actor=actor, progress=progress, **release
+    )
+    return result, ApplyOutcome(
+        resumed=(*earlier.resumed, *outcome.resumed), applied=outcome.applied
+    )
+
+
+def _already_applied(repo: Repository, record: PlanRecord, plan: Plan) -> ApplyReport:
+    """A plan applied before: report it, write nothing (a plan is never applied twice)."""
+    counts = repo.action_counts(record.id)
+    failures = tuple(
+        ApplyFailure(a.action_key, a.kind, a.target, a.employee_id or "", a.status, a.error or "")
+        for a in repo.load_actions(record.id)
+        if a.status in (ActionStatus.FAILED, ActionStatus.SKIPPED)
+    )
+    return ApplyReport(
+        plan_id=record.id,
+        run_id=None,
+        checksum=plan.checksum,
+        status=f"already-{record.status}",
+        counts={**counts, "actions": len(plan.actions)},
+        failures=failures,
+        calls=0,
+        seconds=0.0,
+    )
+
+
+def query_audit(
+    engine: Engine,
+    *,
+    run_id: int | None = None,
+    employee_id: str | None = None,
+    email: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> list[AuditEntry]:
+    """Audit rows matching every given filter, oldest first (``limit``: the newest N)."""
+    return engine.repo.query_audit(
+        run_id=run_id, employee_id=employee_id, email=email, since=since, limit=limit
+    )

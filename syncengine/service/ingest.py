@@ -1,0 +1,218 @@
+"""Ingest: the HR source, through the mapping, into a new staging snapshot."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from syncengine.config import Config
+from syncengine.connectors.base import make_connector
+from syncengine.connectors.mapping import (
+    MappingResult,
+    map_records,
+)
+from syncengine.domain import (
+    RowProblem,
+)
+from syncengine.errors import (
+    ConfigError,
+    SyncEngineError,
+)
+from syncengine.holds import snapshot_counts
+from syncengine.service.engine import Engine
+from syncengine.staging.repository import (
+    StoredDepartment,
+)
+from syncengine.statuses import RunKind, RunStatus
+
+log = logging.getLogger(__name__)
+
+# --- ingest: HR source -> staging snapshot (issue 3) ---------------------------------------
+
+INGEST_PROGRESS_EVERY = 5000
+"""How many records between two ``progress("reading", n)`` calls."""
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What one ingest did: the new current snapshot, its counts and the rows held back.
+
+    ``gone`` leaves out quarantined employees: a person whose row has a problem is not a
+    leaver. ``problems`` quarantined rows; ``notes`` did not (an identical duplicate kept
+    once); ``warnings`` point at the config (a mapped field no record has).
+    """
+
+    run_id: int
+    snapshot_id: int
+    previous_snapshot_id: int | None
+    source: str
+    rows: int
+    people: int
+    departments: int
+    new: int
+    changed: int
+    gone: int
+    quarantined: int
+    problems: tuple[RowProblem, ...]
+    notes: tuple[RowProblem, ...] = ()
+    warnings: tuple[str, ...] = ()
+    seconds: float = 0.0
+    quarantined_ids: tuple[str, ...] = ()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "people": self.people,
+            "departments": self.departments,
+            "new": self.new,
+            "changed": self.changed,
+            "gone": self.gone,
+            "quarantined": self.quarantined,
+            "problems": len(self.problems),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        def problem(p: RowProblem) -> dict[str, Any]:
+            return {
+                "row": p.row,
+                "field": p.field,
+                "value": p.value,
+                "reason": p.reason,
+                "employee_id": p.employee_id,
+            }
+
+        return {
+            "run_id": self.run_id,
+            "snapshot_id": self.snapshot_id,
+            "previous_snapshot_id": self.previous_snapshot_id,
+            "source": self.source,
+            "counts": self.counts,
+            "quarantined_ids": list(self.quarantined_ids),
+            "problems": [problem(p) for p in self.problems],
+            "notes": [problem(p) for p in self.notes],
+            "warnings": list(self.warnings),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _counted(
+    records: Iterator[dict[str, Any]], progress: Callable[[str, int], None] | None
+) -> Iterator[dict[str, Any]]:
+    count = 0
+    for record in records:
+        count += 1
+        if progress is not None and count % INGEST_PROGRESS_EVERY == 0:
+            progress("reading", count)
+        yield record
+    if progress is not None:
+        progress("reading", count)
+
+
+def _mapping_warnings(config: Config, result: MappingResult) -> list[str]:
+    """Configured source fields that no record had: most likely a misspelt column name."""
+    specs = config.mapping.specs()
+    warnings = []
+    for name in result.missing_fields:
+        users = [k for k, spec in specs.items() if name in spec.source_fields()]
+        warnings.append(
+            f"source field {name!r} (mapping.{', mapping.'.join(users)}) is in no record; "
+            f"the source has: {', '.join(result.columns) or 'no fields'}"
+        )
+    return warnings
+
+
+def ingest(
+    engine: Engine,
+    *,
+    progress: Callable[[str, int], None] | None = None,
+    actor: str = "cli",
+) -> IngestReport:
+    """Read the configured HR source into a new snapshot and make it the current one.
+
+    On a failure of the source as a whole (SourceError: missing file, refused connection, zero
+    rows...) or a config error found while reading, the snapshot is marked failed, the run
+    too, the last good snapshot stays current, and the error is raised for the caller.
+    ``progress(stage, count)`` is called while reading (every few thousand records) and
+    before storing.
+    """
+    config = engine.config
+    started = time.monotonic()
+    if config.source is None:
+        raise ConfigError(
+            "no [source] table: nothing to ingest",
+            where=str(config.path or "config"),
+            hint='add [source] with a type (e.g. type = "csv", path = "hr-export.csv")',
+        )
+    connector = make_connector(config.source.options, config.base_dir, key="source")
+    dept_connector = None
+    if config.departments is not None:
+        dept_connector = make_connector(
+            config.departments.source.options, config.base_dir, key="departments.source"
+        )
+    repo = engine.repo
+    with engine.run(RunKind.INGEST, actor, with_fingerprint=False) as run:
+        previous = repo.current_snapshot()
+        snapshot_id = repo.begin_snapshot(run.id, connector.describe())
+        try:
+            dept_records = dept_connector.records() if dept_connector is not None else None
+            result = map_records(
+                _counted(connector.records(), progress),
+                config.mapping,
+                department_records=dept_records,
+                departments=config.departments,
+                domains=config.exmail.domains,
+            )
+            id_spec = config.mapping.employee_id
+            if id_spec.field is not None and id_spec.field in result.missing_fields:
+                raise ConfigError(
+                    f"mapping.employee_id: the source has no field {id_spec.field!r} "
+                    f"(it has: {', '.join(result.columns) or 'no fields'})",
+                    where=connector.describe(),
+                    hint="set mapping.employee_id to the column holding the HR employee id",
+                )
+            if progress is not None:
+                progress("storing", len(result.people))
+            parents = result.department_parents()
+            repo.add_people(snapshot_id, result.people)
+            repo.add_departments(
+                snapshot_id, (StoredDepartment(d, parents.get(d.path)) for d in result.departments)
+            )
+            repo.add_problems(snapshot_id, result.problems)
+            diff = repo.compare(previous.id if previous else None, snapshot_id)
+            gone = [e for e in diff.gone if e not in result.quarantined]
+            report = IngestReport(
+                run_id=run.id,
+                snapshot_id=snapshot_id,
+                previous_snapshot_id=previous.id if previous else None,
+                source=connector.describe(),
+                rows=result.rows,
+                people=len(result.people),
+                departments=len(result.departments),
+                new=len(diff.new),
+                changed=len(diff.changed),
+                gone=len(gone),
+                quarantined=len(result.quarantined),
+                problems=result.problems,
+                notes=result.notes,
+                warnings=tuple(_mapping_warnings(config, result)),
+                seconds=time.monotonic() - started,
+                quarantined_ids=tuple(sorted(result.quarantined)),
+            )
+            repo.complete_snapshot(
+                snapshot_id,
+                {
+                    **report.counts,
+                    "quarantined_ids": list(report.quarantined_ids),
+                    **snapshot_counts(result.held_reasons(), result.unidentified),
+                },
+            )
+        except BaseException as exc:
+            reason = str(exc) if isinstance(exc, SyncEngineError) else type(exc).__name__
+            repo.fail_snapshot(snapshot_id, reason)
+            raise
+        run.finish(RunStatus.SUCCEEDED, report.counts)
+        return report

@@ -1,0 +1,120 @@
+"""The audit log: one row per API call attempt and per action outcome."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    insert,
+    select,
+)
+
+from syncengine.domain import normalise_email
+from syncengine.staging.models import (
+    AuditEntryRow,
+)
+from syncengine.staging.repository.core import RepositoryCore
+from syncengine.staging.repository.records import (
+    REDACTED,
+    SECRET_KEY,
+    AuditEntry,
+    chunks,
+)
+
+log = logging.getLogger(__name__)
+
+
+class AuditRepository(RepositoryCore):
+    """The audit log: one row per API call attempt and per action outcome."""
+
+    # --- audit log ----------------------------------------------------------------------
+
+    @staticmethod
+    def _redact(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {
+                str(k): REDACTED if SECRET_KEY.search(str(k)) else AuditRepository._redact(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [AuditRepository._redact(v) for v in value]
+        return value
+
+    def _audit_row(self, entry: AuditEntry, now: datetime) -> dict[str, Any]:
+        return {
+            "at": entry.at or now,
+            "run_id": entry.run_id,
+            "actor": entry.actor,
+            "plan_id": entry.plan_id,
+            "action_key": entry.action_key,
+            "kind": entry.kind,
+            "target": entry.target,
+            "employee_id": entry.employee_id,
+            "email": normalise_email(entry.email) if entry.email else None,
+            "diffs": self._redact(entry.diffs) if entry.diffs is not None else None,
+            "result": entry.result,
+            "errcode": str(entry.errcode) if entry.errcode is not None else None,
+            "errmsg": entry.errmsg,
+            "attempt": entry.attempt,
+            "attempts": entry.attempts,
+            "duration_ms": entry.duration_ms,
+            "call": entry.call,
+        }
+
+    def append_audit(self, entry: AuditEntry) -> int:
+        """Write one audit row (committed at once). Values under secret-looking keys in
+        ``diffs`` (password, secret, token, auth...) are stored as ``***``."""
+        with self._tx("writing the audit log") as conn:
+            audit_id = conn.execute(
+                insert(AuditEntryRow)
+                .values(**self._audit_row(entry, self.now()))
+                .returning(AuditEntryRow.id)
+            ).scalar_one()
+        return int(audit_id)
+
+    def append_audit_many(self, entries: Iterable[AuditEntry]) -> int:
+        now = self.now()
+        total = 0
+        with self._tx("writing the audit log") as conn:
+            for chunk in chunks(entries, self._batch):
+                conn.execute(insert(AuditEntryRow), [self._audit_row(e, now) for e in chunk])
+                total += len(chunk)
+        return total
+
+    def query_audit(
+        self,
+        *,
+        run_id: int | None = None,
+        employee_id: str | None = None,
+        email: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        plan_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEntry]:
+        """Audit rows matching every given filter, oldest first (``limit``: the newest N)."""
+        stmt = select(AuditEntryRow.__table__)
+        if run_id is not None:
+            stmt = stmt.where(AuditEntryRow.run_id == run_id)
+        if plan_id is not None:
+            stmt = stmt.where(AuditEntryRow.plan_id == plan_id)
+        if employee_id is not None:
+            stmt = stmt.where(AuditEntryRow.employee_id == employee_id)
+        if email is not None:
+            stmt = stmt.where(AuditEntryRow.email == normalise_email(email))
+        if since is not None:
+            stmt = stmt.where(AuditEntryRow.at >= since)
+        if until is not None:
+            stmt = stmt.where(AuditEntryRow.at < until)
+        if limit is not None:
+            stmt = stmt.order_by(AuditEntryRow.at.desc(), AuditEntryRow.id.desc()).limit(limit)
+        else:
+            stmt = stmt.order_by(AuditEntryRow.at, AuditEntryRow.id)
+        with self._tx("reading the audit log") as conn:
+            entries = [AuditEntry(**r) for r in conn.execute(stmt).mappings()]
+        if limit is not None:
+            entries.reverse()
+        return entries

@@ -1,0 +1,71 @@
+"""The repository core: the engine, one transaction per call, the clock."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Self
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from syncengine.errors import StagingError
+from syncengine.staging.db import display_url
+from syncengine.staging.repository.records import (
+    DEFAULT_BATCH,
+    first_line,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RepositoryCore:
+    """What every part of the repository shares: the engine, transactions and the clock."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._batch = batch_size
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[Connection]:
+        """A transaction; driver failures become StagingError naming the operation."""
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except (OperationalError, DBAPIError) as exc:
+            raise StagingError(
+                f"{what} failed: {first_line(exc)}",
+                where=display_url(self._engine.url),
+                hint="check that the database is reachable and not locked by another program",
+            ) from None

@@ -1,0 +1,103 @@
+"""Identity links: which mailbox each HR employee owns."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable
+
+from sqlalchemy import (
+    delete,
+    insert,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+
+from syncengine.domain import IdentityLink
+from syncengine.errors import StagingError
+from syncengine.staging.models import (
+    IdentityLinkRow,
+)
+from syncengine.staging.repository.core import RepositoryCore
+from syncengine.staging.repository.records import (
+    chunks,
+    first_line,
+)
+
+log = logging.getLogger(__name__)
+
+
+class LinksRepository(RepositoryCore):
+    """Identity links: which mailbox each HR employee owns."""
+
+    # --- identity links -----------------------------------------------------------------
+
+    def load_links(self, employee_ids: Collection[str] | None = None) -> dict[str, IdentityLink]:
+        stmt = select(
+            IdentityLinkRow.employee_id,
+            IdentityLinkRow.email,
+            IdentityLinkRow.first_seen,
+            IdentityLinkRow.disabled_since,
+            IdentityLinkRow.generated,
+        )
+        links: dict[str, IdentityLink] = {}
+        with self._tx("loading identity links") as conn:
+            batches = (
+                [stmt]
+                if employee_ids is None
+                else [
+                    stmt.where(IdentityLinkRow.employee_id.in_(c))
+                    for c in chunks(sorted(set(employee_ids)), 500)
+                ]
+            )
+            for s in batches:
+                for emp, email, first, disabled, generated in conn.execute(s):
+                    links[emp] = IdentityLink(emp, email, first, disabled, bool(generated))
+        return links
+
+    def save_links(self, links: Iterable[IdentityLink]) -> int:
+        """Insert or replace links by employee id, all in one transaction.
+
+        Replacing is delete-then-insert, so two links may swap addresses in one call. An
+        address already linked to another employee (not in this call) is refused.
+        """
+        items = list({link.employee_id: link for link in links}.values())
+        if not items:
+            return 0
+        now = self.now()
+        try:
+            with self._tx("saving identity links") as conn:
+                for chunk in chunks(items, self._batch):
+                    conn.execute(
+                        delete(IdentityLinkRow).where(
+                            IdentityLinkRow.employee_id.in_([link.employee_id for link in chunk])
+                        )
+                    )
+                for chunk in chunks(items, self._batch):
+                    conn.execute(
+                        insert(IdentityLinkRow),
+                        [
+                            {
+                                "employee_id": link.employee_id,
+                                "email": link.email,
+                                "first_seen": link.first_seen,
+                                "disabled_since": link.disabled_since,
+                                "generated": link.generated,
+                                "updated_at": now,
+                            }
+                            for link in chunk
+                        ],
+                    )
+        except IntegrityError as exc:
+            raise StagingError(
+                f"saving identity links failed: an address is linked to two employees "
+                f"({first_line(exc)})",
+                hint="each mailbox address belongs to one employee; nothing was saved",
+            ) from None
+        return len(items)
+
+    def delete_link(self, employee_id: str) -> bool:
+        with self._tx("deleting an identity link") as conn:
+            result = conn.execute(
+                delete(IdentityLinkRow).where(IdentityLinkRow.employee_id == employee_id)
+            )
+            return bool(result.rowcount)

@@ -1,0 +1,283 @@
+"""Plans and their actions (the checkpoints an apply moves through)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from syncengine.errors import StagingError
+from syncengine.staging.models import (
+    PlanAction,
+    PlanRow,
+)
+from syncengine.staging.repository.core import RepositoryCore
+from syncengine.staging.repository.records import (
+    ActionRecord,
+    NewAction,
+    PlanRecord,
+    chunks,
+    first_line,
+)
+from syncengine.statuses import (
+    ActionStatus,
+    PlanStatus,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PlansRepository(RepositoryCore):
+    """Plans and their actions (the checkpoints an apply moves through)."""
+
+    # --- plans and actions --------------------------------------------------------------
+
+    @staticmethod
+    def _plan(row: Mapping[Any, Any]) -> PlanRecord:
+        data = dict(row)
+        data["block_reasons"] = tuple(data["block_reasons"] or ())
+        return PlanRecord(**data)
+
+    @staticmethod
+    def _action(row: Mapping[Any, Any]) -> ActionRecord:
+        data = dict(row)
+        data["depends_on"] = tuple(data["depends_on"] or ())
+        return ActionRecord(**data)
+
+    def save_plan(
+        self,
+        *,
+        checksum: str,
+        document: str,
+        actions: Sequence[NewAction],
+        run_id: int | None = None,
+        config_fingerprint: str | None = None,
+        state_fingerprint: str | None = None,
+        blocked: bool = False,
+        block_reasons: Sequence[str] = (),
+    ) -> PlanRecord:
+        """Store a plan and its actions (all pending), or return the plan already stored under
+        this checksum untouched: applying the same reviewed plan again resumes it."""
+        existing = self.load_plan(checksum)
+        if existing is not None:
+            return existing
+        seqs = [a.seq for a in actions]
+        if len(set(seqs)) != len(seqs):
+            raise StagingError(f"plan {checksum[:12]}: two actions share a sequence number")
+        try:
+            with self._tx("saving a plan") as conn:
+                plan_id = conn.execute(
+                    insert(PlanRow)
+                    .values(
+                        created_at=self.now(),
+                        run_id=run_id,
+                        checksum=checksum,
+                        config_fingerprint=config_fingerprint,
+                        state_fingerprint=state_fingerprint,
+                        blocked=blocked,
+                        block_reasons=list(block_reasons),
+                        document=document,
+                        status=PlanStatus.SAVED.value,
+                    )
+                    .returning(PlanRow.id)
+                ).scalar_one()
+                for chunk in chunks(actions, self._batch):
+                    conn.execute(
+                        insert(PlanAction),
+                        [
+                            {
+                                "plan_id": plan_id,
+                                "seq": a.seq,
+                                "action_key": a.action_key,
+                                "kind": a.kind,
+                                "target": a.target,
+                                "employee_id": a.employee_id,
+                                "depends_on": list(a.depends_on),
+                                "status": ActionStatus.PENDING.value,
+                                "attempts": 0,
+                            }
+                            for a in chunk
+                        ],
+                    )
+        except IntegrityError as exc:
+            again = self.load_plan(checksum)
+            if again is not None:  # saved concurrently by another process
+                return again
+            raise StagingError(
+                f"saving plan {checksum[:12]} failed: {first_line(exc)}",
+                hint="action keys must be unique within a plan",
+            ) from None
+        saved = self.load_plan(int(plan_id))
+        assert saved is not None
+        return saved
+
+    def load_plan(self, plan: int | str) -> PlanRecord | None:
+        """A plan by id (int) or checksum (str)."""
+        cond = PlanRow.id == plan if isinstance(plan, int) else PlanRow.checksum == plan
+        with self._tx("reading a plan") as conn:
+            row = conn.execute(select(PlanRow.__table__).where(cond)).mappings().first()
+        return self._plan(row) if row else None
+
+    def set_plan_status(self, plan_id: int, status: str) -> None:
+        status = PlanStatus(status).value
+        with self._tx("updating a plan") as conn:
+            conn.execute(update(PlanRow).where(PlanRow.id == plan_id).values(status=status))
+
+    def applied_plans(self, limit: int = 20) -> list[PlanRecord]:
+        """Plans whose apply ran (status ``applied``, or ``failed`` for a partial apply) and that
+        a plan run made (``run_id`` set), newest first."""
+        statuses = [PlanStatus.APPLIED.value, PlanStatus.FAILED.value]
+        with self._tx("listing applied plans") as conn:
+            rows = conn.execute(
+                select(PlanRow.__table__)
+                .where(PlanRow.status.in_(statuses), PlanRow.run_id.is_not(None))
+                .order_by(PlanRow.id.desc())
+                .limit(limit)
+            ).mappings()
+            return [self._plan(r) for r in rows]
+
+    def unfinished_plans(self) -> list[PlanRecord]:
+        """Plans being applied (status ``applying``) with actions still pending or running,
+        oldest first: what ``apply --resume`` (or the next run) must finish. A plan only saved
+        (status ``saved``: made for review) is never listed, so it is never applied by accident.
+        """
+        open_action = exists().where(
+            PlanAction.plan_id == PlanRow.id,
+            PlanAction.status.in_([ActionStatus.PENDING.value, ActionStatus.RUNNING.value]),
+        )
+        with self._tx("listing unfinished plans") as conn:
+            rows = conn.execute(
+                select(PlanRow.__table__)
+                .where(PlanRow.status == PlanStatus.APPLYING.value, open_action)
+                .order_by(PlanRow.id)
+            ).mappings()
+            return [self._plan(r) for r in rows]
+
+    def load_actions(self, plan_id: int) -> list[ActionRecord]:
+        with self._tx("loading plan actions") as conn:
+            rows = conn.execute(
+                select(PlanAction.__table__)
+                .where(PlanAction.plan_id == plan_id)
+                .order_by(PlanAction.seq)
+            ).mappings()
+            return [self._action(r) for r in rows]
+
+    def pending_actions(self, plan_id: int) -> list[ActionRecord]:
+        """Actions still to do, in order: ``pending`` ones, and ``running`` ones a killed run
+        left behind (their outcome is unknown: look at the mailbox before redoing them)."""
+        with self._tx("loading pending actions") as conn:
+            rows = conn.execute(
+                select(PlanAction.__table__)
+                .where(
+                    PlanAction.plan_id == plan_id,
+                    PlanAction.status.in_([ActionStatus.PENDING.value, ActionStatus.RUNNING.value]),
+                )
+                .order_by(PlanAction.seq)
+            ).mappings()
+            return [self._action(r) for r in rows]
+
+    def action_counts(self, plan_id: int) -> dict[str, int]:
+        with self._tx("counting plan actions") as conn:
+            rows = conn.execute(
+                select(PlanAction.status, func.count())
+                .where(PlanAction.plan_id == plan_id)
+                .group_by(PlanAction.status)
+            )
+            return {status: int(n) for status, n in rows}
+
+    def _transition(
+        self,
+        plan_id: int,
+        seq: int,
+        allowed_from: Sequence[ActionStatus],
+        values: dict[str, Any],
+    ) -> ActionRecord:
+        with self._tx("checkpointing an action") as conn:
+            result = conn.execute(
+                update(PlanAction)
+                .where(
+                    PlanAction.plan_id == plan_id,
+                    PlanAction.seq == seq,
+                    PlanAction.status.in_([s.value for s in allowed_from]),
+                )
+                .values(**values)
+            )
+            row = (
+                conn.execute(
+                    select(PlanAction.__table__).where(
+                        PlanAction.plan_id == plan_id, PlanAction.seq == seq
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise StagingError(f"plan {plan_id} has no action {seq}")
+            if result.rowcount != 1:
+                raise StagingError(
+                    f"plan {plan_id} action {seq} ({row['kind']} {row['target']}) is "
+                    f"{row['status']}; it cannot become {values['status']}",
+                    hint="an action is never applied twice; plan again if it must be redone",
+                )
+        return self._action(row)
+
+    def start_action(self, plan_id: int, seq: int, *, resuming: bool = False) -> ActionRecord:
+        """pending → running, attempts + 1, committed before the caller makes the API call.
+
+        Only one caller can win that transition. An action a killed run left ``running`` is
+        restarted only with ``resuming=True``: the caller says it has checked the mailbox (the
+        first call's effect is unknown), and ``attempts`` counts the restart.
+        """
+        allowed = (
+            (ActionStatus.PENDING, ActionStatus.RUNNING) if resuming else (ActionStatus.PENDING,)
+        )
+        return self._transition(
+            plan_id,
+            seq,
+            allowed,
+            {
+                "status": ActionStatus.RUNNING.value,
+                "attempts": PlanAction.attempts + 1,
+                "started_at": self.now(),
+            },
+        )
+
+    def finish_action(
+        self, plan_id: int, seq: int, status: str, error: str | None = None
+    ) -> ActionRecord:
+        """running → done / failed / skipped; pending → skipped (a dependency failed)."""
+        target = ActionStatus(status)
+        if target is ActionStatus.SKIPPED:
+            allowed: tuple[ActionStatus, ...] = (ActionStatus.PENDING, ActionStatus.RUNNING)
+        elif target in (ActionStatus.DONE, ActionStatus.FAILED):
+            allowed = (ActionStatus.RUNNING,)
+        else:
+            raise StagingError(f"finish_action: {status!r} is not a final status")
+        return self._transition(
+            plan_id,
+            seq,
+            allowed,
+            {"status": target.value, "error": error, "finished_at": self.now()},
+        )
+
+    def reset_actions(self, plan_id: int, statuses: Sequence[str] = ("failed", "skipped")) -> int:
+        """Put failed/skipped actions back to pending so that a retry of the plan runs them."""
+        wanted = [ActionStatus(s).value for s in statuses]
+        if ActionStatus.DONE.value in wanted:
+            raise StagingError("done actions are never reset: they would be applied twice")
+        with self._tx("resetting plan actions") as conn:
+            result = conn.execute(
+                update(PlanAction)
+                .where(PlanAction.plan_id == plan_id, PlanAction.status.in_(wanted))
+                .values(status=ActionStatus.PENDING.value, finished_at=None)
+            )
+            return int(result.rowcount)

@@ -1,0 +1,352 @@
+"""HR snapshots: people, departments and quarantined rows of one ingest; comparisons."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
+
+from syncengine.domain import Department, Person, RowProblem
+from syncengine.errors import StagingError
+from syncengine.staging import codec
+from syncengine.staging.models import (
+    Snapshot,
+    SnapshotDepartment,
+    SnapshotPerson,
+    SnapshotProblem,
+)
+from syncengine.staging.repository.core import RepositoryCore
+from syncengine.staging.repository.records import (
+    SnapshotDiff,
+    SnapshotInfo,
+    StoredDepartment,
+    chunks,
+    first_line,
+)
+from syncengine.statuses import (
+    SnapshotStatus,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotsRepository(RepositoryCore):
+    """HR snapshots: people, departments and quarantined rows of one ingest; comparisons."""
+
+    # --- snapshots ----------------------------------------------------------------------
+
+    def begin_snapshot(self, run_id: int | None, source: str) -> int:
+        """Open a snapshot in status ``loading``; it is not current until completed."""
+        with self._tx("starting a snapshot") as conn:
+            snap_id = conn.execute(
+                insert(Snapshot)
+                .values(
+                    run_id=run_id,
+                    created_at=self.now(),
+                    source=source,
+                    status=SnapshotStatus.LOADING.value,
+                    is_current=False,
+                )
+                .returning(Snapshot.id)
+            ).scalar_one()
+        return int(snap_id)
+
+    def _require_loading(self, conn: Connection, snapshot_id: int) -> None:
+        status = conn.execute(
+            select(Snapshot.status).where(Snapshot.id == snapshot_id)
+        ).scalar_one_or_none()
+        if status is None:
+            raise StagingError(f"snapshot {snapshot_id} does not exist")
+        if status != SnapshotStatus.LOADING.value:
+            raise StagingError(
+                f"snapshot {snapshot_id} is {status}; only a loading snapshot takes records",
+                hint="start a new snapshot with begin_snapshot()",
+            )
+
+    def _bulk_insert(
+        self, what: str, snapshot_id: int, table: Any, rows: Iterable[dict[str, Any]]
+    ) -> int:
+        total = 0
+        try:
+            with self._tx(what) as conn:
+                self._require_loading(conn, snapshot_id)
+                for chunk in chunks(rows, self._batch):
+                    conn.execute(insert(table), chunk)
+                    total += len(chunk)
+        except IntegrityError as exc:
+            raise StagingError(
+                f"{what} for snapshot {snapshot_id} failed: a duplicate key ({first_line(exc)})",
+                hint="records must be unique per snapshot (employee id, department path); "
+                "mapping should have quarantined the duplicate",
+            ) from None
+        return total
+
+    def add_people(self, snapshot_id: int, people: Iterable[Person]) -> int:
+        """Store people in bulk; returns how many. Call as often as needed while loading."""
+
+        def rows() -> Iterator[dict[str, Any]]:
+            for p in people:
+                data = codec.person_to_dict(p)
+                yield {
+                    "snapshot_id": snapshot_id,
+                    "employee_id": p.employee_id,
+                    "content_hash": codec.content_hash(data),
+                    "email": p.email,
+                    "name": p.name,
+                    "status": p.status.value,
+                    "data": data,
+                }
+
+        return self._bulk_insert("storing people", snapshot_id, SnapshotPerson, rows())
+
+    def add_departments(
+        self, snapshot_id: int, departments: Iterable[Department | StoredDepartment]
+    ) -> int:
+        """Store departments; give StoredDepartment to record the parent's HR id."""
+
+        def rows() -> Iterator[dict[str, Any]]:
+            for item in departments:
+                stored = item if isinstance(item, StoredDepartment) else StoredDepartment(item)
+                dept = stored.department
+                yield {
+                    "snapshot_id": snapshot_id,
+                    "path": dept.path,
+                    "hr_id": dept.hr_id,
+                    "parent_hr_id": stored.parent_hr_id,
+                    "name": dept.name,
+                    "content_hash": codec.department_hash(dept, stored.parent_hr_id),
+                }
+
+        return self._bulk_insert("storing departments", snapshot_id, SnapshotDepartment, rows())
+
+    def add_problems(self, snapshot_id: int, problems: Iterable[RowProblem]) -> int:
+        rows = (
+            {
+                "snapshot_id": snapshot_id,
+                "row": p.row,
+                "field": p.field,
+                "value": p.value,
+                "reason": p.reason,
+                "employee_id": p.employee_id,
+            }
+            for p in problems
+        )
+        return self._bulk_insert("storing problems", snapshot_id, SnapshotProblem, rows)
+
+    def complete_snapshot(self, snapshot_id: int, counts: Mapping[str, Any]) -> SnapshotInfo:
+        """Mark the snapshot complete and make it the current one, in one transaction."""
+        with self._tx("completing a snapshot") as conn:
+            self._require_loading(conn, snapshot_id)
+            conn.execute(
+                update(Snapshot)
+                .where(Snapshot.id == snapshot_id)
+                .values(
+                    status=SnapshotStatus.COMPLETE.value,
+                    completed_at=self.now(),
+                    counts=dict(counts),
+                )
+            )
+            # One statement flips the flag: the old current one off, this one on.
+            conn.execute(
+                update(Snapshot)
+                .where(or_(Snapshot.is_current.is_(True), Snapshot.id == snapshot_id))
+                .values(is_current=Snapshot.id == snapshot_id)
+            )
+        info = self.get_snapshot(snapshot_id)
+        assert info is not None
+        return info
+
+    def fail_snapshot(self, snapshot_id: int, reason: str) -> None:
+        """Mark a loading snapshot failed; the current snapshot stays current.
+
+        Its people and departments are deleted (they are an unusable partial copy); its
+        problems are kept, since they may explain the failure.
+        """
+        with self._tx("failing a snapshot") as conn:
+            result = conn.execute(
+                update(Snapshot)
+                .where(Snapshot.id == snapshot_id, Snapshot.status == SnapshotStatus.LOADING.value)
+                .values(
+                    status=SnapshotStatus.FAILED.value,
+                    completed_at=self.now(),
+                    error=reason,
+                    is_current=False,
+                )
+            )
+            if result.rowcount != 1:
+                raise StagingError(
+                    f"snapshot {snapshot_id} is not loading; only a loading snapshot can fail",
+                    hint="a complete snapshot stays as it is",
+                )
+            conn.execute(delete(SnapshotPerson).where(SnapshotPerson.snapshot_id == snapshot_id))
+            conn.execute(
+                delete(SnapshotDepartment).where(SnapshotDepartment.snapshot_id == snapshot_id)
+            )
+
+    @staticmethod
+    def _snapshot_info(row: Mapping[Any, Any]) -> SnapshotInfo:
+        data = dict(row)
+        data["counts"] = data["counts"] or {}
+        return SnapshotInfo(**data)
+
+    def get_snapshot(self, snapshot_id: int) -> SnapshotInfo | None:
+        with self._tx("reading a snapshot") as conn:
+            row = (
+                conn.execute(select(Snapshot.__table__).where(Snapshot.id == snapshot_id))
+                .mappings()
+                .first()
+            )
+        return self._snapshot_info(row) if row else None
+
+    def current_snapshot(self) -> SnapshotInfo | None:
+        """The last good (complete) snapshot, or None before the first successful ingest."""
+        with self._tx("reading the current snapshot") as conn:
+            row = (
+                conn.execute(
+                    select(Snapshot.__table__)
+                    .where(Snapshot.is_current.is_(True))
+                    .order_by(Snapshot.id.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+        return self._snapshot_info(row) if row else None
+
+    def list_snapshots(self, limit: int = 20, *, since_id: int | None = None) -> list[SnapshotInfo]:
+        """The newest snapshots first; with ``since_id``, only that one and later ones."""
+        query = select(Snapshot.__table__).order_by(Snapshot.id.desc()).limit(limit)
+        if since_id is not None:
+            query = query.where(Snapshot.id >= since_id)
+        with self._tx("listing snapshots") as conn:
+            rows = conn.execute(query).mappings()
+            return [self._snapshot_info(r) for r in rows]
+
+    def load_people(
+        self, snapshot_id: int, employee_ids: Collection[str] | None = None
+    ) -> list[Person]:
+        """The snapshot's people ordered by employee id; optionally only the named ones."""
+        stmt = (
+            select(SnapshotPerson.data)
+            .where(SnapshotPerson.snapshot_id == snapshot_id)
+            .order_by(SnapshotPerson.employee_id)
+        )
+        with self._tx("loading people") as conn:
+            if employee_ids is None:
+                return [codec.person_from_dict(d) for d in conn.execute(stmt).scalars()]
+            people: list[Person] = []
+            for chunk in chunks(sorted(set(employee_ids)), 500):
+                result = conn.execute(stmt.where(SnapshotPerson.employee_id.in_(chunk)))
+                people.extend(codec.person_from_dict(d) for d in result.scalars())
+        return people
+
+    def load_department_rows(self, snapshot_id: int) -> list[StoredDepartment]:
+        """The snapshot's departments with their parents' HR ids, ordered by path."""
+        with self._tx("loading departments") as conn:
+            rows = conn.execute(
+                select(
+                    SnapshotDepartment.path,
+                    SnapshotDepartment.hr_id,
+                    SnapshotDepartment.parent_hr_id,
+                )
+                .where(SnapshotDepartment.snapshot_id == snapshot_id)
+                .order_by(SnapshotDepartment.path)
+            )
+            return [
+                StoredDepartment(Department(path, hr_id), parent) for path, hr_id, parent in rows
+            ]
+
+    def load_departments(self, snapshot_id: int) -> list[Department]:
+        return [d.department for d in self.load_department_rows(snapshot_id)]
+
+    def load_problems(self, snapshot_id: int) -> list[RowProblem]:
+        with self._tx("loading problems") as conn:
+            rows = conn.execute(
+                select(
+                    SnapshotProblem.reason,
+                    SnapshotProblem.row,
+                    SnapshotProblem.field,
+                    SnapshotProblem.value,
+                    SnapshotProblem.employee_id,
+                )
+                .where(SnapshotProblem.snapshot_id == snapshot_id)
+                .order_by(SnapshotProblem.id)
+            )
+            return [RowProblem(*r) for r in rows]
+
+    def count_people(self, snapshot_id: int) -> int:
+        with self._tx("counting people") as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(SnapshotPerson)
+                    .where(SnapshotPerson.snapshot_id == snapshot_id)
+                ).scalar_one()
+            )
+
+    def compare(self, prev_id: int | None, new_id: int) -> SnapshotDiff:
+        """Who is new, changed or gone in ``new_id`` against ``prev_id`` (None: all new)."""
+        new = aliased(SnapshotPerson)
+        old = aliased(SnapshotPerson)
+        with self._tx("comparing snapshots") as conn:
+            if prev_id is None:
+                ids = conn.execute(
+                    select(new.employee_id)
+                    .where(new.snapshot_id == new_id)
+                    .order_by(new.employee_id)
+                ).scalars()
+                return SnapshotDiff(tuple(ids), (), ())
+
+            def only_in(a_id: int, b_id: int) -> tuple[str, ...]:
+                a, b = aliased(SnapshotPerson), aliased(SnapshotPerson)
+                stmt = (
+                    select(a.employee_id)
+                    .where(
+                        a.snapshot_id == a_id,
+                        ~exists().where(b.snapshot_id == b_id, b.employee_id == a.employee_id),
+                    )
+                    .order_by(a.employee_id)
+                )
+                return tuple(conn.execute(stmt).scalars())
+
+            changed = conn.execute(
+                select(new.employee_id)
+                .join(
+                    old,
+                    and_(old.employee_id == new.employee_id, old.snapshot_id == prev_id),
+                )
+                .where(new.snapshot_id == new_id, new.content_hash != old.content_hash)
+                .order_by(new.employee_id)
+            ).scalars()
+            return SnapshotDiff(
+                new=only_in(new_id, prev_id), changed=tuple(changed), gone=only_in(prev_id, new_id)
+            )
+
+    def prune_snapshots(self, keep: int = 10) -> int:
+        """Delete all but the newest ``keep`` snapshots (never the current one)."""
+        with self._tx("pruning snapshots") as conn:
+            ids = list(
+                conn.execute(
+                    select(Snapshot.id).order_by(Snapshot.id.desc()).offset(keep)
+                ).scalars()
+            )
+            if not ids:
+                return 0
+            result = conn.execute(
+                delete(Snapshot).where(Snapshot.id.in_(ids), Snapshot.is_current.is_(False))
+            )
+            return int(result.rowcount)
