@@ -278,12 +278,12 @@ class _Lines:
 
     def __next__(self) -> str:
         line = self.pending.popleft() if self.pending else next(self._it)
+        self.taken.append(line)  # as read: a line handed back is checked again
+        self.last = line
         if "\x00" in line:
             if self.nul is None:
-                self.nul = (self.first + len(self.taken), line.index("\x00") + 1)
-            line = line.replace("\x00", "")
-        self.taken.append(line)
-        self.last = line
+                self.nul = (self.first + len(self.taken) - 1, line.index("\x00") + 1)
+            return line.replace("\x00", "")
         return line
 
     def next_record(self) -> None:

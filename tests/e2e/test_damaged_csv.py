@@ -160,3 +160,15 @@ def test_a_file_cut_inside_the_last_value_of_a_row_is_refused(env: ApplyEnv) -> 
     assert code == 1, doc
     assert "does not end with a line break" in doc["output"]
     sync_keeps_everyone(env)
+
+
+def test_a_nul_byte_in_a_row_an_unclosed_quote_swallowed_is_still_found(env: ApplyEnv) -> None:
+    lines = gbk_text(env.rows).split("\r\n")
+    lines[4] = lines[4].replace("T00100,", 'T00100,"', 1)
+    lines[6] = lines[6].replace("测试员102", "测试员\x00102")
+    write_gbk(env, "\r\n".join(lines))
+    code, doc = ingest_json(env)
+    assert code == 0, doc
+    assert doc["quarantined_ids"] == ["T00100", "T00102"]
+    assert "line 7, column 11: a NUL byte" in problems(doc)[1]["reason"]
+    sync_keeps_everyone(env)
