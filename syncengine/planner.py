@@ -118,6 +118,9 @@ class Desired:
     # a usable employee id: both hold mailboxes (:mod:`syncengine.holds`).
     held_reasons: Mapping[str, str] = field(default_factory=dict)
     unidentified: tuple[UnidentifiedRow, ...] = ()
+    # Ids an earlier snapshot had and this one does not: an unlinked mailbox whose ext_id is
+    # one of them is a leaver's.
+    former: frozenset[str] = frozenset()
 
 
 def _norm(value: str) -> str:
@@ -596,6 +599,8 @@ class _Planner:
                 continue
             self._leaver(eid, primary, link, "no longer in the HR source")
 
+        self._former_by_ext_id()
+
         # Unmanaged mailboxes.
         unmanaged: list[str] = []
         for email in sorted(self.by_email):
@@ -625,6 +630,23 @@ class _Planner:
 
         dept_deletes = self.plan_department_deletes(needed)
         return self.finish(config_fingerprint, unmanaged, dept_deletes)
+
+    def _former_by_ext_id(self) -> None:
+        """Unlinked mailboxes carrying the id of someone HR had and no longer has: leavers."""
+        for eid in sorted(self.desired.former - self.in_hr - set(self.links)):
+            if eid in self.desired.quarantined:
+                continue
+            for email in self.by_ext.get(eid):
+                if email in self.claimed:
+                    continue
+                self.claimed.add(email)
+                if self._protected(email):
+                    self.protected_hits.add(email)
+                elif self.holds.all_absent is not None:
+                    self.holds.hold(email, eid, self.holds.all_absent)
+                else:
+                    self._leaver(eid, email, None, "no longer in the HR source (the mailbox "
+                                 "carries the employee id as extid)")  # fmt: skip
 
     # --- per person -------------------------------------------------------------------------
 

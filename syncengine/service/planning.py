@@ -231,6 +231,27 @@ def load_snapshot_view(repo: Repository, snapshot: SnapshotInfo) -> SnapshotView
     )
 
 
+def former_employees(
+    repo: Repository,
+    current: SnapshotInfo,
+    desired: Desired,
+    state: MailboxState,
+    links: Mapping[str, IdentityLink],
+) -> frozenset[str]:
+    """The ext_ids of unlinked mailboxes that an earlier complete snapshot had as people and
+    the current one no longer has: those mailboxes belong to leavers (issue 10), not to
+    nobody. Only the few candidate ids are looked up, in the last few snapshots."""
+    in_hr = {p.employee_id for p in desired.people} | desired.quarantined | set(links)
+    candidates = {m.ext_id for m in state.mailboxes if m.ext_id and m.ext_id not in in_hr}
+    if not candidates:
+        return frozenset()
+    found: set[str] = set()
+    for snap in repo.list_snapshots(limit=PREVIOUS_SNAPSHOTS_FOR_MOVES * 4 + 1):
+        if snap.id < current.id and snap.status == "complete":
+            found.update(p.employee_id for p in repo.load_people(snap.id, candidates - found))
+    return frozenset(found)
+
+
 def current_snapshot(engine: Engine) -> SnapshotInfo:
     """The current HR snapshot; none yet is a StagingError that says to ingest first."""
     snapshot = engine.repo.current_snapshot()
@@ -370,6 +391,9 @@ def make_plan(
         provider = engine.provider
         state = provider.read_state(progress=read_progress)
         read_seconds = time.perf_counter() - read_started
+        desired = dataclasses.replace(
+            desired, former=former_employees(repo, snapshot, desired, state, links)
+        )
         if progress is not None:
             progress("planning", len(view.people), None)
         diff_started = time.perf_counter()

@@ -172,3 +172,19 @@ def test_a_json_lines_line_cut_short_holds_its_person(env: ApplyEnv) -> None:
     plan = plan_json(env)
     assert removals(plan) == set()
     assert held(plan)["si.li@example.com"]["employee_id"] == "E0002"
+
+
+def test_a_person_gone_from_hr_whose_unlinked_mailbox_carries_their_id_is_disabled(
+    env: ApplyEnv,
+) -> None:
+    # E0003 was in an earlier snapshot, never linked (nothing was applied); now HR no longer
+    # has them: wangwu@ (ext_id E0003) belongs to a leaver, not to nobody.
+    env.write([*base_rows(), person("E0003", "王五", "wangwu@example.com")],
+              policy={"disable_unmanaged": False})  # fmt: skip
+    assert env.cli("ingest").exit_code == 0
+    env.write(base_rows())
+    plan = plan_json(env)
+    assert "wangwu@example.com" in removals(plan)
+    assert "wangwu@example.com" not in plan["unmanaged"]
+    disable = next(a for a in plan["actions"] if a["target"] == "wangwu@example.com")
+    assert disable["employee_id"] == "E0003" and "extid" in disable["reason"]
