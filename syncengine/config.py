@@ -26,6 +26,7 @@ from syncengine.hooks.config import HooksConfig
 from syncengine.notify import NotificationsConfig
 from syncengine.policy_config import AddressesConfig, LifecycleConfig, PolicyConfig
 from syncengine.providers.config import ExmailConfig
+from syncengine.review_config import ReviewConfig
 
 DEFAULT_CONFIG_NAME = "syncengine.toml"
 CONFIG_ENV = "SYNCENGINE_CONFIG"
@@ -56,6 +57,7 @@ class Config(BaseModel):
     passwords: PasswordsConfig = Field(default_factory=PasswordsConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 

@@ -34,6 +34,9 @@ What it guarantees, and why each piece is there:
   duration) and one per action outcome (diffs old → new, attempts, total duration). The
   attempt rows of an action are handed to the sink together with its outcome row, just before
   the outcome checkpoint, so each finished action appears exactly once as done or failed.
+* **Guard.** When a ``guard`` is given (:mod:`syncengine.guard`, the current policy), each
+  action is re-checked right before its first call; one it forbids makes no call, gets one
+  ``refused`` audit row and fails (so its dependants are skipped).
 """
 
 from __future__ import annotations
@@ -388,8 +391,10 @@ class Executor:
         calls: CallPolicy | None = None,
         progress: Callable[[int, int], None] | None = None,
         stop: threading.Event | None = None,
+        guard: Callable[[Action], str | None] | None = None,
     ) -> None:
         self.provider = provider
+        self._guard = guard
         self.sink = sink
         self.passwords: PasswordSink = passwords or NoPasswordDelivery()
         self.settings = settings or ExecutorSettings()
@@ -556,6 +561,9 @@ class Executor:
     def _execute(self, action: Action, resuming: bool) -> ActionOutcome:
         started = self._clock()
         attempts = self.sink.start_action(action, resuming=resuming)
+        refused = self._guard(action) if self._guard is not None else None
+        if refused is not None:
+            return self._refuse(action, refused, attempts)
         run = _Run(action, check_first=resuming and action.kind in _WRITE_KINDS)
         if resuming and self.sink.already_audited_done(action):
             # Killed between its outcome row and its checkpoint: it is done, say nothing twice.
@@ -620,6 +628,34 @@ class Executor:
             attempts,
             run.calls,
             elapsed,
+        )
+
+    def _refuse(self, action: Action, reason: str, attempts: int) -> ActionOutcome:
+        """The guard forbids the action: no call, one ``refused`` audit row, failed."""
+        self.sink.audit(
+            [
+                AuditRecord(
+                    action_key=action.key,
+                    kind=action.kind.value,
+                    target=action.target,
+                    employee_id=action.employee_id,
+                    email=action_email(action),
+                    result="refused",
+                    attempts=0,
+                    errmsg=reason,
+                    diffs=action_diffs(action),
+                )
+            ]
+        )
+        self.sink.finish_action(action, Status.FAILED, reason)
+        return ActionOutcome(
+            action.key,
+            action.kind.value,
+            action.target,
+            action.employee_id,
+            Status.FAILED,
+            reason,
+            attempts,
         )
 
     def _apply_with_retries(self, run: _Run) -> None:

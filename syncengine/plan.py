@@ -75,15 +75,20 @@ Storing a link means: upsert the row for ``link.employee_id`` with ``email``, ``
 ``disabled_since``; ``first_seen`` is kept when the row exists, else set to the apply time.
 
 The checksum is the sha256 of the canonical JSON of everything in the plan except the checksum
-itself (actions, fingerprints, conflicts, brake findings...), so an applied plan is provably the
-reviewed one and a hand-edited file is refused.
+and the signature (actions, fingerprints, conflicts, brake findings...), so an applied plan is
+provably the reviewed one. Anyone can recompute an unkeyed hash, so the engine also signs the
+checksum with a key it keeps outside the plan (HMAC-SHA256, :func:`signature_for`; the key is
+handled by :mod:`syncengine.signing`): an edited file whose checksum was recomputed is still
+refused, because its signature does not match.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -94,6 +99,9 @@ from syncengine.domain import Gender, Mailbox, UserUpdate
 from syncengine.errors import PlanBlockedError, PlanError
 
 SCHEMA_VERSION = 1
+
+CHECKSUM_PREFIX_MIN = 12
+"""The shortest checksum prefix accepted where a reviewer types what the page shows."""
 
 ChangeValue = str | int | bool | None | tuple[str, ...]
 """An old or new value in a field diff."""
@@ -283,6 +291,7 @@ class Plan:
     held: tuple[Held, ...] = ()
     checksum: str = ""
     schema_version: int = SCHEMA_VERSION
+    signature: str = ""
 
     # --- questions ---------------------------------------------------------------------------
 
@@ -332,6 +341,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         body = _body_dict(self)
         body["checksum"] = self.checksum
+        body["signature"] = self.signature
         return body
 
     def to_json(self) -> str:
@@ -380,7 +390,8 @@ class Plan:
                 where=source,
                 hint="make a new plan and review it again",
             )
-        return plan
+        signature = data.get("signature", "")
+        return replace(plan, signature=signature if isinstance(signature, str) else "")
 
 
 # --- building ------------------------------------------------------------------------------
@@ -448,6 +459,49 @@ def compute_checksum(plan: Plan) -> str:
     """sha256 of the canonical JSON of the plan without its checksum."""
     blob = json.dumps(_body_dict(plan), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def content_key(plan: Plan) -> str:
+    """sha256 of what the plan does: its actions and the fingerprints of the state and config
+    it was made against, without its time. The same changes planned again against the same
+    directory have the same key, so an approval covers the nightly run's copy of them."""
+    body = _body_dict(plan)
+    kept = {k: body[k] for k in ("schema_version", "actions", "state_fingerprint",
+                                 "config_fingerprint")}  # fmt: skip
+    blob = json.dumps(kept, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def signature_for(checksum: str, key: bytes) -> str:
+    """HMAC-SHA256 of the checksum under the engine's plan key (hex)."""
+    return hmac.new(key, checksum.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def signed(plan: Plan, key: bytes) -> Plan:
+    """The plan with its signature under ``key``."""
+    return replace(plan, signature=signature_for(plan.checksum, key))
+
+
+def signature_ok(plan: Plan, key: bytes) -> bool:
+    """Whether the plan's signature is the one ``key`` gives its checksum (constant time)."""
+    return bool(plan.signature) and hmac.compare_digest(
+        plan.signature, signature_for(plan.checksum, key)
+    )
+
+
+def checksum_prefix_error(given: str) -> str | None:
+    """Why ``given`` cannot be a checksum prefix (None when it can): hex, 12 to 64 chars."""
+    text = given.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]*", text):
+        return f"{given.strip()!r} is not hexadecimal (a checksum has only 0-9 and a-f)"
+    if len(text) < CHECKSUM_PREFIX_MIN:
+        return (
+            f"{given.strip()!r} is too short: give at least {CHECKSUM_PREFIX_MIN} characters of "
+            "the checksum (as the plan shows it)"
+        )
+    if len(text) > 64:
+        return f"{given.strip()!r} is longer than a checksum (64 characters)"
+    return None
 
 
 def _replace(plan: Plan, **changes: Any) -> Plan:

@@ -103,6 +103,7 @@ from syncengine.policy import (
     grace_over,
     lifecycle,
 )
+from syncengine.render import format_value
 
 
 @dataclass(frozen=True)
@@ -1035,7 +1036,7 @@ class _Planner:
         chain.actions.append(action)
         self.note(eid, f"action {action.key}: {reason}")
         for f, (old, new) in action.changes.items():
-            self.note(eid, f"  {f}: {old!r} -> {new!r}")
+            self.note(eid, f"  {f}: {format_value(old, f)} → {format_value(new, f)}")
 
     # --- 7. departments to delete ----------------------------------------------------------
 

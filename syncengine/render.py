@@ -14,10 +14,11 @@ escaped, since names and addresses come from HR and Exmail.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from syncengine.plan import (
     Action,
@@ -156,42 +157,75 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _totals_phrase(plan: Plan) -> str:
+class _Tr:
+    """gettext and ngettext of one language (English: the message ids themselves), loaded
+    from the package's catalogues by :mod:`syncengine.plan_page`."""
+
+    def __init__(self, lang: str) -> None:
+        from syncengine.plan_page import translations
+
+        t = translations(lang)
+        self.gettext = t.gettext
+        self.ngettext = t.ngettext
+
+    def __call__(self, text: str, **values: object) -> str:
+        out = self.gettext(text)
+        return out % values if values else out
+
+    def n(self, singular: str, plural: str, n: int, **values: object) -> str:
+        return self.ngettext(singular, plural, n) % {"n": n, **values}
+
+
+def _totals_phrase(plan: Plan, lang: str = "en") -> str:
+    _ = _Tr(lang)
     t = totals(plan)
     if not t["actions"]:
-        return "no changes"
-    parts = [f"{t[label]} {label}" for label, _ in _TOTAL_GROUPS]
+        return _("no changes")
+    words = {
+        "to create": _("%(n)d to create", n=t["to create"]),
+        "to change": _("%(n)d to change", n=t["to change"]),
+        "to disable": _("%(n)d to disable", n=t["to disable"]),
+        "to delete": _("%(n)d to delete", n=t["to delete"]),
+    }
+    parts = [words[label] for label, _kinds in _TOTAL_GROUPS]
     if t["links"]:
-        parts.append(_plural(t["links"], "link record"))
-    return ", ".join(parts)
+        parts.append(_.n("%(n)d link record", "%(n)d link records", t["links"]))
+    return _(", ").join(parts)
 
 
-def summary_line(plan: Plan, release: Release | None = None) -> str:
+def summary_line(plan: Plan, release: Release | None = None, lang: str = "en") -> str:
     """One line for a terminal or a log: the plan's short id, what it does, whether it is
-    blocked and how to release it."""
+    blocked and how to release it (in ``lang``: en or zh)."""
+    _ = _Tr(lang)
     t = totals(plan)
-    text = f"Plan {plan.checksum[:12]}: {_totals_phrase(plan)}"
+    text = _("Plan %(short)s: %(what)s", short=plan.checksum[:12], what=_totals_phrase(plan, lang))
     extra = []
     if t["conflicts"]:
-        extra.append(_plural(t["conflicts"], "conflict"))
+        extra.append(_.n("%(n)d conflict", "%(n)d conflicts", t["conflicts"]))
     if t["unmanaged"]:
-        extra.append(f"{t['unmanaged']} unmanaged")
+        extra.append(_("%(n)d unmanaged", n=t["unmanaged"]))
     if t["quarantined"]:
-        extra.append(f"{t['quarantined']} quarantined")
+        extra.append(_("%(n)d quarantined", n=t["quarantined"]))
     if plan.held:
-        extra.append(f"{len(plan.held)} held")
+        extra.append(_("%(n)d held", n=len(plan.held)))
     if extra:
-        text += "; " + ", ".join(extra)
+        text += _("; ") + _(", ").join(extra)
     left = plan.unreleased(release)
     if left:
-        text += f"; BLOCKED by {_plural(len(left), 'brake')} ({_release_hint(left)})"
+        text += _.n(
+            "; BLOCKED by %(n)d brake (%(hint)s)",
+            "; BLOCKED by %(n)d brakes (%(hint)s)",
+            len(left),
+            hint=_release_hint(left, lang),
+        )
     elif plan.blocked_reasons:
-        text += f"; {_plural(len(plan.blocked_reasons), 'brake')} released"
+        text += _.n("; %(n)d brake released", "; %(n)d brakes released", len(plan.blocked_reasons))
     return text
 
 
-def _release_hint(reasons: Sequence[BlockedReason]) -> str:
+def _release_hint(reasons: Sequence[BlockedReason], lang: str = "en") -> str:
     """The one release that lifts all of ``reasons``: the largest N per option."""
+    _ = _Tr(lang)
     removals = max(
         (r.needed for r in reasons if r.release is ReleaseKind.ALLOW_REMOVALS), default=0
     )
@@ -202,8 +236,8 @@ def _release_hint(reasons: Sequence[BlockedReason]) -> str:
     if updates:
         opts.append(f"--allow-updates {updates}")
     if any(r.release is ReleaseKind.FORCE for r in reasons) or not opts:
-        return "after review pass --force"
-    return "after review pass " + " ".join(opts) + ", or --force"
+        return _("after review pass --force")
+    return _("after review pass %(options)s, or --force", options=" ".join(opts))
 
 
 # --- values and labels ----------------------------------------------------------------------
@@ -289,19 +323,21 @@ def _held_line(h: Held) -> str:
 
 
 def _listing(
-    lines: list[str], title: str, items: Sequence[str], note: str, style: Styler, limit: int
-) -> None:
+    lines: list[str], title: str, items: Sequence[str], note: str, style: Styler, limit: int,
+    _: _Tr,
+) -> None:  # fmt: skip
     if not items:
         return
-    lines.append(style(f"{title} ({len(items)})", "bold") + (f" — {note}" if note else ""))
+    lines.append(style(f"{_(title)} ({len(items)})", "bold") + (f" — {_(note)}" if note else ""))
     shown = items if limit <= 0 else items[:limit]
     lines.extend(f"  {x}" for x in shown)
     if len(items) > len(shown):
-        lines.append(style(f"  ... and {len(items) - len(shown)} more (see the JSON plan)", "dim"))
+        more = _("  ... and %(n)d more (see the JSON plan)", n=len(items) - len(shown))
+        lines.append(style(more, "dim"))
     lines.append("")
 
 
-def _blocked_lines(plan: Plan, release: Release | None, style: Styler) -> list[str]:
+def _blocked_lines(plan: Plan, release: Release | None, style: Styler, _: _Tr) -> list[str]:
     if not plan.blocked_reasons:
         return []
     left = plan.unreleased(release)
@@ -309,24 +345,36 @@ def _blocked_lines(plan: Plan, release: Release | None, style: Styler) -> list[s
     if left:
         lines.append(
             style(
-                f"BLOCKED: {_plural(len(left), 'safety brake')} "
-                f"{'stops' if len(left) == 1 else 'stop'} this plan from being applied",
+                _.n(
+                    "BLOCKED: %(n)d safety brake stops this plan from being applied",
+                    "BLOCKED: %(n)d safety brakes stop this plan from being applied",
+                    len(left),
+                ),
                 "bold",
                 "red",
             )
         )
     else:
-        lines.append(style("Safety brakes fired but are released for this run:", "bold", "yellow"))
+        lines.append(
+            style(_("Safety brakes fired but are released for this run:"), "bold", "yellow")
+        )
     for r in plan.blocked_reasons:
         released = r.released_by(release)
         mark = style("✓", "green") if released else style("✗", "red")
         lines.append(f"  {mark} {style(r.brake, 'bold')}: {r.message}")
         if released:
-            lines.append(style("      released by the options given", "dim"))
+            lines.append(style("      " + _("released by the options given"), "dim"))
         else:
-            lines.append(f"      to release: {r.how_to_release}")
+            lines.append("      " + _("to release: %(how)s", how=r.how_to_release))
     lines.append("")
     return lines
+
+
+def _made_at(plan: Plan, zone: ZoneInfo | None) -> str:
+    if zone is None or plan.created_at.tzinfo is None:
+        return plan.created_at.isoformat(sep=" ", timespec="seconds")
+    local = plan.created_at.astimezone(zone)
+    return f"{local.isoformat(sep=' ', timespec='seconds')} ({zone.key})"
 
 
 def render_text(
@@ -336,30 +384,41 @@ def render_text(
     release: Release | None = None,
     names: Mapping[str, str] | None = None,
     list_limit: int = LIST_LIMIT,
+    lang: str = "en",
+    zone: ZoneInfo | None = None,
 ) -> str:
     """The plan for a terminal (see the module docstring). ``names`` (employee id -> name)
     labels actions whose name the plan does not carry; ``release`` marks the brakes the
-    operator's options lift; ``list_limit`` <= 0 lists every unmanaged address."""
+    operator's options lift; ``list_limit`` <= 0 lists every unmanaged address; ``lang``
+    (en, zh) the headings and totals; ``zone`` the time zone of the plan's time."""
+    _ = _Tr(lang)
     style = _styler(color)
     names = names or {}
     lines = [
-        style(f"Plan {plan.checksum[:12]}", "bold")
-        + f"  made {plan.created_at.isoformat(sep=' ', timespec='seconds')}",
+        style(_("Plan %(short)s", short=plan.checksum[:12]), "bold")
+        + "  "
+        + _("made %(when)s", when=_made_at(plan, zone)),
         style(
-            f"  checksum {plan.checksum}\n"
-            f"  mailbox state {plan.state_fingerprint[:12]}  config {plan.config_fingerprint[:12]}",
+            "  "
+            + _("checksum %(checksum)s", checksum=plan.checksum)
+            + "\n  "
+            + _(
+                "mailbox state %(state)s  config %(config)s",
+                state=plan.state_fingerprint[:12],
+                config=plan.config_fingerprint[:12],
+            ),
             "dim",
         ),
         "",
     ]
-    lines += _blocked_lines(plan, release, style)
+    lines += _blocked_lines(plan, release, style, _)
     grouped = _grouped(plan)
     for section in SECTIONS:
         actions = grouped[section.key]
         if not actions:
             continue
-        head = style(f"{section.title} ({len(actions)})", "bold")
-        lines.append(head + (style(f" — {section.note}", "dim") if section.note else ""))
+        head = style(f"{_(section.title)} ({len(actions)})", "bold")
+        lines.append(head + (style(f" — {_(section.note)}", "dim") if section.note else ""))
         for a in actions:
             who = employee_label(a, names)
             lines.append(
@@ -371,33 +430,38 @@ def render_text(
                     lines.append(f"      {fld}: {style(old, 'green')}")
                 else:
                     lines.append(f"      {fld}: {style(old, 'red')} → {style(new, 'green')}")
-            lines.append(style(f"      why: {a.reason}", "dim"))
+            lines.append(style("      " + _("why: %(reason)s", reason=a.reason), "dim"))
         lines.append("")
     if plan.conflicts:
         lines.append(
-            style(f"Conflicts ({len(plan.conflicts)})", "bold", "magenta")
-            + " — the engine will not guess; resolve these in HR or Exmail"
+            style(f"{_('Conflicts')} ({len(plan.conflicts)})", "bold", "magenta")
+            + " — "
+            + _("the engine will not guess; resolve these in HR or Exmail")
         )
         for c in plan.conflicts:
             lines.append(f"  {style('!', 'magenta', 'bold')} {c.kind.value}: {c.message}")
         lines.append("")
     _listing(lines, "Unmanaged mailboxes", plan.unmanaged,
-             "no HR record; left alone", style, list_limit)  # fmt: skip
+             "no HR record; left alone", style, list_limit, _)  # fmt: skip
     _listing(lines, "Protected accounts", plan.protected,
-             "matched a protected pattern; never touched", style, list_limit)  # fmt: skip
+             "matched a protected pattern; never touched", style, list_limit, _)  # fmt: skip
     _listing(lines, "Quarantined employees", plan.quarantined,
              "rows with problems in the HR snapshot; not synced, never treated as leavers",
-             style, list_limit)  # fmt: skip
+             style, list_limit, _)  # fmt: skip
     _listing(lines, "Held mailboxes", [_held_line(h) for h in plan.held],
              "never disabled, deleted or adopted until HR fixes the row", style,
-             list_limit)  # fmt: skip
+             list_limit, _)  # fmt: skip
     if plan.actions:
-        lines.append(style("Plan: ", "bold") + _totals_phrase(plan) + ".")
+        lines.append(style(_("Plan: "), "bold") + _totals_phrase(plan, lang) + _("."))
     else:
-        lines.append(style("No changes.", "bold", "green") + " Exmail already follows HR.")
+        lines.append(
+            style(_("No changes."), "bold", "green") + " " + _("Exmail already follows HR.")
+        )
     left = plan.unreleased(release)
     if left:
-        lines.append(style("This plan is blocked: ", "bold", "red") + _release_hint(left) + ".")
+        lines.append(
+            style(_("This plan is blocked: "), "bold", "red") + _release_hint(left, lang) + _(".")
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -444,40 +508,6 @@ def render_explanation(
 
 # --- HTML -----------------------------------------------------------------------------------
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","Microsoft YaHei",
-sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;color:#1f2328;line-height:1.45}
-h1{font-size:1.5rem;margin-bottom:.25rem}h2{font-size:1.15rem;margin:2rem 0 .5rem;
-border-bottom:1px solid #d0d7de;padding-bottom:.25rem}
-.meta{color:#57606a;font-size:.85rem}.meta code{font-size:.8rem}
-table{border-collapse:collapse;width:100%;font-size:.9rem}
-th,td{border:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa}
-.summary{width:auto}.summary td.count{text-align:right;font-weight:600;min-width:3rem}
-.blocked,.released,.ok{margin-top:1.25rem}
-.blocked{border:2px solid #cf222e;background:#ffebe9;padding:.75rem 1rem;border-radius:6px}
-.blocked h2{color:#cf222e;border:0;margin-top:0}
-.released{border:2px solid #bf8700;background:#fff8c5;padding:.75rem 1rem;border-radius:6px}
-.ok{border:2px solid #1a7f37;background:#dafbe1;padding:.75rem 1rem;border-radius:6px}
-del{color:#cf222e;text-decoration:line-through}ins{color:#1a7f37;text-decoration:none}
-ul.changes{margin:0;padding-left:1rem}.note{color:#57606a;font-size:.85rem}
-.mark-create{color:#1a7f37}.mark-remove{color:#cf222e}
-"""
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _changes_html(action: Action) -> str:
-    items = []
-    for fld, old, new in _change_lines(action):
-        if new is None:
-            items.append(f"<li><b>{_e(fld)}</b>: <ins>{_e(old)}</ins></li>")
-        else:
-            items.append(f"<li><b>{_e(fld)}</b>: <del>{_e(old)}</del> → <ins>{_e(new)}</ins></li>")
-    return f'<ul class="changes">{"".join(items)}</ul>' if items else ""
-
 
 def render_html(
     plan: Plan,
@@ -485,126 +515,12 @@ def render_html(
     release: Release | None = None,
     names: Mapping[str, str] | None = None,
     plan_id: int | None = None,
-    title: str = "syncengine plan",
+    context: Any = None,
 ) -> str:
-    """One self-contained page for approvers (see the module docstring). ``plan_id`` is the
-    staging database's id of the saved plan, shown beside the checksum."""
-    names = names or {}
-    t = totals(plan)
-    short = plan.checksum[:12]
-    out: list[str] = [
-        "<!DOCTYPE html>",
-        '<html lang="zh-CN"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)} {_e(short)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)} <code>{_e(short)}</code></h1>",
-        '<table class="meta" id="meta">',
-    ]
-    meta = [
-        ("Plan id", f"#{plan_id}" if plan_id is not None else "(not saved)"),
-        ("Checksum (sha256)", plan.checksum),
-        ("Created", plan.created_at.isoformat(sep=" ", timespec="seconds")),
-        ("Mailbox state fingerprint", plan.state_fingerprint),
-        ("Config fingerprint", plan.config_fingerprint),
-        ("Schema version", str(plan.schema_version)),
-    ]
-    out += [f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in meta]
-    out.append("</table>")
+    """One self-contained page for approvers, from :mod:`syncengine.plan_page` (a Jinja2
+    template, zh/en catalogues). ``context`` is a :class:`~syncengine.plan_page.ReviewContext`;
+    without one, ``names`` and ``plan_id`` make an English page in UTC."""
+    from syncengine.plan_page import ReviewContext, render_page
 
-    left = plan.unreleased(release)
-    if plan.blocked_reasons:
-        cls = "blocked" if left else "released"
-        heading = (
-            f"Blocked by {_plural(len(left), 'safety brake')}: "
-            "this plan will not be applied as it is"
-            if left
-            else "Safety brakes fired and are released for this run"
-        )
-        out.append(f'<section class="{cls}" id="blocked"><h2>{_e(heading)}</h2><ul>')
-        for r in plan.blocked_reasons:
-            state = "released" if r.released_by(release) else f"to release: {r.how_to_release}"
-            out.append(
-                f'<li class="reason" data-brake="{_e(r.brake)}"><b>{_e(r.brake)}</b>: '
-                f'{_e(r.message)}<br><span class="note">{_e(state)}</span></li>'
-            )
-        out.append("</ul></section>")
-    elif not plan.actions:
-        out.append('<section class="ok" id="nochanges"><b>No changes.</b> '
-                   "Exmail already follows HR.</section>")  # fmt: skip
-
-    out.append('<h2>Summary</h2><table class="summary" id="summary">')
-    rows = [(label, t[label]) for label, _ in _TOTAL_GROUPS]
-    rows += [
-        ("link records", t["links"]),
-        ("actions in all", t["actions"]),
-        ("conflicts", t["conflicts"]),
-        ("unmanaged", t["unmanaged"]),
-        ("protected", t["protected"]),
-        ("quarantined", t["quarantined"]),
-    ]
-    out += [
-        f'<tr><th>{_e(label)}</th><td class="count" data-key="{_e(label)}">{n}</td></tr>'
-        for label, n in rows
-    ]
-    out.append("</table>")
-
-    grouped = _grouped(plan)
-    for section in SECTIONS:
-        actions = grouped[section.key]
-        if not actions:
-            continue
-        out.append(
-            f'<h2 id="{section.key}">{_e(section.title)} ({len(actions)})</h2>'
-            + (f'<p class="note">{_e(section.note)}</p>' if section.note else "")
-        )
-        out.append(
-            f'<table class="kind" data-section="{section.key}"><thead><tr><th>#</th>'
-            "<th>Target</th><th>Employee</th><th>Changes (old → new)</th><th>Reason</th>"
-            "</tr></thead><tbody>"
-        )
-        for i, a in enumerate(actions, 1):
-            out.append(
-                f"<tr><td>{i}</td><td>{_e(action_label(a))}</td>"
-                f"<td>{_e(employee_label(a, names))}</td><td>{_changes_html(a)}</td>"
-                f"<td>{_e(a.reason)}</td></tr>"
-            )
-        out.append("</tbody></table>")
-
-    if plan.conflicts:
-        out.append(f'<h2 id="conflicts">Conflicts ({len(plan.conflicts)})</h2>')
-        out.append('<p class="note">The engine will not guess: resolve these in HR or Exmail. '
-                   "The people concerned get no actions.</p>")  # fmt: skip
-        out.append("<table><thead><tr><th>Kind</th><th>Employees</th><th>Addresses</th>"
-                   "<th>What is wrong</th></tr></thead><tbody>")  # fmt: skip
-        for c in plan.conflicts:
-            out.append(
-                f"<tr><td>{_e(c.kind.value)}</td><td>{_e(', '.join(c.employee_ids))}</td>"
-                f"<td>{_e(', '.join(c.emails))}</td><td>{_e(c.message)}</td></tr>"
-            )
-        out.append("</tbody></table>")
-
-    for key, heading, items, note in (
-        ("unmanaged", "Unmanaged mailboxes", plan.unmanaged, "No HR record; left alone."),
-        ("protected", "Protected accounts", plan.protected, "Never touched."),
-        ("quarantined", "Quarantined employees", plan.quarantined,
-         "Rows with problems in the HR snapshot: not synced, never treated as leavers."),
-        ("held", "Held mailboxes", tuple(_held_line(h) for h in plan.held),
-         "Never disabled, deleted or adopted until HR fixes the row."),
-    ):  # fmt: skip
-        if items:
-            out.append(f'<h2 id="{key}">{_e(heading)} ({len(items)})</h2>')
-            out.append(f'<p class="note">{_e(note)}</p><ul>')
-            out += [f"<li>{_e(x)}</li>" for x in items]
-            out.append("</ul>")
-
-    if plan.explanations:
-        out.append('<h2 id="explanations">Explanations</h2>')
-        for eid, steps in plan.explanations.items():
-            label = f"{eid} {names.get(eid, '')}".strip()
-            out.append(f"<h3>{_e(label)}</h3><ol>")
-            out += [f"<li>{_e(s.strip())}</li>" for s in steps]
-            out.append("</ol>")
-
-    out.append(f'<p class="note" id="totals">{_e(summary_line(plan, release))}</p></body></html>')
-    return "\n".join(out) + "\n"
+    ctx = context or ReviewContext(names=dict(names or {}), plan_id=plan_id)
+    return render_page(plan, release=release, context=ctx)

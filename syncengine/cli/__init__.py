@@ -9,7 +9,7 @@ themselves on import.
 
 from __future__ import annotations
 
-from syncengine.cli import admin, mail, nightly, planning, serving
+from syncengine.cli import admin, mail, nightly, planning, review, serving
 from syncengine.cli.app import main
 
-__all__ = ["admin", "mail", "main", "nightly", "planning", "serving"]
+__all__ = ["admin", "mail", "main", "nightly", "planning", "review", "serving"]

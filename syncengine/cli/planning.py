@@ -31,7 +31,8 @@ from syncengine.errors import SyncEngineError
     "out_path",
     type=click.Path(dir_okay=False, writable=True),
     default=None,
-    help="Write the plan to FILE in the chosen --format (json: the file 'apply' takes).",
+    help="Write the plan to FILE; the format follows the extension (.json .html .txt). An "
+    "HTML page is written with the JSON file of the same plan beside it (FILE.json).",
 )
 @click.option(
     "--format",
@@ -39,8 +40,11 @@ from syncengine.errors import SyncEngineError
     type=click.Choice(["text", "json", "html"]),
     default=None,
     help="text (the default on stdout), json (the applyable plan file) or html (one page "
-    "for approvers). Default with --out: json.",
+    "for approvers). Default with --out: from the extension, else json.",
 )
+@click.option("--lang", type=click.Choice(["zh", "en"]), default=None,
+              help="Language: of the HTML page (default: [review] lang) and of the text "
+              "(default: en).")  # fmt: skip
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
@@ -63,6 +67,7 @@ def plan_command(
     fmt: str | None,
     detailed_exitcode: bool,
     only: tuple[str, ...],
+    lang: str | None,
     allow_removals: int | None,
     allow_updates: int | None,
     force: bool,
@@ -76,10 +81,13 @@ def plan_command(
     """
     import time
 
-    from syncengine import render
+    from syncengine import render, review
     from syncengine.errors import EXIT_BLOCKED, EXIT_CHANGES
 
-    fmt = fmt or ("json" if out_path else "text")
+    try:
+        fmt = review.output_format(out_path, fmt)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     show_progress = not as_json and sys.stderr.isatty()
     last = [0.0]
 
@@ -97,6 +105,7 @@ def plan_command(
         of = f" / {total:,}" if total else ""
         click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=False)
 
+    review.check_only(state.config, only)
     result = service.make_plan(
         state.engine,
         only=list(only) if only else None,
@@ -109,18 +118,22 @@ def plan_command(
     if fmt == "json":
         document = render.render_json(plan)
     elif fmt == "html":
-        document = render.render_html(
-            plan, release=result.release, names=result.names, plan_id=result.plan_id
+        document = review.render_stored(
+            state.config, plan, "html", plan_id=result.plan_id, release=result.release, lang=lang
         )
     else:
         color = out_path is None and not as_json and sys.stdout.isatty()
         document = render.render_text(plan, color=color, release=result.release,
-                                      names=result.names)  # fmt: skip
+                                      names=result.names, lang=lang or "en",
+                                      zone=state.config.review.zone)  # fmt: skip
         if plan.explanations:
             document = (
                 render.render_explanation(plan, color=color, names=result.names) + "\n" + document
             )
 
+    json_beside = review.json_beside(out_path) if out_path and fmt == "html" else None
+    if json_beside is not None:
+        write_file(str(json_beside), render.render_json(plan))
     if out_path is not None:
         write_file(out_path, document)
     if as_json:
@@ -133,6 +146,8 @@ def plan_command(
     elif out_path is not None:
         click.echo(f"{render.summary_line(plan, result.release)}")
         click.echo(f"Saved as plan #{result.plan_id} ({fmt}): {out_path}")
+        if json_beside is not None:
+            click.echo(f"The plan file to apply (same plan): {json_beside}")
         for reason in plan.unreleased(result.release):
             click.echo(f"blocked: {reason.message} — {reason.how_to_release}", err=True)
     else:

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from syncengine import enforcement
 from syncengine.apply_config import DEFAULT_PASSWORD_FILE
 from syncengine.config import Config
 from syncengine.domain import (
@@ -269,6 +270,7 @@ def _execute_stored(
                 department_exists=engine.department_exists,
                 sleep=engine.sleep,
                 progress=progress,
+                guard=enforcement.action_guard(enforcement.ground(config, repo)),
             )
             result = executor.run(plan, statuses)
         finally:
@@ -387,12 +389,7 @@ def apply_plan(
     run left are finished first. A plan already applied is not applied again. Failed actions
     are in the report (the CLI exits 4); they fail only their dependants.
     """
-    if checksum is not None and checksum.strip().lower() != plan.checksum:
-        raise PlanError(
-            f"the plan's checksum is {plan.checksum}, not the reviewed {checksum.strip()}",
-            where="--checksum",
-            hint="apply the exact file that was reviewed, or review this one",
-        )
+    enforcement.check_reviewed_checksum(plan, checksum)
     if plan.config_fingerprint != engine.fingerprint:
         raise PlanError(
             f"the plan was made under another configuration (config fingerprint "
@@ -402,9 +399,12 @@ def apply_plan(
         )
     release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
     plan.raise_if_unsafe(release)
+    enforcement.verify_signature(engine.config, plan)
     repo = engine.repo
     repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
     try:
+        enforcement.check_brakes(plan, enforcement.ground(engine.config, repo), release)
+        enforcement.check_approval(engine.config, repo, plan)
         resumed = _resume_unfinished(engine, actor=actor, progress=progress)
         record = repo.load_plan(plan.checksum)
         if record is not None and record.status == PlanStatus.APPLYING:

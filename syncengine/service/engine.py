@@ -266,7 +266,7 @@ def config_fingerprint(config: Config) -> str:
     mapping or Exmail target) is refused. Secrets are left out, so rotating a secret does not
     make reviewed plans stale, and the fingerprint reveals nothing about them.
     """
-    data = _without_secrets(config.model_dump(mode="python"))
+    data = _without_secrets(config.model_dump(mode="python", exclude={"review"}))
     blob = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from syncengine import signing
 from syncengine.config import Config
 from syncengine.connectors.mapping import (
     DepartmentTable,
@@ -39,6 +40,7 @@ from syncengine.hooks.payloads import (
     UpsertEvent,
     fold,
 )
+from syncengine.hooks.review import with_review
 from syncengine.hooks.schedule import CronSchedule
 from syncengine.hooks.worker import Scheduler, Worker
 from syncengine.plan import Plan, Release
@@ -52,6 +54,7 @@ from syncengine.service.planning import (
     diff_knowing_groups,
     load_snapshot_view,
 )
+from syncengine.service.review_pages import review_backend
 from syncengine.sockets import listening_socket
 from syncengine.staging.repository import (
     HookEvent,
@@ -468,6 +471,7 @@ class HookBackend:
             engine.provider, desired, state, self.repo.load_links(), engine.policy, now,
             config_fingerprint=engine.fingerprint, only=targets,
         )  # fmt: skip
+        plan = signing.sign_plan(plan, signing.plan_key(engine.config))
         engine.remember_state(plan.state_fingerprint)
         bad: dict[str, tuple[str, bool]] = {}
         for c in plan.conflicts:
@@ -531,7 +535,7 @@ def serve(
     config = engine.config
     backend = HookBackend(engine)
     try:
-        app = create_hook_app(backend)
+        app = with_review(create_hook_app(backend), review_backend(config))
         try:
             sock = listening_socket(host, port)
         except OSError as exc:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from syncengine import planner, render
+from syncengine import planner, render, signing
 from syncengine.domain import (
     AddressKind,
     Department,
@@ -408,6 +408,7 @@ def make_plan(
             only=list(only) if only is not None else None,
         )
         diff_seconds = time.perf_counter() - diff_started
+        plan = signing.sign_plan(plan, signing.plan_key(engine.config))
         engine.remember_state(plan.state_fingerprint)
         record = save_plan(repo, plan, run.id)
         mentioned = {a.employee_id for a in plan.actions if a.employee_id}

@@ -210,6 +210,22 @@ class PlanRow(Base):
     status: Mapped[str] = mapped_column(String(SHORT_LEN))
 
 
+class PlanApproval(Base):
+    """An approver's decision on a saved plan (issue 12); also written to the audit log."""
+
+    __tablename__ = "plan_approvals"
+    __table_args__ = (Index(None, "content_key"), Index(None, "plan_id"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"))
+    checksum: Mapped[str] = mapped_column(String(HASH_LEN))
+    content_key: Mapped[str] = mapped_column(String(HASH_LEN))
+    decision: Mapped[str] = mapped_column(String(SHORT_LEN))
+    approver: Mapped[str] = mapped_column(String(NAME_LEN))
+    comment: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
+
+
 class PlanAction(Base):
     """One action of a saved plan and its checkpointed progress."""
 

@@ -184,6 +184,8 @@ def _inline(value: dict[str, Any]) -> bool:
 def _value(value: Any) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):  # an array of inline tables too ([[review.approvers]])
+        return "[" + ", ".join(_value(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)
 
 

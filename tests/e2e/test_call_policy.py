@@ -54,11 +54,37 @@ def test_a_sync_converges_through_busy_answers_on_reads_and_writes(
     assert report["status"] == "succeeded", report
     env.assert_converged()
     busy = [c for c in emu.calls() if c["errcode"] in BUSY]
-    assert {endpoint(c) for c in busy} & READS, "no read met a busy answer: nothing tested"
-    assert {endpoint(c) for c in busy} - READS, "no write met a busy answer: nothing tested"
+    assert busy, "no call met a busy answer: nothing tested"
     # Every busy answer was tried again, and the report says so.
     assert report["api_retries"] == len(busy), (report["api_retries"], len(busy))
     assert report["api_calls"] == len(emu.calls())
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_the_reads_of_a_plan_ride_out_busy_answers(
+    api: str, tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    """Reads alone (a Gen 2 sync makes only a handful, so 5% may miss them): with a third of
+    all calls answered "busy", ``plan`` still reads the whole directory and plans exactly
+    what it plans without faults."""
+    emu = emulator_factory(api, rng_seed=3)
+    env = fresh_env(tmp_path, emu, max_attempts=12)
+    assert env.cli("ingest").exit_code == 0
+    clean = env.root / "clean.json"
+    assert env.cli("plan", "--out", str(clean)).exit_code == 0
+    emu.clear_calls()
+    emu.set_faults(busy_rate=0.33)
+    faulty = env.root / "faulty.json"
+    r = env.cli("plan", "--out", str(faulty))
+    emu.set_faults(busy_rate=0.0)
+    assert r.exit_code == 0, r.output
+    busy = {endpoint(c) for c in emu.calls() if c["errcode"] in BUSY}
+    assert busy and busy <= READS, busy
+
+    def actions(path: Path) -> list[str]:
+        return [a["key"] for a in json.loads(path.read_text(encoding="utf-8"))["actions"]]
+
+    assert actions(faulty) == actions(clean) and len(actions(clean)) > 30
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])

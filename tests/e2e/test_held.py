@@ -59,7 +59,11 @@ def test_a_quarantined_owner_s_mailbox_is_held_not_unmanaged(env: ApplyEnv) -> N
     assert "HR row has a problem" in h["reason"] and "mobile" in h["reason"]
 
     r = env.cli("plan")
-    assert "Held" in r.stdout and "wangwu@example.com" in r.stdout
+    assert "Held mailboxes (1)" in r.stdout and "wangwu@example.com (E0003)" in r.stdout
+    page = env.root / "plan.html"
+    r = env.cli("plan", "--format", "html", "--out", str(page))
+    html = page.read_text("utf-8")
+    assert 'id="held"' in html and "wangwu@example.com E0003" in html
 
 
 def test_a_linked_person_quarantined_later_is_held_and_sync_keeps_the_mailbox(

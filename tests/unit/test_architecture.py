@@ -26,6 +26,8 @@ PURE = [
     "syncengine.connectors.mapping",
     "syncengine.connectors.values",
     "syncengine.holds",
+    "syncengine.guard",
+    "syncengine.plan_page",
 ]
 IO_LIBRARIES = {
     "sqlalchemy", "httpx", "click", "starlette", "uvicorn", "alembic", "psycopg", "ldap3",

@@ -127,6 +127,17 @@ class PlansRepository(RepositoryCore):
             row = conn.execute(select(PlanRow.__table__).where(cond)).mappings().first()
         return self._plan(row) if row else None
 
+    def plans_with_checksum_prefix(self, prefix: str, *, limit: int = 2) -> list[PlanRecord]:
+        """Stored plans whose checksum starts with ``prefix`` (lower-case hex), newest first."""
+        with self._tx("finding a plan by checksum prefix") as conn:
+            rows = conn.execute(
+                select(PlanRow.__table__)
+                .where(PlanRow.checksum.startswith(prefix, autoescape=True))
+                .order_by(PlanRow.id.desc())
+                .limit(limit)
+            ).mappings()
+            return [self._plan(r) for r in rows]
+
     def set_plan_status(self, plan_id: int, status: str) -> None:
         status = PlanStatus(status).value
         with self._tx("updating a plan") as conn:
