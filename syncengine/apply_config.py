@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from syncengine.executor import ExecutorSettings
+from syncengine.handover import HandoverConfig
 
 DEFAULT_PASSWORD_FILE = "initial-passwords.jsonl"
 
@@ -70,3 +71,4 @@ class PasswordsConfig(BaseModel):
 
     delivery: Literal["file", "none"] = "file"
     path: str | None = None
+    handover: HandoverConfig | None = None  # also send it to the new hire (syncengine.handover)

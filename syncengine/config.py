@@ -16,9 +16,11 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from syncengine import clock
 from syncengine.apply_config import ApplyConfig, PasswordsConfig
 from syncengine.connectors.config import DepartmentsConfig, MappingConfig, SourceConfig
 from syncengine.errors import ConfigError
@@ -27,6 +29,8 @@ from syncengine.notify import NotificationsConfig
 from syncengine.policy_config import AddressesConfig, LifecycleConfig, PolicyConfig
 from syncengine.providers.config import ExmailConfig
 from syncengine.review_config import ReviewConfig
+from syncengine.secrets import check_secrets, label_secrets
+from syncengine.textfile import MetricsConfig
 
 DEFAULT_CONFIG_NAME = "syncengine.toml"
 CONFIG_ENV = "SYNCENGINE_CONFIG"
@@ -40,12 +44,30 @@ class DatabaseConfig(BaseModel):
     url: str = "sqlite:///syncengine.db"
 
 
+class GeneralConfig(BaseModel):
+    """``[general]``: settings of the whole engine.
+
+    ``timezone`` is the company's calendar (an IANA name): every date decision and every time
+    shown to people uses it; ``$SYNCENGINE_TZ`` overrides it (see :mod:`syncengine.clock`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timezone: str = clock.DEFAULT_TIMEZONE
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        clock.zone(value)
+        return value.strip()
+
+
 class Config(BaseModel):
     """The whole configuration. Tables not given take their defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     exmail: ExmailConfig
+    general: GeneralConfig = Field(default_factory=GeneralConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     source: SourceConfig | None = None
     mapping: MappingConfig = Field(default_factory=MappingConfig)
@@ -58,6 +80,7 @@ class Config(BaseModel):
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 
@@ -65,6 +88,22 @@ class Config(BaseModel):
     def path(self) -> Path | None:
         """The file this config was read from (None when built in code)."""
         return self._path
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        """The company's time zone: ``$SYNCENGINE_TZ`` if set, else ``[general] timezone``."""
+        override = os.environ.get(clock.TZ_ENV, "").strip()
+        if not override:
+            return clock.zone(self.general.timezone)
+        try:
+            return clock.zone(override)
+        except ValueError as exc:
+            raise ConfigError(str(exc), where=f"environment variable {clock.TZ_ENV}") from None
+
+    def require_secrets(self, *tables: str) -> None:
+        """Read now every secret of these tables (``exmail``, ``source``, ``notifications``,
+        ``hooks``...): a ConfigError naming each one that is missing, before any work."""
+        check_secrets(self, str(self._path) if self._path else "config", tables)
 
     @property
     def base_dir(self) -> Path:
@@ -129,6 +168,7 @@ def parse_config(data: dict[str, Any], *, path: Path | None = None) -> Config:
     except ValidationError as exc:
         raise config_error_from_validation(exc, source) from None
     cfg._path = path.resolve() if path else None
+    label_secrets(cfg, source)  # env:/file: secrets are read on first use, naming key and file
     return cfg
 
 

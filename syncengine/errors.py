@@ -16,6 +16,7 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_BLOCKED = 3
 EXIT_FAILED_ACTIONS = 4
+EXIT_USAGE = 64  # EX_USAGE (sysexits.h): a wrong option or argument; never 2, which means "changes"
 
 
 class SyncEngineError(Exception):

@@ -56,7 +56,8 @@ from tenacity import (
     wait_random,
 )
 
-from syncengine.secrets import Secret
+from syncengine.chatbots import BotConfig, bot_request, read_answer
+from syncengine.secrets import Secret, known_value
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class NotificationsConfig(BaseModel):
 
     on: list[Event] = Field(default_factory=lambda: list(EVENTS))
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    bots: list[BotConfig] = Field(default_factory=list)  # WeCom / DingTalk / Feishu group bots
     smtp: SmtpConfig | None = None
     attempts: int = Field(default=5, ge=1, le=20)
     backoff: float = Field(default=1.0, ge=0)
@@ -155,7 +157,7 @@ class NotificationsConfig(BaseModel):
 
     @property
     def enabled(self) -> bool:
-        return bool(self.webhooks or self.smtp)
+        return bool(self.webhooks or self.bots or self.smtp)
 
 
 # --- signing ------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 class Delivery:
     """What happened to one notification target."""
 
-    channel: Literal["webhook", "smtp"]
+    channel: Literal["webhook", "smtp", "bot"]
     target: str
     ok: bool
     attempts: int
@@ -270,9 +272,14 @@ class Notifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        own = [w.secret.get_secret_value() for w in config.webhooks]
+        named = [w.secret for w in config.webhooks]
         if config.smtp is not None and config.smtp.password is not None:
-            own.append(config.smtp.password.get_secret_value())
+            named.append(config.smtp.password)
+        named.extend(bot.secret for bot in config.bots if bot.secret is not None)
+        # a secret that cannot be read (unset variable) fails its target, not the notifier
+        own = [v for v in (known_value(x) for x in named) if v is not None]
+        for bot in config.bots:  # a bot's URL holds its token
+            own.extend([bot.url, *bot.tokens()])
         self._secrets = tuple({*own, *secrets})
         self._transport = transport
         self._sleep = sleep
@@ -306,6 +313,10 @@ class Notifier:
                           functools.partial(self._post, hook, event, delivery_id, body))
             for hook in self.config.webhooks
         ]  # fmt: skip
+        results.extend(
+            self._guarded("bot", bot.label, functools.partial(self._bot, bot, subject, text))
+            for bot in self.config.bots
+        )
         smtp = self.config.smtp
         if smtp is not None:
             results.append(
@@ -325,7 +336,10 @@ class Notifier:
         return results
 
     def _guarded(
-        self, channel: Literal["webhook", "smtp"], target: str, send: Callable[[], Delivery]
+        self,
+        channel: Literal["webhook", "smtp", "bot"],
+        target: str,
+        send: Callable[[], Delivery],
     ) -> Delivery:
         """``send()``, with anything unforeseen (a URL httpx refuses, a header it cannot
         encode...) turned into a failed delivery: a notification never fails the run."""
@@ -408,6 +422,52 @@ class Notifier:
         finally:
             client.close()
         return Delivery("webhook", hook.label, True, attempts, status)
+
+    # --- group-chat bots (syncengine.chatbots) ------------------------------------------
+
+    def _bot(self, bot: BotConfig, subject: str, text: str) -> Delivery:
+        """One message to a WeCom / DingTalk / Feishu bot: signed anew on every attempt (the
+        services refuse an old timestamp); an error code in a 200 answer is a failure."""
+        title, content = redact(subject, self._secrets), redact(text, self._secrets)
+        attempts = 0
+        status: int | None = None
+        client = httpx.Client(timeout=bot.timeout, transport=self._transport)
+
+        def attempt() -> None:
+            nonlocal attempts, status
+            attempts += 1
+            request = bot_request(bot, title, content, now=self._clock())
+            headers = {"Content-Type": "application/json; charset=utf-8",
+                       "User-Agent": "syncengine-notify"}  # fmt: skip
+            try:
+                response = client.post(request.url, content=request.body, headers=headers)
+            except httpx.TransportError as exc:
+                status = None
+                raise _Retry(type(exc).__name__) from None  # the text may carry the URL
+            status = response.status_code
+            reason = f"HTTP {status} {response.reason_phrase}".strip()
+            if status in RETRIABLE_STATUS:
+                raise _Retry(reason, status, _retry_after(response))
+            if not 200 <= status < 300:
+                raise _GiveUp(f"{reason} (not retried: check the bot's URL)", status)
+            answer = read_answer(bot.kind, status, response.text)
+            if answer.ok:
+                return
+            if answer.retriable:
+                raise _Retry(answer.message, status)
+            raise _GiveUp(f"{answer.message} (not retried: check the bot's URL and secret)",
+                          status)  # fmt: skip
+
+        try:
+            for try_ in self._retrying():
+                with try_:
+                    attempt()
+        except (_Retry, _GiveUp) as exc:
+            error = redact(str(exc), self._secrets)
+            return Delivery("bot", bot.label, False, attempts, status, error)
+        finally:
+            client.close()
+        return Delivery("bot", bot.label, True, attempts, status)
 
     # --- mail ---------------------------------------------------------------------------
 

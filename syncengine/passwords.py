@@ -3,8 +3,13 @@
 The executor hands each password over *before* the create call; this channel appends it as one
 JSON line to a file only its owner may read (mode 0600), flushed and fsynced, so a run killed
 right after the call has not lost the only copy. When a create turns out not to use the
-password (it failed, or the mailbox existed), a ``void`` line says so. The password is never
-logged; the file is the admin's to hand over and then delete.
+password (it failed, or the mailbox existed), a ``void`` line says so. When a create whose
+outcome was unknown (a run killed after the call) is made again by a later run, a new password
+is generated: a ``superseded`` line first says that the earlier lines for that address are not
+in use, and the new line carries ``"supersedes": N``, so exactly one line per mailbox is
+current. A password also sent to the new hire (``[passwords.handover]``) gets a
+``handed_over`` line. The password is never logged; the file is the admin's to hand over and
+then delete.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class FilePasswordDelivery:
         self.run_id = run_id
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._live: dict[str, int] | None = None  # address -> password lines in use
         self.delivered = 0
 
     def __repr__(self) -> str:
@@ -48,6 +54,27 @@ class FilePasswordDelivery:
             os.fchmod(fd, 0o600)  # never leave it readable by others
         return fd
 
+    def _read_live(self) -> dict[str, int]:
+        """Per address, the password lines of earlier runs not voided or superseded."""
+        live: dict[str, int] = {}
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError:
+            return live  # no file yet (or unreadable: then _open reports it)
+        for raw in text.splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            email = str(line.get("email", "")).lower() if isinstance(line, dict) else ""
+            if not email:
+                continue
+            if "password" in line:
+                live[email] = live.get(email, 0) + 1
+            elif line.get("void") or line.get("superseded"):
+                live.pop(email, None)
+        return live
+
     def _append(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
         with self._lock:
@@ -63,19 +90,53 @@ class FilePasswordDelivery:
                 self._fd = None
 
     def deliver(self, delivery: PasswordDelivery) -> None:
+        with self._lock:
+            if self._live is None:
+                self._live = self._read_live()
+            earlier = self._live.pop(delivery.email.lower(), 0)
+            self._live[delivery.email.lower()] = 1
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        if earlier:
+            self._append(
+                {
+                    "at": now,
+                    "run": self.run_id,
+                    "employee_id": delivery.employee_id,
+                    "email": delivery.email,
+                    "superseded": True,
+                    "reason": f"a new password was generated in run {self.run_id} (the earlier "
+                    "create's outcome was unknown): the earlier line(s) are not in use",
+                }
+            )
+        record: dict[str, Any] = {
+            "at": now,
+            "run": self.run_id,
+            "employee_id": delivery.employee_id,
+            "email": delivery.email,
+            "password": delivery.password,
+            "change_at_login": delivery.change_at_login,
+        }
+        if earlier:
+            record["supersedes"] = earlier
+        self._append(record)
+        self.delivered += 1
+
+    def handed_over(self, employee_id: str, email: str, channel: str) -> None:
+        """The current password of ``email`` was also sent through ``channel``."""
         self._append(
             {
                 "at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "run": self.run_id,
-                "employee_id": delivery.employee_id,
-                "email": delivery.email,
-                "password": delivery.password,
-                "change_at_login": delivery.change_at_login,
+                "employee_id": employee_id,
+                "email": email,
+                "handed_over": channel,
             }
         )
-        self.delivered += 1
 
     def void(self, employee_id: str, email: str, reason: str) -> None:
+        with self._lock:
+            if self._live is not None:
+                self._live.pop(email.lower(), None)
         self._append(
             {
                 "at": datetime.now(UTC).isoformat(timespec="seconds"),

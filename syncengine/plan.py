@@ -189,6 +189,7 @@ class ConflictKind(enum.StrEnum):
     ADDRESS_TAKEN = "address_taken"  # the wanted address belongs to another mailbox or group
     ALIAS_TAKEN = "alias_taken"  # an HR alias belongs to someone else: that alias is skipped
     TOO_MANY_ALIASES = "too_many_aliases"  # over Exmail's 5: the extra aliases are skipped
+    HOOK_HELD = "hook_held"  # a hook's hire/termination kept against an older HR export
 
 
 BLOCKING_CONFLICTS = frozenset(

@@ -122,6 +122,9 @@ class Desired:
     # Ids an earlier snapshot had and this one does not: an unlinked mailbox whose ext_id is
     # one of them is a leaver's.
     former: frozenset[str] = frozenset()
+    held: Mapping[str, str] = field(default_factory=dict)
+    """Employees whose record is a hook's, kept against an older HR export, and why
+    (``syncengine.hookfacts``): shown as non-blocking ``hook_held`` conflicts."""
 
 
 def _norm(value: str) -> str:
@@ -201,7 +204,7 @@ class _Planner:
         self.links = links
         self.policy = policy
         self.now = now
-        self.today: date = now.date()
+        self.today: date = policy.today(now)  # the company's calendar day, not UTC's
         self.only = frozenset(only) if only is not None else None
         self.people = sorted(desired.people, key=lambda p: p.employee_id)
         self.in_hr = {p.employee_id for p in self.people}
@@ -415,6 +418,8 @@ class _Planner:
 
     def run(self, config_fingerprint: str) -> Plan:
         policy = self.policy
+        for eid, why in sorted(self.desired.held.items()):  # informational: nothing is blocked
+            self.conflict(ConflictKind.HOOK_HELD, f"{eid}: {why}", (eid,), ())
         states = {p.employee_id: lifecycle(p, policy, self.today) for p in self.people}
         wants_mailbox = {Lifecycle.ACTIVE, Lifecycle.ON_LEAVE_KEEP}
 

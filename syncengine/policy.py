@@ -19,8 +19,9 @@ import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
+from syncengine.clock import company_today
 from syncengine.domain import Person, Status, is_under, normalise_email
 from syncengine.plan import BlockedReason, ReleaseKind
 
@@ -82,6 +83,12 @@ class Policy:
     password_delivery: str = "file"
     change_password_at_login: bool = True
     brakes: Brakes = field(default_factory=Brakes)
+    timezone: tzinfo = UTC
+    """The company's calendar (``[general] timezone``): the planner's "today" is the date there."""
+
+    def today(self, now: datetime) -> date:
+        """The company's calendar day at the instant ``now``: the day every date rule uses."""
+        return company_today(now, self.timezone)
 
     def is_protected(self, email: str) -> bool:
         """Protected accounts (glob patterns on the address) are never touched."""

@@ -32,6 +32,7 @@ Example::
 
 from __future__ import annotations
 
+from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -115,6 +116,7 @@ def build_policy(
     *,
     default_domain: str | None = None,
     password_delivery: str = "file",
+    timezone: tzinfo = UTC,
 ) -> Policy:
     """The planner's Policy. ``default_domain`` (the first Exmail domain) is used when
     ``[addresses] domain`` is not set; with neither, generating addresses is impossible."""
@@ -140,6 +142,7 @@ def build_policy(
         leave_action=LeaveAction(lifecycle.leave),
         create_days_before_start=lifecycle.create_days_before_start,
         password_delivery=password_delivery,
+        timezone=timezone,
         change_password_at_login=lifecycle.change_password_at_login,
         brakes=Brakes(
             max_shrink_share=policy.max_shrink_share,
@@ -164,4 +167,5 @@ def policy_from_config(config: Config) -> Policy:
         config.lifecycle,
         default_domain=domains[0] if domains else None,
         password_delivery=config.passwords.delivery,
+        timezone=config.timezone,
     )

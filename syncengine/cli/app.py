@@ -22,7 +22,7 @@ import click
 
 from syncengine import __version__, service
 from syncengine.config import Config, load_config
-from syncengine.errors import SyncEngineError
+from syncengine.errors import EXIT_USAGE, SyncEngineError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,7 +84,26 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group whose usage errors exit 64 (EX_USAGE) instead of click's 2: exit 2
+    is ``plan --detailed-exitcode``'s "there are changes", and a typo must not read as that."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            setattr(exc, "exit_code", EXIT_USAGE)  # noqa: B010  (a ClassVar in the stubs)
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            setattr(exc, "exit_code", EXIT_USAGE)  # noqa: B010  (a ClassVar in the stubs)
+            raise
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",

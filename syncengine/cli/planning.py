@@ -22,6 +22,7 @@ from syncengine.cli.app import (
     release_options,
     write_file,
 )
+from syncengine.clock import local, shown
 from syncengine.errors import SyncEngineError
 
 
@@ -57,6 +58,12 @@ from syncengine.errors import SyncEngineError
     metavar="EMPLOYEE_ID",
     help="Plan for these employees alone and explain each step (repeatable).",
 )
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Ingest the HR source first (as 'syncengine ingest'), so the plan sees the latest "
+    "export. Without it the plan uses the last ingested snapshot and says how old it is.",
+)
 @release_options
 @json_option("Print a JSON summary (and the plan).")
 @pass_state
@@ -68,6 +75,7 @@ def plan_command(
     detailed_exitcode: bool,
     only: tuple[str, ...],
     lang: str | None,
+    refresh: bool,
     allow_removals: int | None,
     allow_updates: int | None,
     force: bool,
@@ -106,6 +114,11 @@ def plan_command(
         click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=False)
 
     review.check_only(state.config, only)
+    if refresh:
+        ingested = service.ingest(state.engine)
+        if not as_json:
+            click.echo(f"ingested snapshot #{ingested.snapshot_id}: {ingested.people:,} people, "
+                       f"{ingested.quarantined:,} quarantined", err=True)  # fmt: skip
     result = service.make_plan(
         state.engine,
         only=list(only) if only else None,
@@ -154,6 +167,11 @@ def plan_command(
         click.echo(document, nl=False)
         if fmt == "text":
             click.echo(f"(saved as plan #{result.plan_id}; write it with --out FILE)", err=True)
+    if result.snapshot_age is not None and not as_json and (fmt == "text" or out_path):
+        from syncengine.freshness import describe  # (a document on stdout stays clean)
+
+        for line in describe(result.snapshot_age, state.config.timezone):
+            click.echo(line, err=True)
 
     if result.blocked:
         sys.exit(EXIT_BLOCKED)
@@ -257,10 +275,11 @@ AUDIT_COLUMNS = (
 )  # fmt: skip
 
 
-def _parse_since(value: str | None) -> Any:
+def _parse_since(value: str | None, zone: Any) -> Any:
+    """``--since``: a date or a time without offset is on the company's clock."""
     if value is None:
         return None
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     try:
         when = datetime.fromisoformat(value.strip())
@@ -268,7 +287,16 @@ def _parse_since(value: str | None) -> Any:
         raise click.BadParameter(
             f"{value!r} is not a date (YYYY-MM-DD) or ISO time", param_hint="--since"
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=zone)
+
+
+def _csv_value(value: Any, zone: Any) -> Any:
+    """A CSV cell: times on the company's clock with their offset, dates as ISO."""
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return local(value, zone).isoformat()
+    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 @main.command("audit")
@@ -306,7 +334,7 @@ def audit_command(
         run_id=run_id,
         employee_id=employee_id,
         email=email,
-        since=_parse_since(since),
+        since=_parse_since(since, state.config.timezone),
         limit=limit,
     )
     records = [{k: dataclasses.asdict(r)[k] for k in AUDIT_COLUMNS} for r in rows]
@@ -321,7 +349,7 @@ def audit_command(
                 [
                     json.dumps(v, ensure_ascii=False, sort_keys=True)
                     if isinstance(v, dict)
-                    else ("" if v is None else (v.isoformat() if hasattr(v, "isoformat") else v))
+                    else ("" if v is None else _csv_value(v, state.config.timezone))
                     for v in rec.values()
                 ]
             )
@@ -329,8 +357,9 @@ def audit_command(
     if not records:
         click.echo("no audit rows match")
         return
+    zone = state.config.timezone
     for r in rows:
-        when = r.at.isoformat(sep=" ", timespec="seconds") if r.at else "?"
+        when = shown(r.at, zone)
         who = f"employee {r.employee_id} " if r.employee_id else ""
         if r.call:
             line = f"{when}  run {r.run_id}  {r.action_key}  call {r.call} #{r.attempt}: {r.result}"

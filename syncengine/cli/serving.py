@@ -13,6 +13,7 @@ from syncengine.cli.app import (
     main,
     pass_state,
 )
+from syncengine.clock import shown
 
 # --- hooks, events and the service process (issue 6) ---------------------------------------
 
@@ -64,14 +65,15 @@ def events_command(state: State, status: str | None, limit: int, as_json: bool) 
     if not events:
         click.echo("no hook events" + (f" with status {status}" if status else ""))
         return
+    zone = state.config.timezone
     for e in events:
-        when = e.received_at.isoformat(sep=" ", timespec="seconds")
+        when = shown(e.received_at, zone)
         line = (f"#{e.id}  {when}  {e.kind:<17} {e.employee_id or '-':<10} {e.status:<8} "
                 f"delivery {e.delivery_id}, {e.attempts} attempt(s)")  # fmt: skip
         if e.run_id is not None:
             line += f", run {e.run_id}"
         if e.status == "received" and e.next_attempt_at is not None:
-            line += f", next try {e.next_attempt_at.isoformat(sep=' ', timespec='seconds')}"
+            line += f", next try {shown(e.next_attempt_at, zone)}"
         click.echo(line)
         if e.last_error:
             click.echo(f"      {e.last_error}")

@@ -22,10 +22,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from syncengine.connectors.config import options_error
 from syncengine.errors import ConfigError
+from syncengine.secrets import label_secrets
 
 ENTRY_POINT_GROUP = "syncengine.connectors"
 
@@ -90,7 +91,13 @@ def make_connector(options: Mapping[str, Any], base_dir: Path, *, key: str = "so
         )
     rest = {k: v for k, v in options.items() if k != "type"}
     try:
-        return factory(rest, base_dir)
+        connector = factory(rest, base_dir)
     except ValidationError as exc:
         # Connectors validate their options with their own pydantic model; name the keys.
         raise options_error(exc, key) from None
+    # A connector is built to be read: its env:/file: secrets are read now, named by key.
+    for value in list(getattr(connector, "__dict__", {}).values()):
+        if isinstance(value, BaseModel):
+            for secret in label_secrets(value, "config", prefix=key):
+                secret.get_secret_value()
+    return connector

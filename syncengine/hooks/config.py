@@ -11,6 +11,8 @@ Example::
     backoff_initial = 5.0                   # seconds before the first retry, doubled each time
     backoff_max = 300.0
     schedule = "30 2 * * *"                 # optional: the nightly sync in the same process
+    settle = 86400                          # seconds an export newer than a hook fact still
+                                            # cannot undo a hire or a termination it lacks
 
     [hooks.sso]
     secret = "env:SYNCENGINE_SSO_SECRET"    # HMAC key shared with the OA portal
@@ -74,6 +76,8 @@ class HooksConfig(BaseModel):
     backoff_initial: float = Field(default=5.0, ge=0)
     backoff_max: float = Field(default=300.0, ge=0)
     schedule: str | None = None
+    settle: float = Field(default=86400.0, ge=0, le=30 * 86400)
+    access_log: bool = True  # serve: one line per request on stderr (hooks/access_log.py)
     sso: SsoConfig = Field(default_factory=SsoConfig)
     forward: ForwardConfig = Field(default_factory=ForwardConfig)
 

@@ -30,8 +30,9 @@ from syncengine.executor import (
     PasswordSink,
 )
 from syncengine.executor import Status as ExecStatus
+from syncengine.handover import HandoverSink
 from syncengine.passwords import FilePasswordDelivery
-from syncengine.plan import Action, LinkRecord, Plan, Release
+from syncengine.plan import Action, ActionKind, LinkRecord, Plan, Release
 from syncengine.service.engine import Engine
 from syncengine.service.planning import PlanResult, make_plan, save_plan
 from syncengine.staging.repository import (
@@ -88,6 +89,8 @@ class ApplyReport:
     resumed: bool = False
     password_file: str | None = None
     passwords_delivered: int = 0
+    passwords_handed_over: int = 0
+    handover_errors: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -107,6 +110,8 @@ class ApplyReport:
             "seconds": round(self.seconds, 3),
             "password_file": self.password_file,
             "passwords_delivered": self.passwords_delivered,
+            "passwords_handed_over": self.passwords_handed_over,
+            "handover_errors": list(self.handover_errors),
         }
 
 
@@ -260,6 +265,11 @@ def _execute_stored(
         if config.passwords.delivery == "file":
             file_sink = FilePasswordDelivery(password_file_path(config), run_id=run.id)
             passwords = file_sink
+        handover: HandoverSink | None = None
+        if config.passwords.handover is not None:  # also to the new hire, after the creates
+            on_sent = file_sink.handed_over if file_sink else None
+            handover = HandoverSink(passwords, config.passwords.handover, on_handed_over=on_sent)
+            passwords = handover
         try:
             executor = Executor(
                 engine.provider,
@@ -273,6 +283,10 @@ def _execute_stored(
                 guard=enforcement.action_guard(enforcement.ground(config, repo)),
             )
             result = executor.run(plan, statuses)
+            if handover is not None:
+                made = ActionKind.CREATE_USER.value
+                handover.flush({o.target.lower() for o in result.outcomes
+                                if o.kind == made and o.status is ExecStatus.DONE})  # fmt: skip
         finally:
             if file_sink is not None:
                 file_sink.close()
@@ -308,6 +322,8 @@ def _execute_stored(
         resumed=resumed,
         password_file=str(file_sink.path) if file_sink and delivered else None,
         passwords_delivered=delivered,
+        passwords_handed_over=handover.sent if handover else 0,
+        handover_errors=tuple(handover.errors) if handover else (),
     )
 
 

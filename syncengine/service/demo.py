@@ -308,7 +308,7 @@ def demo(
         with Engine(load_config(config_path)) as engine:
             first = _demo_round(engine, actor, progress)
             audit = _audit_sample(engine, first.outcome)
-            today = engine.now().date()
+            today = engine.today()  # the company's calendar day
             changes = _demo_changes(engine, target, today)
             second = _demo_round(engine, actor, progress)
         state = emu.state()

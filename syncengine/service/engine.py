@@ -16,12 +16,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
+from syncengine import clock
 from syncengine.callpolicy import CallPolicy
 from syncengine.config import Config
 from syncengine.errors import SyncEngineError
@@ -32,6 +33,7 @@ from syncengine.providers.base import MailboxProvider
 from syncengine.providers.exmail_v1 import ExmailV1Provider
 from syncengine.providers.exmail_v2 import ExmailV2Provider
 from syncengine.providers.http import new_http_client
+from syncengine.secrets import known_value
 from syncengine.staging import db as staging_db
 from syncengine.staging.repository import Repository
 from syncengine.statuses import RunKind, RunStatus
@@ -167,6 +169,14 @@ class Engine:
     def policy(self) -> Policy:
         return policy_from_config(self.config)
 
+    def local_now(self) -> datetime:
+        """Now on the company's clock (``[general] timezone``), for times shown to people."""
+        return clock.local(self.now(), self.config.timezone)
+
+    def today(self) -> date:
+        """The company's calendar day: the day every date decision uses."""
+        return clock.company_today(self.now(), self.config.timezone)
+
     @property
     def fingerprint(self) -> str:
         """The config's fingerprint (see :func:`config_fingerprint`), computed once."""
@@ -274,7 +284,8 @@ def config_fingerprint(config: Config) -> str:
 def _secret_values(value: Any) -> list[str]:
     """Every secret in a config dump (to scrub them from anything sent out)."""
     if isinstance(value, SecretStr):
-        return [value.get_secret_value()]
+        known = known_value(value)  # a secret nobody can read (unset variable) cannot leak
+        return [known] if known is not None else []
     if isinstance(value, dict):
         return [s for v in value.values() for s in _secret_values(v)]
     if isinstance(value, list | tuple | set | frozenset):

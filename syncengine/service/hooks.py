@@ -8,37 +8,30 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from syncengine import signing
-from syncengine.config import Config
+from syncengine import clock, hookfacts, signing
 from syncengine.connectors.mapping import (
     DepartmentTable,
-    build_department_table,
-    department_path,
-    field_values,
-    map_people,
 )
 from syncengine.domain import (
     Person,
-    path_name,
 )
 from syncengine.errors import (
     ConfigError,
     PlanBlockedError,
     SyncEngineError,
 )
+from syncengine.hooks.access_log import AccessLog
 from syncengine.hooks.app import Stored
 from syncengine.hooks.app import create_app as create_hook_app
 from syncengine.hooks.metrics import Metrics
 from syncengine.hooks.payloads import (
-    Change,
     DepartmentChangeEvent,
     PayloadError,
     TerminateEvent,
     UpsertEvent,
-    fold,
 )
 from syncengine.hooks.review import with_review
 from syncengine.hooks.schedule import CronSchedule
@@ -51,6 +44,7 @@ from syncengine.service.mail import sso_login_url
 from syncengine.service.nightly import SYNC_LOCK, per_kind, sync
 from syncengine.service.planning import (
     SnapshotView,
+    department_table,
     diff_knowing_groups,
     load_snapshot_view,
 )
@@ -58,7 +52,6 @@ from syncengine.service.review_pages import review_backend
 from syncengine.sockets import listening_socket
 from syncengine.staging.repository import (
     HookEvent,
-    Repository,
     SnapshotInfo,
     holder_is_dead,
 )
@@ -122,24 +115,6 @@ def list_hook_events(
         raise ConfigError(f"unknown event status {status!r}", where="--status",
                           hint="use received, applied or failed")  # fmt: skip
     return [HookEventView.of(e) for e in engine.repo.list_events(status=status, limit=limit)]
-
-
-def _department_table(config: Config, repo: Repository, snapshot: SnapshotInfo | None
-                      ) -> DepartmentTable | None:  # fmt: skip
-    """The department table the nightly mapping used, rebuilt from the snapshot (HR ids,
-    names, parents), so a hook resolves department ids exactly as the last ingest did."""
-    depts = config.departments
-    if depts is None:
-        return None
-    if snapshot is None:
-        return build_department_table((), depts)
-    top = depts.root_ids[0] if depts.root_ids else (depts.top_parents or [""])[0]
-    records = [
-        {depts.id_field: s.department.hr_id, depts.name_field: path_name(s.department.path),
-         depts.parent_field: s.parent_hr_id or top}
-        for s in repo.load_department_rows(snapshot.id) if s.department.hr_id
-    ]  # fmt: skip
-    return build_department_table(records, depts)
 
 
 @dataclass(frozen=True)
@@ -209,53 +184,19 @@ class HookBackend:
             ):
                 return base
             view = load_snapshot_view(self.repo, snapshot) if snapshot is not None else None
-            base = _HookBase(view, _department_table(self.config, self.repo, snapshot))
+            base = _HookBase(view, department_table(self.config, self.repo, snapshot))
             self._base = base
             return base
 
     def map_person(self, record: dict[str, Any], table: DepartmentTable | None) -> Person:
-        """An upsert's record through the nightly ``[mapping]``; a problem is a PayloadError
-        naming the HR field (``person.<field>``)."""
-        depts = self.config.departments
-        result = map_people([record], self.config.mapping, department_table=table,
-                            reference=depts.reference if depts else "id",
-                            domains=self.config.exmail.domains)  # fmt: skip
-        if result.problems or not result.people:
-            p = result.problems[0] if result.problems else None
-            raise PayloadError(
-                f"person.{p.field}" if p and p.field else "person",
-                (p.reason + (f" (value {p.value!r})" if p.value is not None else ""))
-                if p else "the record maps to no person",
-            )  # fmt: skip
-        return result.people[0]
+        """An upsert's record through the nightly ``[mapping]`` (PayloadError names the field)."""
+        return hookfacts.map_hook_person(self.config, record, table)
 
     def resolve_departments(
         self, values: Sequence[str], table: DepartmentTable | None
     ) -> tuple[str, ...]:
         """A department change's values as paths, read as the nightly mapping reads them."""
-        spec = self.config.mapping.specs().get("departments")
-        if spec is not None and spec.field is not None:
-            values = field_values(spec, {spec.field: list(values)})
-        depts = self.config.departments
-        paths: list[str] = []
-        for value in values:
-            if table is None or depts is None:
-                path, why = department_path(value, self.config.mapping.department_separator)
-                if why:
-                    raise PayloadError("departments", f"{value!r}: {why}")
-            elif depts.reference == "id":
-                if value not in table.by_id:
-                    raise PayloadError("departments", f"unknown department id {value!r}")
-                path = table.by_id[value]
-            else:
-                found = table.by_name.get(value, ())
-                if len(found) != 1:
-                    what = "ambiguous" if found else "unknown"
-                    raise PayloadError("departments", f"{what} department name {value!r}")
-                path = found[0]
-            if path:
-                paths.append(path)
-        return tuple(sorted(set(paths)))
+        return hookfacts.resolve_hook_departments(self.config, values, table)
 
     def employee_of(self, event: UpsertEvent | TerminateEvent | DepartmentChangeEvent) -> str:
         base = self._current_base()
@@ -352,7 +293,9 @@ class HookBackend:
             return HookBatch(0, 0, 0, 0, 0)
         base = self._current_base()
         employees = sorted({e.employee_id for e in due if e.employee_id})
-        since = base.snapshot.created_at if base.snapshot else None
+        as_of = base.snapshot.as_of if base.snapshot else None
+        # the facts the snapshot's export cannot overrule (see syncengine.hookfacts)
+        since = hookfacts.live_since(as_of, self.config.hooks.settle) if as_of else None
         history: dict[str, list[HookEvent]] = {}
         for e in self.repo.employee_events(employees, received_after=since):
             history.setdefault(e.employee_id or "", []).append(e)
@@ -361,39 +304,17 @@ class HookBackend:
             waiting.update(
                 {e.id: e for e in history.get(eid, []) if e.status == EventStatus.RECEIVED}
             )
-        today = now.date()
-        overrides: dict[str, Person | None] = {}
-        problems: dict[str, str] = {}
-        for eid in employees:
-            changes: list[Change] = []
-            try:
-                for e in history.get(eid, []):
-                    p = e.payload
-                    if e.kind == "upsert":
-                        changes.append(
-                            Change("upsert", person=self.map_person(p["person"], base.table))
-                        )
-                    elif e.kind == "terminate":
-                        end = p.get("end_date")
-                        changes.append(Change("terminate", end_date=date.fromisoformat(end)
-                                              if end else today))  # fmt: skip
-                    elif e.kind == "department_change":
-                        changes.append(
-                            Change(
-                                "department_change",
-                                departments=(
-                                    self.resolve_departments(p.get("departments", []), base.table)
-                                ),
-                            )
-                        )
-            except PayloadError as exc:
-                problems[eid] = f"event no longer maps: {exc}"
-                continue
-            folded = fold(base.people.get(eid), changes, today)
-            if folded.problem:
-                problems[eid] = folded.problem
-            else:
-                overrides[eid] = folded.person
+        today = clock.company_today(now, self.config.timezone)  # the company's calendar day
+        laid = hookfacts.overlay(
+            self.config, base.people, [e for eid in employees for e in history.get(eid, [])],
+            as_of=as_of or datetime.min.replace(tzinfo=UTC), table=base.table, today=today,
+        )  # fmt: skip
+        problems: dict[str, str] = dict(laid.problems)
+        overrides: dict[str, Person | None] = {
+            eid: laid.people.get(eid, base.people.get(eid))
+            for eid in employees
+            if eid not in problems
+        }
         by_employee: dict[str, list[HookEvent]] = {}
         for e in waiting.values():
             by_employee.setdefault(e.employee_id or "", []).append(e)
@@ -535,7 +456,9 @@ def serve(
     config = engine.config
     backend = HookBackend(engine)
     try:
-        app = with_review(create_hook_app(backend), review_backend(config))
+        app: Any = with_review(create_hook_app(backend), review_backend(config))
+        if config.hooks.access_log:  # one line per request, no secrets, no bodies
+            app = AccessLog(app, zone=config.timezone)
         try:
             sock = listening_socket(host, port)
         except OSError as exc:
@@ -549,8 +472,10 @@ def serve(
         backend.worker = worker
         scheduler = None
         if config.hooks.schedule:
+            zone = config.timezone  # the cron fires on the company's clock, not the host's
             scheduler = Scheduler(CronSchedule.parse(config.hooks.schedule),
-                                  backend.scheduled_sync)  # fmt: skip
+                                  backend.scheduled_sync,
+                                  clock=lambda: clock.local(engine.now(), zone))  # fmt: skip
             backend.scheduler = scheduler
         waiting, _ = backend.queue()
         worker.start()

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from syncengine import hookfacts
 from syncengine.config import Config
 from syncengine.connectors.base import make_connector
 from syncengine.connectors.mapping import (
@@ -156,7 +157,11 @@ def ingest(
     repo = engine.repo
     with engine.run(RunKind.INGEST, actor, with_fingerprint=False) as run:
         previous = repo.current_snapshot()
-        snapshot_id = repo.begin_snapshot(run.id, connector.describe())
+        snapshot_id = repo.begin_snapshot(
+            run.id,
+            connector.describe(),
+            source_time=hookfacts.export_time(config.source.options, config.base_dir),
+        )
         try:
             dept_records = dept_connector.records() if dept_connector is not None else None
             result = map_records(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from syncengine import render
+from syncengine import render, textfile
 from syncengine.callpolicy import CallCounts
 from syncengine.errors import (
     EXIT_BLOCKED,
@@ -254,13 +254,14 @@ class SyncReport:
 
 def report_path(template: str, *, when: datetime, run_id: int | None) -> Path:
     """``--report`` with its placeholders filled: ``{date}`` (2026-11-29), ``{datetime}``
-    (20261129T023000Z) and ``{run}`` (the sync's run id), so a scheduler needs no shell
-    quoting of ``%`` to keep one report per night."""
-    when = when.astimezone(UTC)
+    (20261129T023000+0800) and ``{run}`` (the sync's run id), so a scheduler needs no shell
+    quoting of ``%`` to keep one report per night. Both are on the company's calendar (the
+    zone of ``when``): a run at 01:47 Beijing time on 1 December writes ``sync-2026-12-01``."""
+    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
     try:
         text = template.format(
             date=when.strftime("%Y-%m-%d"),
-            datetime=when.strftime("%Y%m%dT%H%M%SZ"),
+            datetime=when.strftime("%Y%m%dT%H%M%S%z"),
             run=run_id if run_id is not None else "none",
         )
     except (KeyError, IndexError, ValueError) as exc:
@@ -340,7 +341,7 @@ def sync(
     """
     config = engine.config
     started = time.perf_counter()
-    started_at = engine.now()
+    started_at = engine.local_now()  # the company's clock: report names, times shown
     calls_before = engine.calls.stats.snapshot()
     engine.calls.new_run()
     notify = (not dry_run) if notify is None else notify
@@ -360,6 +361,9 @@ def sync(
     unexpected: BaseException | None = None
     try:
         repo = engine.repo  # a database that is down is reported like the rest
+        # before any work: every secret this run will need (notifications only when sent)
+        config.require_secrets("exmail", "source", "departments", "passwords",
+                               *(("notifications",) if notify else ()))  # fmt: skip
         run_id = repo.start_run("sync", actor, config_fingerprint=engine.fingerprint)
         if not dry_run:
             repo.acquire_lock(SYNC_LOCK, command=f"syncengine sync ({actor})")
@@ -465,6 +469,12 @@ def sync(
         except ConfigError as exc:  # the sync itself is done; say so, do not hide its outcome
             log.warning("%s", exc)
             sync_report = dataclasses.replace(sync_report, report_file=None, report_error=str(exc))
+    if config.metrics.textfile:  # for the node exporter's textfile collector
+        try:
+            textfile.write(config.resolve_path(config.metrics.textfile),
+                           sync_report.to_dict(notifications=False), now=time.time())  # fmt: skip
+        except ConfigError as exc:  # like the report: said, never hiding the sync's outcome
+            log.warning("%s", exc)
     if unexpected is not None:
         raise unexpected
     return sync_report

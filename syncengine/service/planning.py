@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from syncengine import planner, render, signing
+from syncengine import clock, hookfacts, planner, render, signing
+from syncengine.config import Config
+from syncengine.connectors.mapping import DepartmentTable, build_department_table
 from syncengine.domain import (
     AddressKind,
     Department,
@@ -19,10 +21,12 @@ from syncengine.domain import (
     Person,
     UnidentifiedRow,
     normalise_email,
+    path_name,
 )
 from syncengine.errors import (
     StagingError,
 )
+from syncengine.freshness import SnapshotAge
 from syncengine.holds import from_snapshot_counts
 from syncengine.plan import Plan, Release
 from syncengine.planner import Desired
@@ -70,6 +74,7 @@ class PlanResult:
     read_seconds: float
     diff_seconds: float
     seconds: float
+    snapshot_age: SnapshotAge | None = None
 
     @property
     def blocked(self) -> bool:
@@ -86,6 +91,7 @@ class PlanResult:
             "plan_id": self.plan_id,
             "run_id": self.run_id,
             "snapshot_id": self.snapshot_id,
+            "snapshot": self.snapshot_age.to_dict() if self.snapshot_age else None,
             "checksum": self.plan.checksum,
             "created_at": self.plan.created_at.isoformat(),
             "config_fingerprint": self.plan.config_fingerprint,
@@ -187,9 +193,14 @@ class SnapshotView:
     held_reasons: dict[str, str] = dataclasses.field(default_factory=dict)
     unidentified: tuple[UnidentifiedRow, ...] = ()
 
-    def desired(self, overrides: Mapping[str, Person | None] | None = None) -> Desired:
+    def desired(
+        self,
+        overrides: Mapping[str, Person | None] | None = None,
+        held: Mapping[str, str] | None = None,
+    ) -> Desired:
         """The desired state; ``overrides`` lays hook records over the snapshot's (None: the
-        person is taken out), and an overridden person is no longer quarantined."""
+        person is taken out), and an overridden person is no longer quarantined; ``held``
+        notes the hook facts kept against the export (``hook_held`` conflicts)."""
         people = self.people
         quarantined = self.quarantined
         if overrides:
@@ -210,6 +221,7 @@ class SnapshotView:
             previous_departments=self.previous_departments,
             held_reasons=self.held_reasons,
             unidentified=self.unidentified,
+            held=dict(held or {}),
         )
 
 
@@ -250,6 +262,43 @@ def former_employees(
         if snap.id < current.id and snap.status == "complete":
             found.update(p.employee_id for p in repo.load_people(snap.id, candidates - found))
     return frozenset(found)
+
+
+def department_table(config: Config, repo: Repository, snapshot: SnapshotInfo | None
+                      ) -> DepartmentTable | None:  # fmt: skip
+    """The department table the nightly mapping used, rebuilt from the snapshot (HR ids,
+    names, parents), so a hook resolves department ids exactly as the last ingest did."""
+    depts = config.departments
+    if depts is None:
+        return None
+    if snapshot is None:
+        return build_department_table((), depts)
+    top = depts.root_ids[0] if depts.root_ids else (depts.top_parents or [""])[0]
+    records = [
+        {depts.id_field: s.department.hr_id, depts.name_field: path_name(s.department.path),
+         depts.parent_field: s.parent_hr_id or top}
+        for s in repo.load_department_rows(snapshot.id) if s.department.hr_id
+    ]  # fmt: skip
+    return build_department_table(records, depts)
+
+
+def hook_facts(
+    engine: Engine, view: SnapshotView, now: datetime
+) -> tuple[dict[str, Person | None], dict[str, str]]:
+    """The hook facts the snapshot's export cannot overrule, laid over its people (records
+    to replace; None: taken out), and the held notes (see :mod:`syncengine.hookfacts`).
+    Events that no longer map are left to the hook worker, which fails them with the reason."""
+    config = engine.config
+    as_of = view.snapshot.as_of
+    events = engine.repo.events_since(hookfacts.live_since(as_of, config.hooks.settle))
+    if not events:
+        return {}, {}
+    laid = hookfacts.overlay(
+        config, view.people, events, as_of=as_of,
+        table=department_table(config, engine.repo, view.snapshot),
+        today=clock.company_today(now, config.timezone),
+    )  # fmt: skip
+    return dict(laid.people), dict(laid.held)
 
 
 def current_snapshot(engine: Engine) -> SnapshotInfo:
@@ -374,13 +423,13 @@ def make_plan(
     No snapshot yet is a StagingError that says to run ``syncengine ingest``.
     """
     started = time.perf_counter()
-    now = now or engine.now()
+    now = clock.local(now or engine.now(), engine.config.timezone)  # shown with its offset
     release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
     repo = engine.repo
     snapshot = current_snapshot(engine)
     with engine.run(RunKind.PLAN, actor) as run:
         view = load_snapshot_view(repo, snapshot)
-        desired = view.desired()
+        desired = view.desired(*hook_facts(engine, view, now))
         links = repo.load_links()
 
         def read_progress(done: int, total: int | None) -> None:
@@ -425,7 +474,12 @@ def make_plan(
             read_seconds=read_seconds,
             diff_seconds=diff_seconds,
             seconds=time.perf_counter() - started,
-        )
+            snapshot_age=SnapshotAge(
+                snapshot.id, snapshot.created_at, snapshot.as_of, now, snapshot.source,
+                hookfacts.export_time(engine.config.source.options, engine.config.base_dir)
+                if engine.config.source else None,
+            ),
+        )  # fmt: skip
         run.finish(
             RunStatus.BLOCKED if result.blocked else RunStatus.SUCCEEDED,
             {

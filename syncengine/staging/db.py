@@ -18,6 +18,7 @@ the spot, so the demo and a new config's first run need no extra step.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,20 @@ def _install_sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _create_private(path: Path) -> None:
+    """Create a new SQLite file with mode 0600 before SQLite does (with the umask's 0644): it
+    holds personal data. SQLite gives its -wal/-shm/-journal files the database's mode. An
+    existing file is left as its owner set it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StagingError(f"cannot create the SQLite database: {exc.strerror}",
+                           where=str(path)) from None  # fmt: skip
+    os.close(fd)
+
+
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     """An engine for the staging database with the backend settings above."""
     parsed = normalise_url(url)
@@ -106,6 +121,8 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
             where="database.url",
             hint="create the folder or point database.url elsewhere",
         )
+    if path is not None:
+        _create_private(path)
     try:
         engine = create_engine(parsed, **kwargs)
     except NoSuchModuleError:

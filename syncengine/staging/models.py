@@ -129,6 +129,9 @@ class Snapshot(Base):
     counts: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     is_current: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the HR data was exported (the file's mtime; a live source's read time): a hook
+    # fact newer than this is not overruled by the snapshot (see syncengine.hookfacts).
+    source_time: Mapped[datetime | None]
 
     __table_args__ = (Index(None, "is_current"),)
 

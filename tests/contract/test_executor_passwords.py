@@ -75,3 +75,29 @@ def test_apply_settings_come_from_the_config() -> None:
     config = parse_config({"exmail": EXMAIL, "apply": {"concurrency": 9, "rate_per_second": 3}})
     settings = config.apply.settings()
     assert settings.concurrency == 9 and settings.rate_per_second == 3 and settings.burst == 9
+
+
+def test_a_password_made_again_by_a_later_run_marks_the_earlier_lines_superseded(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "pw.jsonl"
+    for run in (1, 2, 3):  # a create whose outcome stayed unknown, made again twice
+        sink = FilePasswordDelivery(path, run_id=run)
+        sink.deliver(PasswordDelivery("E1", "a@example.com", f"Pw{run}!abcdefghij"))
+        sink.close()
+    other = FilePasswordDelivery(path, run_id=4)
+    other.deliver(PasswordDelivery("E2", "b@example.com", "Qq1!abcdefghijkl"))
+    other.void("E2", "b@example.com", "create failed")
+    other.deliver(PasswordDelivery("E2", "b@example.com", "Qq2!abcdefghijkl"))  # after a void
+    other.close()
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    a = [x for x in lines if x["email"] == "a@example.com"]
+    assert [("password" in x, x.get("superseded", False), x.get("supersedes")) for x in a] == [
+        (True, False, None), (False, True, None), (True, False, 1),
+        (False, True, None), (True, False, 1),
+    ]  # fmt: skip
+    assert "run 3" in a[3]["reason"] and "password" not in a[3]
+    current = [x for x in a if "password" in x][-1]
+    assert current["password"] == "Pw3!abcdefghij"
+    b = [x for x in lines if x["email"] == "b@example.com"]
+    assert not any(x.get("superseded") for x in b), "a voided line needs no superseding"

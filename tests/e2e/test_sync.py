@@ -9,8 +9,10 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -86,7 +88,7 @@ def test_sync_from_empty_then_again_makes_no_write_call(env: ApplyEnv, receiver:
     written = list((env.root / "reports").glob("sync-*.json"))
     assert len(written) == 1
     doc = json.loads(written[0].read_text(encoding="utf-8"))
-    today = time.strftime("%Y-%m-%d", time.gmtime())
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()  # the company's day
     assert written[0].name == f"sync-{today}-{doc['run_id']}.json"
     assert doc["counts"] == kinds and doc["status"] == "succeeded"
     assert doc["notifications"] == [

@@ -10,11 +10,14 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -56,7 +59,7 @@ class Machine:
         )
 
     def report(self) -> dict[str, object]:
-        today = time.strftime("%Y-%m-%d", time.gmtime())
+        today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()  # company's day
         path = self.state / "reports" / f"sync-{today}.json"
         assert path.exists(), sorted(p.name for p in self.state.rglob("*"))
         data: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
@@ -152,7 +155,8 @@ def test_systemd_sample_exec_start_runs_with_its_environment(
     env.assert_converged()
 
     timer = unit_settings(SAMPLES / "systemd" / "syncengine-sync.timer")
-    assert timer["OnCalendar"] == ["*-*-* 02:30:00"] and timer["Persistent"] == ["true"]
+    assert timer["OnCalendar"] == ["*-*-* 02:30:00 Asia/Shanghai"]  # the company's clock
+    assert timer["Persistent"] == ["true"]
     assert timer["Unit"] == [service_unit.name]
 
 
@@ -160,13 +164,53 @@ def test_systemd_sample_exec_start_runs_with_its_environment(
 def test_systemd_samples_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     folder = tmp_path / "units"
     folder.mkdir()
-    for name in ("syncengine-sync.service", "syncengine-sync.timer"):
+    for name in ("syncengine-sync.service", "syncengine-sync.timer", "syncengine-serve.service"):
         text = (SAMPLES / "systemd" / name).read_text(encoding="utf-8")
         (folder / name).write_text(text.replace("/opt/syncengine/.venv/bin/", f"{VENV_BIN}/"))
     done = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", "syncengine-sync.timer",
-         "syncengine-sync.service"],
+         "syncengine-sync.service", "syncengine-serve.service"],
         cwd=folder, capture_output=True, text=True, timeout=60,
         env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_systemd_serve_sample_runs_and_logs_each_request(
+    machine: tuple[Machine, ApplyEnv],
+) -> None:
+    import httpx
+
+    m, _env = machine
+    unit = SAMPLES / "systemd" / "syncengine-serve.service"
+    s = unit_settings(unit)
+    assert s["Type"] == ["exec"] and s["Restart"] == ["on-failure"]
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(m.root)}
+    for file in s["EnvironmentFile"]:
+        for line in Path(m.localise(file)).read_text().splitlines():
+            key, _, value = line.partition("=")
+            environment[key] = value
+    for item in s["Environment"]:
+        key, _, value = m.localise(item).partition("=")
+        environment[key] = value
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = shlex.split(m.localise(s["ExecStart"][0]).replace("--port 8088", f"--port {port}"))
+    proc = subprocess.Popen(argv, env=environment, cwd=m.localise(s["WorkingDirectory"][0]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.1)
+    finally:
+        proc.terminate()  # systemd's KillSignal=SIGTERM
+        out, err = proc.communicate(timeout=int(s["TimeoutStopSec"][0].rstrip("s")))
+    assert proc.returncode in (0, -15), (out, err)
+    assert '"GET /healthz" 200' in err, err

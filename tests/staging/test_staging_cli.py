@@ -140,3 +140,26 @@ def test_db_unlock_refuses_a_live_holder_on_this_host(staging_url: str, tmp_path
         assert repo.get_lock("apply") is not None
     finally:
         repo.close()
+
+
+def test_a_new_sqlite_database_is_created_private(tmp_path: Path) -> None:
+    """The staging database holds personal data: 0600 whatever the umask, WAL files too."""
+    import os
+    import stat
+
+    config = tmp_path / "syncengine.toml"
+    config.write_text(
+        '[exmail]\napi = "v2"\ncorp_id = "wx"\nsecrets = { contacts = "env:UNSET_13" }\n'
+        '[database]\nurl = "sqlite:///staging.db"\n',
+        encoding="utf-8",
+    )
+    old = os.umask(0o022)
+    try:
+        r = CliRunner().invoke(main, ["--config", str(config), "db", "upgrade"])
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.output
+    files = sorted(tmp_path.glob("staging.db*"))
+    assert files, list(tmp_path.iterdir())
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, (f.name, oct(f.stat().st_mode))

@@ -28,6 +28,8 @@ PURE = [
     "syncengine.holds",
     "syncengine.guard",
     "syncengine.plan_page",
+    "syncengine.clock",
+    "syncengine.freshness",
 ]
 IO_LIBRARIES = {
     "sqlalchemy", "httpx", "click", "starlette", "uvicorn", "alembic", "psycopg", "ldap3",

@@ -190,6 +190,21 @@ class EventsRepository(RepositoryCore):
                 out.extend(self._event(r) for r in conn.execute(stmt).mappings())
         return sorted(out, key=lambda e: e.id)
 
+    def events_since(self, received_after: datetime) -> list[HookEvent]:
+        """Every event not failed that was received after ``received_after`` or is still
+        waiting, oldest first: the hook facts an HR export of that age cannot overrule."""
+        with self._tx("reading recent hook events") as conn:
+            stmt = select(HookEventRow.__table__).where(
+                HookEventRow.employee_id.is_not(None),
+                HookEventRow.status != EventStatus.FAILED.value,
+                or_(
+                    HookEventRow.received_at > received_after,
+                    HookEventRow.status == EventStatus.RECEIVED.value,
+                ),
+            )
+            return sorted((self._event(r) for r in conn.execute(stmt).mappings()),
+                          key=lambda e: e.id)  # fmt: skip
+
     def mark_events(
         self,
         event_ids: Collection[int],

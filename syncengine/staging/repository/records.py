@@ -64,6 +64,12 @@ class SnapshotInfo:
     counts: dict[str, Any]
     error: str | None
     is_current: bool
+    source_time: datetime | None = None
+
+    @property
+    def as_of(self) -> datetime:
+        """When the HR data of this snapshot was exported (else when it was read)."""
+        return self.source_time or self.created_at
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -49,14 +50,19 @@ class SnapshotsRepository(RepositoryCore):
 
     # --- snapshots ----------------------------------------------------------------------
 
-    def begin_snapshot(self, run_id: int | None, source: str) -> int:
-        """Open a snapshot in status ``loading``; it is not current until completed."""
+    def begin_snapshot(
+        self, run_id: int | None, source: str, *, source_time: datetime | None = None
+    ) -> int:
+        """Open a snapshot in status ``loading``; it is not current until completed.
+        ``source_time``: when HR exported the data (default: now, as for a live source)."""
+        now = self.now()
         with self._tx("starting a snapshot") as conn:
             snap_id = conn.execute(
                 insert(Snapshot)
                 .values(
                     run_id=run_id,
-                    created_at=self.now(),
+                    created_at=now,
+                    source_time=source_time or now,
                     source=source,
                     status=SnapshotStatus.LOADING.value,
                     is_current=False,
