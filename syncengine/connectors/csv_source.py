@@ -7,6 +7,12 @@ without configuration; ``source.encoding`` and ``source.delimiter`` override det
 Each record carries its row number as a person counts it in a spreadsheet (the header is row
 1 unless ``header_row`` says otherwise), so a problem names the row HR has to fix. Rows are
 read one at a time: a 100,000-row file is never held in memory.
+
+A damaged file is never read as data (README, "What counts as a bad row"): a short or long row,
+a quote that opens a value and is not closed on its line (its row is quarantined and the lines
+it would have swallowed are read again as the rows they are), a stray quote and a NUL byte
+quarantine their row, named by line and column; bytes that do not decode and a file that does
+not end with a line break (it may have been cut inside a row) refuse the whole source.
 """
 
 from __future__ import annotations
