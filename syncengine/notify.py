@@ -14,8 +14,9 @@ Why it looks like this:
   the retries of one notification, so a receiver can drop a duplicate.
 * **Bounded retries.** A dropped connection, a timeout, HTTP 408/429/5xx are retried with
   exponential backoff and jitter (the shared ``RetryPolicy``), at most ``attempts`` calls
-  and ``max_seconds`` per target; other 4xx answers are not (repeating will not fix them). SMTP the same way:
-  connection trouble and 4xx replies are retried, refused recipients or credentials are not.
+  and ``max_seconds`` per target; other 4xx answers are not (repeating will not fix them).
+  SMTP the same way: connection trouble and 4xx replies are retried, refused recipients or
+  credentials are not.
 * **Never fatal.** :meth:`Notifier.send` never raises for a delivery problem: it logs it and
   returns a :class:`Delivery` per target saying what happened, which the run report shows.
   A notification failure must not turn a good sync into a failed one.
