@@ -292,6 +292,7 @@ class _Run:
     check_first: bool
     records: list[AuditRecord] = field(default_factory=list)
     calls: int = 0
+    tries: int = 0  # attempts of the action (each may add a look before the write)
     password: PasswordDelivery | None = None
     maybe_written: bool = False  # a write failed retriably: it may have taken effect
     note: str = ""
@@ -583,7 +584,10 @@ class Executor:
             detail = run.note
         except RetriableProviderError as exc:
             status = Status.FAILED
-            detail = f"gave up after {run.calls} call(s): {exc}; the next run will check and retry"
+            detail = (
+                f"gave up after {run.tries} tries ({run.calls} call(s) with the checks in "
+                f"between): {exc}; the next run will check and retry"
+            )
         except (ProviderError, _Mismatch) as exc:
             status = Status.FAILED
             detail = str(exc)
@@ -703,6 +707,7 @@ class Executor:
             )
 
     def _attempt(self, run: _Run) -> None:
+        run.tries += 1
         a = run.action
         if a.kind not in _WRITE_KINDS:
             return

@@ -10,7 +10,10 @@ Time in the company's zone with its offset; the client address (the first
 ``X-Forwarded-For`` hop is *not* trusted: a reverse proxy's own log has the original client);
 method and path, with the query reduced to its parameter names (``/sso/login?ts&sig&user``);
 status, response bytes, duration; the ``X-Syncengine-Delivery`` id (an id, not a secret),
-and the user agent. Headers that carry signatures or tokens and all bodies are never read.
+and the user agent; for a request the receiver refused, ``refused="<reason>"`` (so a refusal
+is one line, not an access line and a warning). A request the server cut off as too slow is
+logged by the server instead (:mod:`.server`). Headers that carry signatures or tokens and all
+bodies are never read.
 Lines go to stderr (journald keeps them under systemd) through the ``syncengine.access``
 logger, which does not propagate, so ``--debug`` does not print them twice.
 """
@@ -26,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from syncengine.clock import shown
+from syncengine.hooks.server import REFUSED_KEY
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,6 +38,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOGGER = "syncengine.access"
+LOGGED_KEY = "syncengine.access_logged"
+"""Scope key set for the app: this request gets an access line (so a refusal is told there)."""
+REFUSAL_KEY = "syncengine.refusal"
+"""Scope key the app sets to the reason it refused the request; the access line shows it."""
 
 
 def access_logger() -> logging.Logger:
@@ -84,6 +92,7 @@ class AccessLog:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
+        scope[LOGGED_KEY] = True
         started = self.clock()
         status = 0
         size = 0
@@ -99,7 +108,8 @@ class AccessLog:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            self.emit(self._line(scope, status or 500, size, self.clock() - started))
+            if REFUSED_KEY not in scope:  # else the server cut it off and logged that line
+                self.emit(self._line(scope, status or 500, size, self.clock() - started))
 
     def _line(self, scope: Scope, status: int, size: int, seconds: float) -> str:
         client = scope.get("client")
@@ -113,4 +123,7 @@ class AccessLog:
             line += f" delivery={_clean(delivery.decode('latin-1'), 100)}"
         if agent:
             line += f' ua="{_clean(agent.decode("latin-1"), 100)}"'
+        refusal = scope.get(REFUSAL_KEY)
+        if refusal:
+            line += f' refused="{_clean(str(refusal), 300)}"'
         return line

@@ -8,13 +8,20 @@ the provider; its calls are blocking, so they run in the thread pool.
 
 Answers (JSON bodies carry ``error`` and, for a bad payload, ``field``):
 
-* ``POST /hooks/hr``: 202 stored; 400 not JSON; 401 signature; 409 replayed delivery id;
+* ``POST /hooks/hr``: 202 stored; 400 not JSON (or nested too deep, or an absurd number);
+  401 signature; 409 replay (the same signed request again, or a delivery id seen before);
   413 body too large; 415 not JSON content; 422 invalid payload (the field is named);
   503 no ``[hooks] secret`` configured.
-* ``GET /hooks/events/{id}``: the event's status; signed like a hook, over the path.
+* ``GET /hooks/events/{id}``: the event's status; signed like a hook, over the path; 404 for
+  an id that is no event (whatever its size).
 * ``GET /healthz``, ``GET /metrics``.
 * ``GET /sso/login?user=..&ts=..&sig=..``: 302 to a fresh Exmail login URL; 403 with the
-  reason for a bad or expired link or a refused account.
+  reason for a bad, expired or already used link or a refused account (also an address
+  outside the company's domains), 404 for no such mailbox.
+
+Every refused hook or SSO request is told in one log line with the reason: its access line
+(``refused="..."``, :mod:`.access_log`) or, with the access log off, a WARNING line of its own.
+A client that goes away in the middle of its body is one line too, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,15 +30,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from syncengine.errors import NotFoundError, SyncEngineError
+from syncengine.hooks.access_log import LOGGED_KEY, REFUSAL_KEY
 from syncengine.hooks.metrics import CONTENT_TYPE, Metrics
 from syncengine.hooks.payloads import (
     DepartmentChangeEvent,
@@ -40,7 +50,13 @@ from syncengine.hooks.payloads import (
     UpsertEvent,
     parse_event,
 )
-from syncengine.hooks.signing import check_hook_signature, check_sso_link
+from syncengine.hooks.server import REFUSED_KEY
+from syncengine.hooks.signing import (
+    EARLY_SKEW,
+    check_hook_signature,
+    check_sso_link,
+    replay_key,
+)
 from syncengine.notify import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 log = logging.getLogger(__name__)
@@ -59,6 +75,7 @@ class Stored:
     event_id: int
     replay: bool
     status: str
+    signed_replay: bool = False  # the same signed request again (event_id is then 0)
 
 
 class Backend(Protocol):
@@ -75,7 +92,10 @@ class Backend(Protocol):
         """The event's employee id; an upsert's record is mapped and checked here, so a bad
         record is refused now (PayloadError naming the HR field) rather than failing later."""
 
-    def store(self, event: HookEventIn, employee_id: str) -> Stored: ...
+    def store(self, event: HookEventIn, employee_id: str, replay_key: str,
+              expires_at: datetime) -> Stored:  # fmt: skip
+        """Store the event and record its signature's replay key (until ``expires_at``) in
+        one transaction."""
 
     def event_status(self, event_id: int) -> dict[str, Any] | None: ...
 
@@ -89,9 +109,24 @@ class Backend(Protocol):
     def sso_url(self, email: str) -> str:
         """A fresh login URL, or SsoRefused / NotFoundError / ProviderError."""
 
+    def claim_signature(self, key: str, expires_at: datetime) -> bool:
+        """Record a signed request as honoured (shared by every process on the staging
+        database); False when it was honoured before."""
+
+    def release_signature(self, key: str) -> None:
+        """Forget a claim whose request could not be carried out."""
+
+
+MAX_EVENT_ID = 2**63 - 1
+"""Ids are BIGINT: a larger number is no event (and must not reach the database driver)."""
+
 
 class _TooLarge(Exception):
     pass
+
+
+class _Gone(Exception):
+    """The client disconnected before its body was complete (or was cut off as too slow)."""
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:
@@ -101,16 +136,46 @@ async def _read_capped(request: Request, limit: int) -> bytes:
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _Gone from None
     return b"".join(chunks)
+
+
+def _peer(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "unknown client"
+
+
+def _expiry(timestamp: str | None, seconds: float) -> datetime:
+    """When a signature made at ``timestamp`` (already checked: unix seconds) stops passing."""
+    return datetime.fromtimestamp(int((timestamp or "0").strip()) + seconds, UTC)
 
 
 def _error(code: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=code)
+
+
+def _tell(request: Request, code: int, message: str) -> None:
+    """Log a refusal as one bounded line (no body, no signature, no secret in it): on the
+    request's access line when the access log is on, else as a WARNING line of its own."""
+    shown = message if len(message) <= 300 else message[:300] + "..."
+    if request.scope.get(LOGGED_KEY):
+        request.scope[REFUSAL_KEY] = shown
+        return
+    log.warning("refused %s %s from %s: %d %s", request.method, request.url.path[:200],
+                _peer(request), code, shown.replace("\n", " "))  # fmt: skip
+
+
+def _logged(request: Request, code: int, message: str, **extra: Any) -> JSONResponse:
+    """A refusal, logged (see :func:`_tell`)."""
+    _tell(request, code, message)
+    return _error(code, message, **extra)
 
 
 def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> Starlette:
@@ -121,14 +186,21 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
         metrics.inc("syncengine_hook_requests_total", code=str(response.status_code))
         return response
 
+    def refused(request: Request, code: int, message: str, **extra: Any) -> Response:
+        return answer(_logged(request, code, message, **extra))
+
     async def receive_hook(request: Request) -> Response:
         secret = backend.hook_secret
         if not secret:
-            return answer(_error(503, "hooks are not configured: set [hooks] secret"))
+            return refused(request, 503, "hooks are not configured: set [hooks] secret")
         try:
             body = await _read_capped(request, backend.max_body)
         except _TooLarge:
-            return answer(_error(413, f"body larger than {backend.max_body} bytes"))
+            return refused(request, 413, f"body larger than {backend.max_body} bytes")
+        except _Gone:
+            if REFUSED_KEY not in request.scope:  # else the server logged the refusal
+                _tell(request, 400, "the client disconnected before the body was complete")
+            return answer(_error(400, "the body was not received"))
         why = check_hook_signature(
             secret,
             request.headers.get(TIMESTAMP_HEADER),
@@ -138,33 +210,34 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
             tolerance=backend.tolerance,
         )
         if why is not None:
-            return answer(_error(401, why))
+            return refused(request, 401, why)
         ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
         if ctype != "application/json":
-            return answer(_error(415, f"content type {ctype!r}: send application/json"))
+            return refused(request, 415, f"content type {ctype!r}: send application/json")
         try:
             event = parse_event(body, request.headers.get(DELIVERY_HEADER))
         except PayloadError as exc:
             status = 400 if not exc.field else 422
-            return answer(_error(status, str(exc), field=exc.field or None))
+            return refused(request, status, str(exc), field=exc.field or None)
         try:
             employee_id = await run_in_threadpool(backend.employee_of, event)
         except PayloadError as exc:
-            return answer(_error(422, str(exc), field=exc.field or None))
+            return refused(request, 422, str(exc), field=exc.field or None)
+        # The replay key comes from the signature, which covers the timestamp and the body:
+        # the delivery header is not signed, so a new one must not make a captured request new.
+        key = replay_key("hook", request.headers.get(SIGNATURE_HEADER) or "")
+        expires = _expiry(request.headers.get(TIMESTAMP_HEADER), backend.tolerance)
         try:
-            stored = await run_in_threadpool(backend.store, event, employee_id)
+            stored = await run_in_threadpool(backend.store, event, employee_id, key, expires)
         except SyncEngineError as exc:
             log.error("storing hook %s failed: %s", event.delivery_id, exc)
             return answer(_error(503, "the event could not be stored; send it again later"))
+        if stored.signed_replay:
+            return refused(request, 409, "this signed request was received before (same "
+                           "timestamp, body and signature); not stored again")  # fmt: skip
         if stored.replay:
-            return answer(
-                _error(
-                    409,
-                    f"delivery id {event.delivery_id!r} was received before; not stored again",
-                    id=stored.event_id,
-                    status=stored.status,
-                )
-            )
+            message = f"delivery id {event.delivery_id!r} was received before; not stored again"
+            return refused(request, 409, message, id=stored.event_id, status=stored.status)
         backend.wake()
         return answer(
             JSONResponse(
@@ -182,7 +255,7 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
     async def event_status(request: Request) -> Response:
         secret = backend.hook_secret
         if not secret:
-            return _error(503, "hooks are not configured: set [hooks] secret")
+            return _logged(request, 503, "hooks are not configured: set [hooks] secret")
         why = check_hook_signature(
             secret,
             request.headers.get(TIMESTAMP_HEADER),
@@ -192,11 +265,12 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
             tolerance=backend.tolerance,
         )
         if why is not None:
-            return _error(401, why + " (GET requests sign the path instead of a body)")
-        try:
-            event_id = int(request.path_params["event_id"])
-        except ValueError:
-            return _error(404, "no such event")
+            return _logged(request, 401, why + " (GET requests sign the path instead of a body)")
+        raw = request.path_params["event_id"]
+        if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 19
+                and int(raw) <= MAX_EVENT_ID):  # fmt: skip
+            return _logged(request, 404, "no such event (ids are positive whole numbers)")
+        event_id = int(raw)
         data = await run_in_threadpool(backend.event_status, event_id)
         if data is None:
             return _error(404, f"no event {event_id}")
@@ -229,6 +303,7 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
     async def sso_login(request: Request) -> Response:
         def refuse(status: int, reason: str) -> Response:
             metrics.inc("syncengine_sso_requests_total", code=str(status))
+            _tell(request, status, reason)
             return PlainTextResponse(f"single sign-on refused: {reason}\n", status_code=status)
 
         secret = backend.sso_secret
@@ -240,6 +315,17 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
                              lifetime=backend.sso_lifetime)  # fmt: skip
         if why is not None or user is None:
             return refuse(403, why or "no user")
+        # Single use, across every serve process on the staging database: the link's
+        # signature is claimed before Exmail is asked, so two clicks cannot both pass.
+        key = replay_key("sso", q.get("sig") or "")
+        try:
+            fresh = await run_in_threadpool(backend.claim_signature, key, _expiry(
+                q.get("ts"), backend.sso_lifetime + EARLY_SKEW))  # fmt: skip
+        except SyncEngineError as exc:
+            log.warning("SSO: the staging database is unavailable: %s", exc)
+            return refuse(503, "the link cannot be checked now; try again")
+        if not fresh:
+            return refuse(403, "the link was used already (portal links are single use)")
         try:
             url = await run_in_threadpool(backend.sso_url, user)
         except SsoRefused as exc:
@@ -248,6 +334,8 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
             return refuse(404, "no such mailbox")
         except SyncEngineError as exc:
             log.warning("SSO login URL for a portal link failed: %s", exc)
+            # Exmail failed, not the link: the same link may be clicked again.
+            await run_in_threadpool(backend.release_signature, key)
             return refuse(502, "Exmail did not give a login URL; try again")
         metrics.inc("syncengine_sso_requests_total", code="302")
         return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
@@ -259,4 +347,11 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
         Route("/metrics", metrics_page, methods=["GET"]),
         Route("/sso/login", sso_login, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Unknown paths and methods answer JSON like every other refusal of the receiver."""
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code,
+                            headers=exc.headers)  # fmt: skip
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

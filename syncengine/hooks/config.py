@@ -6,6 +6,9 @@ Example::
     secret = "env:SYNCENGINE_HOOK_SECRET"   # HMAC key shared with the HR system
     tolerance = 300                         # seconds of clock difference accepted
     max_body = 65536                        # bytes; a larger request is refused with 413
+    header_timeout = 10                     # seconds a client may take to send a request head
+    body_timeout = 30                       # seconds a client may take to send the body
+    max_connections = 200                   # open connections; more are answered 503
     coalesce_window = 0.5                   # seconds the worker waits to gather a burst
     max_attempts = 6                        # tries of one event before it is marked failed
     backoff_initial = 5.0                   # seconds before the first retry, doubled each time
@@ -69,6 +72,9 @@ class HooksConfig(BaseModel):
     secret: Secret | None = None
     tolerance: float = Field(default=300.0, gt=0, le=3600)
     max_body: int = Field(default=65536, ge=256, le=16 * 1024 * 1024)
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=200, ge=1, le=100_000)
     coalesce_window: float = Field(default=0.5, ge=0, le=60)
     batch_size: int = Field(default=500, ge=1, le=10000)
     poll_interval: float = Field(default=1.0, gt=0, le=60)

@@ -24,6 +24,7 @@ ingest is again the whole truth: HR's export must carry the same change by then.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
@@ -35,6 +36,11 @@ from syncengine.domain import Person, Status
 
 KINDS = ("upsert", "terminate", "department_change")
 MAX_ID = 128
+MAX_DEPTH = 8
+"""Deepest nesting of arrays and objects a body may have (an event needs 3: body, person,
+a list value). Deeper bodies are refused before anything recurses over them."""
+MAX_NUMBER_DIGITS = 40
+"""Longest number literal accepted (a phone or an employee id sent as a number fits)."""
 
 
 class PayloadError(ValueError):
@@ -89,15 +95,75 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
+class _BadNumber(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise _BadNumber(f"a number of {len(text)} digits (at most {MAX_NUMBER_DIGITS}); "
+                         "send long values as strings")  # fmt: skip
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_DIGITS + 10:
+        raise _BadNumber(f"a number of {len(text)} characters (at most "
+                         f"{MAX_NUMBER_DIGITS + 10}); send long values as strings")  # fmt: skip
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadNumber(f"{text} is out of range for a number")
+    return value
+
+
+def _refuse_constant(text: str) -> Any:
+    raise _BadNumber(f"{text} is not a JSON value")
+
+
+def _nesting_beyond(body: bytes, limit: int) -> int | None:
+    """The offset where ``body`` nests arrays/objects deeper than ``limit``, else None.
+
+    A byte scan that skips strings, so neither the decoder nor anything after it recurses
+    over a hostile body (``[[[[...`` thousands deep would otherwise end in RecursionError)."""
+    depth = 0
+    in_string = escaped = False
+    for offset, byte in enumerate(body):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return offset
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return None
+
+
 def parse_event(
     body: bytes, header_delivery: str | None = None
 ) -> UpsertEvent | TerminateEvent | DepartmentChangeEvent:
     """The validated event, its ``delivery_id`` filled from the header when the body has
     none. Raises :class:`PayloadError` naming the first bad field."""
+    too_deep = _nesting_beyond(body, MAX_DEPTH)
+    if too_deep is not None:
+        raise PayloadError("", f"the body nests arrays/objects deeper than {MAX_DEPTH} levels "
+                           f"(at byte {too_deep})")  # fmt: skip
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_int=_parse_int, parse_float=_parse_float,
+                          parse_constant=_refuse_constant)  # fmt: skip
+    except _BadNumber as exc:
+        raise PayloadError("", str(exc)) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError("", f"the body is not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # any other refusal of the JSON decoder
+        raise PayloadError("", f"the body is not usable JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise PayloadError("", "the body must be a JSON object")
     kind = data.get("kind")

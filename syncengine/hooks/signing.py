@@ -6,11 +6,14 @@ timestamp with the content so a captured request stops working after the toleran
 
 * **Hooks** use the scheme of the engine's own outgoing webhooks (:mod:`syncengine.notify`):
   ``X-Syncengine-Timestamp: <unix seconds>`` and ``X-Syncengine-Signature: sha256=<hex>``,
-  the HMAC of ``timestamp + "." + body``. Replays inside the tolerance are refused by the
-  delivery id (the receiver's job, it needs the database).
+  the HMAC of ``timestamp + "." + body``. Replays inside the tolerance are refused by
+  :func:`replay_key`, a digest of the signature: it covers the timestamp and the body, so a
+  captured request resent with another (unsigned) ``X-Syncengine-Delivery`` header has the
+  same key. The receiver records the keys (it needs the database).
 * **SSO links** carry ``user``, ``ts`` and ``sig`` in the query: ``sig`` is the hex HMAC of
   ``ts + "." + user`` (the address lower-cased). A link is good from ``ts`` for the configured
-  lifetime (and at most 30 s early, for clock skew).
+  lifetime (and at most 30 s early, for clock skew). A link is single use: its
+  :func:`replay_key` is recorded when it is honoured.
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ def check_hook_signature(
     if not hmac.compare_digest(sign(secret, timestamp.strip(), body), signature.strip()):
         return "signature mismatch (wrong secret, or the body was changed on the way)"
     return None
+
+
+def replay_key(purpose: str, signature: str) -> str:
+    """The key under which a signed request is remembered as honoured: ``purpose`` ("hook",
+    "sso") and a SHA-256 of the signature as sent (after the check passed, it is the only
+    signature that matches this timestamp and content)."""
+    digest = hashlib.sha256(signature.strip().lower().encode("utf-8")).hexdigest()
+    return f"{purpose}:{digest}"
 
 
 def sso_signature(secret: str, user: str, timestamp: int | str) -> str:

@@ -42,7 +42,7 @@ SEEN_STATE_SECONDS = 60.0
 """How long a directory state this engine read counts as the live one for the stale-plan check,
 provided nothing was written since (see :meth:`Engine.remember_state`)."""
 
-PACE_MARGIN = 0.98
+PACE_MARGIN = 0.9
 """The pacer runs this fraction of ``rate_per_second``, so that network and scheduling jitter
 never make a one-second window at the server hold more than the configured number of calls."""
 

@@ -26,6 +26,7 @@ from syncengine.errors import (
 from syncengine.hooks.access_log import AccessLog
 from syncengine.hooks.app import Stored
 from syncengine.hooks.app import create_app as create_hook_app
+from syncengine.hooks.guard import adoption_refusals
 from syncengine.hooks.metrics import Metrics
 from syncengine.hooks.payloads import (
     DepartmentChangeEvent,
@@ -35,6 +36,7 @@ from syncengine.hooks.payloads import (
 )
 from syncengine.hooks.review import with_review
 from syncengine.hooks.schedule import CronSchedule
+from syncengine.hooks.server import serve_limits, server_config
 from syncengine.hooks.worker import Scheduler, Worker
 from syncengine.plan import Plan, Release
 from syncengine.planner import Desired
@@ -52,6 +54,7 @@ from syncengine.service.review_pages import review_backend
 from syncengine.sockets import listening_socket
 from syncengine.staging.repository import (
     HookEvent,
+    SignatureReplay,
     SnapshotInfo,
     holder_is_dead,
 )
@@ -211,11 +214,13 @@ class HookBackend:
         return event.employee_id.strip()
 
     def store(self, event: UpsertEvent | TerminateEvent | DepartmentChangeEvent,
-              employee_id: str) -> Stored:  # fmt: skip
+              employee_id: str, replay_key: str, expires_at: datetime) -> Stored:  # fmt: skip
         assert event.delivery_id is not None
-        result = self.repo.store_event(
-            event.delivery_id, event.kind, event.model_dump(mode="json"), employee_id=employee_id
-        )
+        result = self.repo.store_event(event.delivery_id, event.kind,
+                                       event.model_dump(mode="json"), employee_id=employee_id,
+                                       signature=(replay_key, expires_at))  # fmt: skip
+        if isinstance(result, SignatureReplay):
+            return Stored(0, True, "", signed_replay=True)
         return Stored(result.event.id, result.replay, result.event.status)
 
     def event_status(self, event_id: int) -> dict[str, Any] | None:
@@ -238,6 +243,12 @@ class HookBackend:
 
     def sso_url(self, email: str) -> str:
         return sso_login_url(self.engine, email)
+
+    def claim_signature(self, key: str, expires_at: datetime) -> bool:
+        return self.repo.claim_signature(key, expires_at)
+
+    def release_signature(self, key: str) -> None:
+        self.repo.release_signature(key)
 
     # --- the worker -----------------------------------------------------------------------
 
@@ -382,19 +393,27 @@ class HookBackend:
 
         Returns the plan, the apply report (None when nothing was to do) and, per employee
         that did not get done, (why, whether a retry may help)."""
-        if base.view is not None:
-            desired = base.view.desired(overrides)
-        else:
-            desired = Desired(people=tuple(p for _, p in sorted(overrides.items()) if p))
         engine = self.engine
         state = engine.provider.read_state()
+        links = self.repo.load_links()
+        # Hooks never adopt a mailbox the nightly sync leaves alone (see hooks.guard): those
+        # records are left out of the plan and their events fail with the reason.
+        refused = adoption_refusals(
+            {e: p for e, p in overrides.items() if p is not None and e in targets},
+            state.mailboxes, links, engine.policy.is_protected,
+        )  # fmt: skip
+        kept = {e: p for e, p in overrides.items() if e not in refused}
+        if base.view is not None:
+            desired = base.view.desired(kept)
+        else:
+            desired = Desired(people=tuple(p for _, p in sorted(kept.items()) if p))
         plan, state = diff_knowing_groups(
-            engine.provider, desired, state, self.repo.load_links(), engine.policy, now,
-            config_fingerprint=engine.fingerprint, only=targets,
+            engine.provider, desired, state, links, engine.policy, now,
+            config_fingerprint=engine.fingerprint, only=[t for t in targets if t not in refused],
         )  # fmt: skip
         plan = signing.sign_plan(plan, signing.plan_key(engine.config))
         engine.remember_state(plan.state_fingerprint)
-        bad: dict[str, tuple[str, bool]] = {}
+        bad: dict[str, tuple[str, bool]] = {e: (why, False) for e, why in refused.items()}
         for c in plan.conflicts:
             for eid in c.employee_ids:
                 if eid in overrides:
@@ -451,7 +470,7 @@ def serve(
 ) -> None:
     """Run the hook receiver, its worker and (with ``[hooks] schedule``) the nightly sync in
     this process until interrupted. Events stored before a restart are worked off at once."""
-    import uvicorn
+    import uvicorn  # here, not at the top: most commands never serve
 
     config = engine.config
     backend = HookBackend(engine)
@@ -487,10 +506,8 @@ def serve(
                 on_ready(ServeStart(f"http://{shown}:{sock.getsockname()[1]}",
                                     bool(backend.hook_secret), bool(backend.sso_secret),
                                     config.hooks.schedule, waiting))  # fmt: skip
-            server = uvicorn.Server(uvicorn.Config(
-                app, log_level=log_level, access_log=False, lifespan="off",
-                timeout_graceful_shutdown=5, timeout_keep_alive=30,
-            ))  # fmt: skip
+            server = uvicorn.Server(server_config(app, serve_limits(config.hooks),
+                                                 log_level=log_level))  # fmt: skip
             server.run(sockets=[sock])
         finally:
             sock.close()

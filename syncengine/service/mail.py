@@ -20,6 +20,7 @@ from syncengine.errors import (
 )
 from syncengine.hooks.app import SsoRefused
 from syncengine.hooks.forward import Forwarder
+from syncengine.hooks.guard import outside_domains
 from syncengine.providers.base import MailboxProvider
 from syncengine.service.engine import Engine
 from syncengine.staging.repository import (
@@ -154,6 +155,9 @@ def sso_login_url(engine: Engine, email: str) -> str:
     unmanaged account unless ``[hooks.sso]`` allows it. The one rule for ``sso-url`` and the
     portal's ``/sso/login``: an SSO link is a password-less way into someone's mail."""
     wanted = normalise_email(email)
+    outside = outside_domains(wanted, engine.config.exmail.domains, engine.policy.domain)
+    if outside:  # not one of ours: refused before Exmail is asked
+        raise SsoRefused(outside, where="single sign-on", hint="check the address")
     rules = engine.config.hooks.sso
     provider = engine.provider
     mailbox = provider.get_user(wanted)

@@ -329,3 +329,19 @@ class WatchState(Base):
     name: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime]
+
+
+class UsedSignature(Base):
+    """A signed request already honoured: a hook's signature or an SSO portal link's.
+
+    The key is a digest of the signed material, so a captured request resent with new unsigned
+    headers is still recognised. A row is only needed while the signature could still pass the
+    timestamp check (``expires_at``); later rows are purged. Kept in the staging database, not
+    in memory, because several ``serve`` processes share it and a restart must not reopen them.
+    """
+
+    __tablename__ = "used_signatures"
+
+    digest: Mapped[str] = mapped_column(String(HASH_LEN + SHORT_LEN), primary_key=True)
+    used_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -131,7 +131,7 @@ def test_retries_stop_at_the_attempt_cap_and_the_time_cap(bench: Bench) -> None:
     slept: list[float] = []
     result, plan_id = bench.run(plan_of([dept("重试部")]), sleep=slept.append)
     (outcome,) = result.outcomes
-    assert outcome.status.value == "failed" and "gave up after 6 call(s)" in outcome.detail
+    assert outcome.status.value == "failed" and "gave up after 6 tries (6 call(s)" in outcome.detail
     attempts = [r for r in bench.repo.query_audit(plan_id=plan_id) if r.call]
     assert [r.attempt for r in attempts] == [1, 2, 3, 4, 5, 6]
     assert all(r.result == "retry" for r in attempts)

@@ -88,7 +88,7 @@ def test_out_infers_text_and_json_from_the_extension(env: ApplyEnv) -> None:
     r = env.cli("plan", "--out", str(env.root / "p.json"))
     assert json.loads((env.root / "p.json").read_text(encoding="utf-8"))["actions"]
     r = env.cli("plan", "--out", str(env.root / "p.html"), "--format", "json")
-    assert r.exit_code == 2 and "--format json" in r.output and ".html" in r.output
+    assert r.exit_code == 64 and "--format json" in r.output and ".html" in r.output
 
 
 def test_checksum_prefix_of_12_or_more_is_accepted_else_refused(env: ApplyEnv) -> None:

@@ -25,6 +25,7 @@ import uvicorn
 
 from syncengine import service
 from syncengine.hooks.app import create_app
+from syncengine.hooks.server import serve_limits, server_config
 from syncengine.hooks.worker import Worker
 from tests.e2e.test_apply_support import ApplyEnv, person
 
@@ -169,8 +170,9 @@ def running_receiver(env: ApplyEnv, *, worker: bool = True) -> Iterator[Receiver
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(backend), log_level="critical",
-                                           lifespan="off", access_log=False))  # fmt: skip
+    # The same server settings as ``syncengine serve`` (timeouts, connection cap).
+    limits = serve_limits(config.hooks)
+    server = uvicorn.Server(server_config(create_app(backend), limits, log_level="critical"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -41,7 +41,8 @@ def test_a_managed_user_is_redirected_to_the_mailbox(env: ApplyEnv, rx: Receiver
     assert landing.status_code == 200 and "zhangsan@example.com" in landing.text
     # Each click gets a fresh single-use URL: the first one is spent now.
     assert httpx.get(target, timeout=10).status_code == 403
-    again = rx.client.get(portal_link("zhangsan@example.com"))
+    # A portal link is single use too; the portal signs a new one for the next click.
+    again = rx.client.get(portal_link("zhangsan@example.com", ts=int(time.time()) + 1))
     assert again.status_code == 302 and again.headers["location"] != target
 
 
@@ -88,6 +89,8 @@ def test_sso_url_command_applies_the_same_rule(env: ApplyEnv) -> None:
     assert r.exit_code == 1 and "protected" in r.output and "allow_protected" in r.output
     r = env.cli("sso-url", "hr-shared@example.com")
     assert r.exit_code == 1 and "not managed" in r.output
+    r = env.cli("sso-url", "lisi@elsewhere.example.org")
+    assert r.exit_code == 1 and "not one of the company's domains" in r.output, r.output
     r = env.cli("sso-url", "lisi@example.com")
     assert r.exit_code == 0, r.output
     assert httpx.get(r.output.strip(), timeout=10).status_code == 200

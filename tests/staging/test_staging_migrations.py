@@ -34,6 +34,7 @@ TABLES = {
     "hook_events",
     "run_lock",
     "watch_state",
+    "used_signatures",
 }
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from syncengine.domain import Department, Gender, IdentityLink, Person, RowProblem, Status
 from syncengine.errors import StagingError
 from syncengine.staging import codec
+from syncengine.staging import db as staging_db
 from syncengine.staging.db import make_session_factory
 from syncengine.staging.models import Run
 from syncengine.staging.repository import (
@@ -20,6 +21,7 @@ from syncengine.staging.repository import (
     EventStored,
     NewAction,
     Repository,
+    SignatureReplay,
     StoredDepartment,
 )
 
@@ -379,6 +381,36 @@ def test_audit_queries_by_run_employee_email_and_time(staging_repo: Repository) 
 
 
 # --- hook events --------------------------------------------------------------------------
+
+
+def test_used_signatures_are_single_use_until_they_expire(staging_url: str) -> None:
+    now = [datetime(2026, 11, 30, 12, 0, tzinfo=UTC)]
+    repo = Repository(staging_db.make_engine(staging_url), clock=lambda: now[0])
+    try:
+        soon = now[0] + timedelta(seconds=60)
+        stored = repo.store_event("d-1", "terminate", {"employee_id": "E1"},
+                                  signature=("hook:aa", soon))  # fmt: skip
+        assert isinstance(stored, EventStored)
+        # Same signed request under a new delivery id: refused, nothing written.
+        again = repo.store_event("d-2", "terminate", {"employee_id": "E1"},
+                                 signature=("hook:aa", soon))  # fmt: skip
+        assert isinstance(again, SignatureReplay)
+        assert repo.get_event_by_delivery("d-2") is None
+        # Same delivery id, signed afresh: a delivery replay as before.
+        resent = repo.store_event("d-1", "terminate", {}, signature=("hook:bb", soon))
+        assert isinstance(resent, EventReplay) and resent.event.id == stored.event.id
+        assert repo.claim_signature("hook:bb", soon)  # rolled back with the replayed event
+
+        assert repo.claim_signature("sso:cc", soon)
+        assert not repo.claim_signature("sso:cc", soon)
+        repo.release_signature("sso:cc")
+        assert repo.claim_signature("sso:cc", soon)
+        # Past their expiry (and the once-a-minute purge), keys are forgotten.
+        now[0] += timedelta(minutes=5)
+        assert repo.claim_signature("sso:dd", now[0] + timedelta(seconds=60))
+        assert repo.claim_signature("sso:cc", now[0] + timedelta(seconds=60))
+    finally:
+        repo.close()
 
 
 def test_hook_events_store_replay_retry_and_apply(staging_repo: Repository) -> None:

@@ -26,6 +26,8 @@ PURE = [
     "syncengine.connectors.mapping",
     "syncengine.connectors.values",
     "syncengine.holds",
+    "syncengine.hooks.payloads",
+    "syncengine.hooks.guard",
     "syncengine.guard",
     "syncengine.plan_page",
     "syncengine.clock",

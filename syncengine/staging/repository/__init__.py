@@ -12,9 +12,9 @@ executemany in chunks, and snapshot comparisons are done in SQL.
 
 The code is split by aggregate, one module each, over one core (engine, transaction, clock):
 ``runs`` (runs and run locks), ``snapshots``, ``links``, ``plans`` (plans and action
-checkpoints), ``audit``, ``events`` (hook events and watch cursors). :class:`Repository` is
-their union: a use case that spans aggregates (an apply writes checkpoints, audit rows and
-links) holds one object and one connection pool.
+checkpoints), ``audit``, ``events`` (hook events, watch cursors and used signatures).
+:class:`Repository` is their union: a use case that spans aggregates (an apply writes
+checkpoints, audit rows and links) holds one object and one connection pool.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from syncengine.staging.repository.records import (
     NewAction,
     PlanRecord,
     RunInfo,
+    SignatureReplay,
     SnapshotDiff,
     SnapshotInfo,
     StoredDepartment,
@@ -73,6 +74,7 @@ __all__ = [
     "PlanRecord",
     "Repository",
     "RunInfo",
+    "SignatureReplay",
     "SnapshotDiff",
     "SnapshotInfo",
     "StoredDepartment",

@@ -1,13 +1,15 @@
-"""HR hook events (a durable queue) and the new-mail watch cursors."""
+"""HR hook events (a durable queue), the new-mail watch cursors and used signatures."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
+    delete,
     func,
     insert,
     or_,
@@ -19,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from syncengine.errors import StagingError
 from syncengine.staging.models import (
     HookEventRow,
+    UsedSignature,
     WatchState,
 )
 from syncengine.staging.repository.core import RepositoryCore
@@ -27,6 +30,7 @@ from syncengine.staging.repository.records import (
     EventReplay,
     EventStored,
     HookEvent,
+    SignatureReplay,
     chunks,
 )
 from syncengine.statuses import (
@@ -37,7 +41,9 @@ log = logging.getLogger(__name__)
 
 
 class EventsRepository(RepositoryCore):
-    """HR hook events (a durable queue) and the new-mail watch cursors."""
+    """HR hook events (a durable queue), the new-mail watch cursors and used signatures."""
+
+    _signatures_purged_at: datetime | None = None
 
     # --- hook events --------------------------------------------------------------------
 
@@ -57,11 +63,15 @@ class EventsRepository(RepositoryCore):
         payload: Mapping[str, Any],
         *,
         employee_id: str | None = None,
-    ) -> EventStored | EventReplay:
+        signature: tuple[str, datetime] | None = None,
+    ) -> EventStored | EventReplay | SignatureReplay:
         """Store a received event durably; a delivery id seen before is a replay (not stored
-        again, whatever its body)."""
+        again, whatever its body). ``signature`` (replay key, expiry) is recorded as used in
+        the same transaction (see :meth:`claim_signature`): a key seen before is a replay too."""
         try:
             with self._tx("storing a hook event") as conn:
+                if signature is not None:
+                    self._use_signature(conn, *signature)
                 event_id = conn.execute(
                     insert(HookEventRow)
                     .values(
@@ -77,9 +87,11 @@ class EventsRepository(RepositoryCore):
                 ).scalar_one()
         except IntegrityError:
             seen = self.get_event_by_delivery(delivery_id)
-            if seen is None:  # pragma: no cover - an integrity error with no such row
-                raise StagingError(f"storing hook event {delivery_id!r} failed") from None
-            return EventReplay(seen)
+            if seen is not None:
+                return EventReplay(seen)
+            if signature is not None:
+                return SignatureReplay()
+            raise StagingError(f"storing hook event {delivery_id!r} failed") from None
         stored = self.get_event(int(event_id))
         assert stored is not None
         return EventStored(stored)
@@ -245,3 +257,33 @@ class EventsRepository(RepositoryCore):
             )
             if result.rowcount == 0:
                 conn.execute(insert(WatchState).values(name=name, value=value, updated_at=now))
+
+    # --- used signatures ------------------------------------------------------------------
+
+    def claim_signature(self, digest: str, expires_at: datetime) -> bool:
+        """Record a signed request as honoured; False when it was honoured before (a replay).
+
+        Rows whose signature can no longer pass its timestamp check are purged on the way, so
+        the table holds at most one tolerance window's worth of requests."""
+        try:
+            with self._tx("recording a used signature") as conn:
+                self._use_signature(conn, digest, expires_at)
+        except IntegrityError:
+            return False
+        return True
+
+    def _use_signature(self, conn: Connection, digest: str, expires_at: datetime) -> None:
+        """Insert the key (IntegrityError when it is there); at most once a minute, purge the
+        keys whose signatures have expired."""
+        now = self.now()
+        last = self._signatures_purged_at
+        if last is None or now - last > timedelta(minutes=1):
+            conn.execute(delete(UsedSignature).where(UsedSignature.expires_at < now))
+            self._signatures_purged_at = now
+        row = {"digest": digest, "used_at": now, "expires_at": expires_at}
+        conn.execute(insert(UsedSignature).values(**row))
+
+    def release_signature(self, digest: str) -> None:
+        """Forget a claim whose request could not be carried out, so it may be sent again."""
+        with self._tx("releasing a used signature") as conn:
+            conn.execute(delete(UsedSignature).where(UsedSignature.digest == digest))

@@ -195,6 +195,14 @@ class EventReplay:
 
 
 @dataclass(frozen=True)
+class SignatureReplay:
+    """``store_event`` result: this signed request (its signature) was honoured before, under
+    another delivery id; nothing was written."""
+
+    replay: bool = field(default=True, init=False)
+
+
+@dataclass(frozen=True)
 class EventQueueStats:
     depth: int  # events received and not yet applied or given up
     oldest_received_at: datetime | None
