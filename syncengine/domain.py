@@ -15,7 +15,7 @@ import enum
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -183,6 +183,33 @@ class RowProblem:
         prefix = ", ".join(w for w in where if w)
         shown = f" (value {self.value!r})" if self.value is not None else ""
         return f"{prefix}: {self.reason}{shown}" if prefix else f"{self.reason}{shown}"
+
+
+@dataclass(frozen=True)
+class UnidentifiedRow:
+    """A quarantined row with no usable employee id: whoever it belonged to is not gone.
+
+    ``emails`` and ``name`` are what the row still tells (valid addresses, the name) so the
+    planner can find the mailbox it may be and hold it; a row that leads nowhere holds every
+    removal of people absent from HR.
+    """
+
+    row: int | None
+    emails: tuple[str, ...] = ()
+    name: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"row": self.row, "emails": list(self.emails), "name": self.name}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> UnidentifiedRow:
+        row = d.get("row")
+        emails = d.get("emails")
+        return cls(
+            row=row if isinstance(row, int) else None,
+            emails=tuple(str(e) for e in emails) if isinstance(emails, list) else (),
+            name=str(d.get("name") or ""),
+        )
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,8 @@ def map_hook_person(
     naming the HR field (``person.<field>``)."""
     depts = config.departments
     result = map_people([record], config.mapping, department_table=table,
-                        reference=depts.reference if depts else "id")  # fmt: skip
+                        reference=depts.reference if depts else "id",
+                        domains=config.exmail.domains)  # fmt: skip
     if result.problems or not result.people:
         p = result.problems[0] if result.problems else None
         raise PayloadError(

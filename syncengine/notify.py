@@ -13,9 +13,10 @@ Why it looks like this:
   captured request cannot be replayed later; ``X-Syncengine-Delivery`` stays the same across
   the retries of one notification, so a receiver can drop a duplicate.
 * **Bounded retries.** A dropped connection, a timeout, HTTP 408/429/5xx are retried with
-  exponential backoff and jitter (tenacity), at most ``attempts`` calls and ``max_seconds``
-  per target; other 4xx answers are not (repeating will not fix them). SMTP the same way:
-  connection trouble and 4xx replies are retried, refused recipients or credentials are not.
+  exponential backoff and jitter (the shared ``RetryPolicy``), at most ``attempts`` calls
+  and ``max_seconds`` per target; other 4xx answers are not (repeating will not fix them).
+  SMTP the same way: connection trouble and 4xx replies are retried, refused recipients or
+  credentials are not.
 * **Never fatal.** :meth:`Notifier.send` never raises for a delivery problem: it logs it and
   returns a :class:`Delivery` per target saying what happened, which the run report shows.
   A notification failure must not turn a good sync into a failed one.
@@ -46,16 +47,9 @@ from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import Retrying
 
+from syncengine.callpolicy import RetryPolicy
 from syncengine.chatbots import BotConfig, bot_request, read_answer
 from syncengine.secrets import Secret, known_value
 
@@ -352,32 +346,19 @@ class Notifier:
 
     # --- retries ------------------------------------------------------------------------
 
-    def _wait(self) -> Callable[[RetryCallState], float]:
-        c = self.config
-        # wait_exponential + wait_random rather than wait_exponential_jitter: the same curve
-        # on every tenacity release we accept (its parameters were renamed over time).
-        backoff = wait_exponential(multiplier=c.backoff, max=c.backoff_max) + wait_random(
-            0, c.backoff / 2
-        )
-
-        def wait(state: RetryCallState) -> float:
-            pause = backoff(state)
-            exc = state.outcome.exception() if state.outcome is not None else None
-            if isinstance(exc, _Retry) and exc.retry_after is not None:
-                pause = max(pause, min(exc.retry_after, c.backoff_max))
-            return pause
-
-        return wait
-
     def _retrying(self) -> Retrying:
+        """The shared :class:`~syncengine.callpolicy.RetryPolicy` with ``[notifications]``'s
+        settings: ``attempts`` tries, backoff with jitter (``Retry-After`` honoured up to
+        ``backoff_max``), at most ``max_seconds`` of waiting."""
         c = self.config
-        return Retrying(
-            retry=retry_if_exception_type(_Retry),
-            wait=self._wait(),
-            stop=stop_after_attempt(c.attempts) | stop_after_delay(c.max_seconds),
-            sleep=self._sleep,
-            reraise=True,
+        policy = RetryPolicy(
+            max_attempts=c.attempts,
+            backoff_initial=c.backoff,
+            backoff_max=c.backoff_max,
+            jitter=c.backoff / 2,
+            max_retry_seconds=c.max_seconds,
         )
+        return policy.retrying(lambda exc: isinstance(exc, _Retry), sleep=self._sleep)
 
     # --- webhooks -----------------------------------------------------------------------
 

@@ -260,6 +260,20 @@ class BlockedReason:
 
 
 @dataclass(frozen=True)
+class Held:
+    """A mailbox the plan holds because an HR row that may be its owner's has a problem.
+
+    Held mailboxes are never disabled, deleted or adopted by anyone, whatever
+    ``disable_unmanaged`` says; they are listed "held: HR row has a problem" with the reason.
+    ``employee_id`` is "" when the row had no usable employee id.
+    """
+
+    email: str
+    employee_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Plan:
     """The whole decision of one planning run. Build it through :func:`make_plan` or
     :meth:`from_json`, which validate the order and fill ``summary`` and ``checksum``."""
@@ -275,6 +289,7 @@ class Plan:
     blocked_reasons: tuple[BlockedReason, ...] = ()
     explanations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     summary: Mapping[str, int] = field(default_factory=dict)
+    held: tuple[Held, ...] = ()
     checksum: str = ""
     schema_version: int = SCHEMA_VERSION
     signature: str = ""
@@ -395,6 +410,7 @@ def make_plan(
     quarantined: Iterable[str] = (),
     blocked_reasons: Iterable[BlockedReason] = (),
     explanations: Mapping[str, Sequence[str]] | None = None,
+    held: Iterable[Held] = (),
 ) -> Plan:
     """A validated plan with its summary counts and checksum filled in."""
     validate_order(actions)
@@ -413,12 +429,15 @@ def make_plan(
         blocked_reasons=tuple(blocked_reasons),
         explanations={k: tuple(v) for k, v in sorted((explanations or {}).items())},
         summary={},
+        held=tuple(sorted(held, key=lambda h: (h.email, h.employee_id))),
     )
     summary["conflicts"] = len(plan.conflicts)
     summary["unmanaged"] = len(plan.unmanaged)
     summary["quarantined"] = len(plan.quarantined)
     summary["blocked"] = len(plan.blocked_reasons)
     summary["protected"] = len(plan.protected)
+    if plan.held:
+        summary["held"] = len(plan.held)
     plan = _replace(plan, summary=summary)
     return _replace(plan, checksum=compute_checksum(plan))
 
@@ -645,6 +664,15 @@ def action_from_dict(d: Mapping[str, Any]) -> Action:
 
 
 def _body_dict(plan: Plan) -> dict[str, Any]:
+    body = _core_dict(plan)
+    if plan.held:  # only when there is one: plans written before held existed keep their sum
+        body["held"] = [
+            {"email": h.email, "employee_id": h.employee_id, "reason": h.reason} for h in plan.held
+        ]
+    return body
+
+
+def _core_dict(plan: Plan) -> dict[str, Any]:
     return {
         "schema_version": plan.schema_version,
         "created_at": plan.created_at.isoformat(),
@@ -708,6 +736,10 @@ def _plan_from_dict(d: Mapping[str, Any]) -> Plan:
         ),
         explanations={str(k): tuple(str(x) for x in v) for k, v in d["explanations"].items()},
         summary={str(k): int(v) for k, v in d["summary"].items()},
+        held=tuple(
+            Held(email=str(h["email"]), employee_id=str(h["employee_id"]), reason=str(h["reason"]))
+            for h in d.get("held", ())
+        ),
     )
     validate_order(plan.actions)
     return _replace(plan, checksum=compute_checksum(plan))

@@ -267,6 +267,9 @@ def render_page(
         ("quarantined", _("Quarantined employees"),
          _("Rows with problems in the HR snapshot: not synced, never treated as leavers."),
          quarantined),
+        ("held", _("Held mailboxes"),
+         _("Never disabled, deleted or adopted until HR fixes the row."),
+         [(f"{h.email} {h.employee_id}".strip(), h.reason) for h in plan.held]),
     ]  # fmt: skip
     conflicts = [
         {

@@ -69,6 +69,7 @@ from syncengine.domain import (
     Mailbox,
     MailboxState,
     Person,
+    UnidentifiedRow,
     UserUpdate,
     ancestors,
     is_under,
@@ -77,6 +78,7 @@ from syncengine.domain import (
     path_depth,
     sorted_unique,
 )
+from syncengine.holds import find_holds
 from syncengine.plan import (
     BLOCKING_CONFLICTS,
     UPDATE_KINDS,
@@ -116,6 +118,13 @@ class Desired:
     former_addresses: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Employee id -> addresses that were once their primary (swapped away by an address
     change): they stay aliases whatever ``alias_mode`` says, or mail to them would bounce."""
+    # Why each quarantined employee is (the first problem), and the quarantined rows without
+    # a usable employee id: both hold mailboxes (:mod:`syncengine.holds`).
+    held_reasons: Mapping[str, str] = field(default_factory=dict)
+    unidentified: tuple[UnidentifiedRow, ...] = ()
+    # Ids an earlier snapshot had and this one does not: an unlinked mailbox whose ext_id is
+    # one of them is a leaver's.
+    former: frozenset[str] = frozenset()
     held: Mapping[str, str] = field(default_factory=dict)
     """Employees whose record is a hook's, kept against an older HR export, and why
     (``syncengine.hookfacts``): shown as non-blocking ``hook_held`` conflicts."""
@@ -237,6 +246,16 @@ class _Planner:
         self.new_members: list[tuple[str, ...]] = []
         self.unmanaged_actions: list[Action] = []
         self.notes: dict[str, list[str]] = defaultdict(list)
+        self.holds = find_holds(
+            quarantined=desired.quarantined,
+            reasons=desired.held_reasons,
+            unidentified=desired.unidentified,
+            mailboxes=self.by_email,
+            owner=self.owner,
+            ext_of=self.by_ext.get,
+            link_email=self.link_email,
+        )
+        self.claimed.update(self.holds.mailboxes)  # held: never unmanaged
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -355,6 +374,9 @@ class _Planner:
             found.setdefault(e, "ext_id")
         if not found and p.email and by_address:
             addr = _norm(p.email)
+            holder = self.owner.get(addr)
+            if holder is not None and holder in self.holds:
+                return None, f"no mailbox ({holder} is held: not adopted)"
             if addr in self.by_email:
                 found[addr] = "primary address"
             elif addr in self.owner:
@@ -551,6 +573,9 @@ class _Planner:
                 self.note(eid, "decision: quarantined in this snapshot; left as it is")
                 continue
             primary = self.owner.get(self.link_email[eid])
+            if primary is not None and primary in self.holds:
+                self.note(eid, f"decision: {self.holds.mailboxes[primary].reason}")
+                continue
             if primary is None:
                 self._chain_add(
                     eid,
@@ -577,7 +602,13 @@ class _Planner:
             if self._protected(primary):
                 self.protected_hits.add(primary)
                 continue
+            if self.holds.all_absent is not None:
+                self.holds.hold(primary, eid, self.holds.all_absent)
+                self.note(eid, f"decision: {self.holds.all_absent}")
+                continue
             self._leaver(eid, primary, link, "no longer in the HR source")
+
+        self._former_by_ext_id()
 
         # Unmanaged mailboxes.
         unmanaged: list[str] = []
@@ -591,7 +622,7 @@ class _Planner:
                 continue
             unmanaged.append(email)
             self.final_departments[email] = self._current_depts(email)
-            if policy.disable_unmanaged and m.enabled:
+            if policy.disable_unmanaged and m.enabled and self.holds.all_absent is None:
                 self.unmanaged_actions.append(
                     Action(
                         key=action_key(ActionKind.DISABLE_USER, email),
@@ -608,6 +639,23 @@ class _Planner:
 
         dept_deletes = self.plan_department_deletes(needed)
         return self.finish(config_fingerprint, unmanaged, dept_deletes)
+
+    def _former_by_ext_id(self) -> None:
+        """Unlinked mailboxes carrying the id of someone HR had and no longer has: leavers."""
+        for eid in sorted(self.desired.former - self.in_hr - set(self.links)):
+            if eid in self.desired.quarantined:
+                continue
+            for email in self.by_ext.get(eid):
+                if email in self.claimed:
+                    continue
+                self.claimed.add(email)
+                if self._protected(email):
+                    self.protected_hits.add(email)
+                elif self.holds.all_absent is not None:
+                    self.holds.hold(email, eid, self.holds.all_absent)
+                else:
+                    self._leaver(eid, email, None, "no longer in the HR source (the mailbox "
+                                 "carries the employee id as extid)")  # fmt: skip
 
     # --- per person -------------------------------------------------------------------------
 
@@ -1095,4 +1143,5 @@ class _Planner:
             quarantined=sorted(self.desired.quarantined),
             blocked_reasons=brake_findings(stats, self.policy),
             explanations=explanations,
+            held=self.holds.mailboxes.values() if self.only is None else (),
         )

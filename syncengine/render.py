@@ -25,6 +25,7 @@ from syncengine.plan import (
     ActionKind,
     BlockedReason,
     ChangeValue,
+    Held,
     Plan,
     Release,
     ReleaseKind,
@@ -205,6 +206,8 @@ def summary_line(plan: Plan, release: Release | None = None, lang: str = "en") -
         extra.append(_("%(n)d unmanaged", n=t["unmanaged"]))
     if t["quarantined"]:
         extra.append(_("%(n)d quarantined", n=t["quarantined"]))
+    if plan.held:
+        extra.append(_("%(n)d held", n=len(plan.held)))
     if extra:
         text += _("; ") + _(", ").join(extra)
     left = plan.unreleased(release)
@@ -312,6 +315,11 @@ def _change_lines(action: Action) -> list[tuple[str, str, str | None]]:
 
 
 # --- text -----------------------------------------------------------------------------------
+
+
+def _held_line(h: Held) -> str:
+    who = f" ({h.employee_id})" if h.employee_id else ""
+    return f"{h.email}{who}: {h.reason}"
 
 
 def _listing(
@@ -440,6 +448,9 @@ def render_text(
     _listing(lines, "Quarantined employees", plan.quarantined,
              "rows with problems in the HR snapshot; not synced, never treated as leavers",
              style, list_limit, _)  # fmt: skip
+    _listing(lines, "Held mailboxes", [_held_line(h) for h in plan.held],
+             "never disabled, deleted or adopted until HR fixes the row", style,
+             list_limit, _)  # fmt: skip
     if plan.actions:
         lines.append(style(_("Plan: "), "bold") + _totals_phrase(plan, lang) + _("."))
     else:

@@ -36,8 +36,18 @@ RawRecord = dict[str, Any]
 # it in the source (a file's header is row 1; JSON/SQL/LDAP records count from 1), so problems
 # name the row. ERROR_KEY: why the connector could not read this one record properly (a line
 # that is not JSON, more cells than the header has columns); mapping quarantines the row.
+# RAW_KEY: the text of a record that could not be read (a JSON line cut short), so mapping can
+# still find whose row it was and hold that person rather than count them gone.
 ROW_KEY = "__row__"
 ERROR_KEY = "__error__"
+RAW_KEY = "__raw__"
+MAX_RAW_CHARS = 4096
+
+
+class TextRecord(dict[str, Any]):
+    """A record whose values are all text (a CSV row): mapping need not check their types."""
+
+    __slots__ = ()
 
 
 @runtime_checkable

@@ -90,17 +90,43 @@ def header_names(cells: Iterable[object], rename: dict[str, str], where: str) ->
     return names
 
 
-def _decodes_fully(path: Path, encoding: str) -> bool:
-    """Whether the whole file decodes, read in chunks so a big file never sits in memory."""
+def _decode_error(path: Path, encoding: str) -> int | None:
+    """The byte offset of the first byte that does not decode, or None when all of it does.
+
+    Read in chunks so a big file never sits in memory.
+    """
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
+    offset = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            buffered = len(decoder.getstate()[0])
+            try:
                 decoder.decode(chunk, final=False)
+            except UnicodeDecodeError as exc:
+                return max(offset - buffered + exc.start, 0)
+            offset += len(chunk)
+        buffered = len(decoder.getstate()[0])
+        try:
             decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
+        except UnicodeDecodeError as exc:
+            return max(offset - buffered + exc.start, 0)
+    return None
+
+
+def locate_decode_error(path: Path, encoding: str) -> tuple[int, int, str]:
+    """Where ``path`` stops decoding as ``encoding``: line and column (from 1, the column in
+    characters of the decodable text before it) and the offending bytes in hex."""
+    offset = _decode_error(path, encoding)
+    if offset is None:
+        offset = 0
+    with path.open("rb") as handle:
+        head = handle.read(offset)
+        bad = handle.read(4)
+    before = head.decode(encoding, errors="replace")
+    line = before.count("\n") + 1
+    column = len(before) - (before.rfind("\n") + 1) + 1
+    shown = " ".join(f"0x{b:02x}" for b in bad[:2]) or "(end of file)"
+    return line, column, shown
 
 
 def detect_encoding(path: Path) -> str:
@@ -108,7 +134,9 @@ def detect_encoding(path: Path) -> str:
 
     A byte-order mark decides first; then UTF-8 and GB18030 (a superset of GBK, what Chinese
     Excel saves as "CSV") are tried over the whole file, because a sample can hide the one
-    bad byte; only then general detection on a sample.
+    bad byte. A file that is neither is refused with the place of the first bad byte (under
+    the encoding that read further): a guess would turn a damaged GBK file into mojibake
+    names pushed to Exmail. charset-normalizer's guess is offered in the hint.
     """
     with path.open("rb") as handle:
         head = handle.read(_SAMPLE)
@@ -118,15 +146,20 @@ def detect_encoding(path: Path) -> str:
         return "utf-32"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    failures: list[tuple[int, str]] = []
     for candidate, name in (("utf-8", "utf-8-sig"), ("gb18030", "gb18030")):
-        if _decodes_fully(path, candidate):
+        offset = _decode_error(path, candidate)
+        if offset is None:
             return name
+        failures.append((offset, candidate))
+    _, likely = max(failures)
+    line, column, found = locate_decode_error(path, likely)
     best = charset_normalizer.from_bytes(head).best()
-    if best is None:
-        raise SourceError(
-            "cannot tell the file's text encoding",
-            where=str(path),
-            hint="set source.encoding (e.g. 'gb18030' or 'utf-8')",
-        )
-    log.info("%s: detected encoding %s", path, best.encoding)
-    return str(best.encoding)
+    guess = f" (charset-normalizer guesses {best.encoding})" if best is not None else ""
+    log.info("%s: neither UTF-8 nor GB18030%s", path, guess)
+    raise SourceError(
+        f"line {line}, column {column}: bytes {found} are not valid {likely} text, nor "
+        "UTF-8 / GB18030 (the file is damaged or in another encoding)",
+        where=str(path),
+        hint=f"fix the export, or set source.encoding to the file's encoding{guess}",
+    )

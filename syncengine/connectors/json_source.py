@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import field_validator
 
-from syncengine.connectors.base import ERROR_KEY, ROW_KEY, RawRecord
+from syncengine.connectors.base import ERROR_KEY, MAX_RAW_CHARS, RAW_KEY, ROW_KEY, RawRecord
 from syncengine.connectors.file_common import FileOptions, check_readable, resolve_file
 from syncengine.errors import ConfigError, SourceError
 
@@ -41,6 +41,15 @@ class JsonOptions(FileOptions):
         except LookupError:
             raise ValueError(f"unknown encoding {value!r} (e.g. 'utf-8', 'gb18030')")
         return value
+
+
+def _too_deep(where: str) -> SourceError:
+    return SourceError(
+        "is nested deeper than a JSON reader can follow (hundreds of levels of lists or "
+        "objects): not an HR export, or a damaged one",
+        where=where,
+        hint="check the export; records are objects of fields, a few levels deep at most",
+    )
 
 
 def _type_name(value: Any) -> str:
@@ -119,6 +128,8 @@ class JsonConnector:
                 f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                 where=where,
             ) from None
+        except RecursionError:
+            raise _too_deep(where) from None
         except OSError as exc:
             raise SourceError(f"cannot read the file: {exc.strerror}", where=where) from None
         items = find_records(document, self.options.records_path, where)
@@ -161,8 +172,15 @@ class JsonLinesConnector:
                     try:
                         value = json.loads(line)
                     except json.JSONDecodeError as exc:
-                        yield {ERROR_KEY: f"line is not valid JSON ({exc.msg})", ROW_KEY: line_no}
+                        yield {
+                            ERROR_KEY: f"line {line_no} is not valid JSON ({exc.msg} at column "
+                            f"{exc.colno})",
+                            ROW_KEY: line_no,
+                            RAW_KEY: line[:MAX_RAW_CHARS],
+                        }
                         continue
+                    except RecursionError:
+                        raise _too_deep(f"{where}, line {line_no}") from None
                     yield _record(value, line_no, "line")
         except UnicodeDecodeError:
             raise SourceError(

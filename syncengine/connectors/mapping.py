@@ -26,12 +26,20 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from syncengine.connectors.base import ERROR_KEY, ROW_KEY
+from syncengine.connectors.base import ERROR_KEY, RAW_KEY, ROW_KEY, TextRecord
 from syncengine.connectors.config import (
     DepartmentsConfig,
     FieldSpec,
     MappingConfig,
     template_fields,
+)
+from syncengine.connectors.values import (
+    INVISIBLE_RE,
+    excel_serial_date,
+    normalise_words,
+    strip_invisible,
+    type_problem,
+    words_problem,
 )
 from syncengine.domain import (
     MAX_ALIASES,
@@ -44,6 +52,7 @@ from syncengine.domain import (
     Person,
     RowProblem,
     Status,
+    UnidentifiedRow,
     byte_length,
     department_name_problem,
     is_valid_email,
@@ -57,9 +66,16 @@ _MOBILE_NOISE_RE = re.compile(r"[\s\-().\u3000\u2010-\u2015]")
 _MAINLAND_MOBILE_RE = re.compile(r"^(?:\+?86|0086)?(1[3-9]\d{9})$")
 _ANY_MOBILE_RE = re.compile(r"^\+?\d{5,20}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_TEXT_TYPES = (str, type(None))
+_INVISIBLE_STRIPPED = frozenset({"employee_id", "email", "aliases"})
+_EMAIL_IN_TEXT_RE = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_FULLWIDTH_SEPARATORS = str.maketrans({"／": "/", "＼": "/", "\\": "/"})
 MAX_ID_CHARS = 64  # employee and department ids: Exmail's extid, the staging key columns
 MAX_EMAIL_CHARS = 254  # RFC 5321 path limit
 MAX_SHOWN_VALUE = 200  # a problem quotes at most this much of a value
+# Fields where a number is a fine value (read as text, an integral float without ".0").
+_NUMERIC_FIELDS = frozenset({"employee_id", "mobile", "tel", "gender", "status", "start_date",
+                             "end_date"})  # fmt: skip
 
 
 def _cut(value: str | None) -> str | None:
@@ -147,6 +163,15 @@ class MappingResult:
     notes: tuple[RowProblem, ...] = ()
     missing_fields: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
+    unidentified: tuple[UnidentifiedRow, ...] = ()
+
+    def held_reasons(self) -> dict[str, str]:
+        """Each quarantined employee's first problem, as the plan shows why it holds them."""
+        out: dict[str, str] = {}
+        for p in self.problems:
+            if p.employee_id and p.employee_id not in out:
+                out[p.employee_id] = f"{p.field}: {p.reason}" if p.field else p.reason
+        return out
 
     def department_parents(self) -> dict[str, str | None]:
         """Each department's parent HR id (None at the top or without a department table)."""
@@ -258,6 +283,8 @@ def _raw(spec: FieldSpec, record: Mapping[str, Any]) -> Any:
 
 
 def _clean(spec: FieldSpec, text: str) -> str:
+    if not text.isascii() and INVISIBLE_RE.search(text):
+        text = strip_invisible(text)
     if spec.strip:
         text = text.strip()
     if spec.case == "lower":
@@ -347,11 +374,17 @@ def dept_name_problem(name: str) -> str | None:
 
 @functools.lru_cache(maxsize=8192)
 def department_path(value: str, separator: str) -> tuple[str, str | None]:
-    """A department value from a people row as a ``/`` path, and why it is bad (or None)."""
-    segments = [seg.strip() for seg in value.split(separator)]
+    """A department value from a people row as a ``/`` path, and why it is bad (or None).
+
+    With the default separator ``/``, the full-width ``／`` and both backslashes (``\\``,
+    ``＼``) separate levels too: Chinese input methods type them for a slash.
+    """
+    if separator == "/" and (not value.isascii() or "\\" in value):
+        value = value.translate(_FULLWIDTH_SEPARATORS)
+    segments = [normalise_words(seg) for seg in value.split(separator)]
     segments = [seg for seg in segments if seg]
     for seg in segments:
-        problem = dept_name_problem(seg)
+        problem = dept_name_problem(seg) or words_problem(seg)
         if problem:
             return "/".join(segments), f"department name {seg!r} {problem}"
     if len(segments) > MAX_DEPARTMENT_DEPTH:
@@ -578,20 +611,25 @@ class _Row:
     problems: list[RowProblem]
 
 
-def _single_getter(spec: FieldSpec) -> Callable[[Mapping[str, Any]], str]:
+def _single_getter(spec: FieldSpec, invisible: bool) -> Callable[[Mapping[str, Any]], str]:
     """``field_value`` for one spec, with a fast path for the common plain column.
 
     Mapping 100,000 rows calls this a million times; a plain column (no split, map, default
-    or nesting) needs only a lookup, a strip and perhaps a case change.
+    or nesting) needs only a lookup, a strip and perhaps a case change. ``invisible``: strip
+    zero-width characters here (ids, addresses; names, positions and departments are
+    normalised later, and elsewhere such a character makes the value invalid: quarantined).
     """
     name = spec.field
     if name is None or "." in name or spec.split is not None or spec.map or spec.default:
         return lambda record: field_value(spec, record)
     strip, case = spec.strip, spec.case
+    search, sub = INVISIBLE_RE.search, INVISIBLE_RE.sub
 
     def get(record: Mapping[str, Any]) -> str:
         value = record.get(name)
         text = value if type(value) is str else text_value(value)
+        if invisible and not text.isascii() and search(text):
+            text = sub("", text)
         if strip:
             text = text.strip()
         if case == "lower":
@@ -606,12 +644,92 @@ def _single_getter(spec: FieldSpec) -> Callable[[Mapping[str, Any]], str]:
 class _PersonBuilder:
     """Maps one record; collects its problems instead of raising."""
 
-    def __init__(self, config: MappingConfig, table: DepartmentTable | None, reference: str):
+    def __init__(
+        self,
+        config: MappingConfig,
+        table: DepartmentTable | None,
+        reference: str,
+        domains: Iterable[str] = (),
+    ):
         self.config = config
         self.specs = config.specs()
-        self.value = {key: _single_getter(spec) for key, spec in self.specs.items()}
+        self.value = {
+            key: _single_getter(spec, key in _INVISIBLE_STRIPPED)
+            for key, spec in self.specs.items()
+        }
+        # (engine field, source column) of plain columns, whose raw type is checked per row
+        self.plain = tuple(
+            (key, spec.field)
+            for key, spec in self.specs.items()
+            if spec.field is not None and "." not in spec.field
+        )
+        self.nested = tuple(
+            key for key, spec in self.specs.items() if spec.field is not None and "." in spec.field
+        )
         self.table = table
         self.reference = reference
+        self.domains = frozenset(d.strip().lower() for d in domains if d.strip())
+        # A department referenced by id in a department table may be a number.
+        self.numeric = _NUMERIC_FIELDS | ({"departments"} if table is not None else set())
+
+    def salvage_id(self, raw: str) -> str:
+        """The employee id in the text of a record that could not be read (a JSON line cut
+        short), so the row holds that person rather than making them look gone."""
+        spec = self.specs["employee_id"]
+        if spec.field is None or "." in spec.field:
+            return ""
+        pattern = rf'"{re.escape(spec.field)}"\s*:\s*(?:"([^"\\]{{1,64}})"|(-?\d{{1,30}})\b)'
+        found = re.search(pattern, raw)
+        if found is None:
+            return ""
+        text = strip_invisible(found.group(1) or found.group(2) or "").strip()
+        return "" if id_problem(text) else text
+
+    def hints(
+        self, record: Mapping[str, Any], row: int, *, everywhere: bool = False
+    ) -> UnidentifiedRow:
+        """What a row without a usable id still tells about whose it is; ``everywhere``:
+        addresses in any of its values (a damaged row's values may have shifted columns)."""
+        emails: list[str] = []
+        for key in ("email", "aliases"):
+            if key in self.specs and self.kind_problem(key, record) is None:
+                emails += field_values(self.specs[key], record)
+        texts = [record.get(RAW_KEY)]
+        if everywhere:
+            texts += [v for k, v in record.items() if k not in (ROW_KEY, ERROR_KEY, RAW_KEY)]
+        for text in texts:
+            if isinstance(text, str) and "@" in text:
+                emails += _EMAIL_IN_TEXT_RE.findall(text)
+        valid = sorted({e for e in map(normalise_email, emails) if is_valid_email(e)})
+        name = ""
+        if "name" in self.specs and self.kind_problem("name", record) is None:
+            name = normalise_words(self.value["name"](record))
+        return UnidentifiedRow(row=row, emails=tuple(valid), name=name)
+
+    def kind_problem(self, engine_field: str, record: Mapping[str, Any]) -> str | None:
+        """Why the raw value of a field is of the wrong type (see :func:`type_problem`)."""
+        spec = self.specs.get(engine_field)
+        if spec is None or spec.field is None:
+            return None
+        raw = record.get(spec.field) if "." not in spec.field else _value(record, spec.field)
+        if raw is None or type(raw) is str:
+            return None
+        if spec.split is not None and isinstance(raw, list | tuple):
+            problems = (type_problem(v, numbers=engine_field in self.numeric) for v in raw)
+            return next((p for p in problems if p), None)
+        return type_problem(raw, numbers=engine_field in self.numeric)
+
+    def foreign(self, address: str) -> str | None:
+        """Why an address is outside the configured Exmail domains, or None."""
+        if not self.domains:
+            return None
+        domain = address.rpartition("@")[2]
+        if domain in self.domains:
+            return None
+        return (
+            f"the domain {domain!r} is not one of [exmail] domains "
+            f"({', '.join(sorted(self.domains))}); Exmail would refuse it"
+        )
 
     def label(self, engine_field: str) -> str:
         """The name a problem gives a field: the source column when there is one."""
@@ -633,45 +751,70 @@ class _PersonBuilder:
                 )
             )
 
-        employee_id = self.value["employee_id"](record)
+        wrong: set[str] = set()
+        if type(record) is TextRecord:
+            odd: list[str] = []  # a CSV row: all text
+        else:
+            get = record.get
+            odd = [key for key, name in self.plain if type(get(name)) not in _TEXT_TYPES]
+        for key in (*odd, *self.nested):
+            why = self.kind_problem(key, record)
+            if why is not None:
+                wrong.add(key)
+                raw = _value(record, specs[key].field or "")
+                bad(key, f"{key.replace('_', ' ')} {why}", text_value(raw)[:MAX_SHOWN_VALUE])
+
+        employee_id = "" if "employee_id" in wrong else self.value["employee_id"](record)
         error = record.get(ERROR_KEY)
         if error:
             probs.append(RowProblem(reason=_cut(text_value(error)) or "", row=row))
-        if not employee_id:
+        if not employee_id and error and RAW_KEY in record:
+            employee_id = self.salvage_id(text_value(record[RAW_KEY]))
+        if not employee_id and "employee_id" in wrong:
+            pass
+        elif not employee_id:
             bad("employee_id", "employee id is missing", None)
         elif id_problem(employee_id):
             bad("employee_id", f"employee id {id_problem(employee_id)}", employee_id)
             employee_id = ""  # unusable as a key: the row counts as one without an id
 
-        name = self.value["name"](record)
-        if not name:
+        name = normalise_words(self.value["name"](record))
+        if "name" in wrong:
+            pass
+        elif not name:
             bad("name", "name is missing", None)
         elif byte_length(name) > MAX_NAME_BYTES:
             bad("name", f"name is {byte_length(name)} bytes long (at most {MAX_NAME_BYTES})", name)
         elif _CONTROL_RE.search(name):
             bad("name", "name contains a line break or another control character", name)
+        elif words_problem(name):
+            bad("name", f"name {words_problem(name)}", name)
 
         email: str | None = None
-        if "email" in specs:
+        if "email" in specs and "email" not in wrong:
             text = self.value["email"](record)
             if text:
                 email = normalise_email(text)
                 if not is_valid_email(email) or len(email) > MAX_EMAIL_CHARS:
                     bad("email", "not a valid email address", text)
+                elif self.domains and (why := self.foreign(email)):
+                    bad("email", why, text)
 
         aliases: list[str] = []
-        if "aliases" in specs:
+        if "aliases" in specs and "aliases" not in wrong:
             for text in field_values(specs["aliases"], record):
                 alias = normalise_email(text)
                 if not is_valid_email(alias) or len(alias) > MAX_EMAIL_CHARS:
                     bad("aliases", "not a valid email address (alias)", text)
+                elif self.domains and (why := self.foreign(alias)):
+                    bad("aliases", f"alias: {why}", text)
                 elif alias != email and alias not in aliases:
                     aliases.append(alias)
             if len(aliases) > MAX_ALIASES:
                 bad("aliases", f"{len(aliases)} aliases (at most {MAX_ALIASES})", ",".join(aliases))
 
         departments: list[str] = []
-        if "departments" in specs:
+        if "departments" in specs and "departments" not in wrong:
             for text in field_values(specs["departments"], record):
                 path = self.department(text, bad)
                 if path is not None and path and path not in departments:
@@ -683,7 +826,9 @@ class _PersonBuilder:
                     None,
                 )
 
-        position = self.value["position"](record) if "position" in specs else ""
+        position = ""
+        if "position" in specs and "position" not in wrong:
+            position = normalise_words(self.value["position"](record))
         if byte_length(position) > MAX_POSITION_BYTES:
             bad(
                 "position",
@@ -692,9 +837,11 @@ class _PersonBuilder:
             )
         elif _CONTROL_RE.search(position):
             bad("position", "position contains a line break or another control character", position)
+        elif position and words_problem(position):
+            bad("position", f"position {words_problem(position)}", position)
 
         mobile = ""
-        if "mobile" in specs:
+        if "mobile" in specs and "mobile" not in wrong:
             text = self.value["mobile"](record)
             if text:
                 normal = normalise_mobile(text, self.config.mobile_check)
@@ -708,14 +855,14 @@ class _PersonBuilder:
                 else:
                     mobile = normal
 
-        tel = self.value["tel"](record) if "tel" in specs else ""
+        tel = self.value["tel"](record) if "tel" in specs and "tel" not in wrong else ""
         if len(tel) > 32:
             bad("tel", "telephone number is longer than 32 characters", tel)
         elif _CONTROL_RE.search(tel):
             bad("tel", "telephone number contains a control character", tel)
 
         gender = Gender.UNSET
-        if "gender" in specs:
+        if "gender" in specs and "gender" not in wrong:
             text = self.value["gender"](record)
             found = GENDER_VALUES.get(text.casefold())
             if found is None:
@@ -724,7 +871,7 @@ class _PersonBuilder:
                 gender = found
 
         status = "active"
-        if "status" in specs:
+        if "status" in specs and "status" not in wrong:
             text = self.value["status"](record)
             if text:
                 found_status = STATUS_VALUES.get(text.casefold())
@@ -741,7 +888,7 @@ class _PersonBuilder:
         dates: dict[str, date | None] = {"start_date": None, "end_date": None}
         for key in dates:
             spec = specs.get(key)
-            if spec is None:
+            if spec is None or key in wrong:
                 continue
             raw = _raw(spec, record)
             if isinstance(raw, datetime):
@@ -751,7 +898,7 @@ class _PersonBuilder:
             else:
                 text = self.value[key](record)
                 if text:
-                    parsed = parse_date(text, spec.date_format)
+                    parsed = parse_date(text, spec.date_format) or excel_serial_date(raw)
                     if parsed is None:
                         bad(key, "not a date (set mapping." + key + ".date_format)", text)
                     dates[key] = parsed
@@ -872,27 +1019,38 @@ def map_people(
     *,
     department_table: DepartmentTable | None = None,
     reference: str = "id",
+    domains: Iterable[str] = (),
 ) -> MappingResult:
-    """Map and check every record; never raises on a record's content."""
-    builder = _PersonBuilder(config, department_table, reference)
+    """Map and check every record; never raises on a record's content.
+
+    ``domains``: the ``[exmail] domains``; an address or alias outside them is quarantined
+    (none given: not checked).
+    """
+    builder = _PersonBuilder(config, department_table, reference, domains)
     wanted = {name for spec in config.specs().values() for name in spec.source_fields()}
     seen_fields: set[str] = set()
     first: dict[str, _Row] = {}
     dupes: dict[str, list[_Row]] = {}
     loose: list[RowProblem] = []
+    unidentified: list[UnidentifiedRow] = []
     count = 0
     columns: tuple[str, ...] = ()
     for index, record in enumerate(records):
         count += 1
         if count == 1:
-            columns = tuple(str(k) for k in record if k not in (ROW_KEY, ERROR_KEY))
+            columns = tuple(str(k) for k in record if k not in (ROW_KEY, ERROR_KEY, RAW_KEY))
         if len(seen_fields) < len(wanted):
             seen_fields.update(n for n in wanted if _lookup(record, n) is not _MISSING)
         row = _row_number(record, index)
         employee_id, person, probs = builder.build(record, row)
         if not employee_id:
             loose.extend(probs)
+            unidentified.append(builder.hints(record, row))
             continue
+        if ERROR_KEY in record:
+            # The reader saw damage: values may sit in the wrong columns, so the id may be
+            # garbage; the row also holds whatever its addresses or name lead to.
+            unidentified.append(builder.hints(record, row, everywhere=True))
         entry = _Row(row, person, probs)
         if employee_id in first:
             dupes.setdefault(employee_id, []).append(entry)
@@ -963,6 +1121,7 @@ def map_people(
         notes=tuple(sorted(notes, key=_problem_key)),
         missing_fields=tuple(sorted(wanted - seen_fields)) if count else (),
         columns=columns,
+        unidentified=tuple(unidentified),
     )
 
 
@@ -972,6 +1131,7 @@ def map_records(
     *,
     department_records: Iterable[Mapping[str, Any]] | None = None,
     departments: DepartmentsConfig | None = None,
+    domains: Iterable[str] = (),
 ) -> MappingResult:
     """Map people records, first resolving the department table when one is configured."""
     table = None
@@ -982,6 +1142,7 @@ def map_records(
         config,
         department_table=table,
         reference=departments.reference if departments is not None else "id",
+        domains=domains,
     )
 
 

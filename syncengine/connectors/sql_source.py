@@ -21,7 +21,7 @@ Config (``[source]``)::
 
 from __future__ import annotations
 
-import base64
+import codecs
 import datetime as dt
 import decimal
 import logging
@@ -43,7 +43,7 @@ from sqlalchemy import create_engine, exc, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from syncengine.connectors.base import RawRecord
+from syncengine.connectors.base import ERROR_KEY, RawRecord
 from syncengine.errors import ConfigError, SourceError
 from syncengine.secrets import Secret
 
@@ -60,8 +60,18 @@ class SqlOptions(BaseModel):
     query: str | None = None
     query_file: str | None = None
     batch_size: int = Field(default=1000, ge=1, le=100_000)
+    encoding: str = "utf-8"  # of text the database hands over as bytes (BLOB/VARBINARY)
 
     _query_text: str = PrivateAttr(default="")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r} (e.g. 'utf-8', 'gbk')") from None
+        return value
 
     @field_validator("url")
     @classmethod
@@ -101,12 +111,14 @@ class SqlOptions(BaseModel):
         return self._query_text
 
 
-def plain_value(value: Any) -> Any:
+def plain_value(value: Any, encoding: str = "utf-8") -> Any:
     """A database value as a plain, JSON-friendly Python value.
 
     Mapping and the staging hash work on text and numbers; dates become ISO strings, decimals
     stay exact (an integral one becomes an int, so ``NUMBER(10)`` employee ids read as ids),
-    bytes become text when they are UTF-8 and base64 otherwise.
+    bytes become text when they decode as ``encoding`` (the source's, UTF-8 by default) and
+    stay bytes otherwise: the connector then marks the record bad, naming the column, rather
+    than sending base64 or mojibake to Exmail.
     """
     if value is None or isinstance(value, str | bool | int | float):
         return value
@@ -120,14 +132,27 @@ def plain_value(value: Any) -> Any:
         value = bytes(value)
     if isinstance(value, bytes):
         try:
-            return value.decode("utf-8")
+            return value.decode(encoding)
         except UnicodeDecodeError:
-            return base64.b64encode(value).decode("ascii")
+            return value
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, list | tuple):
-        return [plain_value(v) for v in value]
+        return [plain_value(v, encoding) for v in value]
     return str(value)
+
+
+def _bytes_marked(record: RawRecord, columns: list[str], encoding: str, row: int) -> RawRecord:
+    """A record whose byte columns did not decode: those emptied, the row marked bad."""
+    first = record[columns[0]]
+    shown = " ".join(f"0x{b:02x}" for b in first[:4])
+    for k in columns:
+        record[k] = ""
+    record[ERROR_KEY] = (
+        f"record {row}: column {columns[0]!r} holds bytes that are not {encoding} text "
+        f"({shown}...); set source.encoding (e.g. 'gbk') if the database stores another one"
+    )
+    return record
 
 
 class SqlConnector:
@@ -225,9 +250,14 @@ class SqlConnector:
                         where=where,
                         hint="give each column its own label with AS",
                     )
+                encoding = self.options.encoding
                 for row in result:
                     count += 1
-                    yield {k: plain_value(v) for k, v in zip(keys, row, strict=True)}
+                    record = {k: plain_value(v, encoding) for k, v in zip(keys, row, strict=True)}
+                    undecodable = [k for k, v in record.items() if type(v) is bytes]
+                    if undecodable:
+                        record = _bytes_marked(record, undecodable, encoding, count)
+                    yield record
             except exc.SQLAlchemyError as err:
                 raise SourceError(
                     f"the query failed after {count} rows: {self._reason(err)}",

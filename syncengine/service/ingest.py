@@ -22,6 +22,7 @@ from syncengine.errors import (
     ConfigError,
     SyncEngineError,
 )
+from syncengine.holds import snapshot_counts
 from syncengine.service.engine import Engine
 from syncengine.staging.repository import (
     StoredDepartment,
@@ -168,6 +169,7 @@ def ingest(
                 config.mapping,
                 department_records=dept_records,
                 departments=config.departments,
+                domains=config.exmail.domains,
             )
             id_spec = config.mapping.employee_id
             if id_spec.field is not None and id_spec.field in result.missing_fields:
@@ -206,7 +208,12 @@ def ingest(
                 quarantined_ids=tuple(sorted(result.quarantined)),
             )
             repo.complete_snapshot(
-                snapshot_id, {**report.counts, "quarantined_ids": list(report.quarantined_ids)}
+                snapshot_id,
+                {
+                    **report.counts,
+                    "quarantined_ids": list(report.quarantined_ids),
+                    **snapshot_counts(result.held_reasons(), result.unidentified),
+                },
             )
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, SyncEngineError) else type(exc).__name__

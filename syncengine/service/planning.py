@@ -19,6 +19,7 @@ from syncengine.domain import (
     IdentityLink,
     MailboxState,
     Person,
+    UnidentifiedRow,
     normalise_email,
     path_name,
 )
@@ -26,6 +27,7 @@ from syncengine.errors import (
     StagingError,
 )
 from syncengine.freshness import SnapshotAge
+from syncengine.holds import from_snapshot_counts
 from syncengine.plan import Plan, Release
 from syncengine.planner import Desired
 from syncengine.policy import (
@@ -189,6 +191,8 @@ class SnapshotView:
     previous_size: int | None
     previous_departments: tuple[Department, ...]
     former_addresses: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    held_reasons: dict[str, str] = dataclasses.field(default_factory=dict)
+    unidentified: tuple[UnidentifiedRow, ...] = ()
 
     def desired(
         self,
@@ -217,6 +221,8 @@ class SnapshotView:
             previous_size=self.previous_size,
             previous_departments=self.previous_departments,
             former_addresses=self.former_addresses,
+            held_reasons=self.held_reasons,
+            unidentified=self.unidentified,
             held=dict(held or {}),
         )
 
@@ -226,6 +232,7 @@ def load_snapshot_view(repo: Repository, snapshot: SnapshotInfo) -> SnapshotView
     departments = repo.load_departments(snapshot.id)
     previous_size, previous_departments = _previous_departments(repo, snapshot, departments)
     quarantined = snapshot.counts.get("quarantined_ids") or []
+    held_reasons, unidentified = from_snapshot_counts(snapshot.counts)
     return SnapshotView(
         snapshot=snapshot,
         people={p.employee_id: p for p in repo.load_people(snapshot.id)},
@@ -234,7 +241,30 @@ def load_snapshot_view(repo: Repository, snapshot: SnapshotInfo) -> SnapshotView
         previous_size=previous_size,
         previous_departments=previous_departments,
         former_addresses=repo.former_addresses(),
+        held_reasons=held_reasons,
+        unidentified=unidentified,
     )
+
+
+def former_employees(
+    repo: Repository,
+    current: SnapshotInfo,
+    desired: Desired,
+    state: MailboxState,
+    links: Mapping[str, IdentityLink],
+) -> frozenset[str]:
+    """The ext_ids of unlinked mailboxes that an earlier complete snapshot had as people and
+    the current one no longer has: those mailboxes belong to leavers (issue 10), not to
+    nobody. Only the few candidate ids are looked up, in the last few snapshots."""
+    in_hr = {p.employee_id for p in desired.people} | desired.quarantined | set(links)
+    candidates = {m.ext_id for m in state.mailboxes if m.ext_id and m.ext_id not in in_hr}
+    if not candidates:
+        return frozenset()
+    found: set[str] = set()
+    for snap in repo.list_snapshots(limit=PREVIOUS_SNAPSHOTS_FOR_MOVES * 4 + 1):
+        if snap.id < current.id and snap.status == "complete":
+            found.update(p.employee_id for p in repo.load_people(snap.id, candidates - found))
+    return frozenset(found)
 
 
 def department_table(config: Config, repo: Repository, snapshot: SnapshotInfo | None
@@ -413,6 +443,9 @@ def make_plan(
         provider = engine.provider
         state = provider.read_state(progress=read_progress)
         read_seconds = time.perf_counter() - read_started
+        desired = dataclasses.replace(
+            desired, former=former_employees(repo, snapshot, desired, state, links)
+        )
         if progress is not None:
             progress("planning", len(view.people), None)
         diff_started = time.perf_counter()

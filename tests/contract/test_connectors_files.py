@@ -133,17 +133,18 @@ def test_row_numbers_count_as_a_spreadsheet_does(tmp_path: Path) -> None:
     assert records[0]["姓名"] == "张三\r\n(外派)"
 
 
-def test_short_rows_are_padded_and_long_rows_are_flagged(tmp_path: Path) -> None:
+def test_short_rows_and_long_rows_are_flagged(tmp_path: Path) -> None:
+    # Issue 10: a short row is a cut or a lost delimiter, not blank fields to push to Exmail.
     (tmp_path / "p.csv").write_text(HEADER + "E1,张三\r\nE2,李四,市场部,多余\r\n", "utf-8")
     records = read(tmp_path, type="csv", path="p.csv")
     assert records[0]["部门"] == ""
-    assert ERROR_KEY not in records[0]
-    assert "4 values but the header has 3 columns" in records[1][ERROR_KEY]
+    assert "line 2: the row has 2 values but the header has 3 columns" in records[0][ERROR_KEY]
+    assert "line 3: the row has 4 values but the header has 3 columns" in records[1][ERROR_KEY]
     result = map_records(
         records, MappingConfig.model_validate({"employee_id": "工号", "name": "姓名"})
     )
-    assert result.quarantined == {"E2"}
-    assert result.problems[0].row == 3
+    assert result.quarantined == {"E1", "E2"}
+    assert [p.row for p in result.problems] == [2, 3]
 
 
 def test_rename_columns(tmp_path: Path) -> None:
