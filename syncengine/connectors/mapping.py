@@ -73,6 +73,8 @@ _FULLWIDTH_SEPARATORS = str.maketrans({"／": "/", "＼": "/", "\\": "/"})
 MAX_ID_CHARS = 64  # employee and department ids: Exmail's extid, the staging key columns
 MAX_EMAIL_CHARS = 254  # RFC 5321 path limit
 MAX_SHOWN_VALUE = 200  # a problem quotes at most this much of a value
+# Fields whose source may say true/false: LDAP/AD's "disabled", a JSON "active" flag.
+_FLAG_FIELDS = frozenset({"status"})
 # Fields where a number is a fine value (read as text, an integral float without ".0").
 _NUMERIC_FIELDS = frozenset({"employee_id", "mobile", "tel", "gender", "status", "start_date",
                              "end_date"})  # fmt: skip
@@ -714,10 +716,11 @@ class _PersonBuilder:
         raw = record.get(spec.field) if "." not in spec.field else _value(record, spec.field)
         if raw is None or type(raw) is str:
             return None
+        numbers, flags = engine_field in self.numeric, engine_field in _FLAG_FIELDS
         if spec.split is not None and isinstance(raw, list | tuple):
-            problems = (type_problem(v, numbers=engine_field in self.numeric) for v in raw)
+            problems = (type_problem(v, numbers=numbers, flags=flags) for v in raw)
             return next((p for p in problems if p), None)
-        return type_problem(raw, numbers=engine_field in self.numeric)
+        return type_problem(raw, numbers=numbers, flags=flags)
 
     def foreign(self, address: str) -> str | None:
         """Why an address is outside the configured Exmail domains, or None."""

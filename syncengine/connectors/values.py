@@ -96,10 +96,11 @@ def words_problem(text: str) -> str | None:
     return None
 
 
-def type_problem(value: Any, *, numbers: bool) -> str | None:
+def type_problem(value: Any, *, numbers: bool, flags: bool = False) -> str | None:
     """Why a raw value is not usable as one scalar field, or None.
 
     ``numbers``: whether a number is acceptable (ids, phone numbers, codes, dates).
+    ``flags``: whether true/false is (a status read from a directory's "disabled" flag).
     """
     if value is None or type(value) is str:
         return None
@@ -108,9 +109,9 @@ def type_problem(value: Any, *, numbers: bool) -> str | None:
     if isinstance(value, list | tuple):
         if len(value) > 1:
             return f"is a list of {len(value)} values, not a single value"
-        return type_problem(value[0], numbers=numbers) if value else None
+        return type_problem(value[0], numbers=numbers, flags=flags) if value else None
     if isinstance(value, bool):
-        return "is true/false, not text"
+        return None if flags else "is true/false, not text"
     if isinstance(value, int | float | Decimal):
         if not numbers:
             return "is a number, not text"

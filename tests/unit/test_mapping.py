@@ -465,3 +465,11 @@ def test_mapping_never_raises_on_arbitrary_rows(records: list[dict[str, Any]]) -
         assert person.name and person.employee_id
         for path in person.departments:
             assert Department(path) in result.departments
+
+
+def test_a_status_flag_may_be_true_or_false_but_a_name_may_not() -> None:
+    """LDAP/AD gives ``disabled`` as a boolean: a status, not a damaged value."""
+    from syncengine.connectors.values import type_problem
+
+    assert type_problem(True, numbers=True, flags=True) is None
+    assert type_problem(False, numbers=False) == "is true/false, not text"
