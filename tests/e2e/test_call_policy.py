@@ -46,7 +46,7 @@ def test_a_sync_converges_through_busy_answers_on_reads_and_writes(
 ) -> None:
     emu = emulator_factory(api, rng_seed=7)
     env = fresh_env(tmp_path, emu)
-    emu.set_faults(busy_rate=0.15)  # enough that the few reads of a sync meet one too
+    emu.set_faults(busy_rate=0.05)  # the 5%; the reads alone are tested below at 33%
     r = env.cli("sync", "--json")
     emu.set_faults(busy_rate=0.0)
     assert r.exit_code == 0, r.output
