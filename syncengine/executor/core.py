@@ -1,0 +1,482 @@
+"""The executor: dependency order, concurrency, checkpoints, retries and audit rows."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from syncengine.callpolicy import CallPolicy, action_scope
+from syncengine.domain import Mailbox, normalise_path
+from syncengine.errors import (
+    AlreadyExistsError,
+    NotFoundError,
+    ProviderError,
+    RetriableProviderError,
+    SyncEngineError,
+)
+from syncengine.executor.handlers import HANDLERS
+from syncengine.executor.model import (
+    FINAL,
+    WRITE_KINDS,
+    ActionOutcome,
+    ActionRun,
+    AuditRecord,
+    DepartmentExists,
+    ExecutionResult,
+    ExecutionSink,
+    ExecutorSettings,
+    Mismatch,
+    NoPasswordDelivery,
+    PasswordSink,
+    Status,
+    T,
+    action_diffs,
+    action_email,
+    is_retriable,
+)
+from syncengine.plan import Action, ActionKind, Plan
+from syncengine.providers.base import MailboxProvider
+
+log = logging.getLogger(__name__)
+
+
+class Executor:
+    """Runs the actions of one plan; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        provider: MailboxProvider,
+        sink: ExecutionSink,
+        *,
+        passwords: PasswordSink | None = None,
+        settings: ExecutorSettings | None = None,
+        department_exists: DepartmentExists | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        calls: CallPolicy | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        stop: threading.Event | None = None,
+        guard: Callable[[Action], str | None] | None = None,
+    ) -> None:
+        self.provider = provider
+        self._guard = guard
+        self.sink = sink
+        self.passwords: PasswordSink = passwords or NoPasswordDelivery()
+        self.settings = settings or ExecutorSettings()
+        s = self.settings
+        self._department_exists = department_exists or self._departments_from_state
+        self._sleep = sleep
+        self._clock = clock
+        # Pacing is the provider's (it paces every request it sends with the process's call
+        # policy); the executor shares the policy's run budget and retry counters.
+        self.calls = calls or CallPolicy(s.retry_policy(), sleep=sleep, clock=clock)
+        self._retry = s.retry_policy()
+        self._progress = progress
+        self._stop = stop or threading.Event()
+        self._created_departments: set[str] = set()  # made by this run (visibility waits)
+        self._created_lock = threading.Lock()
+
+    # --- scheduling ---------------------------------------------------------------------
+
+    def run(self, plan: Plan, statuses: Mapping[str, str] | None = None) -> ExecutionResult:
+        """Apply ``plan``. ``statuses`` are the stored checkpoints by action key (absent =
+        pending): ``done`` actions are not run again, ``running`` ones are re-checked against
+        the live state first, ``failed``/``skipped`` ones stay as they are (and so do their
+        dependants)."""
+        started = self._clock()
+        statuses = dict(statuses or {})
+        status: dict[str, Status] = {
+            a.key: Status(statuses.get(a.key, Status.PENDING.value)) for a in plan.actions
+        }
+        already_done = sum(1 for s in status.values() if s is Status.DONE)
+        by_key = {a.key: a for a in plan.actions}
+        dependants: dict[str, list[str]] = {a.key: [] for a in plan.actions}
+        waiting: dict[str, int] = {}
+        for a in plan.actions:
+            for d in a.depends_on:
+                dependants.setdefault(d, []).append(a.key)
+        outcomes: list[ActionOutcome] = []
+        todo = [a for a in plan.actions if status[a.key] not in FINAL]
+        total = len(todo)
+
+        def blocked_by(a: Action) -> str | None:
+            for d in a.depends_on:
+                if status.get(d) in (Status.FAILED, Status.SKIPPED):
+                    return d
+            return None
+
+        finished = 0
+
+        def tick() -> None:
+            nonlocal finished
+            finished += 1
+            if self._progress is not None:
+                self._progress(finished, total)
+
+        ready: deque[Action] = deque()
+        for a in todo:
+            if blocked_by(a) is not None:
+                continue  # skipped below, in plan order
+            waiting[a.key] = sum(1 for d in a.depends_on if status.get(d) is not Status.DONE)
+            if waiting[a.key] == 0:
+                ready.append(a)
+
+        def skip(a: Action, because: str) -> None:
+            """Skip ``a`` and, transitively, what depends on it."""
+            stack = [(a, because)]
+            while stack:
+                item, cause = stack.pop()
+                if status[item.key] in FINAL:
+                    continue
+                reason = f"skipped: it depends on {cause}, which " + (
+                    "failed" if status[cause] is Status.FAILED else "was skipped"
+                )
+                self.sink.audit(
+                    [
+                        AuditRecord(
+                            action_key=item.key,
+                            kind=item.kind.value,
+                            target=item.target,
+                            employee_id=item.employee_id,
+                            email=action_email(item),
+                            result=Status.SKIPPED.value,
+                            errmsg=reason,
+                            attempts=0,
+                            diffs=action_diffs(item),
+                        )
+                    ]
+                )
+                self.sink.finish_action(item, Status.SKIPPED, reason)
+                status[item.key] = Status.SKIPPED
+                outcomes.append(
+                    ActionOutcome(
+                        item.key,
+                        item.kind.value,
+                        item.target,
+                        item.employee_id,
+                        Status.SKIPPED,
+                        reason,
+                    )
+                )
+                tick()
+                for child in dependants.get(item.key, ()):
+                    if child in by_key:
+                        stack.append((by_key[child], item.key))
+
+        for a in todo:  # dependants of actions a previous run failed or skipped
+            cause = blocked_by(a)
+            if cause is not None:
+                skip(a, cause)
+
+        interrupted = False
+        error: BaseException | None = None
+        with ThreadPoolExecutor(
+            max_workers=self.settings.concurrency, thread_name_prefix="apply"
+        ) as pool:
+            running: dict[Future[ActionOutcome], Action] = {}
+            while ready or running:
+                while (
+                    ready
+                    and len(running) < self.settings.concurrency
+                    and error is None
+                    and not self._stop.is_set()
+                ):
+                    a = ready.popleft()
+                    if status[a.key] in FINAL:
+                        continue  # skipped since it became ready
+                    resuming = status[a.key] is Status.RUNNING
+                    status[a.key] = Status.RUNNING
+                    running[pool.submit(self._execute, a, resuming)] = a
+                if not running:
+                    interrupted = bool(ready)
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    a = running.pop(fut)
+                    try:
+                        outcome = fut.result()
+                    except BaseException as exc:  # the sink failed: stop starting new work
+                        if error is None:
+                            error = exc
+                        continue
+                    outcomes.append(outcome)
+                    status[a.key] = outcome.status
+                    tick()
+                    if outcome.status is Status.DONE:
+                        for child in dependants.get(a.key, ()):
+                            if child in waiting and status[child] is not Status.SKIPPED:
+                                waiting[child] -= 1
+                                if waiting[child] == 0:
+                                    ready.append(by_key[child])
+                    else:
+                        for child in dependants.get(a.key, ()):
+                            if child in by_key:
+                                skip(by_key[child], a.key)
+        if error is not None:
+            raise error
+        if self._stop.is_set() and any(s not in FINAL for s in status.values()):
+            interrupted = True
+        return ExecutionResult(
+            outcomes=tuple(outcomes),
+            already_done=already_done,
+            seconds=self._clock() - started,
+            interrupted=interrupted,
+        )
+
+    # --- one action ---------------------------------------------------------------------
+
+    def _execute(self, action: Action, resuming: bool) -> ActionOutcome:
+        started = self._clock()
+        attempts = self.sink.start_action(action, resuming=resuming)
+        refused = self._guard(action) if self._guard is not None else None
+        if refused is not None:
+            return self._refuse(action, refused, attempts)
+        run = ActionRun(action, check_first=resuming and action.kind in WRITE_KINDS)
+        if resuming and self.sink.already_audited_done(action):
+            # Killed between its outcome row and its checkpoint: it is done, say nothing twice.
+            self.sink.finish_action(action, Status.DONE, None)
+            return ActionOutcome(
+                action.key,
+                action.kind.value,
+                action.target,
+                action.employee_id,
+                Status.DONE,
+                "done in an earlier run",
+                attempts,
+            )
+        status, detail = Status.DONE, ""
+        try:
+            self._apply_with_retries(run)
+            detail = run.note
+        except RetriableProviderError as exc:
+            status = Status.FAILED
+            detail = (
+                f"gave up after {run.tries} tries ({run.calls} call(s) with the checks in "
+                f"between): {exc}; the next run will check and retry"
+            )
+        except (ProviderError, Mismatch) as exc:
+            status = Status.FAILED
+            detail = str(exc)
+        if status is Status.FAILED and run.password is not None and not run.maybe_written:
+            # The create certainly did not happen: the password handed over is not in use.
+            self.passwords.void(action.employee_id, run.password.email, detail)
+        if status is Status.DONE and action.kind is ActionKind.CREATE_DEPARTMENT:
+            with self._created_lock:
+                self._created_departments.add(normalise_path(action.target))
+        if status is Status.DONE:
+            try:
+                self._after_success(action)
+            except SyncEngineError as exc:
+                status = Status.FAILED
+                detail = (
+                    f"the change was made in Exmail, but storing the identity link failed: {exc}"
+                )
+        run.password = None  # forget it as soon as possible
+        elapsed = int((self._clock() - started) * 1000)
+        last = run.records[-1] if run.records else None
+        run.records.append(
+            AuditRecord(
+                action_key=action.key,
+                kind=action.kind.value,
+                target=action.target,
+                employee_id=action.employee_id,
+                email=action_email(action),
+                result=status.value,
+                attempts=run.calls,
+                errcode=last.errcode if status is Status.FAILED and last else None,
+                errmsg=detail or None,
+                duration_ms=elapsed,
+                diffs=action_diffs(action),
+            )
+        )
+        self.sink.audit(run.records)
+        self.sink.finish_action(action, status, detail if status is Status.FAILED else None)
+        return ActionOutcome(
+            action.key,
+            action.kind.value,
+            action.target,
+            action.employee_id,
+            status,
+            detail,
+            attempts,
+            run.calls,
+            elapsed,
+        )
+
+    def _refuse(self, action: Action, reason: str, attempts: int) -> ActionOutcome:
+        """The guard forbids the action: no call, one ``refused`` audit row, failed."""
+        self.sink.audit(
+            [
+                AuditRecord(
+                    action_key=action.key,
+                    kind=action.kind.value,
+                    target=action.target,
+                    employee_id=action.employee_id,
+                    email=action_email(action),
+                    result="refused",
+                    attempts=0,
+                    errmsg=reason,
+                    diffs=action_diffs(action),
+                )
+            ]
+        )
+        self.sink.finish_action(action, Status.FAILED, reason)
+        return ActionOutcome(
+            action.key,
+            action.kind.value,
+            action.target,
+            action.employee_id,
+            Status.FAILED,
+            reason,
+            attempts,
+        )
+
+    def _apply_with_retries(self, run: ActionRun) -> None:
+        retrying = self._retry.retrying(
+            is_retriable,
+            sleep=self._sleep,
+            budget=self.calls.budget,
+            on_retry=lambda _exc: self.calls.stats.retry(run.action.kind.value),
+        )
+        for attempt in retrying:
+            with attempt, action_scope():
+                self._attempt(run)
+
+    def _call(self, run: ActionRun, name: str, fn: Callable[[], T]) -> T:
+        """One provider call: timed, and recorded as an attempt row (the provider paces it)."""
+        run.calls += 1
+        a = run.action
+        t0 = self._clock()
+        result, errcode, errmsg = "ok", None, None
+        try:
+            return fn()
+        except ProviderError as exc:
+            result = "retry" if exc.retriable else "error"
+            if exc.errcode is not None:
+                errcode = str(exc.errcode)
+            elif exc.http_status is not None:
+                errcode = f"http {exc.http_status}"
+            errmsg = str(exc)
+            raise
+        finally:
+            run.records.append(
+                AuditRecord(
+                    action_key=a.key,
+                    kind=a.kind.value,
+                    target=a.target,
+                    employee_id=a.employee_id,
+                    email=action_email(a),
+                    result=result,
+                    call=name,
+                    attempt=run.calls,
+                    errcode=errcode,
+                    errmsg=errmsg,
+                    duration_ms=int((self._clock() - t0) * 1000),
+                )
+            )
+
+    def _attempt(self, run: ActionRun) -> None:
+        run.tries += 1
+        a = run.action
+        if a.kind not in WRITE_KINDS:
+            return
+        if run.check_first:
+            if self._satisfied(run):
+                run.note = run.note or "already in the wanted state (checked after an "
+                "interrupted or failed call)"
+                return
+            run.check_first = False
+        try:
+            self._write_when_visible(run)
+        except RetriableProviderError:
+            run.check_first = True  # the write may have happened: look before redoing it
+            run.maybe_written = True
+            raise
+        except AlreadyExistsError as exc:
+            creates = (ActionKind.CREATE_USER, ActionKind.CREATE_DEPARTMENT)
+            if a.kind in creates and self._satisfied(run):
+                run.note = f"already existed as asked ({exc.errmsg or exc.message})"
+                if run.password is not None and not run.maybe_written:
+                    # Made by someone else, not by an earlier call of ours: not our password.
+                    self.passwords.void(
+                        a.employee_id, run.password.email, "the mailbox existed already"
+                    )
+                    run.password = None
+                return
+            raise
+        except NotFoundError:
+            deletes = (ActionKind.DELETE_USER, ActionKind.DELETE_DEPARTMENT)
+            if a.kind in deletes and self._satisfied(run):
+                run.note = "already gone"
+                return
+            raise
+
+    def _new_departments_of(self, action: Action) -> list[str]:
+        """The departments (or their ancestors) of a member action that this run created."""
+        if action.kind is ActionKind.CREATE_USER and action.mailbox is not None:
+            paths: Sequence[str] = action.mailbox.departments
+        elif action.update is not None and action.update.departments is not None:
+            paths = action.update.departments
+        else:
+            return []
+        with self._created_lock:
+            created = set(self._created_departments)
+        found = []
+        for path in paths:
+            parts = normalise_path(path).split("/")
+            if any("/".join(parts[:n]) in created for n in range(1, len(parts) + 1)):
+                found.append(normalise_path(path))
+        return found
+
+    def _write_when_visible(self, run: ActionRun) -> None:
+        """:meth:`_write`, waiting (with backoff) while a department this run created is not
+        yet visible to the member call. A "not found" certainly wrote nothing, so no check
+        before the next try is needed."""
+        s = self.settings
+        waited, pause = 0.0, s.visibility_backoff
+        while True:
+            try:
+                self._write(run)
+                return
+            except NotFoundError as exc:
+                fresh = self._new_departments_of(run.action)
+                if not fresh or waited >= s.visibility_wait or self._stop.is_set():
+                    raise
+                pause = min(pause, s.visibility_wait - waited)
+                log.info("%s: %s; department(s) %s created in this run, trying again in "
+                         "%.2f s", run.action.key, exc, ", ".join(fresh), pause)  # fmt: skip
+                self._sleep(pause)
+                waited += pause
+                pause *= 2
+                run.note = f"waited {waited:.2f} s for new department(s) {', '.join(fresh)}"
+
+    def _write(self, run: ActionRun) -> None:
+        HANDLERS[run.action.kind].write(self, run)
+
+    def _satisfied(self, run: ActionRun) -> bool:
+        """Whether the live directory already is what the action asks. Raises Mismatch for
+        a create whose object exists but differs (never overwrite what someone else made)."""
+        return HANDLERS[run.action.kind].satisfied(self, run)
+
+    def _exists(self, run: ActionRun, path: str) -> bool:
+        return self._call(run, "department_exists", lambda: self._department_exists(path))
+
+    def _live(self, run: ActionRun, email: str) -> Mailbox | None:
+        return self._call(run, "get_user", lambda: self.provider.get_user(email))
+
+    def _after_success(self, action: Action) -> None:
+        """The identity-link bookkeeping the action's kind asks for."""
+        if action.kind in (ActionKind.DELETE_USER, ActionKind.UNLINK):
+            if action.employee_id:
+                self.sink.remove_link(action.employee_id)
+            return
+        if action.link is not None:
+            self.sink.store_link(action.link)
+
+    def _departments_from_state(self, path: str) -> bool:
+        wanted = normalise_path(path)
+        return any(normalise_path(p.path) == wanted for p in self.provider.read_state().parties)
