@@ -169,6 +169,7 @@ def json_beside(out_path: str) -> Path:
 
 def render_stored(
     config: Config,
+    repo: Repository,
     plan: Plan,
     fmt: str,
     *,
@@ -180,11 +181,7 @@ def render_stored(
     reasons, language and time zone from staging and the config."""
     if fmt == "json":
         return render.render_json(plan)
-    repo = open_repo(config)
-    try:
-        ctx = context_for(config, repo, plan, plan_id=plan_id, lang=lang)
-    finally:
-        repo.close()
+    ctx = context_for(config, repo, plan, plan_id=plan_id, lang=lang)
     if fmt == "html":
         return render.render_html(plan, release=release, context=ctx)
     text_lang = lang or "en"  # the terminal's text is English unless --lang says otherwise
@@ -198,43 +195,24 @@ def render_stored(
     return text
 
 
-def open_repo(config: Config) -> Repository:
-    """The staging repository, its schema checked (the caller closes it)."""
-    engine = staging_db.make_engine(config.database_url)
-    try:
-        staging_db.check_schema(engine)
-    except BaseException:
-        engine.dispose()
-        raise
-    return Repository(engine)
-
-
-def show(config: Config, ref: str, fmt: str, *, lang: str | None = None) -> str:
+def show(config: Config, repo: Repository, ref: str, fmt: str, *, lang: str | None = None) -> str:
     """``syncengine show``: any stored plan in any format."""
-    repo = open_repo(config)
-    try:
-        stored = open_plan(config, repo, ref)
-    finally:
-        repo.close()
-    return render_stored(config, stored.plan, fmt, plan_id=stored.plan_id, lang=lang)
+    stored = open_plan(config, repo, ref)
+    return render_stored(config, repo, stored.plan, fmt, plan_id=stored.plan_id, lang=lang)
 
 
-def check_only(config: Config, employee_ids: Sequence[str]) -> None:
+def check_only(repo: Repository, employee_ids: Sequence[str]) -> None:
     """Refuse ``plan --only`` ids the plan cannot explain usefully: not in the current HR
     snapshot and never linked (a typo), or quarantined (with the reasons)."""
     if not employee_ids:
         return
-    repo = open_repo(config)
-    try:
-        snap = repo.current_snapshot()
-        if snap is None:
-            return  # make_plan says to ingest first
-        present = {p.employee_id for p in repo.load_people(snap.id, employee_ids)}
-        linked = set(repo.load_links(list(employee_ids)))
-        quarantined = set(snap.counts.get("quarantined_ids") or [])
-        reasons = quarantine_reasons(repo) if quarantined & set(employee_ids) else {}
-    finally:
-        repo.close()
+    snap = repo.current_snapshot()
+    if snap is None:
+        return  # make_plan says to ingest first
+    present = {p.employee_id for p in repo.load_people(snap.id, employee_ids)}
+    linked = set(repo.load_links(list(employee_ids)))
+    quarantined = set(snap.counts.get("quarantined_ids") or [])
+    reasons = quarantine_reasons(repo) if quarantined & set(employee_ids) else {}
     problems = []
     for eid in employee_ids:
         if eid in quarantined:

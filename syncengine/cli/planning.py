@@ -113,7 +113,7 @@ def plan_command(
         of = f" / {total:,}" if total else ""
         click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=False)
 
-    review.check_only(state.config, only)
+    service.check_only(state.engine, only)
     if refresh:
         ingested = service.ingest(state.engine)
         if not as_json:
@@ -131,8 +131,8 @@ def plan_command(
     if fmt == "json":
         document = render.render_json(plan)
     elif fmt == "html":
-        document = review.render_stored(
-            state.config, plan, "html", plan_id=result.plan_id, release=result.release, lang=lang
+        document = service.render_plan(
+            state.engine, plan, "html", plan_id=result.plan_id, release=result.release, lang=lang
         )
     else:
         color = out_path is None and not as_json and sys.stdout.isatty()

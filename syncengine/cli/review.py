@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from syncengine import service
 from syncengine.cli.app import State, handle_errors, main, pass_state, write_file
 
 
@@ -23,9 +24,7 @@ def show_command(
     """Render a stored plan: a plan file, a plan id, or 12+ characters of its checksum.
     The same plan renders the same in every format, so the page an approver reads is the
     plan that gets applied."""
-    from syncengine import review
-
-    document = review.show(state.config, plan_ref, fmt, lang=lang)
+    document = service.show_plan(state.engine, plan_ref, fmt, lang=lang)
     if out_path is not None:
         write_file(out_path, document)
     else:

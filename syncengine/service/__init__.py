@@ -78,6 +78,7 @@ from syncengine.service.planning import (
     make_plan,
     save_plan,
 )
+from syncengine.service.review_pages import check_only, render_plan, show_plan
 
 __all__ = [
     "APPLY_LOCK",
@@ -106,6 +107,7 @@ __all__ = [
     "apply_plan",
     "build_provider",
     "check_exmail",
+    "check_only",
     "checkpoint_rows",
     "config_fingerprint",
     "config_secrets",
@@ -127,12 +129,14 @@ __all__ = [
     "plan_and_apply",
     "query_audit",
     "read_plan_file",
+    "render_plan",
     "report_path",
     "resume_apply",
     "run_emulator",
     "samples_dir",
     "save_plan",
     "serve",
+    "show_plan",
     "sso_login_url",
     "sso_url",
     "sync",

@@ -477,7 +477,7 @@ def serve(
     config = engine.config
     backend = HookBackend(engine)
     try:
-        app: Any = with_review(create_hook_app(backend), review_backend(config))
+        app: Any = with_review(create_hook_app(backend), review_backend(engine))
         if config.hooks.access_log:  # one line per request, no secrets, no bodies
             app = AccessLog(app, zone=config.timezone)
         try:

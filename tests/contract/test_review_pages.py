@@ -12,6 +12,7 @@ from argon2 import PasswordHasher
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from syncengine import service
 from syncengine.config import Config, parse_config
 from syncengine.errors import ConfigError
 from syncengine.hooks import review as pages
@@ -41,7 +42,9 @@ def login_token(client: TestClient) -> str:
 def test_sign_in_needs_the_forms_token_and_locks_out_after_five_failures(
     tmp_path: Path,
 ) -> None:
-    app = pages.with_review(Starlette(), review_backend(config(tmp_path, secure_cookies=False)))
+    app = pages.with_review(
+        Starlette(), review_backend(service.Engine(config(tmp_path, secure_cookies=False)))
+    )
     with TestClient(app, base_url="http://127.0.0.1") as client:
         r = client.post("/review/login", data={"name": "wang.hr", "password": PASSWORD})
         assert r.status_code == 403  # no token: refused even with the right password
@@ -61,7 +64,7 @@ def test_sign_in_needs_the_forms_token_and_locks_out_after_five_failures(
 
 
 def test_an_unknown_name_is_refused_like_a_wrong_password(tmp_path: Path) -> None:
-    backend = review_backend(config(tmp_path, secure_cookies=False, lang="zh"))
+    backend = review_backend(service.Engine(config(tmp_path, secure_cookies=False, lang="zh")))
     app = pages.with_review(Starlette(), backend)
     with TestClient(app, base_url="http://127.0.0.1") as client:
         token = login_token(client)
@@ -73,7 +76,10 @@ def test_an_unknown_name_is_refused_like_a_wrong_password(tmp_path: Path) -> Non
 
 def test_no_approvers_no_pages(tmp_path: Path) -> None:
     base = Starlette()
-    assert pages.with_review(base, review_backend(config(tmp_path, approvers=[]))) is base
+    assert (
+        pages.with_review(base, review_backend(service.Engine(config(tmp_path, approvers=[]))))
+        is base
+    )
 
 
 def test_requiring_approvals_without_approvers_is_a_config_error(tmp_path: Path) -> None:
