@@ -18,6 +18,7 @@ which exceptions are transient through ``retriable``, and an exception may carry
 
 from __future__ import annotations
 
+import email.utils
 import threading
 import time
 from collections import Counter
@@ -117,6 +118,26 @@ class RetryPolicy:
     ) -> T:
         """``fn()``, tried again on a retriable failure under this policy."""
         return self.retrying(retriable, sleep=sleep, budget=budget, on_retry=on_retry)(fn)
+
+
+def retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """The pause a ``Retry-After`` header value asks for: seconds, or an HTTP date (measured
+    from ``now``, epoch seconds, default the current time); None when absent or unreadable.
+    Every outgoing HTTP client of the engine reads the header through this."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class _StopAfterBackoff(stop_base):

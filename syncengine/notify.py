@@ -49,7 +49,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tenacity import Retrying
 
-from syncengine.callpolicy import RetryPolicy
+from syncengine.callpolicy import RetryPolicy, retry_after
 from syncengine.chatbots import BotConfig, bot_request, read_answer
 from syncengine.secrets import Secret, known_value
 
@@ -240,16 +240,6 @@ class _GiveUp(Exception):
         self.status = status
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: the backoff is good enough
-
-
 # --- the notifier -------------------------------------------------------------------------
 
 
@@ -390,7 +380,7 @@ class Notifier:
                 return status
             reason = f"HTTP {status} {response.reason_phrase}".strip()
             if status in RETRIABLE_STATUS:
-                raise _Retry(reason, status, _retry_after(response))
+                raise _Retry(reason, status, retry_after(response.headers.get("Retry-After")))
             raise _GiveUp(f"{reason} (not retried: fix the receiver or the config)", status)
 
         try:
@@ -428,7 +418,7 @@ class Notifier:
             status = response.status_code
             reason = f"HTTP {status} {response.reason_phrase}".strip()
             if status in RETRIABLE_STATUS:
-                raise _Retry(reason, status, _retry_after(response))
+                raise _Retry(reason, status, retry_after(response.headers.get("Retry-After")))
             if not 200 <= status < 300:
                 raise _GiveUp(f"{reason} (not retried: check the bot's URL)", status)
             answer = read_answer(bot.kind, status, response.text)

@@ -38,7 +38,6 @@ Config (``[source]``)::
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import math
@@ -51,7 +50,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from syncengine.callpolicy import RetryPolicy
+from syncengine.callpolicy import RetryPolicy, retry_after
 from syncengine.connectors.base import RawRecord
 from syncengine.errors import SourceError
 from syncengine.secrets import Secret
@@ -176,21 +175,6 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 class HttpConnector:
     """Reads the people (or departments) from a paged JSON API."""
 
@@ -247,7 +231,10 @@ class HttpConnector:
             raise _Transient(f"connection failed ({type(err).__name__}: {err})") from None
         status = response.status_code
         if status >= 500 or status == 429:
-            raise _Transient(f"HTTP {status} {response.reason_phrase}", _retry_after(response))
+            raise _Transient(
+                f"HTTP {status} {response.reason_phrase}",
+                retry_after(response.headers.get("Retry-After")),
+            )
         if 300 <= status < 400:
             location = redact_url(response.headers.get("Location", "?"))
             raise SourceError(

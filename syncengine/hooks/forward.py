@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from syncengine.callpolicy import RetryPolicy
+from syncengine.callpolicy import RetryPolicy, retry_after
 from syncengine.errors import SyncEngineError
 from syncengine.notify import (
     DELIVERY_HEADER,
@@ -115,8 +115,7 @@ class Forwarder:
                 return
             reason = f"HTTP {response.status_code}"
             if response.status_code in RETRIABLE_STATUS:
-                after = response.headers.get("Retry-After")
-                raise _Again(reason, float(after) if after and after.isdigit() else None)
+                raise _Again(reason, retry_after(response.headers.get("Retry-After")))
             raise ForwardError(
                 f"{reason} for new-mail event {ident} (not retried)",
                 where=display_url(self.url),

@@ -15,17 +15,15 @@ URL that could reach a message or a log line goes through :func:`redact_url` fir
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import re
-import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import httpx
 
-from syncengine.callpolicy import CallPolicy
+from syncengine.callpolicy import CallPolicy, retry_after
 from syncengine.domain import AddressKind
 from syncengine.errors import (
     AlreadyExistsError,
@@ -191,7 +189,7 @@ def status_error(
             http_status=status,
             hint=_HINTS[RetriableProviderError],
         )
-        err.retry_after = retry_after_seconds(response)
+        err.retry_after = retry_after(response.headers.get("Retry-After"))
         return err
     if status in (401, 403):
         return AuthenticationError(
@@ -210,24 +208,6 @@ def status_error(
         http_status=status,
         hint="check exmail.base_url / exmail.openapi_url in the config",
     )
-
-
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """The pause a ``Retry-After`` header asks for (seconds, or an HTTP date), if any."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def transport_error(

@@ -146,3 +146,11 @@ def test_every_action_kind_has_a_handler() -> None:
     from syncengine.plan import ActionKind
 
     assert set(HANDLERS) == set(ActionKind)
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    from syncengine.callpolicy import retry_after
+
+    assert retry_after("7") == 7.0 and retry_after(" 0 ") == 0.0
+    assert retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert retry_after(None) is None and retry_after("soon") is None
