@@ -123,6 +123,15 @@ class Config(BaseModel):
             return prefix + str(self.resolve_path(url[len(prefix) :]))
         return url
 
+    def beside_database(self, name: str) -> Path:
+        """A file kept next to the SQLite database file (the engine's own state: the password
+        file, the plan-signing key), else next to the config file (PostgreSQL)."""
+        url = self.database_url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and ":memory:" not in url:
+            return Path(url[len(prefix) :]).parent / name
+        return self.base_dir / name
+
 
 def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The config to use: the explicit one, ``$SYNCENGINE_CONFIG``, or ``./syncengine.toml``."""

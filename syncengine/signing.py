@@ -29,11 +29,7 @@ def key_path(config: Config) -> Path:
     """Where this config's plan key lives (see the module doc)."""
     if config.review.key_file:
         return config.resolve_path(config.review.key_file)
-    url = config.database_url
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and ":memory:" not in url:
-        return Path(url[len(prefix) :]).parent / DEFAULT_KEY_FILE
-    return config.base_dir / DEFAULT_KEY_FILE
+    return config.beside_database(DEFAULT_KEY_FILE)
 
 
 def _create(path: Path) -> None:

@@ -224,11 +224,7 @@ def password_file_path(config: Config) -> Path:
     database file, else next to the config file."""
     if config.passwords.path:
         return config.resolve_path(config.passwords.path)
-    url = config.database_url
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and ":memory:" not in url:
-        return Path(url[len(prefix) :]).parent / DEFAULT_PASSWORD_FILE
-    return config.base_dir / DEFAULT_PASSWORD_FILE
+    return config.beside_database(DEFAULT_PASSWORD_FILE)
 
 
 def _execute_stored(
