@@ -16,13 +16,15 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
 from syncengine import __version__, service
-from syncengine.config import Config, load_config
 from syncengine.errors import EXIT_USAGE, SyncEngineError
+
+if TYPE_CHECKING:
+    from syncengine.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,6 +41,10 @@ class State:
     @property
     def config(self) -> Config:
         if self._config is None:
+            # Imported on first use: the config's models pull in pydantic, httpx and the
+            # executor's settings, which --help and a usage error never need.
+            from syncengine.config import load_config
+
             self._config = load_config(self.config_path)
         return self._config
 
