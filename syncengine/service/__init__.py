@@ -3,7 +3,8 @@
 ``engine``    the one wiring point: Config -> repository, provider, call policy, seams
 ``ingest``    HR source -> staging snapshot
 ``planning``  snapshot + live directory -> saved Plan (the desired state loaded in one place)
-``applying``  reviewed plan -> Exmail: apply, resume, audit
+``applying``  reviewed plan -> Exmail: apply, resume
+``audit``     the audit log read back
 ``nightly``   the nightly ``sync`` and its report
 ``hooks``     the HR hook backend (receiver and worker) and ``serve``
 ``mail``      single sign-on, unread count, new-mail watch and forwarding
@@ -35,10 +36,10 @@ if TYPE_CHECKING:
         apply_plan,
         password_file_path,
         plan_and_apply,
-        query_audit,
         read_plan_file,
         resume_apply,
     )
+    from syncengine.service.audit import query_audit
     from syncengine.service.check import ExmailCheck, check_exmail
     from syncengine.service.demo import DEMO_MARKER, DemoResult, demo, samples_dir
     from syncengine.service.emulator import EmulatorStart, run_emulator
@@ -101,7 +102,7 @@ _WHERE: dict[str, str] = {
     "apply_plan": "applying",
     "password_file_path": "applying",
     "plan_and_apply": "applying",
-    "query_audit": "applying",
+    "query_audit": "audit",
     "read_plan_file": "applying",
     "resume_apply": "applying",
     "ExmailCheck": "check",
