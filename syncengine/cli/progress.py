@@ -5,9 +5,11 @@
 - **a terminal** (stderr is a TTY, no ``--json``): a live line drawn by ``rich`` for the stage
   under way: its name, a bar when the total is known, the count (``4,210/10,000``), the rate
   (``118/s``), the time left and the time spent. A finished stage stays on screen.
-- **not a terminal** (cron, systemd, a pipe): quiet lines on stderr, one when a stage ends
-  (``applying: 10,000/10,000 in 84.2 s (119/s)``) and, for a long stage, one every
-  :data:`LOG_EVERY_SECONDS` so that a journal shows the job is alive.
+- **not a terminal** (cron, systemd, a pipe): quiet. A stage that runs longer than
+  :data:`LOG_EVERY_SECONDS` writes a line on stderr every so often and one when it ends
+  (``applying: 6,000/10,000 so far, about 33 s left, 121/s``, then ``applying:
+  10,000/10,000 in 84.2 s, 119/s``), so that a journal shows a long apply is alive; a short
+  one writes nothing, and a script reading the output sees what it always saw.
 - **``--json``**: nothing; stdout carries the one JSON document and stderr stays for errors.
 
 The service layer reports progress through plain callables (``progress(stage, done,
@@ -30,8 +32,9 @@ if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
     from rich.progress import Task, TaskID
 
-LOG_EVERY_SECONDS = 30.0
-"""When stderr is not a terminal: how often a long stage writes a line while it runs."""
+LOG_EVERY_SECONDS = 60.0
+"""When stderr is not a terminal: how often a long stage writes a line while it runs (and how
+long a stage must run to write its closing line)."""
 
 
 RATE_AFTER_SECONDS = 0.5
@@ -55,7 +58,8 @@ def _count(done: int, total: int | None) -> str:
 
 
 class _Lines:
-    """Not a terminal: a line per finished stage, and one every ``every`` seconds."""
+    """Not a terminal: a stage running longer than ``every`` seconds writes a line every
+    ``every`` seconds and one when it ends; a shorter one writes nothing."""
 
     def __init__(self, stream: IO[str], clock: Callable[[], float], every: float):
         self._stream = stream
@@ -77,7 +81,7 @@ class _Lines:
             self.end()
             # A stage reports its first count after some work: it began when the one before
             # it ended.
-            self._stage, self._started, self._last_line = stage, self._mark, now
+            self._stage, self._started, self._last_line = stage, self._mark, self._mark
         self._done, self._total = done, total
         if total is not None and done >= total:
             self.end()
@@ -90,14 +94,15 @@ class _Lines:
     def end(self) -> None:
         if self._stage is None:
             return
+        stage, self._stage = self._stage, None
         self._mark = self._clock()
         seconds = self._mark - self._started
-        self._write(
-            f"{self._stage}: {_count(self._done, self._total)} in {seconds:.1f} s"
-            f"{_rate(self._done, seconds)}"
-        )
-        self._ended = (self._stage, self._done, self._total)
-        self._stage = None
+        self._ended = (stage, self._done, self._total)
+        if seconds >= self._every:
+            self._write(
+                f"{stage}: {_count(self._done, self._total)} in {seconds:.1f} s"
+                f"{_rate(self._done, seconds)}"
+            )
 
     def _write(self, line: str) -> None:
         click.echo(line, file=self._stream)

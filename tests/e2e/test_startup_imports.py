@@ -114,3 +114,14 @@ def test_a_new_sqlite_database_is_still_created_on_first_use(tmp_path: Path) -> 
     done, _ = loaded_by(["--config", "syncengine.toml", "db", "current", "--json"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["up_to_date"] is True
+
+
+def test_a_csv_ingest_loads_only_the_csv_connector(migrated: Path) -> None:
+    """Entry points are looked up by name and only the configured one is loaded: a CSV
+    source does not import the LDAP, Excel or SQL connectors' libraries."""
+    done, loaded = loaded_by(["--config", "syncengine.toml", "ingest"], migrated)
+    assert done.returncode == 0, done.stderr
+    assert "Read " in done.stdout
+    assert loaded.isdisjoint({"ldap3", "python_calamine", "openpyxl", "starlette", "uvicorn"}), (
+        sorted(loaded & {"ldap3", "python_calamine", "openpyxl", "starlette", "uvicorn"})
+    )

@@ -227,7 +227,7 @@ def test_a_database_recording_a_revision_from_elsewhere_is_not_known(tmp_path: P
             conn.execute(text("UPDATE alembic_version SET version_num = '0099_future'"))
         status = staging_db.schema_status(engine)
         assert (status.current, status.known) == ("0099_future", False)
-        with pytest.raises(StagingError, match="0099_future.*does not know"):
+        with pytest.raises(StagingError, match=r"0099_future.*does not know"):
             staging_db.check_schema(engine)
     finally:
         engine.dispose()
