@@ -164,7 +164,7 @@ class _Live:
         if stage != self._stage or self._task is None:
             self._finish_task(self._progress)
             self._stage = stage
-            self._task = self._progress.add_task(stage, total=total)
+            self._task = self._progress.add_task(stage, total=total, completed=done)
         self._progress.update(self._task, completed=done, total=total)
 
     def _finish_task(self, progress: RichProgress) -> None:

@@ -145,3 +145,14 @@ def test_quiet_lines_tell_a_long_stage_is_alive_and_its_time_left() -> None:
 def test_json_output_has_no_display_and_a_terminal_is_told_by_the_stream() -> None:
     assert not progress_for(True).shown
     assert progress_for(False, stream=io.StringIO()).shown
+
+
+def test_on_a_terminal_plan_shows_reading_planning_and_the_address_checks(env: ApplyEnv) -> None:
+    """Planning is not silent while Exmail checks the addresses to create."""
+    assert env.cli("ingest").exit_code == 0
+    code, out, screen = _run_in_pty(env, "plan")
+    assert code == 0, screen
+    assert re.search(r"^reading mailboxes\s.*\b(\d+)/\1\b", screen, re.M), screen
+    assert re.search(r"^planning\s.*\b33/33\b", screen, re.M), screen
+    assert re.search(r"^checking addresses\s.*\b(\d+)/\1\b", screen, re.M), screen
+    assert out.startswith("Plan ")
