@@ -99,7 +99,12 @@ def _run_in_pty(env: ApplyEnv, *args: str) -> tuple[int, str, str]:
     return code, out, ANSI.sub("", screen.decode(errors="replace")).replace("\r", "\n")
 
 
-def test_on_a_terminal_apply_shows_count_rate_and_time_left(env: ApplyEnv) -> None:
+def test_on_a_terminal_apply_shows_count_rate_and_time_left(
+    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    # 120 ms a call: the apply lasts long enough (over a second) for a rate and a time left.
+    env = ApplyEnv(tmp_path, emulator_factory("v2", latency_ms=120))
+    env.write(base_rows() + people(30))
     assert env.cli("ingest").exit_code == 0
     plan = env.root / "plan.json"
     assert env.cli("plan", "--out", str(plan)).exit_code == 0
@@ -107,11 +112,11 @@ def test_on_a_terminal_apply_shows_count_rate_and_time_left(env: ApplyEnv) -> No
 
     code, out, screen = _run_in_pty(env, "apply", str(plan), "--yes")
     assert code == 0, screen
-    final = [ln for ln in screen.splitlines() if ln.startswith("applying") and
-             f"{actions}/{actions}" in ln]  # fmt: skip
-    assert final, screen
-    assert re.search(r"\d[\d,]*/s", final[-1]), final[-1]  # the rate
-    assert "ETA" in final[-1] and re.search(r"\d:\d\d:\d\d", final[-1]), final[-1]
+    lines = [ln.rstrip() for ln in screen.splitlines() if ln.startswith("applying")]
+    assert lines and f" {actions}/{actions}  100%" in lines[-1], screen
+    pattern = r"\b\d+/\d+\s+\d+%\s+\d+/s, \d:\d\d:\d\d left$"
+    running = [ln for ln in lines if re.search(pattern, ln)]
+    assert running, screen  # count, percentage, time left and rate while it runs
     assert "done" in out  # the outcome still goes to stdout
 
 
