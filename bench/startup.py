@@ -3,8 +3,9 @@
 Each command runs as a subprocess, the way a user's shell or cron starts it (interpreter
 start and imports included), repeated and interleaved with the reference ``python -c pass``
 so that the machine's load hits all of them alike. Printed per command: the median and the
-minimum wall time, the ratio of the median to the reference's, the issue's target, and the
-load average beside them.
+minimum wall time, the ratio of the median to the reference's, the median CPU time (user +
+system: what the load of a shared machine inflates least), the issue's target, and the load
+average beside them.
 
 - ``--help``: the group's help (click only).
 - ``audit --limit 1``: a real query on a migrated SQLite staging database (config from
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -34,14 +36,18 @@ TARGETS = {"--help": 0.3, "audit --limit 1": 0.6}
 """Issue 14's wall-time targets on the 2-core development machine, in seconds."""
 
 
-def timed(argv: list[str], cwd: Path) -> float:
+def timed(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one run of ``argv``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           env={**os.environ, "SYNCENGINE_CONFIG": ""})  # fmt: skip
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()}")
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 def prepare(folder: Path, executable: Path) -> None:
@@ -78,22 +84,27 @@ def main() -> None:
         for argv, cwd in commands.values():  # warm the file cache once, untimed
             timed(argv, cwd)
         times: dict[str, list[float]] = {name: [] for name in commands}
+        cpus: dict[str, list[float]] = {name: [] for name in commands}
         load_before = os.getloadavg()
         for _ in range(args.repeat):
             for name, (argv, cwd) in commands.items():
-                times[name].append(timed(argv, cwd))
+                wall, cpu = timed(argv, cwd)
+                times[name].append(wall)
+                cpus[name].append(cpu)
         load_after = os.getloadavg()
 
     floor = statistics.median(times["python -c pass"])
     print(f"syncengine start-up, {args.repeat} interleaved rounds, {os.cpu_count()} CPUs, "
           f"load average {load_before[0]:.2f} before / {load_after[0]:.2f} after")  # fmt: skip
-    print(f"{'command':<28} {'median s':>9} {'min s':>7} {'x pass':>7} {'target s':>9}  verdict")
+    print(f"{'command':<28} {'median s':>9} {'min s':>7} {'x pass':>7} {'cpu s':>7} "
+          f"{'target s':>9}  verdict (wall median; cpu: median user+sys)")  # fmt: skip
     for name, samples in times.items():
         median, fastest = statistics.median(samples), min(samples)
         base = name.split(" [")[0]
         target = TARGETS.get(base)
         verdict = "" if target is None or "[" in name else ("ok" if median <= target else "OVER")
-        print(f"{name:<28} {median:>9.3f} {fastest:>7.3f} {median / floor:>7.1f} "
+        cpu = statistics.median(cpus[name])
+        print(f"{name:<28} {median:>9.3f} {fastest:>7.3f} {median / floor:>7.1f} {cpu:>7.3f} "
               f"{'' if target is None else f'{target:.1f}':>9}  {verdict}")  # fmt: skip
 
 
