@@ -23,6 +23,8 @@ the demo or the emulator.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -230,3 +232,23 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_WHERE))
+
+
+class _Package(types.ModuleType):
+    """This package, keeping ``service.ingest`` and ``service.demo`` the use cases.
+
+    Importing a submodule makes the import system set it as an attribute of its package;
+    for ``ingest`` and ``demo``, the module and the use case share a name, and the module
+    would hide the function (``service.ingest(engine)``: "'module' object is not
+    callable"). The eager imports this package had rebound the function afterwards; here
+    the attribute keeps the use case, and the module stays in ``sys.modules``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        module = _WHERE.get(name)
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{module}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -125,3 +125,28 @@ def test_a_csv_ingest_loads_only_the_csv_connector(migrated: Path) -> None:
     assert loaded.isdisjoint({"ldap3", "python_calamine", "openpyxl", "starlette", "uvicorn"}), (
         sorted(loaded & {"ldap3", "python_calamine", "openpyxl", "starlette", "uvicorn"})
     )
+
+
+def test_a_use_case_named_like_its_module_stays_the_use_case() -> None:
+    """``service.ingest`` and ``service.demo`` are functions even after their modules were
+    imported by name (the import system sets a submodule on its package)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import syncengine.service.ingest, syncengine.service.demo\n"
+            "from syncengine import service\n"
+            "print(callable(service.ingest), callable(service.demo), "
+            "service.ingest.__module__, service.demo.__module__)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [
+        "True",
+        "True",
+        "syncengine.service.ingest",
+        "syncengine.service.demo",
+    ]
