@@ -139,11 +139,9 @@ def plan_read(config: Path, base: str) -> tuple[int, float, float]:
 def socket_ceiling(base: str, calls: int = 3000) -> float:
     """Gen 1 ``user/get`` requests/s over one keep-alive connection, pre-built bytes."""
     host, port = base.removeprefix("http://").split(":")
-    token = httpx.post(
-        base + "/cgi-bin/token",
-        data={"grant_type": "client_credentials", "client_id": CLIENT_ID,
-              "client_secret": DEMO_V1_SECRET},  # fmt: skip
-    ).json()["access_token"]
+    form = {"grant_type": "client_credentials", "client_id": CLIENT_ID,
+            "client_secret": DEMO_V1_SECRET}  # fmt: skip
+    token = httpx.post(base + "/cgi-bin/token", data=form).json()["access_token"]
     query = urlencode({"alias": "user00000@example.com"})
     request = (
         f"GET /openapi/user/get?{query} HTTP/1.1\r\nHost: {host}:{port}\r\n"
