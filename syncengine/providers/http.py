@@ -35,7 +35,6 @@ from syncengine.errors import (
     RetriableProviderError,
 )
 from syncengine.providers.tokens import TokenCache
-from syncengine.providers.transport import StdlibTransport
 
 log = logging.getLogger("syncengine.providers")
 
@@ -428,11 +427,8 @@ def decode_json(
 def new_http_client(
     *, timeout: float, max_connections: int, transport: httpx.BaseTransport | None = None
 ) -> httpx.Client:
-    """The httpx client a provider owns: keep-alive connections for the read concurrency."""
+    """The httpx client a provider owns: keep-alive pool sized for the read concurrency."""
     install_log_redaction()
-    if transport is None:
-        # http.client on the wire: a third of httpcore's CPU per request (see transport.py)
-        transport = StdlibTransport(max_keepalive=max_connections)
     return httpx.Client(
         transport=transport,
         timeout=httpx.Timeout(timeout),
