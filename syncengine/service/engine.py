@@ -113,6 +113,23 @@ def call_policy(
     )
 
 
+class StagingDirectoryStore:
+    """The Gen 1 provider's ``user/list`` cursor and last read directory, kept in the staging
+    database (``watch_state`` row ``exmail.v1.directory``); the repository is opened on first
+    use, so a provider that never reads the directory never opens the database."""
+
+    NAME = "exmail.v1.directory"
+
+    def __init__(self, repo: Callable[[], Repository]) -> None:
+        self._repo = repo
+
+    def load(self) -> str | None:
+        return self._repo().get_cursor(self.NAME)
+
+    def save(self, text: str) -> None:
+        self._repo().set_cursor(self.NAME, text)
+
+
 class Engine:
     """Everything a use case needs, built once per process (see the module docstring).
 
@@ -168,9 +185,13 @@ class Engine:
         """The Exmail provider, paced and retried by :attr:`calls` (built on first use)."""
         with self._lock:
             if self._provider is None:
-                self._provider = build_provider(
-                    self.config, transport=self.transport, calls=self.calls
-                )
+                from syncengine.providers.exmail_v1 import ExmailV1Provider
+
+                provider = build_provider(self.config, transport=self.transport, calls=self.calls)
+                if isinstance(provider, ExmailV1Provider):
+                    provider.directory_store = StagingDirectoryStore(lambda: self.repo)
+                    provider.wall_clock = lambda: self.now().timestamp()
+                self._provider = provider
             return self._provider
 
     @property
