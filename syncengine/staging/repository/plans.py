@@ -212,16 +212,23 @@ class PlansRepository(RepositoryCore):
         allowed_from: Sequence[ActionStatus],
         values: dict[str, Any],
     ) -> ActionRecord:
-        with self._tx("checkpointing an action") as conn:
-            result = conn.execute(
-                update(PlanAction)
-                .where(
-                    PlanAction.plan_id == plan_id,
-                    PlanAction.seq == seq,
-                    PlanAction.status.in_([s.value for s in allowed_from]),
-                )
-                .values(**values)
+        stmt = (
+            update(PlanAction)
+            .where(
+                PlanAction.plan_id == plan_id,
+                PlanAction.seq == seq,
+                PlanAction.status.in_([s.value for s in allowed_from]),
             )
+            .values(**values)
+        )
+        with self._tx("checkpointing an action") as conn:
+            if conn.dialect.update_returning:  # one statement: the update returns the row
+                changed = conn.execute(stmt.returning(*PlanAction.__table__.c)).mappings().first()
+                if changed is not None:
+                    return self._action(changed)
+                won = False
+            else:
+                won = conn.execute(stmt).rowcount == 1
             row = (
                 conn.execute(
                     select(PlanAction.__table__).where(
@@ -233,7 +240,7 @@ class PlansRepository(RepositoryCore):
             )
             if row is None:
                 raise StagingError(f"plan {plan_id} has no action {seq}")
-            if result.rowcount != 1:
+            if not won:
                 raise StagingError(
                     f"plan {plan_id} action {seq} ({row['kind']} {row['target']}) is "
                     f"{row['status']}; it cannot become {values['status']}",
