@@ -58,27 +58,33 @@ class RepositoryCore:
         return self._clock()
 
     @contextmanager
-    def joined(self, what: str) -> Iterator[Connection]:
+    def joined(self, what: str, conn: Connection | None = None) -> Iterator[Connection]:
         """One transaction that every repository call made by this thread inside the block
         joins (instead of opening its own); committed at the end, rolled back on an error.
-        The group writer's batches use it."""
+        ``conn``: a connection the caller holds open (the group writer keeps one, sparing a
+        pool check-out per batch); else one from the pool. The group writer's batches use it.
+        """
         if getattr(self._joined, "conn", None) is not None:
             raise StagingError(f"{what}: a joined transaction is already open in this thread")
-        with self._tx(what) as conn:
-            self._joined.conn = conn
+        with self._tx(what, conn) as tx:
+            self._joined.conn = tx
             try:
-                yield conn
+                yield tx
             finally:
                 self._joined.conn = None
 
     @contextmanager
-    def _tx(self, what: str) -> Iterator[Connection]:
+    def _tx(self, what: str, held: Connection | None = None) -> Iterator[Connection]:
         """A transaction (or the joined one, see :meth:`joined`); driver failures become
         StagingError naming the operation."""
         try:
             joined: Connection | None = getattr(self._joined, "conn", None)
             if joined is not None:
                 yield joined
+                return
+            if held is not None:
+                with held.begin():
+                    yield held
                 return
             with self._engine.begin() as conn:
                 yield conn

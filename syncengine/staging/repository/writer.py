@@ -23,6 +23,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
 from syncengine.errors import StagingError
 from syncengine.staging.repository.core import RepositoryCore
 
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_WHAT = "writing checkpoints, audit rows and links"
 _Item = tuple[Callable[[], Any], "Future[Any]"]
 
 
@@ -46,6 +50,7 @@ class GroupWriter:
         self._close_lock = threading.Lock()
         self.batches = 0
         self.writes = 0
+        self._conn: Connection | None = None  # used by the writer thread only
         self._thread = threading.Thread(target=self._loop, name="staging-writer", daemon=True)
         self._thread.start()
 
@@ -70,6 +75,7 @@ class GroupWriter:
             self._closed = True
             self._queue.put(None)
         self._thread.join()
+        log.debug("group writer: %d writes in %d batches", self.writes, self.batches)
 
     def __enter__(self) -> GroupWriter:
         return self
@@ -80,6 +86,22 @@ class GroupWriter:
     # --- the writer thread --------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._batches()
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+
+    def _connection(self) -> Connection | None:
+        """The connection the batches run on, opened once (None: the pool's, per batch)."""
+        if self._conn is None:
+            try:
+                self._conn = self._repo.engine.connect()
+            except SQLAlchemyError:
+                return None  # each batch then reports the failure to its callers
+        return self._conn
+
+    def _batches(self) -> None:
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -100,7 +122,7 @@ class GroupWriter:
     def _run(self, batch: list[_Item]) -> None:
         results: list[Any] = []
         try:
-            with self._repo.joined("writing checkpoints and audit rows"):
+            with self._repo.joined(_WHAT, self._connection()):
                 for write, _fut in batch:
                     results.append(write())
         except BaseException as exc:
@@ -109,12 +131,14 @@ class GroupWriter:
                 return
             log.debug("a batch of %d writes failed (%s); writing them one by one", len(batch),
                       exc)  # fmt: skip
+            self._drop_connection()
             for write, fut in batch:  # rolled back: each alone, each told its own outcome
                 try:
-                    with self._repo.joined("writing checkpoints and audit rows"):
+                    with self._repo.joined(_WHAT, self._connection()):
                         result = write()
                 except BaseException as one:
                     fut.set_exception(one)
+                    self._drop_connection()
                 else:
                     fut.set_result(result)
             return
@@ -122,3 +146,12 @@ class GroupWriter:
         self.writes += len(batch)
         for (_write, fut), result in zip(batch, results, strict=True):
             fut.set_result(result)
+
+    def _drop_connection(self) -> None:
+        """After a failure, start again on a fresh connection (this one may be broken)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except SQLAlchemyError:
+                log.debug("closing the writer's connection failed", exc_info=True)
+            self._conn = None
