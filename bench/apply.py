@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import http.client
 import json
 import os
 import socket
@@ -30,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +177,45 @@ def timed_apply(exe: str, concurrency: int, people: int, latency_ms: float) -> R
         emu.close()
 
 
+def server_ceiling(concurrency: int, creates: int, latency_ms: float) -> float:
+    """The reference: ``user/create`` calls per second a fresh emulator (same settings)
+    delivers to ``concurrency`` raw keep-alive sockets (``http.client``, no engine, no
+    database), i.e. what any client could get from this server on this machine now."""
+    emu = Emulator(latency_ms)
+    try:
+        got = emu.http.get("/cgi-bin/gettoken", params={
+            "corpid": DEMO_CORP_ID, "corpsecret": DEMO_SECRETS["contacts"]}).json()  # fmt: skip
+        token = got["access_token"]
+        port = emu.port
+        errors: list[str] = []
+
+        def worker(k: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            for i in range(k, creates, concurrency):
+                body = json.dumps({"userid": f"ref{i:06d}@example.com", "name": f"参照{i}",
+                                   "department": [1], "password": "Ref-Passw0rd-2026",
+                                   "cpwd_login": 0}).encode()  # fmt: skip
+                conn.request("POST", f"/cgi-bin/user/create?access_token={token}", body,
+                             {"Content-Type": "application/json"})  # fmt: skip
+                answer = json.loads(conn.getresponse().read())
+                if answer.get("errcode") != 0:
+                    errors.append(str(answer))
+            conn.close()
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seconds = time.perf_counter() - started
+        if errors:
+            raise RuntimeError(f"{len(errors)} reference creates failed, first: {errors[0]}")
+        return creates / seconds
+    finally:
+        emu.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=10_000)
@@ -182,6 +223,8 @@ def main() -> None:
     parser.add_argument("--levels", default="16,32,64")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--reference-exe", default=None, metavar="SYNCENGINE")
+    parser.add_argument("--server-creates", type=int, default=4000,
+                        help="creates for the server-ceiling reference (0: skip it)")  # fmt: skip
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     subject = str(Path(sys.executable).parent / "syncengine")
@@ -195,7 +238,13 @@ def main() -> None:
     for c in levels:
         ideal = c / (args.latency_ms / 1000.0)
         runs: dict[str, list[Run]] = {name: [] for name in builds}
+        ceilings: list[float] = []
         for i in range(args.repeat):
+            if args.server_creates:
+                ceilings.append(server_ceiling(c, args.server_creates, args.latency_ms))
+                print(f"  c={c:>2} server    #{i + 1}: {ceilings[-1]:,.0f} creates/s to raw "
+                      f"sockets ({ceilings[-1] / ideal:.0%} of ideal), load "
+                      f"{os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
             for name, exe in builds.items():  # interleaved
                 r = timed_apply(exe, c, args.people, args.latency_ms)
                 runs[name].append(r)
@@ -203,12 +252,17 @@ def main() -> None:
                       f"= {r.rate:,.0f}/s ({r.rate / ideal:.0%} of ideal), CPU "
                       f"{1000 * r.cpu / r.actions:.2f} ms/action, load {r.load:.2f}",
                       flush=True)  # fmt: skip
+        ceiling = statistics.median(ceilings) if ceilings else float("nan")
+        if ceilings:
+            print(f"concurrency {c:>2} server    : median {ceiling:,.0f} creates/s to raw sockets; "
+                  f"ratio {ceiling / ideal:.2f} of the ideal", flush=True)  # fmt: skip
         for name, rs in runs.items():
             rate = statistics.median(r.rate for r in rs)
             cpu = statistics.median(1000 * r.cpu / r.actions for r in rs)
             load = statistics.median(r.load for r in rs)
             print(f"concurrency {c:>2} {name:<10}: median {rate:,.0f} actions/s; ideal "
-                  f"{ideal:,.0f}/s; ratio {rate / ideal:.2f}; CPU {cpu:.2f} ms/action; "
+                  f"{ideal:,.0f}/s; ratio {rate / ideal:.2f} (of the server's: "
+                  f"{rate / ceiling:.2f}); CPU {cpu:.2f} ms/action; "
                   f"load average {load:.2f} (n={len(rs)})", flush=True)  # fmt: skip
 
 
