@@ -5,6 +5,7 @@ another connection, when ``call`` returns. Real databases (SQLite file, PostgreS
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -91,3 +92,17 @@ def test_a_checkpoint_is_committed_when_call_returns(staging_url: str) -> None:
     finally:
         writing.close()
         reading.close()
+
+
+def test_an_idle_writer_gives_its_connection_back(staging_repo: Repository) -> None:
+    """A writer nobody closed (a sink dropped after its run) must not keep a pooled
+    connection: many of them would exhaust the pool."""
+    writer = GroupWriter(staging_repo)
+    writer.call(lambda: staging_repo.save_links([link("E1", "a@example.com")]))
+    pool = staging_repo.engine.pool
+    deadline = time.monotonic() + 10
+    while pool.checkedout() and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert writer.call(lambda: staging_repo.delete_link("E1")) is True  # it starts again
+    writer.close()

@@ -51,8 +51,7 @@ class GroupWriter:
         self.batches = 0
         self.writes = 0
         self._conn: Connection | None = None  # used by the writer thread only
-        self._thread = threading.Thread(target=self._loop, name="staging-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # running while writes come (see _loop)
 
     def submit(self, write: Callable[[], T]) -> Future[T]:
         """Queue ``write`` (it calls repository methods); the future resolves after commit."""
@@ -61,6 +60,11 @@ class GroupWriter:
             if self._closed:
                 raise StagingError("the staging writer is closed; no more writes are taken")
             self._queue.put((write, fut))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="staging-writer", daemon=True
+                )
+                self._thread.start()
         return fut
 
     def call(self, write: Callable[[], T]) -> T:
@@ -74,7 +78,9 @@ class GroupWriter:
                 return
             self._closed = True
             self._queue.put(None)
-        self._thread.join()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
         log.debug("group writer: %d writes in %d batches", self.writes, self.batches)
 
     def __enter__(self) -> GroupWriter:
@@ -86,11 +92,30 @@ class GroupWriter:
     # --- the writer thread --------------------------------------------------------------
 
     def _loop(self) -> None:
+        """Batches while writes come. The connection goes back to the pool after
+        ``HOLD_SECONDS`` without a write, and the thread ends after ``IDLE_SECONDS`` (the next
+        write starts another), so a writer nobody closed holds neither."""
+        self._batches()
+        if self._closed:  # no thread comes after this one (an idle one dropped it already)
+            self._drop_connection()
+
+    HOLD_SECONDS = 0.05
+    IDLE_SECONDS = 2.0
+
+    def _next(self) -> _Item | None:
+        """The next queued item; None to stop (closed, or idle with nothing queued)."""
         try:
-            self._batches()
-        finally:
-            if self._conn is not None:
-                self._conn.close()
+            return self._queue.get(timeout=self.HOLD_SECONDS)
+        except queue.Empty:
+            self._drop_connection()
+        while True:
+            try:
+                return self._queue.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._close_lock:  # submit() starts a new thread once this one is gone
+                    if self._queue.empty():
+                        self._thread = None
+                        return None
 
     def _connection(self) -> Connection | None:
         """The connection the batches run on, opened once (None: the pool's, per batch)."""
@@ -104,7 +129,7 @@ class GroupWriter:
     def _batches(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            first = self._next()
             if first is None:
                 return
             batch = [first]
