@@ -28,8 +28,6 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from pypinyin import Style, lazy_pinyin
-
 from syncengine.errors import ConfigError
 
 PLACEHOLDERS = frozenset(
@@ -159,6 +157,10 @@ def _ascii_word(text: str) -> str:
 
 
 def _syllables(text: str) -> tuple[str, ...]:
+    # Imported here, not at the top: pypinyin's phrase dictionary takes a quarter of a second
+    # to load, and only the commands that generate addresses need it (not --help, not audit).
+    from pypinyin import Style, lazy_pinyin
+
     out: list[str] = []
     for chunk in lazy_pinyin(text, style=Style.NORMAL, errors="default"):
         if _CJK.search(chunk):  # a character pypinyin does not know

@@ -27,9 +27,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from syncengine.errors import ConfigError
@@ -44,6 +43,9 @@ from syncengine.notify import (
     sign,
 )
 from syncengine.secrets import Secret, known_value
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,8 @@ class HandoverSink:
         self.pending.clear()
         if not todo:
             return
+        import httpx  # here: the config imports this module, and most commands send nothing
+
         with httpx.Client(timeout=self.config.timeout, transport=self.transport) as client:
             for d in todo:
                 try:

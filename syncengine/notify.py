@@ -42,16 +42,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tenacity import Retrying
 
 from syncengine.callpolicy import RetryPolicy, retry_after
 from syncengine.chatbots import BotConfig, bot_request, read_answer
 from syncengine.secrets import Secret, known_value
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +358,8 @@ class Notifier:
         secret = hook.secret.get_secret_value()
         attempts = 0
         status: int | None = None
+        import httpx  # here: the config imports this module, and most commands notify nobody
+
         client = httpx.Client(timeout=hook.timeout, transport=self._transport)
 
         def attempt() -> int:
@@ -402,6 +406,8 @@ class Notifier:
         title, content = redact(subject, self._secrets), redact(text, self._secrets)
         attempts = 0
         status: int | None = None
+        import httpx
+
         client = httpx.Client(timeout=bot.timeout, transport=self._transport)
 
         def attempt() -> None:

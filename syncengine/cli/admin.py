@@ -15,6 +15,7 @@ from syncengine.cli.app import (
     main,
     pass_state,
 )
+from syncengine.cli.progress import progress_for
 from syncengine.errors import EXIT_ERROR
 
 
@@ -100,13 +101,8 @@ def ingest_command(state: State, as_json: bool) -> None:
     Rows with a problem are quarantined: not synced and never treated as leavers. Exit 1 when
     the source fails as a whole (the previous snapshot then stays current).
     """
-    show_progress = not as_json and sys.stderr.isatty()
-
-    def progress(stage: str, count: int) -> None:
-        if show_progress:
-            click.echo(f"\r{stage}: {count:,} ...", err=True, nl=stage == "storing")
-
-    report = service.ingest(state.engine, progress=progress)
+    with progress_for(as_json) as progress:
+        report = service.ingest(state.engine, progress=progress.ingest)
     if as_json:
         echo_json(report.to_dict())
         return

@@ -16,13 +16,15 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
 from syncengine import __version__, service
-from syncengine.config import Config, load_config
 from syncengine.errors import EXIT_USAGE, SyncEngineError
+
+if TYPE_CHECKING:
+    from syncengine.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,6 +41,10 @@ class State:
     @property
     def config(self) -> Config:
         if self._config is None:
+            # Imported on first use: the config's models pull in pydantic, httpx and the
+            # executor's settings, which --help and a usage error never need.
+            from syncengine.config import load_config
+
             self._config = load_config(self.config_path)
         return self._config
 
@@ -201,23 +207,6 @@ def cli_actor() -> str:
     return f"cli:{user}"
 
 
-def apply_progress(enabled: bool) -> Callable[[int, int], None] | None:
-    if not enabled:
-        return None
-    import time
-
-    last = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - last[0] < 0.2:
-            return
-        last[0] = now
-        click.echo(f"\rapplying: {done:,} / {total:,} actions", err=True, nl=done >= total)
-
-    return progress
-
-
 def echo_apply_outcome(outcome: service.ApplyOutcome) -> None:
     for report in outcome.reports:
         counts = report.counts
@@ -245,36 +234,3 @@ def echo_apply_outcome(outcome: service.ApplyOutcome) -> None:
                 f"{report.passwords_delivered} initial password(s) written to "
                 f"{report.password_file} (mode 0600): hand them over, then delete the file"
             )
-
-
-class ProgressLine:
-    """One self-overwriting progress line on stderr: a bar when the total is known."""
-
-    WIDTH = 30
-
-    def __init__(self) -> None:
-        import time
-
-        self._clock = time.monotonic
-        self._last = 0.0
-        self._stage: str | None = None
-
-    def __call__(self, stage: str, done: int, total: int | None) -> None:
-        now = self._clock()
-        final = total is not None and done >= total
-        if stage == self._stage and not final and now - self._last < 0.1:
-            return
-        if self._stage is not None and stage != self._stage:
-            click.echo("", err=True)
-        self._stage, self._last = stage, now
-        if total:
-            filled = min(self.WIDTH, self.WIDTH * done // total)
-            bar = "#" * filled + "." * (self.WIDTH - filled)
-            text = f"{stage:<18} [{bar}] {done:,} / {total:,}"
-        else:
-            text = f"{stage:<18} {done:,}"
-        click.echo(f"\r{text}", err=True, nl=False)
-
-    def close(self) -> None:
-        if self._stage is not None:
-            click.echo("", err=True)

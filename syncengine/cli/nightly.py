@@ -9,7 +9,6 @@ import click
 
 from syncengine import service
 from syncengine.cli.app import (
-    ProgressLine,
     State,
     cli_actor,
     echo_json,
@@ -20,6 +19,7 @@ from syncengine.cli.app import (
     pass_state,
     release_options,
 )
+from syncengine.cli.progress import progress_for
 
 
 @main.command("sync")
@@ -67,8 +67,7 @@ def sync_command(
     run lock names the holder of a second one). Exit codes: 0 done (or nothing to do),
     1 error (source, Exmail, lock...), 3 blocked by a brake, 4 some actions failed.
     """
-    show = not as_json and sys.stderr.isatty()
-    line = ProgressLine() if show else None
+    line = progress_for(as_json)
     try:
         result = service.sync(
             state.engine,
@@ -82,8 +81,7 @@ def sync_command(
             progress=line,
         )
     finally:
-        if line is not None:
-            line.close()
+        line.close()
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -180,7 +178,7 @@ def demo_command(folder: str, api: str, samples: str | None, keep_running: bool)
     from syncengine import render
 
     color = sys.stdout.isatty()
-    line = ProgressLine() if sys.stderr.isatty() else None
+    line = progress_for(False)
     rel = os.path.relpath(os.path.abspath(folder))
     cfg = os.path.join(rel, "syncengine.toml")
 
@@ -189,8 +187,7 @@ def demo_command(folder: str, api: str, samples: str | None, keep_running: bool)
         click.echo("\n" + (click.style(text, bold=True) if color else text))
 
     def show(result: service.DemoResult) -> None:
-        if line is not None:
-            line.close()
+        line.close()
         click.echo(f"syncengine demo: the Exmail emulator ({result.api}) is running at "
                    f"{result.base_url} with the built-in demo directory "
                    f"({result.seed_mailboxes} mailboxes).")  # fmt: skip

@@ -11,7 +11,6 @@ import click
 from syncengine import service
 from syncengine.cli.app import (
     State,
-    apply_progress,
     cli_actor,
     echo_apply_outcome,
     echo_json,
@@ -22,6 +21,7 @@ from syncengine.cli.app import (
     release_options,
     write_file,
 )
+from syncengine.cli.progress import progress_for
 from syncengine.clock import local, shown
 from syncengine.errors import SyncEngineError
 
@@ -87,8 +87,6 @@ def plan_command(
     Exit codes: 0 no changes, 2 changes (with --detailed-exitcode), 3 blocked by a safety
     brake (always; the plan is still saved and shown with how to release it), 1 error.
     """
-    import time
-
     from syncengine import render, review
     from syncengine.errors import EXIT_BLOCKED, EXIT_CHANGES
 
@@ -96,37 +94,22 @@ def plan_command(
         fmt = review.output_format(out_path, fmt)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    show_progress = not as_json and sys.stderr.isatty()
-    last = [0.0]
-
-    def progress(stage: str, done: int, total: int | None) -> None:
-        if not show_progress:
-            return
-        now = time.monotonic()
-        final = total is not None and done >= total
-        if stage == "reading mailboxes" and not final and now - last[0] < 0.2:
-            return
-        last[0] = now
-        if stage == "planning":  # keep the last read count on its own line
-            click.echo(f"\nplanning {done:,} people ...", err=True)
-            return
-        of = f" / {total:,}" if total else ""
-        click.echo(f"\r{stage}: {done:,}{of} ...", err=True, nl=False)
-
     service.check_only(state.engine, only)
-    if refresh:
-        ingested = service.ingest(state.engine)
-        if not as_json:
-            click.echo(f"ingested snapshot #{ingested.snapshot_id}: {ingested.people:,} people, "
-                       f"{ingested.quarantined:,} quarantined", err=True)  # fmt: skip
-    result = service.make_plan(
-        state.engine,
-        only=list(only) if only else None,
-        allow_removals=allow_removals,
-        allow_updates=allow_updates,
-        force=force,
-        progress=progress,
-    )
+    with progress_for(as_json) as progress:
+        if refresh:
+            ingested = service.ingest(state.engine, progress=progress.ingest)
+            progress.close()
+            if not as_json:
+                click.echo(f"ingested snapshot #{ingested.snapshot_id}: {ingested.people:,} "
+                           f"people, {ingested.quarantined:,} quarantined", err=True)  # fmt: skip
+        result = service.make_plan(
+            state.engine,
+            only=list(only) if only else None,
+            allow_removals=allow_removals,
+            allow_updates=allow_updates,
+            force=force,
+            progress=progress,
+        )
     plan = result.plan
     if fmt == "json":
         document = render.render_json(plan)
@@ -211,53 +194,58 @@ def apply_command(
     from syncengine.errors import EXIT_FAILED_ACTIONS
 
     actor = cli_actor()
-    progress = apply_progress(not as_json and sys.stderr.isatty())
+    display = progress_for(as_json)
+    progress = display.apply
     release: dict[str, Any] = {
         "allow_removals": allow_removals,
         "allow_updates": allow_updates,
         "force": force,
     }
     extra: dict[str, Any] = {}
-    if resume:
-        if planfile is not None:
-            raise click.UsageError("--resume takes no PLANFILE")
-        outcome = service.resume_apply(state.engine, actor=actor, progress=progress)
-        if not outcome.reports and not as_json:
-            click.echo("nothing to resume: no interrupted apply")
-    elif planfile is not None:
-        plan = service.read_plan_file(planfile)
-        outcome = service.apply_plan(
-            state.engine, plan, checksum=checksum, actor=actor, progress=progress, **release
-        )
-    else:
+    try:
+        if resume:
+            if planfile is not None:
+                raise click.UsageError("--resume takes no PLANFILE")
+            outcome = service.resume_apply(state.engine, actor=actor, progress=progress)
+            if not outcome.reports and not as_json:
+                click.echo("nothing to resume: no interrupted apply")
+        elif planfile is not None:
+            plan = service.read_plan_file(planfile)
+            outcome = service.apply_plan(
+                state.engine, plan, checksum=checksum, actor=actor, progress=progress, **release
+            )
+        else:
 
-        def confirm(earlier: service.ApplyOutcome, result: service.PlanResult) -> bool:
-            if earlier.reports and not as_json:
-                echo_apply_outcome(earlier)
-            plan = result.plan
-            if not as_json:
-                click.echo(render.render_text(plan, color=sys.stdout.isatty(),
-                                              release=result.release, names=result.names),
-                           nl=False)  # fmt: skip
-            if yes:
-                return True
-            if not sys.stdin.isatty():
-                raise SyncEngineError(
-                    "refusing to apply without confirmation: there is no terminal to ask on",
-                    where="apply",
-                    hint="review the plan, then run again with --yes (or apply a saved plan "
-                    "file with 'syncengine apply PLANFILE --yes')",
-                )
-            return click.confirm(f"Apply these {len(plan.actions)} change(s)?", default=False)
+            def confirm(earlier: service.ApplyOutcome, result: service.PlanResult) -> bool:
+                display.close()  # the resumed apply's line ends before the plan is shown
+                if earlier.reports and not as_json:
+                    echo_apply_outcome(earlier)
+                plan = result.plan
+                if not as_json:
+                    click.echo(render.render_text(plan, color=sys.stdout.isatty(),
+                                                  release=result.release, names=result.names),
+                               nl=False)  # fmt: skip
+                if yes:
+                    return True
+                if not sys.stdin.isatty():
+                    raise SyncEngineError(
+                        "refusing to apply without confirmation: there is no terminal to ask on",
+                        where="apply",
+                        hint="review the plan, then run again with --yes (or apply a saved plan "
+                        "file with 'syncengine apply PLANFILE --yes')",
+                    )
+                return click.confirm(f"Apply these {len(plan.actions)} change(s)?", default=False)
 
-        result, maybe = service.plan_and_apply(
-            state.engine, confirm=confirm, actor=actor, progress=progress, **release
-        )
-        if maybe is None:
-            click.echo("cancelled: nothing was applied", err=True)
-            sys.exit(1)
-        outcome = maybe
-        extra = {"plan": result.to_dict()}
+            result, maybe = service.plan_and_apply(
+                state.engine, confirm=confirm, actor=actor, progress=progress, **release
+            )
+            if maybe is None:
+                click.echo("cancelled: nothing was applied", err=True)
+                sys.exit(1)
+            outcome = maybe
+            extra = {"plan": result.to_dict()}
+    finally:
+        display.close()
     if as_json:
         echo_json({**outcome.to_dict(), **extra})
     else:

@@ -18,7 +18,7 @@ base_dir)`` returns a :class:`Connector`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -67,28 +67,32 @@ class ConnectorFactory(Protocol):
     def __call__(self, options: Mapping[str, Any], base_dir: Path) -> Connector: ...
 
 
+def installed_connectors() -> dict[str, EntryPoint]:
+    """Every connector type installed (the built-ins and any company plug-ins), not loaded:
+    loading one imports its library (ldap3, calamine, a database driver)."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def available_connectors() -> dict[str, ConnectorFactory]:
-    """Every connector type installed: the built-ins and any company plug-ins."""
-    found: dict[str, ConnectorFactory] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = ep.load()
-    return found
+    """Every connector type installed, loaded."""
+    return {name: ep.load() for name, ep in installed_connectors().items()}
 
 
 def make_connector(options: Mapping[str, Any], base_dir: Path, *, key: str = "source") -> Connector:
     """Build the connector a ``[source]``-like config table names with its ``type`` key."""
     kind = options.get("type")
-    factories = available_connectors()
+    installed = installed_connectors()
     if not isinstance(kind, str) or not kind:
         raise ConfigError(
-            f"{key}.type is required (one of: {', '.join(sorted(factories)) or 'none installed'})"
+            f"{key}.type is required (one of: {', '.join(sorted(installed)) or 'none installed'})"
         )
-    factory = factories.get(kind)
-    if factory is None:
+    entry = installed.get(kind)
+    if entry is None:
         raise ConfigError(
             f"{key}.type = {kind!r} is not an installed connector "
-            f"(installed: {', '.join(sorted(factories)) or 'none'})"
+            f"(installed: {', '.join(sorted(installed)) or 'none'})"
         )
+    factory: ConnectorFactory = entry.load()  # only the connector the config names
     rest = {k: v for k, v in options.items() if k != "type"}
     try:
         connector = factory(rest, base_dir)

@@ -84,6 +84,22 @@ async def mail(request: Request) -> Response:
     return JSONResponse(event)
 
 
+async def edit_user(request: Request) -> Response:
+    """A change made in the admin console (管理后台), behind the API client's back: the
+    Gen 2-shaped fields of ``body`` laid over the member ``userid``, journaled like any write
+    (so Gen 1 ``user/list`` reports it as a MOD)."""
+    try:
+        body = await _json(request)
+        userid = str(body.pop("userid"))
+    except (ValueError, KeyError) as exc:
+        return _bad(f"need a JSON body with 'userid' ({exc})")
+    try:
+        _rt(request).directory.update_user(userid, body)
+    except ApiError as exc:
+        return _bad(exc.message, 404 if exc.v1 == 1301 else 400)
+    return JSONResponse({"ok": True})
+
+
 async def calls(request: Request) -> Response:
     try:
         since = int(request.query_params.get("since", "0"))
@@ -122,6 +138,7 @@ ROUTES = [
     Route("/_emulator/faults", faults, methods=["GET", "POST"]),
     Route("/_emulator/expire-tokens", expire_tokens, methods=["POST"]),
     Route("/_emulator/mail", mail, methods=["POST"]),
+    Route("/_emulator/user", edit_user, methods=["POST"]),
     Route("/_emulator/calls", calls, methods=["GET"]),
     Route("/_emulator/calls/clear", clear_calls, methods=["POST"]),
     Route("/_emulator/state", state, methods=["GET"]),

@@ -264,6 +264,9 @@ class Directory:
         self.groups: dict[str, Group] = {}
         self.journal: list[tuple[int, str, int]] = []  # (ver, alias, action 1/2/3)
         self.version = 0
+        # The oldest version the journal can answer changes since: a seed (or reset) starts a
+        # new journal, and a cursor from before it (or from the future) is refused.
+        self.journal_start = 0
         self.mail_events: list[dict[str, Any]] = []
         self.unread: dict[str, list[float]] = {}  # userid -> delivery times of unread mail
         self.tokens: dict[str, Token] = {}
@@ -326,6 +329,7 @@ class Directory:
             raise SeedError("seed: domains is empty; list the corp's mail domains")
         self.depts = {ROOT_ID: Dept(ROOT_ID, str(seed.get("corp_name", self.corp_id)), 0, 0)}
         self.version = self._next_version()
+        self.journal_start = self.version
         for i, path in enumerate(seed.get("departments", [])):
             try:
                 self.ensure_path(str(path))
@@ -386,6 +390,7 @@ class Directory:
                 "groups": [asdict(g) for g in self.groups.values()],
                 "journal": self.journal,
                 "version": self.version,
+                "journal_start": self.journal_start,
                 "mail_events": self.mail_events,
                 "unread": self.unread,
                 "tokens": [asdict(t) for t in self.tokens.values()],
@@ -417,6 +422,7 @@ class Directory:
         self.groups = {g["groupid"]: Group(**g) for g in data["groups"]}
         self.journal = [(int(v), str(a), int(act)) for v, a, act in data["journal"]]
         self.version = int(data["version"])
+        self.journal_start = int(data.get("journal_start", 0))
         self.mail_events = list(data["mail_events"])
         self.unread = {k: list(v) for k, v in data["unread"].items()}
         self.tokens = {t["token"]: Token(**t) for t in data["tokens"]}
@@ -940,9 +946,20 @@ class Directory:
     # -- Gen 1 journal ------------------------------------------------------------------
 
     def changes_since(self, ver: int) -> tuple[int, list[tuple[str, int]]]:
+        """Gen 1 ``user/list``: ``ver`` 0 lists every account as ADD (2); a later version
+        lists the journal's (alias, action) entries after it, in order. A version the journal
+        cannot answer for (older than its start, or newer than the current version: another
+        directory's cursor) is refused with 1100, so a client falls back to a full read."""
         with self.lock:
             if ver == 0:
                 return self.version, [(u, 2) for u in self.users]
+            if ver < self.journal_start or ver > self.version:
+                raise ApiError(
+                    40092,
+                    1100,
+                    f"Ver {ver} is outside the change journal "
+                    f"({self.journal_start}..{self.version}); list again from Ver=0",
+                )
             return self.version, [(a, act) for v, a, act in self.journal if v > ver]
 
     # -- tokens -------------------------------------------------------------------------

@@ -35,6 +35,9 @@ class ExmailConfig(BaseModel):
     domains: list[str] = Field(default_factory=list)
     timeout: float = Field(default=15.0, gt=0)
     read_concurrency: int = Field(default=8, ge=1, le=64)
+    # Gen 1: days between full directory reads; in between, only the accounts user/list names
+    # as changed since the stored cursor are read (0: every read is a full one).
+    full_read_days: float = Field(default=7.0, ge=0)
     # Gen 2 has no push: ``mail watch`` polls mail/newcount of the given mailboxes this often.
     poll_interval: float = Field(default=30.0, gt=0)
     # ``mail watch``: least seconds between two Gen 1 listen calls that brought no news (a

@@ -7,8 +7,9 @@ fields or HTTP Basic) valid 86400 s and refreshed once on errcode 1200, ``NewCou
 string, ``auth_key`` (or ``authkey``) for SSO, and ``listen`` as a long poll.
 
 Gen 1 has no call that lists every member with its fields, so :meth:`ExmailV1Provider.
-read_state` walks ``party/list`` level by level, asks ``partyuser/list`` for each party and
-then ``user/get`` for each member, ``read_concurrency`` calls at a time.
+read_state` walks ``party/list`` level by level and asks ``user/get`` for each member,
+``read_concurrency`` calls at a time: every member on a full read, only those ``user/list``
+names as changed since the stored cursor on an incremental one (:mod:`.v1_directory`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from syncengine.domain import (
     Mailbox,
     MailboxState,
     MailEvent,
-    Party,
     UserUpdate,
     normalise_email,
     normalise_path,
@@ -65,6 +65,7 @@ from syncengine.providers.http import (
     v1_token_rejected,
 )
 from syncengine.providers.tokens import IssuedToken, SharedTokens, TokenCache
+from syncengine.providers.v1_directory import DirectoryReader, DirectoryStore, ReadReport
 
 log = logging.getLogger("syncengine.providers.exmail_v1")
 
@@ -138,6 +139,7 @@ class ExmailV1Provider:
         self._client_id = config.client_id
         self._token_url = config.token_url
         self._api = config.openapi_base + "/openapi/"
+        self._urls: dict[str, httpx.URL] = {}
         key = ""
         if shared_tokens is not None:
             secret = config.client_secret.get_secret_value()
@@ -145,6 +147,11 @@ class ExmailV1Provider:
         self.tokens = TokenCache(self._fetch_token, name="v1", clock=clock,
                                  shared=shared_tokens, shared_key=key)  # fmt: skip
         self._auth = TokenAuth(self.tokens, set_bearer_token, v1_token_rejected)
+        # Set by the service layer: where the user/list cursor and the last read directory
+        # are kept (None: every read is a full one), and the wall clock of "full read age".
+        self.directory_store: DirectoryStore | None = None
+        self.wall_clock: Callable[[], float] = time.time
+        self.last_read: ReadReport | None = None
 
     def __repr__(self) -> str:
         return (
@@ -239,7 +246,10 @@ class ExmailV1Provider:
         return (ApiCall("POST", "/openapi/" + endpoint, note),)
 
     def _call_once(self, call: str, form: Form, subject: str | None) -> dict[str, Any] | None:
-        request = self._client.build_request("POST", self._api + call, data=dict(form))
+        url = self._urls.get(call)
+        if url is None:  # parsed once per call name: a URL parse is a fifth of a read's cost
+            url = self._urls[call] = httpx.URL(self._api + call)
+        request = self._client.build_request("POST", url, data=dict(form))
         response = send(self._client, request, call, auth=self._auth, subject=subject)
         return self._decode(call, response, subject)
 
@@ -261,7 +271,7 @@ class ExmailV1Provider:
                 )
         return data
 
-    def _pool_map(
+    def pool_map(
         self,
         func: Callable[[T], R],
         items: Sequence[T],
@@ -320,7 +330,7 @@ class ExmailV1Provider:
         for _ in range(_MAX_WALK_DEPTH + 1):
             if not frontier:
                 break
-            children = self._pool_map(self.party_list, frontier)
+            children = self.pool_map(self.party_list, frontier)
             frontier = [
                 f"{parent}/{name}" if parent else name
                 for parent, names in zip(frontier, children, strict=True)
@@ -400,25 +410,17 @@ class ExmailV1Provider:
         return mailbox
 
     def read_state(self, *, progress: Progress | None = None) -> MailboxState:
-        """Walk the parties, list each party's members, fetch each member with ``user/get``."""
-        parties = self.walk_parties()
-        member_lists = self._pool_map(self.party_members, ["", *parties])
-        emails = list(dict.fromkeys(e for members in member_lists for e in members))
-        total = len(emails)
-        if progress:
-            progress(0, total)
-
-        def done(n: int) -> None:
-            if progress:
-                progress(n, total)
-
-        fetched = self._pool_map(self.get_user, emails, on_done=done)
-        mailboxes = tuple(m for m in fetched if m is not None)
-        if len(mailboxes) != total:
-            log.info("%d member(s) vanished during the read", total - len(mailboxes))
-        return MailboxState(
-            mailboxes=mailboxes, parties=tuple(Party(p) for p in parties), groups=()
+        """The directory: in full, or since the stored ``user/list`` cursor when the provider
+        has a :attr:`directory_store` (see :mod:`syncengine.providers.v1_directory`)."""
+        reader = DirectoryReader(
+            self,
+            self.directory_store,
+            f"{self._config.openapi_base} {self._client_id}",
+            self.wall_clock(),
+            self._config.full_read_days,
         )
+        state, self.last_read = reader.read(progress)
+        return state
 
     def _user_form(
         self,

@@ -556,18 +556,3 @@ def _already_applied(repo: Repository, record: PlanRecord, plan: Plan) -> ApplyR
         calls=0,
         seconds=0.0,
     )
-
-
-def query_audit(
-    engine: Engine,
-    *,
-    run_id: int | None = None,
-    employee_id: str | None = None,
-    email: str | None = None,
-    since: datetime | None = None,
-    limit: int | None = None,
-) -> list[AuditEntry]:
-    """Audit rows matching every given filter, oldest first (``limit``: the newest N)."""
-    return engine.repo.query_audit(
-        run_id=run_id, employee_id=employee_id, email=email, since=since, limit=limit
-    )

@@ -16,7 +16,8 @@ from syncengine.errors import (
     ConfigError,
     StagingError,
 )
-from syncengine.service.applying import ApplyOutcome, apply_plan, query_audit
+from syncengine.service.applying import ApplyOutcome, apply_plan
+from syncengine.service.audit import query_audit
 from syncengine.service.engine import Engine
 from syncengine.service.ingest import IngestReport, ingest
 from syncengine.service.nightly import SyncProgress

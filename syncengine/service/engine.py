@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import SecretStr
 
 from syncengine import clock
@@ -30,14 +29,13 @@ from syncengine.executor import ExecutorSettings
 from syncengine.policy import Policy
 from syncengine.policy_config import policy_from_config
 from syncengine.providers.base import MailboxProvider
-from syncengine.providers.exmail_v1 import ExmailV1Provider
-from syncengine.providers.exmail_v2 import ExmailV2Provider
-from syncengine.providers.http import new_http_client
-from syncengine.providers.tokens import PROCESS_TOKENS
 from syncengine.secrets import known_value
 from syncengine.staging import db as staging_db
 from syncengine.staging.repository import Repository
 from syncengine.statuses import RunKind, RunStatus
+
+if TYPE_CHECKING:
+    import httpx
 
 SEEN_STATE_SECONDS = 60.0
 """How long a directory state this engine read counts as the live one for the stale-plan check,
@@ -74,6 +72,13 @@ def build_provider(
     Without ``calls`` it gets a policy of its own built from ``[apply]`` (used by tools that
     need a provider alone); an :class:`Engine` passes its shared one. The caller closes it.
     """
+    # Imported here: httpx and the two clients are for the commands that talk to Exmail
+    # (``audit``, ``db``, ``events`` never build a provider).
+    from syncengine.providers.exmail_v1 import ExmailV1Provider
+    from syncengine.providers.exmail_v2 import ExmailV2Provider
+    from syncengine.providers.http import new_http_client
+    from syncengine.providers.tokens import PROCESS_TOKENS
+
     ex = config.exmail
     client = new_http_client(
         timeout=ex.timeout,
@@ -106,6 +111,23 @@ def call_policy(
         sleep=sleep,
         clock=clock,
     )
+
+
+class StagingDirectoryStore:
+    """The Gen 1 provider's ``user/list`` cursor and last read directory, kept in the staging
+    database (``watch_state`` row ``exmail.v1.directory``); the repository is opened on first
+    use, so a provider that never reads the directory never opens the database."""
+
+    NAME = "exmail.v1.directory"
+
+    def __init__(self, repo: Callable[[], Repository]) -> None:
+        self._repo = repo
+
+    def load(self) -> str | None:
+        return self._repo().get_cursor(self.NAME)
+
+    def save(self, text: str) -> None:
+        self._repo().set_cursor(self.NAME, text)
 
 
 class Engine:
@@ -163,9 +185,13 @@ class Engine:
         """The Exmail provider, paced and retried by :attr:`calls` (built on first use)."""
         with self._lock:
             if self._provider is None:
-                self._provider = build_provider(
-                    self.config, transport=self.transport, calls=self.calls
-                )
+                from syncengine.providers.exmail_v1 import ExmailV1Provider
+
+                provider = build_provider(self.config, transport=self.transport, calls=self.calls)
+                if isinstance(provider, ExmailV1Provider):
+                    provider.directory_store = StagingDirectoryStore(lambda: self.repo)
+                    provider.wall_clock = lambda: self.now().timestamp()
+                self._provider = provider
             return self._provider
 
     @property

@@ -347,6 +347,7 @@ def diff_knowing_groups(
     *,
     config_fingerprint: str,
     only: list[str] | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
 ) -> tuple[Plan, MailboxState]:
     """:func:`planner.diff`, corrected for mail groups, which no Exmail API can list.
 
@@ -354,7 +355,8 @@ def diff_knowing_groups(
     ``user/batchcheck``, 20 a call); those that are groups join ``state.groups`` and the plan
     is made again, so an HR address owned by a group is a conflict in the plan (and a generated
     one takes the next free form) instead of a failed create at apply. Returns the plan and
-    the state it was made from.
+    the state it was made from. ``progress("checking addresses", done, total)`` before and
+    after each round of checks.
     """
     plan = planner.diff(desired, state, links, policy, now,
                         config_fingerprint=config_fingerprint, only=only)  # fmt: skip
@@ -362,7 +364,11 @@ def diff_knowing_groups(
         new = _addresses_to_create(plan, state)
         if not new:
             break
+        if progress is not None:
+            progress("checking addresses", 0, len(new))
         kinds = provider.check_addresses(sorted(new))
+        if progress is not None:
+            progress("checking addresses", len(new), len(new))
         groups = {normalise_email(a) for a, k in kinds.items() if k is AddressKind.GROUP}
         if not groups:
             break
@@ -458,6 +464,7 @@ def make_plan(
             now,
             config_fingerprint=engine.fingerprint,
             only=list(only) if only is not None else None,
+            progress=progress,
         )
         diff_seconds = time.perf_counter() - diff_started
         plan = signing.sign_plan(plan, signing.plan_key(engine.config))

@@ -13,30 +13,35 @@ Migrations are Alembic's, run from the repository's ``migrations/`` folder. Ever
 opens the database calls :func:`check_schema` first: a database behind the code is refused
 with the command that fixes it; a brand-new empty SQLite database is created and upgraded on
 the spot, so the demo and a new config's first run need no extra step.
+
+Alembic itself is imported only to migrate: importing it costs about 0.1 s, which every
+command would pay. The check reads the revisions from the migration files' ``revision`` and
+``down_revision`` assignments (:func:`revision_graph`, with Alembic's own reading as the
+fallback for anything that is not a plain literal) and the database's from its version table.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
-from alembic.util.exc import CommandError
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 import syncengine
 from syncengine.errors import DatabaseBehindError, StagingError
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +169,8 @@ def migrations_dir() -> Path:
 
 def alembic_config(url: str | URL) -> AlembicConfig:
     """An Alembic config built in code: our migrations folder and the given database."""
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(migrations_dir()))
     # ConfigParser interpolation: a literal % in a URL (escaped passwords) must be doubled.
@@ -172,11 +179,68 @@ def alembic_config(url: str | URL) -> AlembicConfig:
     return cfg
 
 
+def _literal_assignments(path: Path) -> dict[str, Any] | None:
+    """The module-level ``revision`` and ``down_revision`` of one migration file, or None when
+    either is not a plain literal (then Alembic's own reading decides)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in {"revision", "down_revision"}:
+            try:
+                found[target.id] = ast.literal_eval(value)
+            except ValueError:
+                return None
+    if not isinstance(found.get("revision"), str) or "down_revision" not in found:
+        return None
+    return found
+
+
+@functools.cache
+def revision_graph() -> dict[str, tuple[str, ...]]:
+    """Each migration's revision and the revisions it follows, read from the files in
+    ``migrations/versions/`` (Alembic's reading when a file is not plain literals)."""
+    graph: dict[str, tuple[str, ...]] = {}
+    for path in sorted((migrations_dir() / "versions").glob("*.py")):
+        found = _literal_assignments(path)
+        if found is None:
+            return _alembic_graph()
+        graph[found["revision"]] = _downs(found["down_revision"])
+    return graph
+
+
+def _alembic_graph() -> dict[str, tuple[str, ...]]:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return {rev.revision: _downs(rev.down_revision) for rev in script.walk_revisions()}
+
+
+def _downs(down: Any) -> tuple[str, ...]:
+    return () if down is None else (down,) if isinstance(down, str) else tuple(down)
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-    if head is None:
+    graph = revision_graph()
+    followed = {down for downs in graph.values() for down in downs}
+    heads = sorted(set(graph) - followed)
+    if not heads:
         raise StagingError("the migrations folder has no revisions", where=str(migrations_dir()))
-    return head
+    if len(heads) > 1:
+        raise StagingError(
+            f"the migrations have {len(heads)} heads ({', '.join(heads)}); they need one",
+            where=str(migrations_dir() / "versions"),
+            hint="add a merge migration (alembic merge heads)",
+        )
+    return heads[0]
 
 
 @dataclass(frozen=True)
@@ -207,22 +271,29 @@ def _connect_error(url: str | URL, exc: Exception) -> StagingError:
 def schema_status(engine: Engine) -> SchemaStatus:
     """Read the database's Alembic revision and compare it with the code's head."""
     head = head_revision()
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
             tables = inspect(conn).get_table_names()
+            revisions = (
+                [row[0] for row in conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))]
+                if VERSION_TABLE in tables
+                else []
+            )
     except (OperationalError, DBAPIError) as exc:
         raise _connect_error(engine.url, exc) from None
-    try:
-        known = current is None or script.get_revision(current) is not None
-    except (CommandError, RevisionError):
-        known = False
+    if len(revisions) > 1:
+        raise StagingError(
+            f"the database records {len(revisions)} schema revisions "
+            f"({', '.join(sorted(revisions))}); syncengine's migrations have one line",
+            where=display_url(engine.url),
+            hint=f"table {VERSION_TABLE}: keep the one row of the revision the schema is at",
+        )
+    current = revisions[0] if revisions else None
     return SchemaStatus(
         url=display_url(engine.url),
         current=current,
         head=head,
-        known=known,
+        known=current is None or current in revision_graph(),
         empty=not tables,
         bare=set(tables) == {VERSION_TABLE},
     )
@@ -246,7 +317,7 @@ def upgrade(url: str | URL, revision: str = "head") -> tuple[str | None, str | N
         if not before.known:
             raise _newer_error(before)
         try:
-            _migrate(engine, lambda cfg: command.upgrade(cfg, revision))
+            _migrate(engine, lambda cfg: _alembic_command().upgrade(cfg, revision))
         except (OperationalError, DBAPIError) as exc:
             raise StagingError(
                 f"migration failed: {str(getattr(exc, 'orig', exc)).strip()}",
@@ -264,7 +335,7 @@ def downgrade(url: str | URL, revision: str) -> None:
     """Migrate down to ``revision`` (``base`` drops everything); for tests and rollbacks."""
     engine = make_engine(url)
     try:
-        _migrate(engine, lambda cfg: command.downgrade(cfg, revision))
+        _migrate(engine, lambda cfg: _alembic_command().downgrade(cfg, revision))
     finally:
         engine.dispose()
 
@@ -273,9 +344,16 @@ def stamp(url: str | URL, revision: str) -> None:
     """Record ``revision`` as the database's without running anything (for tests and repairs)."""
     engine = make_engine(url)
     try:
-        _migrate(engine, lambda cfg: command.stamp(cfg, revision))
+        _migrate(engine, lambda cfg: _alembic_command().stamp(cfg, revision))
     finally:
         engine.dispose()
+
+
+def _alembic_command() -> ModuleType:
+    """``alembic.command``, imported when a migration runs (see the module docstring)."""
+    from alembic import command
+
+    return command
 
 
 def _migrate(engine: Engine, action: Callable[[AlembicConfig], None]) -> None:
@@ -335,7 +413,7 @@ def check_schema(engine: Engine, *, create_sqlite: bool = True) -> SchemaStatus:
             log.info(
                 "new staging database at %s: creating the schema (%s)", status.url, status.head
             )
-            _migrate(engine, lambda cfg: command.upgrade(cfg, "head"))
+            _migrate(engine, lambda cfg: _alembic_command().upgrade(cfg, "head"))
             return schema_status(engine)
         raise DatabaseBehindError(
             "the staging database is empty (no syncengine schema yet)",

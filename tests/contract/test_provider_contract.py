@@ -146,7 +146,7 @@ def test_read_state_reports_progress(provider: MailboxProvider) -> None:
     assert seen and seen[-1] == (len(SEED_MAILBOXES), len(SEED_MAILBOXES))
 
 
-def test_v1_read_state_walks_parties_then_fetches_each_member(
+def test_v1_read_state_lists_accounts_walks_parties_then_fetches_each_member(
     emulator_factory: Callable[..., RunningEmulator],
 ) -> None:
     emu = emulator_factory("v1")
@@ -154,7 +154,9 @@ def test_v1_read_state_walks_parties_then_fetches_each_member(
         p.read_state()
     counts = emu.call_counts()
     assert counts["/openapi/party/list"] == len(SEED_PATHS) + 1  # every party and the root
-    assert counts["/openapi/partyuser/list"] == len(SEED_PATHS) + 1
+    # user/list Ver=0 names every account (and gives the cursor of the next incremental read)
+    assert counts["/openapi/user/list"] == 1
+    assert "/openapi/partyuser/list" not in counts
     assert counts["/openapi/user/get"] == len(SEED_MAILBOXES)
     assert counts["/cgi-bin/token"] == 1
 

@@ -336,7 +336,11 @@ def test_make_plan_reports_progress_and_names(workspace: Workspace) -> None:
         progress=lambda s, d, t: seen.append((s, d, t)),
     )
     stages = [s for s, _, _ in seen]
-    assert stages[0] == "reading mailboxes" and stages[-1] == "planning"
+    assert stages[0] == "reading mailboxes" and "planning" in stages
+    # Planning is not silent while Exmail checks the addresses to create (issue 14).
+    checks = [(d, t) for s, d, t in seen if s == "checking addresses"]
+    assert stages[-1] == "checking addresses" and checks[0][0] == 0
+    assert checks[-1][0] == checks[-1][1] and checks[-1][1] is not None and checks[-1][1] > 0
     reading = [(d, t) for s, d, t in seen if s == "reading mailboxes"]
     assert reading[-1] == (6, 6)
     assert result.mailboxes == 6 and not result.blocked and result.has_changes

@@ -203,6 +203,36 @@ def test_revisions_form_one_line_with_one_head() -> None:
     assert set(RELEASED) <= files
 
 
+def test_the_revisions_read_without_alembic_are_alembics() -> None:
+    """The schema check reads the migration files itself (Alembic is imported only to
+    migrate): its revisions, their order and the head must be exactly Alembic's."""
+    script = ScriptDirectory.from_config(staging_db.alembic_config("sqlite://"))
+    alembic_graph = {
+        r.revision: (() if r.down_revision is None else (r.down_revision,))
+        if isinstance(r.down_revision, str | None)
+        else tuple(r.down_revision)
+        for r in script.walk_revisions()
+    }
+    assert staging_db.revision_graph() == alembic_graph
+    assert staging_db.head_revision() == script.get_current_head()
+
+
+def test_a_database_recording_a_revision_from_elsewhere_is_not_known(tmp_path: Path) -> None:
+    """A revision none of our files has (a newer syncengine wrote it) is refused by name."""
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    staging_db.upgrade(url)
+    engine = staging_db.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0099_future'"))
+        status = staging_db.schema_status(engine)
+        assert (status.current, status.known) == ("0099_future", False)
+        with pytest.raises(StagingError, match=r"0099_future.*does not know"):
+            staging_db.check_schema(engine)
+    finally:
+        engine.dispose()
+
+
 def test_migrations_use_op_only_never_the_models() -> None:
     for path in sorted(VERSIONS.glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))

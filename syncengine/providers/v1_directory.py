@@ -1,0 +1,238 @@
+"""Reading the Gen 1 directory: in full, or incrementally from ``user/list``'s version cursor.
+
+Gen 1 has no call that lists members with their fields, so a full read is one ``user/get`` per
+member (10,000 calls for 10,000 people). But ``user/list`` answers the accounts changed since
+a version (Action 1 DEL, 2 ADD, 3 MOD) and the current version, so a night where little
+changed needs only: ``user/list`` with the stored cursor, ``party/list`` for the department
+tree, and ``user/get`` for each account the journal names.
+
+The cursor and the directory as last read live outside the provider, in a
+:class:`DirectoryStore` (the staging database, wired by the service layer; a provider without
+one always reads in full). A full read is made instead when there is no stored directory, when
+it belongs to another server or account, when the last full read is older than
+``[exmail] full_read_days``, and when the server refuses the cursor (an error answer to
+``user/list``, or a version older than the stored one: another directory's journal).
+
+Departments are not in the journal: the tree is walked on every read, and a member of a
+department that vanished since the stored read (renamed or moved behind the engine's back,
+which a server may not journal) is read again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from syncengine.domain import Gender, Mailbox, MailboxState, Party
+from syncengine.errors import AuthenticationError, ProviderError, RetriableProviderError
+
+if TYPE_CHECKING:
+    from syncengine.providers.base import Progress
+    from syncengine.providers.exmail_v1 import ExmailV1Provider
+
+log = logging.getLogger("syncengine.providers.exmail_v1")
+
+FORMAT = 1
+DAY = 86400.0
+
+
+class DirectoryStore(Protocol):
+    """Where the Gen 1 provider keeps its cursor and the directory it last read (one text)."""
+
+    def load(self) -> str | None: ...
+
+    def save(self, text: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoredDirectory:
+    """The directory as of ``version`` (every change after it is still to be read)."""
+
+    key: str
+    version: str
+    full_read_at: float
+    mailboxes: dict[str, Mailbox]
+    parties: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReadReport:
+    """How the last read went: ``mode`` "full" or "incremental", and why a full one."""
+
+    mode: str
+    reason: str
+    changes: int = 0
+
+
+def encode(stored: StoredDirectory) -> str:
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "key": stored.key,
+            "version": stored.version,
+            "full_read_at": stored.full_read_at,
+            "parties": list(stored.parties),
+            "mailboxes": [
+                {**asdict(m), "gender": int(m.gender)} for m in stored.mailboxes.values()
+            ],
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def decode(text: str | None, key: str) -> tuple[StoredDirectory | None, str]:
+    """The stored directory, or None and why it cannot be used."""
+    if not text:
+        return None, "no stored cursor (first read)"
+    try:
+        data = json.loads(text)
+        if data.get("format") != FORMAT:
+            return None, "the stored directory has another format"
+        if data.get("key") != key:
+            return None, "the stored cursor belongs to another server or account"
+        mailboxes = {}
+        for item in data["mailboxes"]:
+            m = Mailbox(
+                **{
+                    **item,
+                    "departments": tuple(item["departments"]),
+                    "aliases": tuple(item["aliases"]),
+                    "gender": Gender(int(item["gender"])),
+                }
+            )
+            mailboxes[m.email] = m
+        return StoredDirectory(
+            key=key,
+            version=str(data["version"]),
+            full_read_at=float(data["full_read_at"]),
+            mailboxes=mailboxes,
+            parties=tuple(str(p) for p in data["parties"]),
+        ), ""
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, f"the stored directory cannot be read ({type(exc).__name__})"
+
+
+class CursorRejected(Exception):
+    """The server cannot answer changes since the stored version: read in full."""
+
+
+def _older(new: str, old: str) -> bool:
+    try:
+        return int(new) < int(old)
+    except ValueError:
+        return False
+
+
+def _state(mailboxes: Mapping[str, Mailbox], parties: list[str]) -> MailboxState:
+    return MailboxState(
+        mailboxes=tuple(mailboxes[e] for e in sorted(mailboxes)),
+        parties=tuple(Party(p) for p in parties),
+        groups=(),
+    )
+
+
+class DirectoryReader:
+    """One read of the Gen 1 directory through ``provider`` (see the module docstring)."""
+
+    def __init__(
+        self, provider: ExmailV1Provider, store: DirectoryStore | None, key: str, now: float,
+        full_read_days: float,
+    ) -> None:  # fmt: skip
+        self.provider = provider
+        self.store = store
+        self.key = key
+        self.now = now
+        self.full_read_days = full_read_days
+
+    def read(self, progress: Progress | None) -> tuple[MailboxState, ReadReport]:
+        stored, reason = (None, "no directory store (a provider used alone)")
+        if self.store is not None:
+            stored, reason = decode(self.store.load(), self.key)
+        if stored is not None:
+            age = self.now - stored.full_read_at
+            if self.full_read_days <= 0 or age >= self.full_read_days * DAY:
+                reason = f"the last full read is {age / DAY:.1f} day(s) old (full_read_days)"
+                stored = None
+        if stored is not None:
+            try:
+                return self._incremental(stored, progress)
+            except CursorRejected as exc:
+                reason = f"the server refused the stored cursor ({exc})"
+        log.info("Gen 1 full read: %s", reason)
+        return self._full(progress), ReadReport("full", reason)
+
+    def _save(self, stored: StoredDirectory) -> None:
+        if self.store is not None:
+            self.store.save(encode(stored))
+
+    def _changes(self, version: str) -> tuple[str, list[tuple[str, int]]]:
+        try:
+            return self.provider.user_changes(version)
+        except (AuthenticationError, RetriableProviderError):
+            raise
+        except ProviderError as exc:
+            raise CursorRejected(str(exc)) from None
+
+    def _fetch(
+        self, emails: list[str], progress: Progress | None
+    ) -> list[tuple[str, Mailbox | None]]:
+        total = len(emails)
+        if progress:
+            progress(0, total)
+
+        def done(n: int) -> None:
+            if progress:
+                progress(n, total)
+
+        fetched = self.provider.pool_map(self.provider.get_user, emails, on_done=done)
+        return list(zip(emails, fetched, strict=True))
+
+    def _full(self, progress: Progress | None) -> MailboxState:
+        """``user/list`` Ver=0 (every account, and the cursor), the tree, one ``user/get``
+        per account. A server that will not list falls back to ``partyuser/list`` per party
+        and keeps no cursor."""
+        version: str | None
+        try:
+            version, listed = self._changes("0")
+            emails = list(dict.fromkeys(a for a, action in listed if a and action != 1))
+            parties = self.provider.walk_parties()
+        except CursorRejected as exc:
+            log.warning("user/list refused Ver=0 (%s); listing members party by party", exc)
+            version = None
+            parties = self.provider.walk_parties()
+            member_lists = self.provider.pool_map(self.provider.party_members, ["", *parties])
+            emails = list(dict.fromkeys(e for members in member_lists for e in members))
+        mailboxes = {e: m for e, m in self._fetch(emails, progress) if m is not None}
+        if len(mailboxes) != len(emails):
+            log.info("%d member(s) vanished during the read", len(emails) - len(mailboxes))
+        if version is not None:
+            self._save(StoredDirectory(self.key, version, self.now, mailboxes, tuple(parties)))
+        return _state(mailboxes, parties)
+
+    def _incremental(
+        self, stored: StoredDirectory, progress: Progress | None
+    ) -> tuple[MailboxState, ReadReport]:
+        # The version comes first: whatever changes after it is named again next time.
+        version, changes = self._changes(stored.version)
+        if _older(version, stored.version):
+            raise CursorRejected(f"it answered version {version}, older than {stored.version}")
+        parties = self.provider.walk_parties()
+        vanished = set(stored.parties) - set(parties)
+        again = [m.email for m in stored.mailboxes.values() if vanished.intersection(m.departments)]
+        emails = list(dict.fromkeys([a for a, _ in changes if a] + again))
+        mailboxes = dict(stored.mailboxes)
+        for email, mailbox in self._fetch(emails, progress):
+            if mailbox is None:
+                mailboxes.pop(email, None)
+            else:
+                mailboxes[email] = mailbox
+        self._save(
+            StoredDirectory(self.key, version, stored.full_read_at, mailboxes, tuple(parties))
+        )
+        note = f"{len(changes)} journal change(s), {len(again)} member(s) of vanished parties"
+        log.info("Gen 1 incremental read since version %s: %s", stored.version, note)
+        return _state(mailboxes, parties), ReadReport("incremental", note, len(emails))
