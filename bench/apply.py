@@ -1,46 +1,45 @@
-"""Benchmark: applying creates through the executor, and a no-op nightly run.
+"""Benchmark: the whole ``syncengine apply`` command applying N creates, as a user meets it.
 
-For each concurrency (1, 4, 16, 32) a fresh emulator (Gen 2, in its own process, 20 ms of
-latency on every call) and a fresh SQLite staging file; an HR CSV of N new people in 40
-departments is ingested and planned, then ``service.apply_plan`` applies the plan (the full
-path: run lock, state re-read, checkpoints, audit rows, password file). Printed per
-concurrency: actions applied, seconds, actions/s, the ideal (concurrency / latency, one call
-per create) and their ratio. Concurrency 1 uses 500 creates (10,000 would take minutes at
-50/s). Then, on the 10,000 mailboxes the last run made: ingest + plan + apply again, which
-must find nothing to do: seconds and write calls (from the emulator's call log, must be 0).
+For each concurrency (default 16, 32, 64) and each repetition: a fresh emulator (Gen 2, in
+its own process, 20 ms of latency on every call), a fresh SQLite staging file and an HR CSV
+of N new people in 40 departments; ``syncengine ingest`` and ``syncengine plan --out`` are
+run first (not timed), then ``syncengine apply PLAN --yes --json`` runs as a subprocess with
+the default settings except ``[apply] concurrency`` and ``rate_per_second = 0`` (no
+client-side cap: the ideal below assumes none) and the removal brake's ``min_existing``
+(an empty directory receiving 10,000 mailboxes). Timed: the subprocess's wall time
+(interpreter start, imports, lock, state re-read, every create, checkpoints, audit rows,
+password file) and its CPU (user + system, from ``wait4``).
 
-    .venv/bin/python bench/apply.py [--people 10000] [--latency-ms 20] [--levels 1,4,16,32]
-        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+Printed per level: actions, wall seconds, actions/s, the ideal (concurrency / latency: one
+call per create, nothing else), their ratio, CPU ms per action, and the load average beside.
+With ``--reference-exe`` (another build's ``syncengine``, e.g. main's venv) both builds run
+interleaved on the same machine in the same run; medians over ``--repeat`` runs.
 
-With ``--postgres`` (a server URL whose user may CREATE DATABASE) each level gets a fresh
-PostgreSQL database instead of a SQLite file (dropped afterwards).
+    .venv/bin/python bench/apply.py [--people 10000] [--latency-ms 20] [--levels 16,32,64]
+        [--repeat 3] [--reference-exe /work/main/.venv/bin/syncengine]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import http.client
+import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from syncengine import service
-from syncengine.config import load_config
 from syncengine.emulator.seed import DEMO_CORP_ID, DEMO_SECRETS
-from syncengine.plan import ActionKind
-
-WRITES = {"/cgi-bin/department/create", "/cgi-bin/department/update", "/cgi-bin/user/create",
-          "/cgi-bin/user/update", "/cgi-bin/user/delete", "/cgi-bin/user/swapalias",
-          "/cgi-bin/department/delete"}  # fmt: skip
 
 
 def free_port() -> int:
@@ -84,9 +83,7 @@ class Emulator:
         self.proc.wait(timeout=30)
 
 
-def write_setup(
-    folder: Path, url: str, people: int, concurrency: int, database_url: str | None = None
-) -> Path:
+def write_setup(folder: Path, url: str, people: int, concurrency: int) -> Path:
     depts = [f"事业部{i // 8:02d}/小组{i % 8}" for i in range(40)]
     with (folder / "hr.csv").open("w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
@@ -101,14 +98,12 @@ api = "v2"
 base_url = "{url}"
 corp_id = "{DEMO_CORP_ID}"
 domains = ["example.com"]
-timeout = 60
-read_concurrency = 8
 
 [exmail.secrets]
 {secrets}
 
 [database]
-url = "{database_url or f"sqlite:///{folder / 'staging.db'}"}"
+url = "sqlite:///{folder / "staging.db"}"
 
 [source]
 type = "csv"
@@ -131,79 +126,92 @@ min_existing = 1000000
     return path
 
 
-@contextmanager
-def fresh_database(server_url: str | None, name: str) -> Iterator[str | None]:
-    """A new PostgreSQL database on ``server_url`` (None: use a SQLite file)."""
-    if server_url is None:
-        yield None
-        return
-    import psycopg
-    from sqlalchemy.engine import make_url
+@dataclass(frozen=True)
+class Run:
+    actions: int
+    wall: float
+    cpu: float
+    load: float
 
-    url = make_url(server_url)
-    admin = psycopg.connect(
-        host=url.host,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        dbname=url.database,
-        autocommit=True,
-    )
-    try:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
-        db_url = url.set(database=name).render_as_string(hide_password=False)
-        service.db_upgrade(load_config_for_url(db_url))
-        yield db_url
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    @property
+    def rate(self) -> float:
+        return self.actions / self.wall
 
 
-def load_config_for_url(db_url: str) -> Any:
-    from syncengine.config import parse_config
+def run_cli(exe: str, config: Path, *args: str) -> None:
+    """One untimed ``syncengine`` step (ingest, plan)."""
+    proc = subprocess.run([exe, "--config", str(config), *args], cwd=config.parent,
+                          capture_output=True, check=False)  # fmt: skip
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"{exe} {' '.join(args)} exited {proc.returncode}: "
+                           f"{proc.stderr.decode()[-2000:]}")  # fmt: skip
 
-    return parse_config({"exmail": {"api": "v2", "corp_id": DEMO_CORP_ID,
-                                    "secrets": {"contacts": "x"}},
-                         "database": {"url": db_url}})  # fmt: skip
 
-
-def one_level(
-    concurrency: int, people: int, latency_ms: float, noop: bool, server: str | None
-) -> None:
+def timed_apply(exe: str, concurrency: int, people: int, latency_ms: float) -> Run:
     emu = Emulator(latency_ms)
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp,
-            fresh_database(server, f"bench_apply_{concurrency}") as db_url,
-        ):
-            config = load_config(write_setup(Path(tmp), emu.url, people, concurrency, db_url))
-            engine = service.Engine(config)
-            service.ingest(engine)
-            made = service.make_plan(engine, actor="bench")
-            creates = made.plan.count(ActionKind.CREATE_USER)
-            outcome = service.apply_plan(engine, made.plan, actor="bench")
-            report = outcome.applied
-            assert report is not None and not report.failures, report
-            actions = report.counts["done"]
-            rate = actions / report.seconds
-            ideal = concurrency / (latency_ms / 1000.0)
-            print(f"concurrency {concurrency:>2}: {actions:,} actions ({creates:,} creates) in "
-                  f"{report.seconds:.2f} s = {rate:,.0f} actions/s; ideal {ideal:,.0f}/s; "
-                  f"ratio {rate / ideal:.2f}", flush=True)  # fmt: skip
-            if noop:
-                emu.clear()
-                started = time.perf_counter()
-                service.ingest(engine)
-                again = service.make_plan(engine, actor="bench")
-                second = service.apply_plan(engine, again.plan, actor="bench")
-                seconds = time.perf_counter() - started
-                writes = [c for c in emu.calls() if c["endpoint"] in WRITES]
-                assert second.applied is not None
-                print(f"no-op run over {people:,} people (ingest + plan + apply): "
-                      f"{seconds:.2f} s, {len(again.plan.actions)} actions, "
-                      f"{len(writes)} write calls, {len(emu.calls())} calls in all "
-                      f"(apply: {second.applied.status})", flush=True)  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:
+            config = write_setup(Path(tmp), emu.url, people, concurrency)
+            run_cli(exe, config, "ingest")
+            plan = Path(tmp) / "plan.json"
+            run_cli(exe, config, "plan", "--out", str(plan))
+            load = os.getloadavg()[0]
+            started = time.perf_counter()
+            proc = subprocess.Popen([exe, "--config", str(config), "apply", str(plan), "--yes",
+                                     "--json"], cwd=tmp, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)  # fmt: skip
+            assert proc.stdout is not None and proc.stderr is not None
+            out = proc.stdout.read()
+            err = proc.stderr.read()
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - started
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                raise RuntimeError(f"apply exited {proc.returncode}: {err.decode()[-2000:]}")
+            report: dict[str, Any] = json.loads(out)["applied"]
+            actions = int(report["counts"]["done"])
+            if report["failures"] or actions < people:
+                raise RuntimeError(f"apply did not do every create: {report['counts']}")
+            return Run(actions, wall, usage.ru_utime + usage.ru_stime, load)
+    finally:
+        emu.close()
+
+
+def server_ceiling(concurrency: int, creates: int, latency_ms: float) -> float:
+    """The reference: ``user/create`` calls per second a fresh emulator (same settings)
+    delivers to ``concurrency`` raw keep-alive sockets (``http.client``, no engine, no
+    database), i.e. what any client could get from this server on this machine now."""
+    emu = Emulator(latency_ms)
+    try:
+        got = emu.http.get("/cgi-bin/gettoken", params={
+            "corpid": DEMO_CORP_ID, "corpsecret": DEMO_SECRETS["contacts"]}).json()  # fmt: skip
+        token = got["access_token"]
+        port = emu.port
+        errors: list[str] = []
+
+        def worker(k: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            for i in range(k, creates, concurrency):
+                body = json.dumps({"userid": f"ref{i:06d}@example.com", "name": f"参照{i}",
+                                   "department": [1], "password": "Ref-Passw0rd-2026",
+                                   "cpwd_login": 0}).encode()  # fmt: skip
+                conn.request("POST", f"/cgi-bin/user/create?access_token={token}", body,
+                             {"Content-Type": "application/json"})  # fmt: skip
+                answer = json.loads(conn.getresponse().read())
+                if answer.get("errcode") != 0:
+                    errors.append(str(answer))
+            conn.close()
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seconds = time.perf_counter() - started
+        if errors:
+            raise RuntimeError(f"{len(errors)} reference creates failed, first: {errors[0]}")
+        return creates / seconds
     finally:
         emu.close()
 
@@ -211,18 +219,51 @@ def one_level(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=10_000)
-    parser.add_argument("--people-at-1", type=int, default=500)
     parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--levels", default="1,4,16,32")
-    parser.add_argument("--postgres", default=None, metavar="SERVER_URL")
+    parser.add_argument("--levels", default="16,32,64")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--reference-exe", default=None, metavar="SYNCENGINE")
+    parser.add_argument("--server-creates", type=int, default=4000,
+                        help="creates for the server-ceiling reference (0: skip it)")  # fmt: skip
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    print(f"apply benchmark: Gen 2 emulator in a child process, {args.latency_ms:g} ms latency "
-          f"per call, {'PostgreSQL' if args.postgres else 'SQLite'} staging, password file on; "
-          f"{os.cpu_count()} CPUs", flush=True)  # fmt: skip
-    for i, c in enumerate(levels):
-        n = args.people_at_1 if c == 1 else args.people
-        one_level(c, n, args.latency_ms, noop=i == len(levels) - 1, server=args.postgres)
+    subject = str(Path(sys.executable).parent / "syncengine")
+    builds = {"this build": subject}
+    if args.reference_exe:
+        builds["reference"] = args.reference_exe
+    print(f"apply benchmark: whole `syncengine apply` subprocess, {args.people:,} creates, Gen 2 "
+          f"emulator in a child process with {args.latency_ms:g} ms latency per call, SQLite "
+          f"staging, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start",
+          flush=True)  # fmt: skip
+    for c in levels:
+        ideal = c / (args.latency_ms / 1000.0)
+        runs: dict[str, list[Run]] = {name: [] for name in builds}
+        ceilings: list[float] = []
+        for i in range(args.repeat):
+            if args.server_creates:
+                ceilings.append(server_ceiling(c, args.server_creates, args.latency_ms))
+                print(f"  c={c:>2} server    #{i + 1}: {ceilings[-1]:,.0f} creates/s to raw "
+                      f"sockets ({ceilings[-1] / ideal:.0%} of ideal), load "
+                      f"{os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+            for name, exe in builds.items():  # interleaved
+                r = timed_apply(exe, c, args.people, args.latency_ms)
+                runs[name].append(r)
+                print(f"  c={c:>2} {name:<10} #{i + 1}: {r.actions:,} actions in {r.wall:.2f} s "
+                      f"= {r.rate:,.0f}/s ({r.rate / ideal:.0%} of ideal), CPU "
+                      f"{1000 * r.cpu / r.actions:.2f} ms/action, load {r.load:.2f}",
+                      flush=True)  # fmt: skip
+        ceiling = statistics.median(ceilings) if ceilings else float("nan")
+        if ceilings:
+            print(f"concurrency {c:>2} server    : median {ceiling:,.0f} creates/s to raw sockets; "
+                  f"ratio {ceiling / ideal:.2f} of the ideal", flush=True)  # fmt: skip
+        for name, rs in runs.items():
+            rate = statistics.median(r.rate for r in rs)
+            cpu = statistics.median(1000 * r.cpu / r.actions for r in rs)
+            load = statistics.median(r.load for r in rs)
+            print(f"concurrency {c:>2} {name:<10}: median {rate:,.0f} actions/s; ideal "
+                  f"{ideal:,.0f}/s; ratio {rate / ideal:.2f} (of the server's: "
+                  f"{rate / ceiling:.2f}); CPU {cpu:.2f} ms/action; "
+                  f"load average {load:.2f} (n={len(rs)})", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

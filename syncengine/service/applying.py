@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from syncengine.service.engine import Engine
 from syncengine.service.planning import PlanResult, make_plan, save_plan
 from syncengine.staging.repository import (
     AuditEntry,
+    GroupWriter,
     PlanRecord,
     Repository,
 )
@@ -141,7 +143,15 @@ class ApplyOutcome:
 
 class StagingSink:
     """The executor's :class:`~syncengine.executor.ExecutionSink` over the staging repository:
-    checkpoints on ``plan_actions``, rows in ``audit_log``, links in ``identity_links``."""
+    checkpoints on ``plan_actions``, rows in ``audit_log``, links in ``identity_links``.
+
+    Every write goes through one :class:`~syncengine.staging.repository.GroupWriter` (group
+    commit: the writes the action threads make at the same moment share one transaction).
+    ``start_action``, ``store_link``, ``remove_link`` and ``finish_action`` return once their
+    row is committed, so the intent is on disk before the call and the outcome after it.
+    ``audit`` only queues its rows: they are committed in the same transaction as the
+    action's final checkpoint or an earlier one, and ``finish_action`` raises (writing no
+    checkpoint) when they failed. Call :meth:`close` at the end of the run."""
 
     def __init__(
         self, repo: Repository, plan_id: int, seqs: dict[str, int], run_id: int, actor: str
@@ -154,16 +164,43 @@ class StagingSink:
         self._done_rows: set[str] | None = None
         self._links: dict[str, datetime] | None = None
         self._lock = threading.Lock()
+        self._queued: dict[str, list[Future[int]]] = {}  # audit rows not yet waited for
+        self.writer = GroupWriter(repo)
+
+    def close(self) -> None:
+        """Commit whatever is still queued and stop the writer thread."""
+        self.writer.close()
 
     def start_action(self, action: Action, *, resuming: bool) -> int:
         seq = self.seqs[action.key]
-        return self.repo.start_action(self.plan_id, seq, resuming=resuming).attempts
+        started = self.writer.call(
+            lambda: self.repo.start_action(self.plan_id, seq, resuming=resuming)
+        )
+        return started.attempts
 
     def finish_action(self, action: Action, status: ExecStatus, error: str | None) -> None:
-        self.repo.finish_action(self.plan_id, self.seqs[action.key], status.value, error)
+        with self._lock:
+            rows = self._queued.pop(action.key, [])
+        seq = self.seqs[action.key]
+
+        def finish() -> None:
+            for fut in rows:  # queued earlier, so already resolved when this runs alone
+                if fut.done() and fut.exception() is not None:
+                    raise StagingError(
+                        f"{action.key}: its audit rows were not written, so its checkpoint "
+                        f"stays as it was: {fut.exception()}"
+                    )
+            self.repo.finish_action(self.plan_id, seq, status.value, error)
+
+        done = self.writer.submit(finish)
+        for fut in rows:
+            fut.result()
+        done.result()
 
     def audit(self, records: Sequence[AuditRecord]) -> None:
-        self.repo.append_audit_many(
+        if not records:
+            return
+        entries = [
             AuditEntry(
                 result=r.result,
                 run_id=self.run_id,
@@ -183,7 +220,10 @@ class StagingSink:
                 call=r.call,
             )
             for r in records
-        )
+        ]
+        fut = self.writer.submit(lambda: self.repo.append_audit_many(entries))
+        with self._lock:
+            self._queued.setdefault(records[0].action_key, []).append(fut)
 
     def already_audited_done(self, action: Action) -> bool:
         with self._lock:
@@ -200,20 +240,17 @@ class StagingSink:
             if self._links is None:
                 self._links = {k: v.first_seen for k, v in self.repo.load_links().items()}
             first_seen = self._links.setdefault(link.employee_id, self.repo.now())
-        self.repo.save_links(
-            [
-                IdentityLink(
-                    employee_id=link.employee_id,
-                    email=normalise_email(link.email),
-                    first_seen=first_seen,
-                    disabled_since=link.disabled_since,
-                    generated=link.generated,
-                )
-            ]
+        stored = IdentityLink(
+            employee_id=link.employee_id,
+            email=normalise_email(link.email),
+            first_seen=first_seen,
+            disabled_since=link.disabled_since,
+            generated=link.generated,
         )
+        self.writer.call(lambda: self.repo.save_links([stored]))
 
     def remove_link(self, employee_id: str) -> None:
-        self.repo.delete_link(employee_id)
+        self.writer.call(lambda: self.repo.delete_link(employee_id))
         with self._lock:
             if self._links is not None:
                 self._links.pop(employee_id, None)
@@ -284,6 +321,7 @@ def _execute_stored(
                 handover.flush({o.target.lower() for o in result.outcomes
                                 if o.kind == made and o.status is ExecStatus.DONE})  # fmt: skip
         finally:
+            sink.close()
             if file_sink is not None:
                 file_sink.close()
         final = repo.action_counts(record.id)

@@ -47,6 +47,7 @@ from syncengine.staging.repository.records import (
 )
 from syncengine.staging.repository.runs import RunsRepository
 from syncengine.staging.repository.snapshots import SnapshotsRepository
+from syncengine.staging.repository.writer import GroupWriter
 
 
 class Repository(
@@ -68,6 +69,7 @@ __all__ = [
     "EventQueueStats",
     "EventReplay",
     "EventStored",
+    "GroupWriter",
     "HookEvent",
     "LockInfo",
     "NewAction",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -38,6 +39,7 @@ class RepositoryCore:
         self._engine = engine
         self._clock = clock
         self._batch = batch_size
+        self._joined = threading.local()  # the transaction this thread's calls join, if any
 
     @property
     def engine(self) -> Engine:
@@ -56,9 +58,34 @@ class RepositoryCore:
         return self._clock()
 
     @contextmanager
-    def _tx(self, what: str) -> Iterator[Connection]:
-        """A transaction; driver failures become StagingError naming the operation."""
+    def joined(self, what: str, conn: Connection | None = None) -> Iterator[Connection]:
+        """One transaction that every repository call made by this thread inside the block
+        joins (instead of opening its own); committed at the end, rolled back on an error.
+        ``conn``: a connection the caller holds open (the group writer keeps one, sparing a
+        pool check-out per batch); else one from the pool. The group writer's batches use it.
+        """
+        if getattr(self._joined, "conn", None) is not None:
+            raise StagingError(f"{what}: a joined transaction is already open in this thread")
+        with self._tx(what, conn) as tx:
+            self._joined.conn = tx
+            try:
+                yield tx
+            finally:
+                self._joined.conn = None
+
+    @contextmanager
+    def _tx(self, what: str, held: Connection | None = None) -> Iterator[Connection]:
+        """A transaction (or the joined one, see :meth:`joined`); driver failures become
+        StagingError naming the operation."""
         try:
+            joined: Connection | None = getattr(self._joined, "conn", None)
+            if joined is not None:
+                yield joined
+                return
+            if held is not None:
+                with held.begin():
+                    yield held
+                return
             with self._engine.begin() as conn:
                 yield conn
         except IntegrityError:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Collection, Iterable
 
 from sqlalchemy import (
+    bindparam,
     delete,
     insert,
     select,
@@ -24,6 +25,12 @@ from syncengine.staging.repository.records import (
 )
 
 log = logging.getLogger(__name__)
+
+
+_DELETE_BY_EMPLOYEE = delete(IdentityLinkRow).where(
+    IdentityLinkRow.employee_id == bindparam("w_eid")
+)
+"""Built once, run as executemany: no IN list rendered anew for every save."""
 
 
 class LinksRepository(RepositoryCore):
@@ -67,11 +74,7 @@ class LinksRepository(RepositoryCore):
         try:
             with self._tx("saving identity links") as conn:
                 for chunk in chunks(items, self._batch):
-                    conn.execute(
-                        delete(IdentityLinkRow).where(
-                            IdentityLinkRow.employee_id.in_([link.employee_id for link in chunk])
-                        )
-                    )
+                    conn.execute(_DELETE_BY_EMPLOYEE, [{"w_eid": x.employee_id} for x in chunk])
                 for chunk in chunks(items, self._batch):
                     conn.execute(
                         insert(IdentityLinkRow),

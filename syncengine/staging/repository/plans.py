@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    Update,
+    bindparam,
     exists,
     func,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from syncengine.errors import StagingError
 from syncengine.staging.models import (
@@ -34,6 +39,34 @@ from syncengine.statuses import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _transition_statement(allowed: tuple[str, ...], starting: bool, finishing: bool) -> Update:
+    """One checkpoint UPDATE per shape, built once with bound parameters only (no IN list to
+    expand per call), so SQLAlchemy compiles it once and each call only binds values."""
+    values: dict[str, Any] = {"status": bindparam("v_status")}
+    if starting:
+        values["attempts"] = PlanAction.attempts + 1
+        values["started_at"] = bindparam("v_started")
+    if finishing:
+        values["finished_at"] = bindparam("v_finished")
+        values["error"] = bindparam("v_error")
+    return (
+        update(PlanAction)
+        .where(
+            PlanAction.plan_id == bindparam("w_plan"),
+            PlanAction.seq == bindparam("w_seq"),
+            or_(*(PlanAction.status == bindparam(f"w_from{i}") for i in range(len(allowed)))),
+        )
+        .values(**values)
+    )
+
+
+@functools.cache
+def _returning(allowed: tuple[str, ...], starting: bool, finishing: bool) -> ReturningUpdate[Any]:
+    """:func:`_transition_statement` returning the changed row, also built once."""
+    return _transition_statement(allowed, starting, finishing).returning(*PlanAction.__table__.c)
 
 
 class PlansRepository(RepositoryCore):
@@ -212,16 +245,23 @@ class PlansRepository(RepositoryCore):
         allowed_from: Sequence[ActionStatus],
         values: dict[str, Any],
     ) -> ActionRecord:
+        allowed = tuple(s.value for s in allowed_from)
+        shape = (allowed, "attempts" in values, "finished_at" in values)
+        params: dict[str, Any] = {"w_plan": plan_id, "w_seq": seq, "v_status": values["status"]}
+        params.update({f"w_from{i}": s.value for i, s in enumerate(allowed_from)})
+        if "started_at" in values:
+            params["v_started"] = values["started_at"]
+        if "finished_at" in values:
+            params["v_finished"] = values["finished_at"]
+            params["v_error"] = values.get("error")
         with self._tx("checkpointing an action") as conn:
-            result = conn.execute(
-                update(PlanAction)
-                .where(
-                    PlanAction.plan_id == plan_id,
-                    PlanAction.seq == seq,
-                    PlanAction.status.in_([s.value for s in allowed_from]),
-                )
-                .values(**values)
-            )
+            if conn.dialect.update_returning:  # one statement: the update returns the row
+                changed = conn.execute(_returning(*shape), params).mappings().first()
+                if changed is not None:
+                    return self._action(changed)
+                won = False
+            else:
+                won = conn.execute(_transition_statement(*shape), params).rowcount == 1
             row = (
                 conn.execute(
                     select(PlanAction.__table__).where(
@@ -233,7 +273,7 @@ class PlansRepository(RepositoryCore):
             )
             if row is None:
                 raise StagingError(f"plan {plan_id} has no action {seq}")
-            if result.rowcount != 1:
+            if not won:
                 raise StagingError(
                     f"plan {plan_id} action {seq} ({row['kind']} {row['target']}) is "
                     f"{row['status']}; it cannot become {values['status']}",
