@@ -120,7 +120,7 @@ def _demo_plan_digest(result: service.PlanResult) -> None:
                    f"({', '.join(plan.protected)})")  # fmt: skip
 
 
-def _demo_applied(outcome: service.ApplyOutcome | None, folder: str) -> None:
+def _demo_applied(outcome: service.ApplyOutcome | None, folder: str, api: str) -> None:
     report = outcome.applied if outcome else None
     if report is None:
         click.echo("  nothing to apply")
@@ -135,8 +135,10 @@ def _demo_applied(outcome: service.ApplyOutcome | None, folder: str) -> None:
         import os
 
         where = os.path.relpath(report.password_file or "", folder)
+        # Gen 1 has no "change at first login" field: the plan does not promise it there.
+        change = "; each must be changed at first login" if api == "v2" else ""
         click.echo(f"  {report.passwords_delivered} initial password(s) in {where} (mode 0600), "
-                   "to hand over; each must be changed at first login")  # fmt: skip
+                   f"to hand over{change}")  # fmt: skip
 
 
 @main.command("demo")
@@ -205,7 +207,7 @@ def demo_command(folder: str, api: str, samples: str | None, keep_running: bool)
         click.echo(f"  {render.summary_line(first.plan.plan, first.plan.release)}")
         _demo_plan_digest(first.plan)
         step(3, "Apply the plan (checkpointed, retried, audited)")
-        _demo_applied(first.outcome, rel)
+        _demo_applied(first.outcome, rel, result.api)
         step(4, f"The audit log, a few rows (all of them: syncengine --config {cfg} audit)")
         for r in result.audit:
             items = sorted((r.diffs or {}).items())
@@ -229,7 +231,7 @@ def demo_command(folder: str, api: str, samples: str | None, keep_running: bool)
                                   names=second.plan.names)  # fmt: skip
         for text_line in text.rstrip("\n").split("\n"):
             click.echo(f"  {text_line}" if text_line else "")
-        _demo_applied(second.outcome, rel)
+        _demo_applied(second.outcome, rel, result.api)
         step(7, f"Done in {result.seconds:.1f} s: Exmail now has {result.mailboxes} mailboxes "
                 f"in {result.departments} departments.")  # fmt: skip
         click.echo("\nWhat next:")

@@ -65,6 +65,7 @@ def test_demo_command_shows_the_incremental_plan_and_reruns_fresh(tmp_path: Path
     assert r.exit_code == 0, r.output
     assert INCREMENTAL in r.output
     assert "What next:" in r.output and "audit --employee" in r.output
+    assert "must be changed at first login" in r.output  # Gen 2 can force it
     assert (folder / service.DEMO_MARKER).exists()
 
     # A second run starts afresh: a new database, the same story.
@@ -74,6 +75,8 @@ def test_demo_command_shows_the_incremental_plan_and_reruns_fresh(tmp_path: Path
     assert r.exit_code == 0, r.output
     assert INCREMENTAL in r.output
     assert not (folder / "leftover.txt").exists()
+    # Gen 1 has no such field: the demo does not promise what the plan cannot do.
+    assert "initial password(s)" in r.output and "first login" not in r.output
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
