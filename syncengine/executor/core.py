@@ -73,8 +73,8 @@ class Executor:
         self._clock = clock
         # Pacing is the provider's (it paces every request it sends with the process's call
         # policy); the executor shares the policy's run budget and retry counters.
-        self.calls = calls or CallPolicy(s.retry_policy(), sleep=sleep, clock=clock)
         self._retry = s.retry_policy()
+        self.calls = calls or CallPolicy(self._retry, sleep=sleep, clock=clock)
         self._progress = progress
         self._stop = stop or threading.Event()
         self._created_departments: set[str] = set()  # made by this run (visibility waits)

@@ -9,6 +9,7 @@ take an engine; only this module builds adapters from the config.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -87,7 +88,8 @@ def build_provider(
     )
     policy = calls or call_policy(config.apply.settings(), config.apply.retry_budget_seconds)
     # Tokens are shared by every provider of the process (per credential and application):
-    # serve builds providers per SSO link and per hook batch, and gettoken is rate-limited.
+    # an Engine owns one provider, but tools and `check` build their own, and gettoken is
+    # rate-limited.
     if ex.api == "v1":
         return ExmailV1Provider(ex, client, calls=policy, shared_tokens=PROCESS_TOKENS)
     return ExmailV2Provider(ex, client, calls=policy, shared_tokens=PROCESS_TOKENS)
@@ -163,7 +165,6 @@ class Engine:
         self._repo: Repository | None = None
         self._provider: MailboxProvider | None = None
         self._lock = threading.Lock()
-        self._fingerprint: str | None = None
         self._seen: tuple[str, float] | None = None
 
     def __enter__(self) -> Engine:
@@ -194,8 +195,9 @@ class Engine:
                 self._provider = provider
             return self._provider
 
-    @property
+    @functools.cached_property
     def policy(self) -> Policy:
+        """The ``[policy]`` rules, built once (every SSO link and hook batch asks for them)."""
         return policy_from_config(self.config)
 
     def local_now(self) -> datetime:
@@ -206,12 +208,10 @@ class Engine:
         """The company's calendar day: the day every date decision uses."""
         return clock.company_today(self.now(), self.config.timezone)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """The config's fingerprint (see :func:`config_fingerprint`), computed once."""
-        if self._fingerprint is None:
-            self._fingerprint = config_fingerprint(self.config)
-        return self._fingerprint
+        return config_fingerprint(self.config)
 
     def remember_state(self, fingerprint: str) -> None:
         """The directory state this engine has just read (a plan was made from it)."""
