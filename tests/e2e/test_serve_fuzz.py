@@ -77,7 +77,8 @@ def well_formed_error(response: Any) -> None:
 
 @FUZZ
 @given(body=BODIES, delivery=st.none() | st.text(max_size=200).filter(
-    lambda t: t.isprintable() and t.isascii()))  # fmt: skip
+    # what an HTTP client can send at all: h11 refuses a value with surrounding whitespace
+    lambda t: t.isprintable() and t.isascii() and t == t.strip()))  # fmt: skip
 def test_signed_hooks_of_any_shape_never_answer_5xx(
     rx: Receiver, body: dict[str, Any], delivery: str | None
 ) -> None:
