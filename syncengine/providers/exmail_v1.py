@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
+from queue import SimpleQueue
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -280,7 +282,9 @@ class ExmailV1Provider:
     ) -> list[R]:
         """``func`` over ``items``, ``read_concurrency`` at a time, results in input order.
 
-        The first failure cancels what has not started and is raised.
+        Each worker thread takes the next item when it is free (no future per item: a full
+        read is 10,000 of them); ``on_done`` gets the count done so far, from this thread,
+        as items finish. The first failure stops the workers taking more and is raised.
         """
         if not items:
             return []
@@ -292,22 +296,44 @@ class ExmailV1Provider:
                 if on_done:
                     on_done(n)
             return out
+        results: list[Any] = [None] * len(items)
+        indexes = iter(range(len(items)))
+        take = threading.Lock()
+        stop = threading.Event()
+        finished: SimpleQueue[BaseException | None] = SimpleQueue()  # one entry per item
+
+        def work() -> None:
+            while not stop.is_set():
+                with take:
+                    index = next(indexes, None)
+                if index is None:
+                    return
+                try:
+                    results[index] = func(items[index])
+                except BaseException as exc:  # handed to the caller's thread, raised there
+                    finished.put(exc)
+                    return
+                finished.put(None)
+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="exmail-v1") as pool:
-            futures: list[Future[R]] = [pool.submit(func, item) for item in items]
-            pending = set(futures)
-            done_count = 0
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                done_count += len(done)
-                for fut in done:
-                    exc = fut.exception()
-                    if exc is not None:
-                        for other in pending:
-                            other.cancel()
-                        raise exc
-                if on_done:
-                    on_done(done_count)
-            return [f.result() for f in futures]
+            for _ in range(workers):
+                pool.submit(work)
+            done = 0
+            try:
+                while done < len(items):
+                    failure = finished.get()
+                    while True:
+                        if failure is not None:
+                            raise failure
+                        done += 1
+                        if done == len(items) or finished.empty():
+                            break
+                        failure = finished.get()
+                    if on_done:
+                        on_done(done)
+            finally:
+                stop.set()
+        return results
 
     # --- departments (parties) ------------------------------------------------------------
 
