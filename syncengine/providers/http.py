@@ -363,6 +363,8 @@ def v1_token_rejected(response: httpx.Response) -> bool:
     """errcode 1200, ``{"error":"invalid_token"}`` without an errcode, or HTTP 401."""
     if response.status_code == 401:
         return True
+    if b"1200" not in response.content and b"invalid_token" not in response.content:
+        return False  # the usual answer: not decoded twice (the caller decodes it)
     body = _json_or_none(response)
     if body is None:
         return False
@@ -427,8 +429,16 @@ def decode_json(
 def new_http_client(
     *, timeout: float, max_connections: int, transport: httpx.BaseTransport | None = None
 ) -> httpx.Client:
-    """The httpx client a provider owns: keep-alive pool sized for the read concurrency."""
+    """The httpx client a provider owns: keep-alive pool sized for the read concurrency.
+
+    Its wire is libcurl (:class:`~syncengine.providers.curl_transport.CurlTransport`, one
+    connection per concurrent request) unless the caller passes its own ``transport`` (tests).
+    """
     install_log_redaction()
+    if transport is None:
+        from syncengine.providers.curl_transport import CurlTransport
+
+        transport = CurlTransport()
     return httpx.Client(
         transport=transport,
         timeout=httpx.Timeout(timeout),
