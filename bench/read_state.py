@@ -22,6 +22,7 @@ import csv
 import json
 import os
 import re
+import resource
 import selectors
 import socket
 import statistics
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -109,9 +111,9 @@ rate_per_second = 0
     return config
 
 
-def cli(config: Path, *args: str) -> dict[str, Any]:
+def cli(config: Path, *args: str, exe: Path = BIN) -> dict[str, Any]:
     done = subprocess.run(
-        [str(BIN), "--config", str(config), *args], capture_output=True, text=True, check=False
+        [str(exe), "--config", str(config), *args], capture_output=True, text=True, check=False
     )
     if done.returncode not in (0, 2, 3):
         raise SystemExit(f"syncengine {' '.join(args)} exited {done.returncode}: {done.stderr}")
@@ -129,13 +131,41 @@ def call_count(base: str) -> int:
     return int(sum(n for endpoint, n in calls["counts"].items() if endpoint in READS))
 
 
-def plan_read(config: Path, base: str) -> tuple[int, float, float]:
-    """(calls, read seconds, command seconds) of one ``plan --json``."""
-    before = call_count(base)
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Read:
+    """One ``plan --json``: the read's calls and seconds, the command's wall and CPU seconds,
+    and the emulator's CPU seconds meanwhile."""
+
+    calls: int
+    read: float
+    wall: float
+    cpu: float
+    server_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.read
+
+
+def plan_read(config: Path, base: str, emulator: int, exe: Path = BIN) -> Read:
+    before, cpu, server = call_count(base), children_cpu(), cpu_of(emulator)
     started = time.perf_counter()
-    out = cli(config, "plan", "--json")
+    out = cli(config, "plan", "--json", exe=exe)
     wall = time.perf_counter() - started
-    return call_count(base) - before, float(out["seconds"]["read_state"]), wall
+    cpu, server = children_cpu() - cpu, cpu_of(emulator) - server
+    calls = call_count(base) - before
+    return Read(calls, float(out["seconds"]["read_state"]), wall, cpu, server)
 
 
 def read_mix(seed: dict[str, Any]) -> list[list[tuple[str, dict[str, str]]]]:
@@ -253,6 +283,12 @@ def main() -> None:
         default=ExmailConfig.model_fields["read_concurrency"].default,
         help="connections of the raw-socket ceiling (default: the engine's read_concurrency)",
     )
+    parser.add_argument(
+        "--reference-exe",
+        type=Path,
+        default=None,
+        help="another installation's syncengine (e.g. main's): its full read in the same runs",
+    )
     args = parser.parse_args()
     seed = big_seed(args.users, args.departments)
     print(f"machine: {os.cpu_count()} CPUs; load average {load()}; "
@@ -261,47 +297,74 @@ def main() -> None:
         root = Path(tmp)
         (root / "full").mkdir()
         (root / "incremental").mkdir()
+        (root / "reference").mkdir()
         emulator, base = start_emulator(root, seed)
         try:
             full = write_folder(root / "full", seed, base, 0)
             incremental = write_folder(root / "incremental", seed, base, 7)
+            reference = write_folder(root / "reference", seed, base, 0)
             for config in (full, incremental):
                 cli(config, "ingest", "--json")
+            if args.reference_exe:
+                cli(reference, "ingest", "--json", exe=args.reference_exe)
             cli(incremental, "plan", "--json")  # the first read is a full one: the cursor
             token = token_of(base)
             host = base.removeprefix("http://")
             phases = [[_request(host, c, f, token) for c, f in phase] for phase in read_mix(seed)]
             socket_ceiling(base, phases[-1:], args.connections)  # warm-up
-            ceilings, singles, rates, ratios, walls, quiet = [], [], [], [], [], []
+            rows: dict[str, list[float]] = {}
+
+            def note(key: str, value: float) -> None:
+                rows.setdefault(key, []).append(value)
+
             for n in range(args.repeat):
+                server = cpu_of(emulator.pid)
                 ceiling = socket_ceiling(base, phases, args.connections)
-                calls, read, wall = plan_read(full, base)
+                ceiling_cpu = (cpu_of(emulator.pid) - server) / sum(map(len, phases))
+                subject = plan_read(full, base, emulator.pid)
                 single = socket_ceiling(base, phases, 1)
-                quiet_calls, _, quiet_wall = plan_read(incremental, base)
-                rate = calls / read
-                ceilings.append(ceiling)
-                singles.append(single)
-                rates.append(rate)
-                ratios.append(rate / ceiling)
-                walls.append(wall)
-                quiet.append((quiet_calls, quiet_wall, quiet_calls / calls))
+                quiet = plan_read(incremental, base, emulator.pid)
+                note("ceiling", ceiling)
+                note("single", single)
+                note("rate", subject.rate)
+                note("ratio", subject.rate / ceiling)
+                note("wall", subject.wall)
+                note("quiet", quiet.calls)
+                note("quiet wall", quiet.wall)
+                note("quiet share", quiet.calls / subject.calls)
                 print(f"run {n + 1}: ceiling {ceiling:,.0f} req/s over {args.connections} "
-                      f"connections ({single:,.0f} over one), the read's call mix; full read "
-                      f"{calls} calls in {read:.2f} s = {rate:,.0f} calls/s = "
-                      f"{rate / ceiling:.0%} of the ceiling (plan command {wall:.2f} s); "
-                      f"quiet night {quiet_calls} calls = {quiet_calls / calls:.1%} of the full "
-                      f"read's (plan command {quiet_wall:.2f} s); load {load()}")  # fmt: skip
+                      f"connections ({single:,.0f} over one), the read's call mix, emulator "
+                      f"{ceiling_cpu * 1e6:,.0f} us CPU/request; full read {subject.calls} calls "
+                      f"in {subject.read:.2f} s = {subject.rate:,.0f} calls/s = "
+                      f"{subject.rate / ceiling:.0%} of the ceiling (plan command "
+                      f"{subject.wall:.2f} s, {subject.cpu:.2f} s CPU; emulator "
+                      f"{subject.server_cpu / subject.calls * 1e6:,.0f} us CPU/request); quiet "
+                      f"night {quiet.calls} calls = {quiet.calls / subject.calls:.1%} of the full "
+                      f"read's (plan command {quiet.wall:.2f} s); load {load()}")  # fmt: skip
+                if args.reference_exe:
+                    ref = plan_read(reference, base, emulator.pid, exe=args.reference_exe)
+                    note("ref rate", ref.rate)
+                    note("ref ratio", ref.rate / ceiling)
+                    note("ref wall", ref.wall)
+                    print(f"       reference {args.reference_exe}: full read {ref.calls} calls "
+                          f"in {ref.read:.2f} s = {ref.rate:,.0f} calls/s = "
+                          f"{ref.rate / ceiling:.0%} of the ceiling (plan command {ref.wall:.2f} "
+                          f"s, {ref.cpu:.2f} s CPU); load {load()}")  # fmt: skip
         finally:
             emulator.terminate()
             emulator.wait(timeout=30)
-    print(f"median: ceiling {statistics.median(ceilings):,.0f} req/s over {args.connections} "
-          f"connections ({statistics.median(singles):,.0f} over one); full read "
-          f"{statistics.median(rates):,.0f} calls/s = {statistics.median(ratios):.0%} of the "
-          f"ceiling (target 80%); plan command {statistics.median(walls):.2f} s; quiet night "
-          f"{statistics.median(q[0] for q in quiet):.0f} calls = "
-          f"{statistics.median(q[2] for q in quiet):.1%} of the full read's (target < 50 calls), "
-          f"plan command {statistics.median(q[1] for q in quiet):.2f} s; "
+    med = {key: statistics.median(values) for key, values in rows.items()}
+    print(f"median: ceiling {med['ceiling']:,.0f} req/s over {args.connections} connections "
+          f"({med['single']:,.0f} over one); full read {med['rate']:,.0f} calls/s = "
+          f"{med['ratio']:.0%} of the ceiling (target 80%); plan command {med['wall']:.2f} s; "
+          f"quiet night {med['quiet']:.0f} calls = {med['quiet share']:.1%} of the full "
+          f"read's (target < 50 calls), plan command {med['quiet wall']:.2f} s; "
           f"load average {load()}")  # fmt: skip
+    if args.reference_exe:
+        print(
+            f"median reference: full read {med['ref rate']:,.0f} calls/s = "
+            f"{med['ref ratio']:.0%} of the ceiling; plan command {med['ref wall']:.2f} s"
+        )
 
 
 if __name__ == "__main__":
