@@ -51,6 +51,7 @@ from syncengine.plan import Action, ActionKind
 from syncengine.providers.base import ApiCall, GroupPosting, MailGroup, Progress
 from syncengine.providers.config import ExmailConfig
 from syncengine.providers.http import (
+    FormRequests,
     TokenAuth,
     address_kind,
     api_error,
@@ -60,6 +61,7 @@ from syncengine.providers.http import (
     is_retriable,
     parse_errcode,
     send,
+    send_direct,
     set_bearer_token,
     status_error,
     str_field,
@@ -138,6 +140,8 @@ class ExmailV1Provider:
         # Without a policy (a bare client in a low-level test) reads are tried once, unpaced.
         self.calls = calls or CallPolicy(RetryPolicy(max_attempts=1))
         install_pacing(client, self.calls)
+        self._transport: httpx.BaseTransport = client._transport  # for send_direct
+        self._forms = FormRequests(client)
         self._client_id = config.client_id
         self._token_url = config.token_url
         self._api = config.openapi_base + "/openapi/"
@@ -251,8 +255,16 @@ class ExmailV1Provider:
         url = self._urls.get(call)
         if url is None:  # parsed once per call name: a URL parse is a fifth of a read's cost
             url = self._urls[call] = httpx.URL(self._api + call)
-        request = self._client.build_request("POST", url, data=dict(form))
-        response = send(self._client, request, call, auth=self._auth, subject=subject)
+        # Straight to the client's transport through the token's auth flow and the pace
+        # (http.send_direct): a full read is one call per member.
+        response = send_direct(
+            self._transport,
+            self._forms.post(url, form),
+            call,
+            auth=self._auth,
+            pace=self.calls.pace,
+            subject=subject,
+        )
         return self._decode(call, response, subject)
 
     def _decode(

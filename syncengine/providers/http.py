@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -399,6 +400,70 @@ def send(
         return response
     log.info("%s failed: %s", call, err)
     raise err
+
+
+def send_direct(
+    transport: httpx.BaseTransport,
+    request: httpx.Request,
+    call: str,
+    *,
+    auth: httpx.Auth,
+    pace: Callable[[str], None],
+    subject: str | None = None,
+) -> httpx.Response:
+    """:func:`send` for the calls of a bulk read: what ``httpx.Client.send`` does for an
+    Exmail call, driven here without the Client's per-request work that Exmail never needs
+    (cookie jar, redirect handling, event hooks; about 150 µs a call, as much as libcurl and
+    the server's answer together). The same parts do the work: the client's own transport,
+    the :class:`TokenAuth` flow (the token, one refresh and resend), ``pace`` (the call
+    policy's, as :func:`install_pacing` does) before each request that goes out, the same
+    error mapping. The request must carry its headers and ``timeout`` extension (see
+    :func:`form_request`)."""
+    try:
+        flow = auth.sync_auth_flow(request)
+        request = next(flow)
+        while True:
+            pace(_call_name(request))
+            response = transport.handle_request(request)
+            response.request = request
+            response.read()
+            try:
+                request = flow.send(response)
+            except StopIteration:
+                break
+            response.close()
+    except httpx.HTTPError as exc:
+        err = transport_error(call, exc, subject=subject)
+    else:
+        log.debug("%s -> HTTP %s", call, response.status_code)
+        return response
+    log.info("%s failed: %s", call, err)
+    raise err
+
+
+class FormRequests:
+    """Builds the form POSTs of one client without ``Client.build_request``: the client's
+    default headers and timeout merged once, the body urlencoded with repeated keys for lists
+    (as httpx encodes ``data=``)."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self._headers = [*client.headers.multi_items(),
+                         ("Content-Type", "application/x-www-form-urlencoded")]  # fmt: skip
+        self._extensions = {"timeout": client.timeout.as_dict()}
+
+    def post(self, url: httpx.URL, form: Mapping[str, str | Sequence[str]]) -> httpx.Request:
+        pairs = [
+            (key, item)
+            for key, value in form.items()
+            for item in ([value] if isinstance(value, str) else value)
+        ]
+        return httpx.Request(
+            "POST",
+            url,
+            content=urlencode(pairs).encode(),
+            headers=self._headers,
+            extensions=dict(self._extensions),
+        )
 
 
 def decode_json(
