@@ -447,8 +447,8 @@ class FormRequests:
     (as httpx encodes ``data=``)."""
 
     def __init__(self, client: httpx.Client) -> None:
-        self._headers = [*client.headers.multi_items(),
-                         ("Content-Type", "application/x-www-form-urlencoded")]  # fmt: skip
+        self._headers = httpx.Headers(client.headers)  # copied as it is by each Request
+        self._headers["Content-Type"] = "application/x-www-form-urlencoded"
         self._extensions = {"timeout": client.timeout.as_dict()}
 
     def post(self, url: httpx.URL, form: Mapping[str, str | Sequence[str]]) -> httpx.Request:
