@@ -3,16 +3,26 @@
 The emulator runs in its own process (``syncengine emulator --api v1``, 10,000 members in 200
 departments by default); the engine runs as the real command, ``syncengine plan --json``, in a
 subprocess (interpreter start and imports included) with ``rate_per_second = 0`` (the pace is
-the user's choice; every request still goes through the pacer and reads are retried). In the
-same run, interleaved and repeated, a raw-socket client (pre-built requests on one keep-alive
-connection, no HTTP library) measures the emulator's ceiling for Gen 1 ``user/get``.
+the user's choice; every request still goes through the pacer and reads are retried).
 
-Printed: for the full read (``[exmail] full_read_days = 0``), the calls the emulator logged,
-the plan's own ``read_state`` seconds, calls/s and the ratio to the ceiling; for the quiet
-night after it (incremental, from the stored ``user/list`` cursor), the calls it made; the
-medians, and the load average before and after.
+The ceiling is the server's for the same work: in the same run, interleaved and repeated, a
+raw-socket client (pre-built requests, no HTTP library) replays the read's own call mix with
+the engine's request bytes (POST forms with the same headers: ``user/list`` Ver=0, the
+``party/list`` walk level by level, one ``user/get`` per member; each phase done before the
+next, as the engine does) over ``read_concurrency`` keep-alive connections (the engine's), and
+over one for comparison. (The old reference repeated a GET ``user/get`` of one member on one
+connection: not the requests the engine sends.)
+
+Printed per run: the ceiling and the emulator's CPU per request under it; for the full read
+(``[exmail] full_read_days = 0``) the calls the emulator logged, the plan's own
+``read_state`` seconds, calls/s and the ratio to the ceiling, the command's wall and CPU
+seconds and the emulator's CPU per request; for the quiet night after it (incremental, from
+the stored ``user/list`` cursor) its calls as a share of the full read's; with
+``--reference-exe`` another installation's full read (e.g. main's) in the same runs; the
+medians, and the load average throughout.
 
     .venv/bin/python bench/read_state.py [--users 10000] [--departments 200] [--repeat 3]
+        [--connections N] [--reference-exe PATH/TO/syncengine]
 """
 
 from __future__ import annotations
@@ -198,11 +208,15 @@ def token_of(base: str) -> str:
 
 
 def _request(host: str, call: str, form: dict[str, str], token: str) -> bytes:
-    """The bytes of one form POST, as the engine sends it (Bearer header, urlencoded body)."""
+    """The bytes of one form POST with the headers the engine sends (httpx's defaults, its
+    User-Agent, the Bearer token): the server parses the same request either way."""
     body = urlencode(form).encode()
     return (
-        f"POST /openapi/{call} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"POST /openapi/{call} HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n"
+        f"Accept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\n"
+        f"User-Agent: syncengine\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n"
     ).encode() + body
 
 
