@@ -50,25 +50,19 @@ def _seconds_ms(value: object, default: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-class _Answer:
-    """The status line and headers libcurl hands over line by line (the last response's:
-    an interim ``100 Continue`` is dropped when the next status line arrives)."""
-
-    def __init__(self) -> None:
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.reason = b""
-        self.version = b"HTTP/1.1"
-
-    def line(self, raw: bytes) -> None:
-        if raw.startswith(b"HTTP/"):
-            self.headers = []
-            version, _, rest = raw.rstrip(b"\r\n").partition(b" ")
-            self.version = version
-            self.reason = rest.partition(b" ")[2]
-            return
-        name, sep, value = raw.partition(b":")
+def _parse_head(raw: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+    """(HTTP version, reason, headers) of the last response head libcurl wrote (an interim
+    ``100 Continue`` head comes before it). Collected by ``BytesIO.write`` and split once
+    here: a Python call per header line cost more than the rest of the transport."""
+    head = raw[raw.rfind(b"HTTP/") :] if b"HTTP/" in raw else raw
+    lines = head.split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
         if sep:
-            self.headers.append((name.strip(), value.strip()))
+            headers.append((name.strip(), value.strip()))
+    return version or b"HTTP/1.1", rest.partition(b" ")[2], headers
 
 
 class CurlTransport(httpx.BaseTransport):
@@ -117,29 +111,29 @@ class CurlTransport(httpx.BaseTransport):
             curl.setopt(pycurl.CUSTOMREQUEST, None if method == "POST" else method)
         # httpx's headers as they are (Host, Content-Length and Accept-Encoding included);
         # "Expect:" stops libcurl from adding its own 100-continue handshake.
-        headers = [b"%s: %s" % pair for pair in request.headers.raw]
-        headers.append(b"Expect:")
-        curl.setopt(pycurl.HTTPHEADER, headers)
+        sent = [b"%s: %s" % pair for pair in request.headers.raw]
+        sent.append(b"Expect:")
+        curl.setopt(pycurl.HTTPHEADER, sent)
         timeout = request.extensions.get("timeout", {})
         connect = _seconds_ms(timeout.get("connect"), 15.0)
         read = _seconds_ms(timeout.get("read"), 15.0)
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, connect)
         curl.setopt(pycurl.TIMEOUT_MS, connect + read)
-        out = BytesIO()
-        answer = _Answer()
+        out, head = BytesIO(), BytesIO()
         curl.setopt(pycurl.WRITEFUNCTION, out.write)
-        curl.setopt(pycurl.HEADERFUNCTION, answer.line)
+        curl.setopt(pycurl.HEADERFUNCTION, head.write)
         try:
             curl.perform()
         except pycurl.error as exc:
             raise self._error(curl, exc, request) from None
         status = int(curl.getinfo(pycurl.RESPONSE_CODE))
+        version, reason, headers = _parse_head(head.getvalue())
         return httpx.Response(
             status,
-            headers=answer.headers,
+            headers=headers,
             content=out.getvalue(),
             request=request,
-            extensions={"http_version": answer.version, "reason_phrase": answer.reason},
+            extensions={"http_version": version, "reason_phrase": reason},
         )
 
     @staticmethod

@@ -14,7 +14,7 @@ from syncengine.callpolicy import CallPolicy, RetryPolicy
 from syncengine.config import parse_config
 from syncengine.domain import Mailbox
 from syncengine.emulator.harness import RunningEmulator
-from syncengine.providers.curl_transport import CurlTransport
+from syncengine.providers.curl_transport import CurlTransport, _parse_head
 from syncengine.providers.exmail_v1 import ExmailV1Provider
 
 PASSWORD = "Passw0rd!x"
@@ -62,3 +62,16 @@ def test_the_providers_wire_is_libcurl_and_reads_the_same(
     ) as p:
         over_httpx = p.read_state()
     assert over_curl == over_httpx
+
+
+def test_the_curl_wire_keeps_the_last_heads_status_line_and_headers() -> None:
+    """libcurl hands over every head it received; an interim 100 Continue is not the answer."""
+    raw = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3\r\nContent-Type: a/b; x=y\r\n\r\n"
+    )
+    assert _parse_head(raw) == (
+        b"HTTP/1.1",
+        b"Service Unavailable",
+        [(b"Retry-After", b"3"), (b"Content-Type", b"a/b; x=y")],
+    )
