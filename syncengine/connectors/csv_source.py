@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,6 +32,7 @@ from syncengine.connectors.file_common import (
     FileOptions,
     check_readable,
     detect_encoding,
+    file_fingerprint,
     header_names,
     locate_decode_error,
     resolve_file,
@@ -119,22 +119,8 @@ class CsvConnector:
         return f"{self.kind.upper()} file {self.path}{extra}"
 
     def fingerprint(self) -> str:
-        """sha256 of the file's bytes, the kind and the reading options: two equal
-        fingerprints read as the same records, so an unchanged export need not be re-mapped.
-        A file that cannot be read raises the same SourceError :meth:`records` would."""
-        check_readable(self.path)
-        digest = hashlib.sha256(f"{self.kind}\0{self.options.model_dump_json()}\0".encode())
-        try:
-            with self.path.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
-        except OSError as exc:
-            raise SourceError(
-                f"cannot read the file: {exc.strerror or exc}",
-                where=str(self.path),
-                hint="check the file's permissions",
-            ) from None
-        return digest.hexdigest()
+        """See :func:`~syncengine.connectors.file_common.file_fingerprint`."""
+        return file_fingerprint(self.path, self.kind, self.options)
 
     def records(self) -> Iterator[RawRecord]:
         where = str(self.path)

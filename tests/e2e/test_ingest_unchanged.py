@@ -231,3 +231,38 @@ def test_the_text_output_says_the_records_were_copied(demo: Path) -> None:  # no
     assert "301 records were copied, not read again" in second.stdout
     assert "Snapshot 2 is now current (previous: 1)" in second.stdout
     assert first.stdout.split("Problems", 1)[1] == second.stdout.split("Problems", 1)[1]
+
+
+def test_an_unchanged_xlsx_or_json_lines_export_is_copied_too(
+    demo: Path,  # noqa: F811
+    repo_of: Callable[[Path], Repository],  # noqa: F811
+) -> None:
+    from_csv = ingest_json(demo)
+    edit_config(
+        demo,
+        'type = "csv"\npath = "hr-export.csv"',
+        'type = "xlsx"\npath = "hr-export.xlsx"\nsheet = "员工"',
+    )
+    first = ingest_json(demo)
+    assert first["source_unchanged"] is False  # another source: read
+    second = ingest_json(demo)
+    assert second["source_unchanged"] is True and reported(second) == reported(first)
+    repo = repo_of(demo)
+    same_for_consumers(repo, from_csv["snapshot_id"], second["snapshot_id"])
+
+    lines = [json.dumps(r, ensure_ascii=False) for r in read_export(demo.parent)]
+    (demo.parent / "hr.jsonl").write_text("\n".join(lines) + "\n", "utf-8")
+    edit_config(
+        demo,
+        'type = "xlsx"\npath = "hr-export.xlsx"\nsheet = "员工"',
+        'type = "jsonl"\npath = "hr.jsonl"',
+    )
+    third = ingest_json(demo)
+    assert third["source_unchanged"] is False
+    assert ingest_json(demo)["source_unchanged"] is True
+    (demo.parent / "hr.jsonl").write_text("\n".join(lines[:-1]) + "\n", "utf-8")
+    last = ingest_json(demo)
+    assert last["source_unchanged"] is False
+    counts, before = last["counts"], third["counts"]
+    assert isinstance(counts, dict) and isinstance(before, dict)
+    assert counts["rows"] == before["rows"] - 1
