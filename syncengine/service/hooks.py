@@ -51,6 +51,14 @@ from syncengine.service.planning import (
     load_snapshot_view,
 )
 from syncengine.service.review_pages import review_backend
+from syncengine.service.targeted import (
+    FullReadNeeded,
+    TargetedProvider,
+    TargetedRead,
+    department_paths_in_play,
+    judge_brakes,
+    plan_targeted,
+)
 from syncengine.sockets import listening_socket
 from syncengine.staging.repository import (
     HookEvent,
@@ -394,25 +402,11 @@ class HookBackend:
         Returns the plan, the apply report (None when nothing was to do) and, per employee
         that did not get done, (why, whether a retry may help)."""
         engine = self.engine
-        state = engine.provider.read_state()
-        links = self.repo.load_links()
-        # Hooks never adopt a mailbox the nightly sync leaves alone (see hooks.guard): those
-        # records are left out of the plan and their events fail with the reason.
-        refused = adoption_refusals(
-            {e: p for e, p in overrides.items() if p is not None and e in targets},
-            state.mailboxes, links, engine.policy.is_protected,
-        )  # fmt: skip
-        kept = {e: p for e, p in overrides.items() if e not in refused}
-        if base.view is not None:
-            desired = base.view.desired(kept)
-        else:
-            desired = Desired(people=tuple(p for _, p in sorted(kept.items()) if p))
-        # Read each batch: a swap applied since the base was loaded must count already.
-        desired = dataclasses.replace(desired, former_addresses=self.repo.former_addresses())
-        plan, state = diff_knowing_groups(
-            engine.provider, desired, state, links, engine.policy, now,
-            config_fingerprint=engine.fingerprint, only=[t for t in targets if t not in refused],
-        )  # fmt: skip
+        try:
+            plan, refused = self._plan_batch(base, overrides, targets, now, targeted=True)
+        except FullReadNeeded as exc:
+            log.info("hook batch reads the whole directory: %s", exc)
+            plan, refused = self._plan_batch(base, overrides, targets, now, targeted=False)
         plan = signing.sign_plan(plan, signing.plan_key(engine.config))
         engine.remember_state(plan.state_fingerprint)
         bad: dict[str, tuple[str, bool]] = {e: (why, False) for e, why in refused.items()}
@@ -441,6 +435,61 @@ class HookBackend:
                              if a.call and a.result != "ok")  # fmt: skip
                 self.metrics.inc("syncengine_api_errors_total", errors)
         return plan, report, bad
+
+    def _plan_batch(
+        self,
+        base: _HookBase,
+        overrides: dict[str, Person | None],
+        targets: list[str],
+        now: datetime,
+        *,
+        targeted: bool,
+    ) -> tuple[Plan, dict[str, str]]:
+        """The plan for ``targets`` and the employees refused adoption (see hooks.guard).
+
+        ``targeted``: read only the people in play (:mod:`syncengine.service.targeted`;
+        FullReadNeeded when that cannot be done safely), else the whole directory."""
+        engine = self.engine
+        provider = engine.provider
+        links = self.repo.load_links()
+        read: TargetedRead | None = None
+        if targeted and isinstance(provider, TargetedProvider):
+            read = TargetedRead(provider, links, self.repo.former_addresses())
+            paths = (
+                department_paths_in_play(base.view.departments, base.view.previous_departments)
+                if base.view is not None
+                else set()
+            )
+            read.start(overrides, targets, paths)
+            state = read.state()
+        else:
+            state = provider.read_state()
+        self.metrics.inc("syncengine_hook_reads_total", scope="targeted" if read else "full")
+        # Hooks never adopt a mailbox the nightly sync leaves alone (see hooks.guard): those
+        # records are left out of the plan and their events fail with the reason.
+        refused = adoption_refusals(
+            {e: p for e, p in overrides.items() if p is not None and e in targets},
+            state.mailboxes, links, engine.policy.is_protected,
+        )  # fmt: skip
+        kept = {e: p for e, p in overrides.items() if e not in refused}
+        if base.view is not None:
+            desired = base.view.desired(kept)
+        else:
+            desired = Desired(people=tuple(p for _, p in sorted(kept.items()) if p))
+        # Read each batch: a swap applied since the base was loaded must count already.
+        former = read.former_addresses if read is not None else self.repo.former_addresses()
+        desired = dataclasses.replace(desired, former_addresses=former)
+        only = [t for t in targets if t not in refused]
+        if read is not None:
+            plan, state = plan_targeted(read, desired, only, engine.policy, now,
+                                        config_fingerprint=engine.fingerprint)  # fmt: skip
+            plan = judge_brakes(plan, desired, len(links), engine.policy)
+        else:
+            plan, state = diff_knowing_groups(
+                provider, desired, state, links, engine.policy, now,
+                config_fingerprint=engine.fingerprint, only=only,
+            )  # fmt: skip
+        return plan, refused
 
     # --- the schedule ---------------------------------------------------------------------
 
