@@ -8,7 +8,8 @@ What is read, per batch (each a handful of calls, O(batch)):
    (Gen 1 ``user/check``, Gen 2 ``user/batchcheck``): a member's address is read with
    ``user/get``; an alias is read through the stored link of the employee who once had it as
    a primary (the audit's address changes); a group is noted as one;
-3. the departments the plan needs (Gen 2: the tree, one ``department/list``; Gen 1: one
+3. the departments the plan needs, only when a target wants one that no mailbox read is in
+   or an HR department moved (Gen 2: the tree, one ``department/list``; Gen 1: one
    ``party/list`` per distinct parent of the paths in play);
 4. after planning, every address the plan would make exist is checked the same way; a holder
    found is read in and the plan is made again, so an address held by someone outside the
@@ -47,6 +48,7 @@ from syncengine.domain import (
     MailboxState,
     Party,
     Person,
+    ancestors,
     normalise_email,
     normalise_path,
 )
@@ -175,16 +177,21 @@ class TargetedRead:
             if person is not None:
                 named.extend(a for a in (person.email, *person.aliases) if a)
         self.learn(named)
-        wanted = set(paths)
+        # The departments the mailboxes read are in exist now; the tree is asked only when
+        # the targets want another one or an HR department moved (a field change, the
+        # common hook, costs no department call).
+        seen = {normalise_path(d) for m in self.mailboxes.values() for d in m.departments}
+        seen |= {a for d in seen for a in ancestors(d)}
+        wanted = {normalise_path(p) for p in paths}
         for eid in targets:
             person = people.get(eid)
             if person is not None:
-                wanted.update(person.departments)
-        for m in self.mailboxes.values():
-            wanted.update(m.departments)
-        self.parties = self.provider.existing_departments(
-            sorted({normalise_path(p) for p in wanted if p})
-        )
+                wanted.update(normalise_path(d) for d in person.departments)
+        wanted.discard("")
+        if wanted <= seen:
+            self.parties = tuple(Party(p) for p in sorted(seen - {""}))
+        else:
+            self.parties = self.provider.existing_departments(sorted(wanted | seen))
 
     def planned_people(self, targets: Collection[str]) -> set[str]:
         """The targets and the owners of every mailbox read (by stored link or ext_id)."""
