@@ -468,10 +468,11 @@ class HookBackend:
         FullReadNeeded when that cannot be done safely), else the whole directory."""
         engine = self.engine
         provider = engine.provider
-        links = self.repo.load_links()
         read: TargetedRead | None = None
         if targeted and isinstance(provider, TargetedProvider):
-            read = TargetedRead(provider, links, self.repo.former_addresses())
+            # Only the links in play are loaded (all of them cost ~0.3 s at 10,000 people).
+            read = TargetedRead(provider, self.repo.load_links, self.repo.links_to,
+                                self.repo.former_addresses())  # fmt: skip
             paths = (
                 department_paths_in_play(base.view.departments, base.view.previous_departments)
                 if base.view is not None
@@ -479,8 +480,11 @@ class HookBackend:
             )
             read.start(overrides, targets, paths)
             state = read.state()
+            read.people_in_play(targets)
+            links = read.links
         else:
             state = provider.read_state()
+            links = self.repo.load_links()
         self.metrics.inc("syncengine_hook_reads_total", scope="targeted" if read else "full")
         # Hooks never adopt a mailbox the nightly sync leaves alone (see hooks.guard): those
         # records are left out of the plan and their events fail with the reason.
@@ -500,7 +504,7 @@ class HookBackend:
         if read is not None:
             plan, state = plan_targeted(read, desired, only, engine.policy, now,
                                         config_fingerprint=engine.fingerprint)  # fmt: skip
-            plan = judge_brakes(plan, desired, len(links), engine.policy)
+            plan = judge_brakes(plan, desired, self.repo.count_links(), engine.policy)
         else:
             plan, state = diff_knowing_groups(
                 provider, desired, state, links, engine.policy, now,

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -92,12 +92,18 @@ class TargetedRead:
     """The part of the directory one hook batch needs, grown as planning finds holders."""
 
     provider: TargetedProvider
-    links: Mapping[str, IdentityLink]
+    links_of: Callable[[Collection[str]], dict[str, IdentityLink]]
+    """Stored links by employee id (only those asked for are loaded)."""
+    links_to: Callable[[Collection[str]], dict[str, IdentityLink]]
+    """Stored links by address."""
     former_addresses: Mapping[str, frozenset[str]]
+    links: dict[str, IdentityLink] = dataclasses.field(default_factory=dict)
+    """The links learnt so far: the targets', and those of every mailbox read."""
     mailboxes: dict[str, Mailbox] = dataclasses.field(default_factory=dict)
     groups: set[str] = dataclasses.field(default_factory=set)
     free: set[str] = dataclasses.field(default_factory=set)
     parties: tuple[Party, ...] = ()
+    _asked: set[str] = dataclasses.field(default_factory=set)
 
     @property
     def known(self) -> set[str]:
@@ -127,13 +133,16 @@ class TargetedRead:
     def _alias_owners(self, aliases: Iterable[str]) -> None:
         """Read the mailbox holding each alias, through the stored link of the employee
         whose former primary it is; FullReadNeeded when nobody explains one."""
+        missing = [a for a in aliases if a not in self.known]
+        once = {e for e, former in self.former_addresses.items()
+                if any(_norm(a) in missing for a in former)}  # fmt: skip
+        self.links.update(self.links_of(once - set(self.links)))
         owners: dict[str, str] = {}
-        for eid, former in self.former_addresses.items():
+        for eid in sorted(once):
             link = self.links.get(eid)
-            for a in former:
+            for a in self.former_addresses[eid]:
                 if link is not None:
                     owners.setdefault(_norm(a), _norm(link.email))
-        missing = [a for a in aliases if a not in self.known]
         self._read(owners[a] for a in missing if a in owners)
         unnamed = sorted(a for a in missing if a not in self.known)
         if unnamed:
@@ -163,6 +172,7 @@ class TargetedRead:
               paths: Iterable[str]) -> None:  # fmt: skip
         """Read the targets' linked mailboxes, the holders of the addresses their records
         name, and the departments in play."""
+        self.links.update(self.links_of(targets))
         linked = [self.links[e].email for e in targets if e in self.links]
         found = self._read(linked)
         gone = sorted(a for a, m in found.items() if m is None)
@@ -193,12 +203,16 @@ class TargetedRead:
         else:
             self.parties = self.provider.existing_departments(sorted(wanted | seen))
 
-    def planned_people(self, targets: Collection[str]) -> set[str]:
-        """The targets and the owners of every mailbox read (by stored link or ext_id)."""
-        held = {a: k for k, m in self.mailboxes.items() for a in _addresses(m)}
-        out = set(targets)
+    def people_in_play(self, targets: Collection[str]) -> set[str]:
+        """The targets and the owners of every mailbox read (by stored link or ext_id),
+        their links loaded."""
+        held = {a for m in self.mailboxes.values() for a in _addresses(m)}
+        self.links.update(self.links_to(held - self._asked))
+        self._asked |= held
+        with_ext = {m.ext_id for m in self.mailboxes.values() if m.ext_id}
+        self.links.update(self.links_of(with_ext - set(self.links)))
+        out = set(targets) | with_ext
         out.update(eid for eid, lk in self.links.items() if _norm(lk.email) in held)
-        out.update(m.ext_id for m in self.mailboxes.values() if m.ext_id)
         return out
 
 
@@ -234,7 +248,7 @@ def plan_targeted(
     """The targets' plan from what ``read`` holds, re-made while it finds new holders of
     the addresses the plan would take (FullReadNeeded when they never settle)."""
     for _ in range(PLAN_ROUNDS):
-        planned = read.planned_people(targets)
+        planned = read.people_in_play(targets)
         links = {e: lk for e, lk in read.links.items() if e in planned}
         state = read.state()
         plan = planner.diff(restrict(desired, planned), state, links, policy, now,
