@@ -151,3 +151,16 @@ def test_the_brakes_judge_the_whole_directory_not_the_batch(
         for event_id in ids:
             stored = rx.backend.repo.get_event(event_id)
             assert stored is not None and "brake" in (stored.last_error or ""), stored
+
+
+def test_a_hire_into_a_new_department_creates_it_from_a_targeted_read(env: ApplyEnv) -> None:
+    with running_receiver(env) as rx:
+        new = "新事业部/新小组"
+        doc = upsert("hire-new-dept", "H0300", "新部门人", "xinbumen@example.com", new)
+        event = settled_event(rx.client, post_hook(rx.client, doc).json()["id"])
+        assert event["status"] == "applied", event
+        assert metric(rx, 'syncengine_hook_reads_total{scope="targeted"}') == 1
+    user = env.users()["xinbumen@example.com"]
+    assert set(user.get("paths") or []) == {"新事业部/新小组"}, user
+    paths = {d["path"] for d in env.emulator.state()["departments"]}
+    assert {"新事业部", "新事业部/新小组"} <= paths
