@@ -53,7 +53,9 @@ from syncengine.service.planning import (
 )
 from syncengine.service.review_pages import review_backend
 from syncengine.service.targeted import (
+    WHOLE_READ_FROM,
     FullReadNeeded,
+    StateLookup,
     TargetedProvider,
     TargetedRead,
     department_paths_in_play,
@@ -469,9 +471,14 @@ class HookBackend:
         engine = self.engine
         provider = engine.provider
         read: TargetedRead | None = None
+        scope = "full"
         if targeted and isinstance(provider, TargetedProvider):
+            source: TargetedProvider = provider
+            scope = "targeted"
+            if provider.api == "v2" and len(targets) >= WHOLE_READ_FROM:
+                source, scope = StateLookup(provider.read_state(), provider), "whole"
             # Only the links in play are loaded (all of them cost ~0.3 s at 10,000 people).
-            read = TargetedRead(provider, self.repo.load_links, self.repo.links_to,
+            read = TargetedRead(source, self.repo.load_links, self.repo.links_to,
                                 self.repo.former_addresses())  # fmt: skip
             paths = (
                 department_paths_in_play(base.view.departments, base.view.previous_departments)
@@ -485,7 +492,7 @@ class HookBackend:
         else:
             state = provider.read_state()
             links = self.repo.load_links()
-        self.metrics.inc("syncengine_hook_reads_total", scope="targeted" if read else "full")
+        self.metrics.inc("syncengine_hook_reads_total", scope=scope)
         # Hooks never adopt a mailbox the nightly sync leaves alone (see hooks.guard): those
         # records are left out of the plan and their events fail with the reason.
         refused = adoption_refusals(

@@ -75,6 +75,44 @@ class TargetedProvider(Protocol):
     def check_addresses(self, addresses: Sequence[str]) -> dict[str, AddressKind]: ...
 
 
+WHOLE_READ_FROM = 16
+"""From this many people in a batch, a Gen 2 batch reads the whole directory instead (two
+calls: ``department/list``, ``user/list`` of the root) and looks the people up in it: at the
+default pace (15 calls/s) one ``user/get`` per person costs more than parsing 10,000 members
+(about half a second of CPU). The plan is still made for the people in play only."""
+
+
+class StateLookup:
+    """The targeted read's questions answered from a whole directory read in memory; only
+    addresses no member holds are asked of Exmail (a group is not in a directory read)."""
+
+    def __init__(self, state: MailboxState, provider: TargetedProvider) -> None:
+        self._provider = provider
+        self._parties = state.parties
+        self._holder: dict[str, Mailbox] = {}
+        for m in sorted(state.mailboxes, key=lambda m: _norm(m.email)):
+            self._holder[_norm(m.email)] = m
+        for m in state.mailboxes:
+            for a in m.aliases:
+                self._holder.setdefault(_norm(a), m)
+
+    def get_users(self, emails: Sequence[str]) -> dict[str, Mailbox | None]:
+        """The mailbox holding each address (as primary or as alias)."""
+        return {_norm(e): self._holder.get(_norm(e)) for e in emails}
+
+    def existing_departments(self, paths: Collection[str]) -> tuple[Party, ...]:
+        return self._parties
+
+    def check_addresses(self, addresses: Sequence[str]) -> dict[str, AddressKind]:
+        """USER for an address a member holds (its holder is then read by address), else
+        what Exmail says (free, a group, invalid)."""
+        out = {_norm(a): AddressKind.USER for a in addresses if _norm(a) in self._holder}
+        rest = [a for a in addresses if _norm(a) not in out]
+        if rest:
+            out.update(self._provider.check_addresses(rest))
+        return out
+
+
 class FullReadNeeded(Exception):
     """The targeted read met a holder it cannot name; the caller reads the whole directory."""
 
