@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from queue import SimpleQueue
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -34,7 +31,9 @@ from syncengine.domain import (
     Mailbox,
     MailboxState,
     MailEvent,
+    Party,
     UserUpdate,
+    ancestors,
     normalise_email,
     normalise_path,
     parent_path,
@@ -68,6 +67,7 @@ from syncengine.providers.http import (
     transport_error,
     v1_token_rejected,
 )
+from syncengine.providers.pool import pool_map
 from syncengine.providers.tokens import IssuedToken, SharedTokens, TokenCache
 from syncengine.providers.v1_directory import DirectoryReader, DirectoryStore, ReadReport
 
@@ -292,60 +292,8 @@ class ExmailV1Provider:
         *,
         on_done: Callable[[int], None] | None = None,
     ) -> list[R]:
-        """``func`` over ``items``, ``read_concurrency`` at a time, results in input order.
-
-        Each worker thread takes the next item when it is free (no future per item: a full
-        read is 10,000 of them); ``on_done`` gets the count done so far, from this thread,
-        as items finish. The first failure stops the workers taking more and is raised.
-        """
-        if not items:
-            return []
-        workers = min(self._config.read_concurrency, len(items))
-        if workers == 1:
-            out = []
-            for n, item in enumerate(items, 1):
-                out.append(func(item))
-                if on_done:
-                    on_done(n)
-            return out
-        results: list[Any] = [None] * len(items)
-        indexes = iter(range(len(items)))
-        take = threading.Lock()
-        stop = threading.Event()
-        finished: SimpleQueue[BaseException | None] = SimpleQueue()  # one entry per item
-
-        def work() -> None:
-            while not stop.is_set():
-                with take:
-                    index = next(indexes, None)
-                if index is None:
-                    return
-                try:
-                    results[index] = func(items[index])
-                except BaseException as exc:  # handed to the caller's thread, raised there
-                    finished.put(exc)
-                    return
-                finished.put(None)
-
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="exmail-v1") as pool:
-            for _ in range(workers):
-                pool.submit(work)
-            done = 0
-            try:
-                while done < len(items):
-                    failure = finished.get()
-                    while True:
-                        if failure is not None:
-                            raise failure
-                        done += 1
-                        if done == len(items) or finished.empty():
-                            break
-                        failure = finished.get()
-                    if on_done:
-                        on_done(done)
-            finally:
-                stop.set()
-        return results
+        """``func`` over ``items``, ``read_concurrency`` at a time (see :func:`.pool.pool_map`)."""
+        return pool_map(func, items, workers=self._config.read_concurrency, on_done=on_done)
 
     # --- departments (parties) ------------------------------------------------------------
 
@@ -446,6 +394,36 @@ class ExmailV1Provider:
         if mailbox.email != normalise_email(email):
             return None
         return mailbox
+
+    # --- the targeted read of a hook batch (see syncengine.service.targeted) --------------
+
+    def get_users(self, emails: Sequence[str]) -> dict[str, Mailbox | None]:
+        """``user/get`` of each address, ``read_concurrency`` at a time: O(addresses) calls,
+        never the whole directory. Keys are the lower-cased addresses; None: no member has
+        that primary address (an alias's owner is not returned, as in :meth:`get_user`)."""
+        wanted = list(dict.fromkeys(normalise_email(e) for e in emails))
+        return dict(zip(wanted, self.pool_map(self.get_user, wanted), strict=True))
+
+    def existing_departments(self, paths: Collection[str]) -> tuple[Party, ...]:
+        """Which of ``paths`` and their ancestors exist: one ``party/list`` per distinct
+        parent (Gen 1 has no call that lists the tree at once), not a walk of every party."""
+        wanted: set[str] = set()
+        for path in paths:
+            p = normalise_path(path)
+            if p:
+                wanted.add(p)
+                wanted.update(ancestors(p))
+        parents = sorted({parent_path(p) for p in wanted})
+
+        def children(parent: str) -> frozenset[str]:
+            try:
+                return frozenset(self.party_list(parent))
+            except NotFoundError:  # the parent itself is missing: so are its children
+                return frozenset()
+
+        kids = dict(zip(parents, self.pool_map(children, parents), strict=True))
+        found = sorted(p for p in wanted if path_name(p) in kids[parent_path(p)])
+        return tuple(Party(p) for p in found)
 
     def read_state(self, *, progress: Progress | None = None) -> MailboxState:
         """The directory: in full, or since the stored ``user/list`` cursor when the provider
