@@ -137,7 +137,7 @@ def tenant_database(data: dict[str, Any], name: str) -> dict[str, Any]:
     url = str(table.get("url", f"sqlite:///{TENANT_PLACEHOLDER}.db"))
     if TENANT_PLACEHOLDER in url:
         url = url.replace(TENANT_PLACEHOLDER, name)
-    elif url.startswith(("postgresql:", "postgres:")) and "search_path" not in url:
+    elif re.match(r"postgres(ql)?(\+\w+)?:", url) and "search_path" not in url:
         url = _with_postgres_schema(url, SCHEMA_PREFIX + name)
     table["url"] = url
     return {**data, "database": table}
@@ -165,18 +165,22 @@ def _tenant_config(data: dict[str, Any], name: str, path: Path, where: str) -> C
     return config
 
 
-def _refuse_shared_files(tenants: list[Tenant], source: Path) -> None:
+def _refuse_shared_databases(tenants: list[Tenant], source: Path) -> None:
+    """Two tenants on one staging database (one SQLite file, one PostgreSQL schema) would
+    share runs, locks, links and audit: refused."""
+    from syncengine.staging.db import display_url
+
     seen: dict[str, str] = {}
     for t in tenants:
         url = t.config.database_url
-        if not url.startswith("sqlite:"):
-            continue
         other = seen.setdefault(url, t.label)
         if other != t.label:
+            kind = "SQLite database" if url.startswith("sqlite:") else "database and schema"
             raise ConfigError(
-                f"tenants {other} and {t.label} would share the SQLite database {url}",
+                f"tenants {other} and {t.label} would share the {kind} {display_url(url)}",
                 where=str(source),
-                hint="give each tenant its own file: put {tenant} in [database] url",
+                hint="give each tenant its own: put {tenant} in [database] url (PostgreSQL: "
+                "leave search_path out, each tenant gets schema tenant_NAME)",
             )
 
 
@@ -208,5 +212,5 @@ def load_tenants(explicit: str | os.PathLike[str] | None = None) -> Tenants:
             if not isinstance(own, dict):
                 raise ConfigError(f"tenants.{name} must be a table", where=str(path))
             tenants.append(Tenant(name, _tenant_config(_merge(data, own), name, path, where)))
-    _refuse_shared_files(tenants, path)
+    _refuse_shared_databases(tenants, path)
     return Tenants(path.resolve(), tuple(tenants))

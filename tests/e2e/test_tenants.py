@@ -12,11 +12,13 @@ import re
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
@@ -27,6 +29,7 @@ from syncengine.errors import ConfigError
 from syncengine.tenants import load_tenants
 from tests.e2e.test_apply_support import COLUMNS, PYTHON, REPO, _toml, people, person
 from tests.e2e.test_serve_support import body_of, hook_headers, wait_until
+from tests.fixtures.databases import PostgresServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -61,6 +64,7 @@ class TenantsEnv:
         self.emulators = emulators
         self.rows = {name: rows_for(name, 6) for name in emulators}
         self.tenant_extra: dict[str, dict[str, Any]] = {}
+        self.shared_database = "sqlite:///{tenant}.db"
 
     @property
     def config_path(self) -> Path:
@@ -68,7 +72,7 @@ class TenantsEnv:
 
     def write(self) -> None:
         shared: dict[str, Any] = {
-            "database": {"url": "sqlite:///{tenant}.db"},
+            "database": {"url": self.shared_database},
             "mapping": {"email": "email", "departments": {"field": "departments", "split": ";"},
                         "position": "position", "status": "status"},
             "apply": {"concurrency": 4, "rate_per_second": 0, "backoff_initial": 0.01,
@@ -130,6 +134,11 @@ def test_two_tenants_on_one_sqlite_file_are_refused(env: TenantsEnv) -> None:
     env.tenant_extra["globex"] = {"database": {"url": "sqlite:///acme.db"}}
     env.write()
     with pytest.raises(ConfigError, match="acme and globex would share the SQLite database"):
+        load_tenants(env.config_path)
+    one_schema = "postgresql://sync@db.example/staging?options=-csearch_path%3Dshared"
+    env.tenant_extra = {n: {"database": {"url": one_schema}} for n in NAMES}
+    env.write()
+    with pytest.raises(ConfigError, match="acme and globex would share the database and schema"):
         load_tenants(env.config_path)
 
 
@@ -295,3 +304,48 @@ def test_one_tenants_failing_exmail_does_not_hold_up_anothers_hooks(
                lambda: served.event("globex", gid)["status"] == "applied", 30)  # fmt: skip
     assert time.monotonic() - started < 30
     assert "g1@example.com" in env.mailboxes("globex")
+
+
+# --- PostgreSQL: one schema per tenant in one database ------------------------------------------
+
+
+@pytest.mark.postgres
+def test_postgresql_keeps_each_tenant_in_its_own_schema(
+    env: TenantsEnv, postgres_server: PostgresServer
+) -> None:
+    name = f"tenants_{uuid.uuid4().hex[:10]}"
+    url = postgres_server.create_database(name)
+    try:
+        env.shared_database = url
+        env.write()
+        r = env.cli("plan", "--tenant", "acme")
+        assert r.exit_code == 1 and "db upgrade" in r.output, r.output  # not made on the fly
+        r = env.cli("db", "upgrade", "--all")
+        assert r.exit_code == 0, r.output
+        assert "acme: database upgraded from empty" in r.output
+        assert "globex: database upgraded from empty" in r.output
+        r = env.cli("sync", "--all")
+        assert r.exit_code == 0, r.output
+        assert "t100@example.com" in env.mailboxes("acme")
+        assert "t500@example.com" in env.mailboxes("globex")
+        with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
+            schemas = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT table_schema FROM information_schema.tables WHERE table_name = 'runs'"
+                )
+            }
+            assert schemas == {"tenant_acme", "tenant_globex"}
+            kinds = {
+                schema: [row[0] for row in conn.execute(
+                    f'SELECT kind FROM "{schema}".runs ORDER BY id')]  # type: ignore[arg-type]
+                for schema in schemas
+            }  # fmt: skip
+            assert kinds["tenant_acme"] and kinds["tenant_globex"]
+            for schema in schemas:
+                links = conn.execute(f"SELECT count(*) FROM {schema}.identity_links").fetchone()
+                assert links is not None and links[0] > 0, schema
+        r = env.cli("db", "current", "--tenant", "globex", "--json")
+        assert r.exit_code == 0 and json.loads(r.stdout)["up_to_date"], r.output
+    finally:
+        postgres_server.drop_database(name)
