@@ -293,9 +293,14 @@ def tenant_sites(
     from syncengine.hooks.worker import Scheduler, Worker
     from syncengine.service.hooks import HookBackend
     from syncengine.service.review_pages import review_backend
+    from syncengine.service.workers import Heartbeat, SharedTenant, worker_id
 
     build = make_engine or (lambda t: Engine(t.config))
     router = TenantRouter()
+    holder = worker_id()
+    shared = [t for t in tenants if t.config.database_url.startswith("postgresql")]
+    beat = min((t.config.hooks.lease_seconds for t in shared), default=30.0) / 3
+    heartbeat = Heartbeat(beat)
     with ExitStack() as stack:
         for tenant in tenants:
             name = tenant.label
@@ -306,7 +311,12 @@ def tenant_sites(
             except SyncEngineError as exc:
                 raise ConfigError(f"tenant {name}: {exc}") from None
             app: Any = with_review(create_hook_app(backend), review_backend(engine))
-            worker = Worker(_in_tenant(name, backend.process),
+            process: Callable[[], int] = backend.process
+            scheduled: Callable[[], None] = backend.scheduled_sync
+            if tenant in shared:  # several serve may share it: work under the tenant's lease
+                work = SharedTenant(name, engine, backend, holder, heartbeat)
+                process, scheduled = work.process, work.scheduled_sync
+            worker = Worker(_in_tenant(name, process),
                             coalesce_window=config.hooks.coalesce_window,
                             poll_interval=config.hooks.poll_interval,
                             name=f"hook-worker-{name}")  # fmt: skip
@@ -315,12 +325,15 @@ def tenant_sites(
                 zone = config.timezone
                 backend.scheduler = Scheduler(
                     CronSchedule.parse(config.hooks.schedule),
-                    _in_tenant(name, backend.scheduled_sync),
+                    _in_tenant(name, scheduled),
                     clock=lambda e=engine, z=zone: clock.local(e.now(), z),  # type: ignore[misc]
                     name=f"scheduler-{name}",
                 )
             router.sites[name] = TenantSite(name, backend, app)
         started: list[Any] = []
+        if shared:
+            heartbeat.start()
+            started.append(heartbeat)
         try:
             for site in router.sites.values():
                 site.backend.worker.start()
