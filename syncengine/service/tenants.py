@@ -299,7 +299,7 @@ def tenant_sites(
     router = TenantRouter()
     holder = worker_id()
     shared = [t for t in tenants if t.config.database_url.startswith("postgresql")]
-    beat = min((t.config.hooks.lease_seconds for t in shared), default=30.0) / 3
+    beat = min((t.config.hooks.lease_seconds for t in shared), default=30.0) / 5
     heartbeat = Heartbeat(beat)
     with ExitStack() as stack:
         for tenant in tenants:

@@ -9,8 +9,8 @@ LOCKED``), and gives it back when done, so:
 * a tenant's run executes on exactly one worker at a time; the work goes to whichever worker
   got there first (the one that received the hook, or the next to poll);
 * a scheduled run is claimed once per firing time (``slot:sync:<time>``), by the first worker;
-* one heartbeat thread per process pushes on the expiry of every lease it holds (every third
-  of ``[hooks] lease_seconds``). A worker that dies (SIGKILL, a lost host) stops renewing; the
+* one heartbeat thread per process pushes on the expiry of every lease it holds (five times
+  per ``[hooks] lease_seconds``). A worker that dies (SIGKILL, a lost host) stops renewing; the
   next worker to look after ``lease_seconds`` takes the lease over, clears the run locks the
   dead worker left (which no other host could prove dead) and resumes its interrupted apply
   with the apply checkpoints, so no action runs twice: done actions are not repeated, and an
@@ -32,9 +32,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from syncengine.errors import LockHeldError
 from syncengine.service.applying import APPLY_LOCK, resume_apply
 from syncengine.service.engine import Engine
 from syncengine.service.nightly import SYNC_LOCK
+from syncengine.staging.repository import holder_is_dead
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +104,14 @@ class SharedTenant:
         self.ttl = engine.config.hooks.lease_seconds
         self._local = threading.Lock()  # this process's worker and schedule: one at a time
         self.takeovers = 0
+        self._holding = False
 
     def renew(self) -> None:
+        if not self._holding:  # released since the heartbeat looked
+            return
         try:
-            if not self.engine.repo.renew_lease(RUN_LEASE, self.holder, self.ttl):
+            renewed = self.engine.repo.renew_lease(RUN_LEASE, self.holder, self.ttl)
+            if not renewed and self._holding:
                 log.error("tenant %s: the run lease was taken over by another worker while "
                           "this one worked (raise [hooks] lease_seconds)", self.name)  # fmt: skip
         except Exception:  # the next beat tries again; the lease outlives a few misses
@@ -128,30 +134,47 @@ class SharedTenant:
             if taken is None:
                 yield False
                 return
+            self._holding = True
             self.heartbeat.add(self)
             try:
-                if taken.previous is not None:
-                    self._take_over(taken.previous)
+                if taken.previous is not None and not self._take_over(taken.previous):
+                    yield False
+                    return
                 yield True
             finally:
+                self._holding = False
                 self.heartbeat.remove(self)
                 repo.release_lease(RUN_LEASE, self.holder)
 
-    def _take_over(self, previous: str) -> None:
+    def _take_over(self, previous: str) -> bool:
         """The lease of a worker that stopped renewing it: clear the run locks it left and
-        finish the apply it was in the middle of."""
-        self.takeovers += 1
-        log.warning("took over the work of worker %s (its lease expired): resuming", previous)
+        finish the apply it was in the middle of. False when that worker is still at work
+        after all (alive on this host, holding the apply lock): the lease was lost to a
+        stalled heartbeat, not to a death, and this worker leaves the tenant alone for now."""
         repo = self.engine.repo
         dead = _host_pid(previous)
+        here = socket.gethostname()
         for lock_name in (APPLY_LOCK, SYNC_LOCK):
             lock = repo.get_lock(lock_name)
-            if lock is not None and dead == (lock.hostname, lock.pid):
-                repo.release_lock(lock_name, pid=lock.pid, hostname=lock.hostname)
-        outcome = resume_apply(self.engine, actor=f"worker:{self.holder}")
+            if lock is None or dead != (lock.hostname, lock.pid):
+                continue
+            if lock.hostname == here and not holder_is_dead(lock, here):
+                log.warning("the lease of worker %s expired, but it is alive and holds the %r "
+                            "lock: leaving it the tenant (raise [hooks] lease_seconds)",
+                            previous, lock_name)  # fmt: skip
+                return False
+            repo.release_lock(lock_name, pid=lock.pid, hostname=lock.hostname)
+        self.takeovers += 1
+        log.warning("took over the work of worker %s (its lease expired): resuming", previous)
+        try:
+            outcome = resume_apply(self.engine, actor=f"worker:{self.holder}")
+        except LockHeldError as exc:  # a CLI apply or sync of an admin: it finishes its plan
+            log.warning("resuming later: %s", exc)
+            return False
         for report in outcome.resumed:
             log.warning("resumed plan %s of worker %s: %s", report.checksum[:12], previous,
                         report.status)  # fmt: skip
+        return True
 
     def process(self) -> int:
         """The hook worker's round, when this worker holds the tenant's lease (else 0)."""
