@@ -30,6 +30,7 @@ from syncengine.tenants import load_tenants
 from tests.e2e.test_apply_support import COLUMNS, PYTHON, REPO, _toml, people, person
 from tests.e2e.test_serve_support import body_of, hook_headers, wait_until
 from tests.fixtures.databases import PostgresServer
+from tests.fixtures.notify_receiver import notification_receiver
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -65,6 +66,7 @@ class TenantsEnv:
         self.rows = {name: rows_for(name, 6) for name in emulators}
         self.tenant_extra: dict[str, dict[str, Any]] = {}
         self.shared_database = "sqlite:///{tenant}.db"
+        self.shared_extra: dict[str, Any] = {}
 
     @property
     def config_path(self) -> Path:
@@ -94,7 +96,7 @@ class TenantsEnv:
             for table, values in self.tenant_extra.get(name, {}).items():
                 own[table] = {**own.get(table, {}), **values}
             tenants[name] = own
-        text = _toml({**shared, "tenants": tenants})
+        text = _toml({**shared, **self.shared_extra, "tenants": tenants})
         self.config_path.write_text(text, encoding="utf-8")
 
     def cli(self, *args: str) -> Result:
@@ -180,6 +182,26 @@ def test_sync_all_converges_every_tenant_in_its_own_corp_and_database(env: Tenan
     assert acme_audit.exit_code == 0, acme_audit.output
     targets = {row["target"] for row in json.loads(acme_audit.stdout)}
     assert "t100@example.com" in targets and "t500@example.com" not in targets
+
+
+def test_each_tenants_report_and_notification_name_it(env: TenantsEnv) -> None:
+    with notification_receiver() as rx:
+        env.shared_extra["notifications"] = {
+            "backoff": 0.01, "backoff_max": 0.05, "attempts": 2,
+            "webhooks": [{"url": rx.url, "secret": rx.secret, "name": "ops"}],
+        }  # fmt: skip
+        env.write()
+        reports = env.root / "reports"
+        reports.mkdir()
+        r = env.cli("sync", "--all", "--report", str(reports / "sync-{tenant}.json"))
+        assert r.exit_code == 0, r.output
+        got = rx.wait_for(2)
+    tenants = sorted(g.document["summary"]["tenant"] for g in got)
+    assert tenants == ["acme", "globex"]
+    for name in NAMES:
+        assert json.loads((reports / f"sync-{name}.json").read_text())["tenant"] == name
+    r = env.cli("sync", "--all", "--report", str(reports / "sync.json"))
+    assert r.exit_code == 64 and "{tenant}" in r.output
 
 
 def test_a_failing_tenant_does_not_stop_the_others(env: TenantsEnv) -> None:
