@@ -298,7 +298,7 @@ def tenant_sites(
     build = make_engine or (lambda t: Engine(t.config))
     router = TenantRouter()
     holder = worker_id()
-    shared = [t for t in tenants if t.config.database_url.startswith("postgresql")]
+    shared = [t for t in tenants if t.config.database_url.startswith(("postgresql", "postgres:"))]
     beat = min((t.config.hooks.lease_seconds for t in shared), default=30.0) / 5
     heartbeat = Heartbeat(beat)
     with ExitStack() as stack:
