@@ -204,7 +204,10 @@ class TenantRouter:
             await self._forward(parts[2], "/hooks/hr", scope, receive, send)
             return
         if len(parts) >= 3 and parts[0] == "tenants":
-            await self._forward(parts[1], "/" + "/".join(parts[2:]), scope, receive, send)
+            # the review pages are mounted at their full path (their links and cookies carry
+            # the tenant); the rest of the tenant's receiver sees its own paths
+            rest = path if parts[2] == "review" else "/" + "/".join(parts[2:])
+            await self._forward(parts[1], rest, scope, receive, send)
             return
         hint = "this serve has several tenants: POST /hooks/hr/{tenant}, /tenants/{tenant}/..."
         await _json(send, 404, {"error": f"no route {path[:200]}", "hint": hint})
@@ -310,7 +313,8 @@ def tenant_sites(
                 backend = HookBackend(engine)
             except SyncEngineError as exc:
                 raise ConfigError(f"tenant {name}: {exc}") from None
-            app: Any = with_review(create_hook_app(backend), review_backend(engine))
+            app: Any = with_review(create_hook_app(backend), review_backend(engine),
+                                   prefix=f"/tenants/{name}/review")  # fmt: skip
             process: Callable[[], int] = backend.process
             scheduled: Callable[[], None] = backend.scheduled_sync
             if tenant in shared:  # several serve may share it: work under the tenant's lease

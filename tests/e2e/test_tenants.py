@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from argon2 import PasswordHasher
 from click.testing import CliRunner, Result
 
 from syncengine.cli import main
@@ -35,6 +36,7 @@ from tests.fixtures.notify_receiver import notification_receiver
 pytestmark = pytest.mark.timeout(180)
 
 NAMES = ("acme", "globex")
+REVIEW_PASSWORD = "review-password-0001"
 
 
 def hook_secret(name: str) -> str:
@@ -252,6 +254,16 @@ class Served:
 
 @pytest.fixture
 def served(env: TenantsEnv) -> Iterator[Served]:
+    env.tenant_extra["acme"] = {
+        "review": {
+            "lang": "en",
+            "secure_cookies": False,
+            "approvers": [
+                {"name": "wang.hr", "password_hash": PasswordHasher().hash(REVIEW_PASSWORD)}
+            ],
+        }
+    }
+    env.write()
     assert env.cli("sync", "--all").exit_code == 0
     proc = subprocess.Popen(
         [str(Path(PYTHON).parent / "syncengine"), "--config", str(env.config_path),
@@ -308,6 +320,21 @@ def test_serve_takes_each_tenants_hooks_with_its_own_secret_only(
     assert 'syncengine_hook_requests_total{code="401",tenant="globex"} 1' in metrics
     assert 'syncengine_hook_requests_total{code="202",tenant="acme"} 1' in metrics
     assert metrics.count("# TYPE syncengine_hook_requests_total counter") == 1
+    # acme's review pages live under its prefix: links, redirects and cookies carry it
+    page = served.client.get("/tenants/acme/review/login")
+    assert page.status_code == 200 and 'action="/tenants/acme/review/login"' in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None, page.text
+    login = served.client.post(
+        "/tenants/acme/review/login",
+        data={"name": "wang.hr", "password": REVIEW_PASSWORD, "csrf": csrf.group(1)},
+    )
+    assert login.status_code == 303, login.text
+    assert login.headers["location"] == "/tenants/acme/review/"
+    assert "Path=/tenants/acme/review" in login.headers["set-cookie"]
+    home = served.client.get("/tenants/acme/review/")
+    assert home.status_code == 200 and "/tenants/acme/review/logout" in home.text
+    assert served.client.get("/tenants/globex/review/login").status_code == 404  # none there
     health = served.client.get("/healthz").json()
     assert set(health["tenants"]) == {"acme", "globex"} and health["status"] == "ok"
 
