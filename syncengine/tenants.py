@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from syncengine.config import Config, find_config_path, parse_config
+from syncengine.config import Config, find_config_path, load_config, parse_config
 from syncengine.errors import ConfigError
 
 TENANTS_KEY = "tenants"
@@ -187,6 +187,8 @@ def _refuse_shared_databases(tenants: list[Tenant], source: Path) -> None:
 def load_tenants(explicit: str | os.PathLike[str] | None = None) -> Tenants:
     """Read the config (file or folder) and build every tenant's validated Config."""
     path = find_config_path(explicit)
+    if not path.exists():
+        load_config(path)  # the not-found error, with its hint (--config, $SYNCENGINE_CONFIG)
     tenants: list[Tenant] = []
     if path.is_dir():
         files = sorted(path.glob("*.toml"))
