@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -235,7 +237,7 @@ def load_snapshot_view(repo: Repository, snapshot: SnapshotInfo) -> SnapshotView
     held_reasons, unidentified = from_snapshot_counts(snapshot.counts)
     return SnapshotView(
         snapshot=snapshot,
-        people={p.employee_id: p for p in repo.load_people(snapshot.id)},
+        people={p.employee_id: p for p in repo.load_people_bulk(snapshot.id)},
         departments=tuple(departments),
         quarantined=frozenset(str(e) for e in quarantined),
         previous_size=previous_size,
@@ -410,6 +412,25 @@ def checkpoint_rows(plan: Plan) -> tuple[list[NewAction], dict[str, int]]:
     return rows, seq
 
 
+@contextmanager
+def bulk_objects() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a plan is made, and restore it after.
+
+    Planning builds a few hundred thousand long-lived, acyclic objects (people, mailboxes,
+    links, the planner's indexes); each few hundred allocations the collector would walk the
+    young ones and, ever more often, all of them: a third of the planner's time at 100,000
+    people, for nothing to collect. Reference counting still frees everything as usual; the
+    few cycles made meanwhile are collected when the collector is back.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def make_plan(
     engine: Engine,
     *,
@@ -436,7 +457,7 @@ def make_plan(
     release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
     repo = engine.repo
     snapshot = current_snapshot(engine)
-    with engine.run(RunKind.PLAN, actor) as run:
+    with bulk_objects(), engine.run(RunKind.PLAN, actor) as run:
         view = load_snapshot_view(repo, snapshot)
         desired = view.desired(*hook_facts(engine, view, now))
         links = repo.load_links()

@@ -34,6 +34,7 @@ from syncengine.domain import (
     Person,
     Status,
 )
+from syncengine.plan import Plan, signed
 from syncengine.planner import Desired, diff
 from syncengine.policy import AliasMode, LeaveAction, Policy
 
@@ -219,3 +220,15 @@ def test_the_fixture_is_busy() -> None:
     for kind in ("create_user", "update_user", "disable_user", "delete_user", "swap_primary",
                  "add_alias", "enable_user", "move_department"):  # fmt: skip
         assert summary.get(kind), f"no {kind} in the busy night: {summary}"
+
+
+def test_plan_json_is_made_once_and_never_stale() -> None:
+    """The plan text is kept on the plan; a changed copy (signed) has its own."""
+    desired, state, links = world(3, 200)
+    plan = diff(desired, state, links, POLICIES["default"], NOW)
+    text = plan.to_json()
+    assert plan.to_json() is text
+    other = signed(plan, b"key")
+    assert other.to_json() != text
+    assert json.loads(other.to_json())["signature"] == other.signature != ""
+    assert Plan.from_json(other.to_json()) == other
