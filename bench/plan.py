@@ -259,7 +259,9 @@ except SystemExit as exc:
 if profile:
     prof.disable()
     prof.dump_stats(profile)
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print("MAXRSS_KB", usage.ru_maxrss, file=sys.stderr)
+print("CPU_S", usage.ru_utime + usage.ru_stime, file=sys.stderr)
 sys.exit(code)
 """
 
@@ -270,7 +272,9 @@ import csv, json, resource, sys
 with open(sys.argv[1], encoding="utf-8", newline="") as f:
     rows = list(csv.reader(f))
 payloads = [json.loads(open(p, "rb").read()) for p in sys.argv[2:]]
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print("MAXRSS_KB", usage.ru_maxrss, file=sys.stderr)
+print("CPU_S", usage.ru_utime + usage.ru_stime, file=sys.stderr)
 print(len(rows) - 1, sum(len(str(x)) > 0 for x in payloads))
 """
 
@@ -311,6 +315,11 @@ def _state_payloads(base_url: str, folder: Path) -> list[Path]:
     return out
 
 
+CPU: dict[tuple[str, ...], list[float]] = {}
+"""CPU seconds (user + system) each child command reported, by command: on a loaded machine
+the wall time swings with the neighbours, the CPU time much less."""
+
+
 def _run_child(cmd: list[str], timeout: float, env: dict[str, str] | None = None
                ) -> tuple[subprocess.CompletedProcess[str], float, float | None]:  # fmt: skip
     """Run one child; its wall time and peak RSS (MiB, None when it did not report it)."""
@@ -318,7 +327,11 @@ def _run_child(cmd: list[str], timeout: float, env: dict[str, str] | None = None
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
                           env=env)  # fmt: skip
     wall = time.perf_counter() - t
-    rss = [ln for ln in done.stderr.splitlines() if ln.startswith("MAXRSS_KB")]
+    lines = done.stderr.splitlines()
+    rss = [ln for ln in lines if ln.startswith("MAXRSS_KB")]
+    CPU.setdefault(tuple(cmd), []).extend(
+        float(ln.split()[1]) for ln in lines if ln.startswith("CPU_S")
+    )
     return done, wall, (int(rss[-1].split()[1]) / 1024 if rss else None)
 
 
@@ -463,13 +476,17 @@ def part_command(args: argparse.Namespace) -> None:
                 server.stop()
             assert done is not None
             floor = statistics.median(walls["floor"])
+            floor_cpu = statistics.median(CPU[tuple(floor_cmd)])
             print(f"{api}: parse floor (csv.reader of the HR file + json.loads of the state "
-                  f"payloads, in a child): {floor:.2f} s median of {args.rounds}")  # fmt: skip
-            for label, _ in subjects:
+                  f"payloads, in a child): {floor:.2f} s wall, {floor_cpu:.2f} s CPU, median "
+                  f"of {args.rounds}")  # fmt: skip
+            for label, exe in subjects:
                 wall = statistics.median(walls[label])
-                print(f"{api} {label}: plan command {wall:.2f} s median of {args.rounds} = "
-                      f"{wall / floor:.1f}x the parse floor; peak RSS (ru_maxrss) "
-                      f"{max(rsses[label]):.0f} MiB; load average {_load()}")  # fmt: skip
+                cpu = statistics.median(CPU[(exe, *args_)])
+                print(f"{api} {label}: plan command {wall:.2f} s wall median of {args.rounds} = "
+                      f"{wall / floor:.1f}x the parse floor; {cpu:.2f} s CPU = "
+                      f"{cpu / floor_cpu:.1f}x the floor's CPU; peak RSS (ru_maxrss) "
+                      f"{max(rsses[label]):.0f} MiB max; load average {_load()}")  # fmt: skip
             report = json.loads(done.stdout)
             calls = app.state.emulator.calls_since(0)["counts"]
             secs = report["seconds"]

@@ -458,18 +458,21 @@ def make_plan(
     repo = engine.repo
     snapshot = current_snapshot(engine)
     with bulk_objects(), engine.run(RunKind.PLAN, actor) as run:
-        view = load_snapshot_view(repo, snapshot)
-        desired = view.desired(*hook_facts(engine, view, now))
-        links = repo.load_links()
 
         def read_progress(done: int, total: int | None) -> None:
             if progress is not None:
                 progress("reading mailboxes", done, total)
 
+        # The live state is read before the snapshot and the links are loaded: the read's
+        # transient answer (the whole directory as JSON, then as dicts) then never coexists
+        # with 100,000 people and links, which keeps the command's peak memory down.
         read_started = time.perf_counter()
         provider = engine.provider
         state = provider.read_state(progress=read_progress)
         read_seconds = time.perf_counter() - read_started
+        view = load_snapshot_view(repo, snapshot)
+        desired = view.desired(*hook_facts(engine, view, now))
+        links = repo.load_links()
         desired = dataclasses.replace(
             desired, former=former_employees(repo, snapshot, desired, state, links)
         )
