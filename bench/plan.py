@@ -262,6 +262,7 @@ if profile:
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print("MAXRSS_KB", usage.ru_maxrss, file=sys.stderr)
 print("CPU_S", usage.ru_utime + usage.ru_stime, file=sys.stderr)
+print("SYNCENGINE", sys.modules["syncengine"].__file__, file=sys.stderr)
 sys.exit(code)
 """
 
@@ -320,12 +321,16 @@ CPU: dict[tuple[str, ...], list[float]] = {}
 the wall time swings with the neighbours, the CPU time much less."""
 
 
-def _run_child(cmd: list[str], timeout: float, env: dict[str, str] | None = None
+def _run_child(cmd: list[str], timeout: float, cwd: Path, env: dict[str, str] | None = None
                ) -> tuple[subprocess.CompletedProcess[str], float, float | None]:  # fmt: skip
-    """Run one child; its wall time and peak RSS (MiB, None when it did not report it)."""
+    """Run one child; its wall time and peak RSS (MiB, None when it did not report it).
+
+    ``cwd`` must not be a checkout: ``python -c`` puts the working directory first on the
+    path, so a child started in this repository would import its ``syncengine`` whatever
+    interpreter (``--reference-exe``) runs it."""
     t = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                          env=env)  # fmt: skip
+                          env=env, cwd=cwd)  # fmt: skip
     wall = time.perf_counter() - t
     lines = done.stderr.splitlines()
     rss = [ln for ln in lines if ln.startswith("MAXRSS_KB")]
@@ -453,13 +458,17 @@ def part_command(args: argparse.Namespace) -> None:
                 rsses: dict[str, list[float]] = {}
                 done = None
                 for r in range(args.rounds):
-                    _, fwall, _ = _run_child(floor_cmd, args.timeout)
+                    _, fwall, _ = _run_child(floor_cmd, args.timeout, folder)
                     walls["floor"].append(fwall)
                     for label, exe in subjects:
-                        d, wall, rss = _run_child([exe, *args_], args.timeout)
+                        d, wall, rss = _run_child([exe, *args_], args.timeout, folder)
                         if d.returncode not in (0, 2, 3) or rss is None:
                             raise SystemExit(f"{api} {label}: plan failed (exit "
                                              f"{d.returncode}): {d.stderr[-2000:]}")  # fmt: skip
+                        if r == 0:
+                            code = [ln for ln in d.stderr.splitlines()
+                                    if ln.startswith("SYNCENGINE")]  # fmt: skip
+                            print(f"{api} {label}: {exe} runs {code[-1].split()[1]}")
                         walls.setdefault(label, []).append(wall)
                         rsses.setdefault(label, []).append(rss)
                         if label == "this":
@@ -470,7 +479,7 @@ def part_command(args: argparse.Namespace) -> None:
                           + f"; load average {_load()}")  # fmt: skip
                 if args.profile:
                     env = {**os.environ, "BENCH_PLAN_PROFILE": args.profile}
-                    _run_child([sys.executable, *args_], args.timeout, env)
+                    _run_child([sys.executable, *args_], args.timeout, folder, env)
                     print(f"{api}: cProfile stats of one more run saved to {args.profile}")
             finally:
                 server.stop()
