@@ -324,9 +324,6 @@ GROUP_CHECK_ROUNDS = 4
 
 def _addresses_to_create(plan: Plan, state: MailboxState) -> set[str]:
     """Every address the plan would make exist that the state does not know yet."""
-    known = {normalise_email(m.email) for m in state.mailboxes}
-    known |= {normalise_email(a) for m in state.mailboxes for a in m.aliases}
-    known |= {normalise_email(g) for g in state.groups}
     found: set[str] = set()
     for a in plan.actions:
         if a.mailbox is not None:
@@ -336,7 +333,14 @@ def _addresses_to_create(plan: Plan, state: MailboxState) -> set[str]:
             found.add(a.alias)
         if a.update is not None and a.update.aliases:
             found.update(a.update.aliases)
-    return {normalise_email(x) for x in found} - known
+    found = {normalise_email(x) for x in found}
+    if not found:
+        return found
+    # Built only when the plan adds an address: it holds every address of the directory.
+    known = set(map(normalise_email, (m.email for m in state.mailboxes)))
+    known.update(map(normalise_email, (a for m in state.mailboxes if m.aliases for a in m.aliases)))
+    known.update(map(normalise_email, state.groups))
+    return found - known
 
 
 def diff_knowing_groups(
