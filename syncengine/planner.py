@@ -239,6 +239,7 @@ class _Planner:
         self.groups = {normalise_email(g) for g in actual.groups}
         self.link_email = {eid: _norm(lk.email) for eid, lk in links.items()}
         self._depts_cache: dict[str, tuple[str, ...]] = {}
+        self._relocated: dict[str, str] = {}  # path -> after the moves (users' step only)
         self._protected = policy.protected_matcher()
 
         self.dept_actions: list[Action] = []
@@ -686,8 +687,12 @@ class _Planner:
         got = self._depts_cache.get(email)
         if got is None:
             depts = self.by_email[email].departments
-            if self.moves:
-                depts = tuple(self.relocate(d) for d in depts)
+            if self.moves:  # a few hundred paths among 100,000 mailboxes: each relocated once
+                moved = self._relocated
+                for d in depts:
+                    if d not in moved:
+                        moved[d] = self.relocate(d)
+                depts = tuple(moved[d] for d in depts)
             got = _sorted_paths(depts)
             self._depts_cache[email] = got
         return got
