@@ -11,10 +11,11 @@ and the peak memory.
 Part 2, "command": the same inputs, per API generation: the emulator (served from this
 process) is seeded with the mailboxes, a SQLite staging file gets the previous and the current
 snapshot and a link per mailbox, then ``syncengine plan --out plan.json --json`` runs as a child
-process, as an admin runs it. Prints its wall time, the split the command reports (reading the
-state, the diff, the rest of ``service.make_plan``), its peak resident memory (``ru_maxrss``
-of the child), the API calls the emulator saw, and the time to read the plan file back and
-render it as text and HTML. Gen 1 reads one ``user/get`` per member; ``--v1-people N`` runs it
+process, as an admin runs it. Prints its wall time, the split the command reports (reading
+the state, the diff, the rest of ``service.make_plan``), its peak resident memory (``VmHWM``
+of the child; see ``_run_child`` for why not ``ru_maxrss``), the API calls the emulator saw,
+and the time to read the plan file back and render it as text and HTML. Gen 1 reads one
+``user/get`` per member; ``--v1-people N`` runs it
 on fewer people and prints a linear extrapolation, marked EXTRAPOLATED.
 
 Further parts are appended to ``PARTS``.
@@ -262,6 +263,8 @@ if profile:
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print("MAXRSS_KB", usage.ru_maxrss, file=sys.stderr)
 print("CPU_S", usage.ru_utime + usage.ru_stime, file=sys.stderr)
+with open("/proc/self/status", encoding="ascii") as status:
+    print(*[ln for ln in status if ln.startswith("VmHWM:")][0].split()[:2], file=sys.stderr)
 print("SYNCENGINE", sys.modules["syncengine"].__file__, file=sys.stderr)
 sys.exit(code)
 """
@@ -276,6 +279,8 @@ payloads = [json.loads(open(p, "rb").read()) for p in sys.argv[2:]]
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print("MAXRSS_KB", usage.ru_maxrss, file=sys.stderr)
 print("CPU_S", usage.ru_utime + usage.ru_stime, file=sys.stderr)
+with open("/proc/self/status", encoding="ascii") as status:
+    print(*[ln for ln in status if ln.startswith("VmHWM:")][0].split()[:2], file=sys.stderr)
 print(len(rows) - 1, sum(len(str(x)) > 0 for x in payloads))
 """
 
@@ -325,6 +330,11 @@ def _run_child(cmd: list[str], timeout: float, cwd: Path, env: dict[str, str] | 
                ) -> tuple[subprocess.CompletedProcess[str], float, float | None]:  # fmt: skip
     """Run one child; its wall time and peak RSS (MiB, None when it did not report it).
 
+    The peak is the child's ``VmHWM`` (high-water mark of its own address space), not its
+    ``ru_maxrss``: subprocess starts children with vfork, and Linux carries the parent's
+    high-water mark over the exec into the child's ``ru_maxrss`` (here: this process, with
+    the emulator and 100,000 members in it), so ``ru_maxrss`` reads the same for every child.
+
     ``cwd`` must not be a checkout: ``python -c`` puts the working directory first on the
     path, so a child started in this repository would import its ``syncengine`` whatever
     interpreter (``--reference-exe``) runs it."""
@@ -333,7 +343,7 @@ def _run_child(cmd: list[str], timeout: float, cwd: Path, env: dict[str, str] | 
                           env=env, cwd=cwd)  # fmt: skip
     wall = time.perf_counter() - t
     lines = done.stderr.splitlines()
-    rss = [ln for ln in lines if ln.startswith("MAXRSS_KB")]
+    rss = [ln for ln in lines if ln.startswith("VmHWM:")]
     CPU.setdefault(tuple(cmd), []).extend(
         float(ln.split()[1]) for ln in lines if ln.startswith("CPU_S")
     )
@@ -494,7 +504,7 @@ def part_command(args: argparse.Namespace) -> None:
                 cpu = statistics.median(CPU[(exe, *args_)])
                 print(f"{api} {label}: plan command {wall:.2f} s wall median of {args.rounds} = "
                       f"{wall / floor:.1f}x the parse floor; {cpu:.2f} s CPU = "
-                      f"{cpu / floor_cpu:.1f}x the floor's CPU; peak RSS (ru_maxrss) "
+                      f"{cpu / floor_cpu:.1f}x the floor's CPU; peak RSS (VmHWM) "
                       f"{max(rsses[label]):.0f} MiB max; load average {_load()}")  # fmt: skip
             report = json.loads(done.stdout)
             calls = app.state.emulator.calls_since(0)["counts"]
