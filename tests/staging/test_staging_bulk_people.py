@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pytest
@@ -50,6 +51,6 @@ def test_bulk_load_equals_record_by_record(staging_repo: Repository) -> None:
 def test_bulk_decoding_refuses_what_record_by_record_refuses() -> None:
     bad = codec.canonical_json({**codec.person_to_dict(people(1)[0]), "gender": 7})
     with pytest.raises(ValueError, match="7 is not a valid Gender"):
-        codec.person_from_dict(codec.json.loads(bad))
+        codec.person_from_dict(json.loads(bad))
     with pytest.raises(ValueError, match="7 is not a valid Gender"):
         codec.people_from_json_texts([bad])

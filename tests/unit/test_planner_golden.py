@@ -113,8 +113,8 @@ def world(seed: int, n: int) -> tuple[Desired, MailboxState, dict[str, IdentityL
         people[i] = p
     for j in range(n // 20):  # new hires, most without an address (pinyin, clashes)
         name = rng.choice(SURNAMES[:6]) + rng.choice(GIVEN[:4])
-        email = f"hire{j}@{DOMAIN}" if j % 4 == 0 else None
-        people.append(Person(f"N{j:05d}", name, email, departments=(rng.choice(leaves),),
+        hire_email = f"hire{j}@{DOMAIN}" if j % 4 == 0 else None
+        people.append(Person(f"N{j:05d}", name, hire_email, departments=(rng.choice(leaves),),
                              start_date=date(2026, 11, 1)))  # fmt: skip
     for k in range(n // 50):  # unmanaged, protected and unlinked mailboxes
         boxes.append(Mailbox(f"svc{k}@{DOMAIN}", f"服务{k}", departments=(leaves[0],)))
