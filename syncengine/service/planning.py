@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -416,23 +417,40 @@ def checkpoint_rows(plan: Plan) -> tuple[list[NewAction], dict[str, int]]:
     return rows, seq
 
 
+FULL_COLLECTION_EVERY = 1000
+"""While a plan is made: a full (oldest-generation) collection after this many collections of
+the middle one, instead of Python's 10."""
+_bulk_lock = threading.Lock()
+_bulk_depth = 0
+_bulk_saved: tuple[int, int, int] = (0, 0, 0)
+
+
 @contextmanager
 def bulk_objects() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a plan is made, and restore it after.
+    """Make full garbage collections rare while a plan is made; restore the thresholds after.
 
     Planning builds a few hundred thousand long-lived, acyclic objects (people, mailboxes,
-    links, the planner's indexes); each few hundred allocations the collector would walk the
-    young ones and, ever more often, all of them: a third of the planner's time at 100,000
-    people, for nothing to collect. Reference counting still frees everything as usual; the
-    few cycles made meanwhile are collected when the collector is back.
+    links, the planner's indexes). Python runs a full collection each time the long-lived
+    objects grew by a quarter, and each walks all of them: a third of the planner's time at
+    100,000 people, for nothing to collect. The young generations are still collected as
+    usual, so the short-lived cycles (HTTP, SQL) are freed: pausing the collector altogether
+    was as fast but kept 20 MiB more at the peak. Nested and concurrent uses (the hook
+    worker) restore the thresholds when the last one leaves.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    global _bulk_depth, _bulk_saved
+    with _bulk_lock:
+        if _bulk_depth == 0:
+            _bulk_saved = gc.get_threshold()
+            young, middle, full = _bulk_saved
+            gc.set_threshold(young, middle, max(full, FULL_COLLECTION_EVERY))
+        _bulk_depth += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _bulk_lock:
+            _bulk_depth -= 1
+            if _bulk_depth == 0:
+                gc.set_threshold(*_bulk_saved)
 
 
 def make_plan(
