@@ -495,6 +495,10 @@ def make_plan(
         view = load_snapshot_view(repo, snapshot)
         desired = view.desired(*hook_facts(engine, view, now))
         links = repo.load_links()
+        # The read and the loads leave some 20 MiB of cycles (HTTP, SQL) in the old
+        # generation, which bulk_objects no longer walks often: one full collection here,
+        # before the diff's peak, frees them (a tenth of a second).
+        gc.collect()
         desired = dataclasses.replace(
             desired, former=former_employees(repo, snapshot, desired, state, links)
         )
