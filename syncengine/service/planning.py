@@ -485,9 +485,9 @@ def make_plan(
             if progress is not None:
                 progress("reading mailboxes", done, total)
 
-        # The live state is read before the snapshot and the links are loaded: the read's
-        # transient answer (the whole directory as JSON, then as dicts) then never coexists
-        # with 100,000 people and links, which keeps the command's peak memory down.
+        # The live state is read before the snapshot and the links are loaded, so that the
+        # read's transient answer (the directory as JSON, then as dicts) and the cycles it
+        # leaves are gone before 100,000 people and links arrive.
         read_started = time.perf_counter()
         provider = engine.provider
         state = provider.read_state(progress=read_progress)
