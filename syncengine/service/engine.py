@@ -302,10 +302,12 @@ def config_fingerprint(config: Config) -> str:
     """sha256 of the config's content without its secrets.
 
     A plan records it; ``apply`` compares it so a plan made under other rules (another policy,
-    mapping or Exmail target) is refused. Secrets are left out, so rotating a secret does not
-    make reviewed plans stale, and the fingerprint reveals nothing about them.
+    mapping or Exmail target, another tenant) is refused. Secrets are left out, so rotating a
+    secret does not make reviewed plans stale, and the fingerprint reveals nothing about them.
     """
     data = _without_secrets(config.model_dump(mode="python", exclude={"review"}))
+    if config.tenant is not None:  # a plan of one tenant is refused by every other
+        data["tenant"] = config.tenant
     blob = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
