@@ -54,7 +54,7 @@ def worker_id() -> str:
 def _host_pid(holder: str) -> tuple[str, int] | None:
     host_pid = holder.rpartition(":")[0]
     host, _, pid = host_pid.rpartition(":")
-    return (host, int(pid)) if pid.isdigit() else None
+    return (host, int(pid)) if pid.isascii() and pid.isdigit() else None
 
 
 class Heartbeat:
