@@ -76,6 +76,9 @@ _WRITE_CALLS: dict[ActionKind, tuple[str, str]] = {
     ActionKind.DISABLE_USER: ("POST", "user/update"),
     ActionKind.SWAP_PRIMARY: ("GET", "user/swapalias"),
     ActionKind.DELETE_USER: ("GET", "user/delete"),
+    ActionKind.CREATE_GROUP: ("POST", "group/create"),
+    ActionKind.UPDATE_GROUP: ("POST", "group/update"),
+    ActionKind.DELETE_GROUP: ("GET", "group/delete"),
 }
 """What each writing action kind sends (method, endpoint); the others make no request."""
 BATCHCHECK_LIMIT = 20
@@ -623,6 +626,13 @@ class ExmailV2Provider:
 
     def delete_group(self, address: str) -> None:
         self.call("group/delete", params={"groupid": address}, subject=address)
+
+    can_read_groups = True
+
+    def change_group(self, group: MailGroup, *, add: Sequence[str], remove: Sequence[str]) -> None:
+        """Gen 2 has no member add/remove call: one ``group/update`` with the whole new list
+        (``add`` / ``remove`` are what the plan shows; the body is ``group``)."""
+        self.update_group(group)
 
     def get_group(self, address: str) -> MailGroup | None:
         try:

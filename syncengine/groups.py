@@ -1,0 +1,442 @@
+"""Mail groups that follow HR: one group per department, planned as a minimal change set.
+
+PURE: no I/O, no clock (``today`` is an argument), no randomness; the output order depends
+only on the inputs' content.
+
+The engine owns only the groups it created: each is recorded in the staging ledger
+(``mail_groups``) under a stable key (``dept:<HR department id>``, or ``dept:<path>`` when the
+source has no department table) with its address, name and the members it last wrote. No
+Exmail API lists groups and Gen 1 cannot read one back, so the ledger is the planner's view of
+its own groups; any other group is unmanaged and never touched.
+
+Decisions (README "Mail groups"):
+
+* A department HR has (under ``root``) with at least one member gets a group; its address
+  comes from the template once, at creation, and is kept from then on: a renamed or moved
+  department keeps its group's address (the key is the HR department id), only the name
+  follows (Gen 2 ``group/update``; Gen 1 has no group rename, the old name stays).
+* Members are the enabled mailboxes of the department's people (and of its sub-departments'
+  with ``include_subdepartments``), plus the static ``extra_members``. A change is one
+  ``update_group`` action with the minimal ``add`` / ``remove`` sets; it depends on the
+  ``create_user`` / ``swap_primary`` actions that make the added addresses exist.
+* A new group whose address is a mailbox, an alias, a group the engine does not own, or an
+  address the user plan creates is a ``group_address_taken`` conflict and is not created.
+* A group whose department is gone (or left empty) retires: Exmail refuses a group without
+  members (600009, both generations), so with ``keeper`` set it is emptied down to the keeper
+  and deleted when the grace period is over; without a keeper it is deleted at once.
+* Brake: a group losing more than ``max_member_loss`` of its members (once it has at least
+  ``min_members``) blocks the plan like the removal brakes (``--allow-removals N``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from syncengine.addresses import name_parts, sanitise_local
+from syncengine.domain import (
+    Department,
+    IdentityLink,
+    Person,
+    Status,
+    ancestors,
+    is_under,
+    normalise_email,
+    path_name,
+)
+from syncengine.plan import (
+    Action,
+    ActionKind,
+    BlockedReason,
+    Conflict,
+    ConflictKind,
+    GroupRecord,
+    Plan,
+    ReleaseKind,
+    action_key,
+    make_plan,
+)
+
+TEMPLATE_FIELDS = frozenset({"code", "pinyin", "initials", "path_pinyin"})
+"""What an address template may use: the HR department id, the pinyin of its name, the
+initials of that pinyin, the pinyin of the whole path joined by ``-``."""
+
+_FIELD_RE = re.compile(r"{([^{}]*)}")
+
+
+@dataclass(frozen=True)
+class GroupRules:
+    """``[groups]`` as the pure planner sees it (built by :mod:`syncengine.groups_config`)."""
+
+    template: str  # "dept-{code}@example.com"
+    root: str = ""  # a department subtree; "" is every department
+    include_subdepartments: bool = False
+    name_template: str = "{name}"
+    extra_members: tuple[str, ...] = ()  # in every group
+    posting: int = 0  # GroupPosting: 0 company, 1 anyone, 2 members, 3 allow list
+    allow_list: tuple[str, ...] = ()
+    keeper: str = ""
+    grace_days: int = 30
+    can_rename: bool = True  # Gen 2 only: Gen 1 has no group update
+    max_member_loss: float | None = 0.5
+    min_members: int = 4
+
+
+@dataclass(frozen=True)
+class OwnedGroup:
+    """One row of the ledger: a group the engine created, as it last wrote it."""
+
+    key: str
+    address: str
+    name: str
+    members: tuple[str, ...]
+    retiring_since: date | None = None
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """The group part of a plan."""
+
+    actions: tuple[Action, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    blocked: tuple[BlockedReason, ...] = ()
+    desired: int = 0  # how many groups HR wants
+
+
+@dataclass
+class _Wanted:
+    key: str
+    path: str
+    code: str
+    members: set[str] = field(default_factory=set)
+    depends: set[str] = field(default_factory=set)
+
+
+def template_fields(template: str) -> set[str]:
+    return {m.group(1) for m in _FIELD_RE.finditer(template)}
+
+
+def render_address(template: str, path: str, code: str) -> str:
+    """The group address a template gives for a department ("" when it renders to nothing)."""
+    name = path_name(path)
+    parts = name_parts(name)
+    syllables = parts.family + parts.given
+    values = {
+        "code": sanitise_local(code),
+        "pinyin": sanitise_local("".join(syllables)),
+        "initials": "".join(s[0] for s in syllables if s),
+        "path_pinyin": "-".join(
+            sanitise_local("".join(name_parts(seg).family + name_parts(seg).given))
+            for seg in path.split("/")
+        ),
+    }
+    local, _, domain = template.format(**values).rpartition("@")
+    local = sanitise_local(local)
+    return f"{local}@{domain.lower()}" if local and domain else ""
+
+
+def _member_addresses(
+    people: Sequence[Person], links: Mapping[str, IdentityLink], user_plan: Plan
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Employee id -> the address their enabled mailbox has once the plan ran, and the key of
+    the action that makes that address exist (when the plan creates or swaps it)."""
+    final: dict[str, str] = {eid: normalise_email(lk.email) for eid, lk in links.items()}
+    disabled = {eid for eid, lk in links.items() if lk.disabled_since is not None}
+    maker: dict[str, str] = {}
+    for a in user_plan.actions:
+        if not a.employee_id:
+            continue
+        if a.kind in (ActionKind.DISABLE_USER, ActionKind.DELETE_USER, ActionKind.UNLINK):
+            disabled.add(a.employee_id)
+            continue
+        if a.kind is ActionKind.ENABLE_USER:
+            disabled.discard(a.employee_id)
+        if a.link is not None:
+            final[a.employee_id] = normalise_email(a.link.email)
+            if a.link.disabled_since is not None:
+                disabled.add(a.employee_id)
+        if a.kind in (ActionKind.CREATE_USER, ActionKind.SWAP_PRIMARY, ActionKind.ENABLE_USER):
+            maker[a.employee_id] = a.key
+    active = {p.employee_id for p in people if p.status is not Status.TERMINATED}
+    emails = {eid: e for eid, e in final.items() if eid in active and eid not in disabled}
+    return emails, {eid: k for eid, k in maker.items() if eid in emails}
+
+
+def plan_groups(
+    rules: GroupRules,
+    *,
+    people: Sequence[Person],
+    departments: Sequence[Department],
+    links: Mapping[str, IdentityLink],
+    owned: Iterable[OwnedGroup],
+    user_plan: Plan,
+    taken: Iterable[str],
+    today: date,
+) -> GroupPlan:
+    """The group actions that make the owned groups follow HR (see the module docstring).
+
+    ``taken``: every address that exists in Exmail and is not one of the owned groups
+    (mailboxes, aliases, other groups).
+    """
+    emails, makers = _member_addresses(people, links, user_plan)
+    ids = {d.path: d.hr_id for d in departments if d.hr_id}
+    wanted: dict[str, _Wanted] = {}
+
+    def want(path: str) -> _Wanted | None:
+        if not path or not is_under(path, rules.root):
+            return None
+        code = ids.get(path) or ""
+        key = f"dept:{code}" if code else f"dept:{path}"
+        w = wanted.get(key)
+        if w is None:
+            w = wanted[key] = _Wanted(key, path, code or path)
+        return w
+
+    for d in departments:
+        want(d.path)
+    for p in sorted(people, key=lambda p: p.employee_id):
+        address = emails.get(p.employee_id)
+        for path in p.departments:
+            targets = [path]
+            if rules.include_subdepartments:
+                targets += list(ancestors(path))
+            for t in targets:
+                w = want(t)
+                if w is not None and address is not None:
+                    w.members.add(address)
+                    if p.employee_id in makers:
+                        w.depends.add(makers[p.employee_id])
+    extra = {normalise_email(x) for x in rules.extra_members}
+
+    by_key = {g.key: g for g in owned}
+    owned_addresses = {g.address for g in by_key.values()}
+    blocked_addresses = {normalise_email(t) for t in taken} - owned_addresses
+    for a in user_plan.actions:  # what the user plan makes exist
+        if a.mailbox is not None:
+            blocked_addresses.add(normalise_email(a.mailbox.email))
+            blocked_addresses.update(normalise_email(x) for x in a.mailbox.aliases)
+        if a.alias:
+            blocked_addresses.add(normalise_email(a.alias))
+    needs_code = "code" in template_fields(rules.template)
+
+    actions: list[Action] = []
+    conflicts: list[Conflict] = []
+    losses: list[tuple[str, int, int]] = []
+    claimed: set[str] = set()
+    desired_count = 0
+    for key in sorted(wanted):
+        w = wanted[key]
+        members = w.members | extra if w.members else set()
+        name = rules.name_template.format(name=path_name(w.path), path=w.path)
+        g = by_key.pop(key, None)
+        if not members:
+            if g is not None:
+                by_key[key] = g  # retires below
+            continue
+        desired_count += 1
+        if g is None:
+            if needs_code and w.code == w.path:
+                conflicts.append(
+                    _conflict(
+                        f"department {w.path} has no HR id, so the template {rules.template!r} "
+                        "cannot name its group; add a department table to the source",
+                        "",
+                    )
+                )
+                continue
+            address = render_address(rules.template, w.path, w.code)
+            if not address:
+                conflicts.append(
+                    _conflict(
+                        f"the template {rules.template!r} gives no address for department {w.path}",
+                        "",
+                    )
+                )
+                continue
+            if address in blocked_addresses or address in claimed:
+                conflicts.append(
+                    _conflict(
+                        f"the group address {address} for department {w.path} is already a "
+                        "mailbox, an alias or a group the engine does not own; the group is "
+                        "not created",
+                        address,
+                    )
+                )
+                continue
+            claimed.add(address)
+            record = GroupRecord(
+                key, address, name, tuple(sorted(members)), rules.posting, rules.allow_list
+            )
+            actions.append(
+                Action(
+                    key=action_key(ActionKind.CREATE_GROUP, address),
+                    kind=ActionKind.CREATE_GROUP,
+                    target=address,
+                    reason=f"department {w.path} has {len(members)} member(s) and no group yet",
+                    changes={"members": ((), record.members), "name": (None, name)},
+                    depends_on=tuple(sorted(w.depends)),
+                    group=record,
+                )
+            )
+            continue
+        actions.extend(_follow(rules, g, w, name, members, losses))
+    for key in sorted(by_key):
+        actions.extend(_retire(rules, by_key[key], today, losses))
+    return GroupPlan(
+        actions=tuple(actions),
+        conflicts=tuple(conflicts),
+        blocked=_brake(rules, losses),
+        desired=desired_count,
+    )
+
+
+def _conflict(message: str, address: str) -> Conflict:
+    return Conflict(ConflictKind.GROUP_ADDRESS_TAKEN, message, emails=(address,) if address else ())
+
+
+def _follow(
+    rules: GroupRules,
+    g: OwnedGroup,
+    w: _Wanted,
+    name: str,
+    members: set[str],
+    losses: list[tuple[str, int, int]],
+) -> list[Action]:
+    old = set(g.members)
+    add = tuple(sorted(members - old))
+    remove = tuple(sorted(old - members))
+    new_name = name if rules.can_rename else g.name
+    if not add and not remove and new_name == g.name and g.retiring_since is None:
+        return []
+    if remove:
+        losses.append((g.address, len(remove), len(old)))
+    changes: dict[str, tuple[object, object]] = {}
+    why: list[str] = []
+    if add:
+        changes["added"] = ((), add)
+        why.append(f"{len(add)} joined")
+    if remove:
+        changes["removed"] = (remove, ())
+        why.append(f"{len(remove)} left")
+    if new_name != g.name:
+        changes["name"] = (g.name, new_name)
+        why.append(f"department renamed or moved to {w.path}")
+    if g.retiring_since is not None:
+        why.append("department is back in HR")
+    record = GroupRecord(
+        g.key,
+        g.address,
+        new_name,
+        tuple(sorted(members)),
+        rules.posting,
+        rules.allow_list,
+        add=add,
+        remove=remove,
+    )
+    return [
+        Action(
+            key=action_key(ActionKind.UPDATE_GROUP, g.address),
+            kind=ActionKind.UPDATE_GROUP,
+            target=g.address,
+            reason=f"group of department {w.path}: " + ", ".join(why),
+            changes=changes,  # type: ignore[arg-type]
+            depends_on=tuple(sorted(w.depends)) if add else (),
+            group=record,
+        )
+    ]
+
+
+def _retire(
+    rules: GroupRules, g: OwnedGroup, today: date, losses: list[tuple[str, int, int]]
+) -> list[Action]:
+    keeper = normalise_email(rules.keeper) if rules.keeper else ""
+    if g.retiring_since is not None or not keeper:
+        if g.retiring_since is not None and today < g.retiring_since + timedelta(
+            days=rules.grace_days
+        ):
+            return []
+        losses.append((g.address, len(g.members), len(g.members)))
+        when = (
+            f"retiring since {g.retiring_since.isoformat()}, grace period of "
+            f"{rules.grace_days} day(s) over"
+            if g.retiring_since is not None
+            else "no keeper is configured and Exmail refuses an empty group"
+        )
+        return [
+            Action(
+                key=action_key(ActionKind.DELETE_GROUP, g.address),
+                kind=ActionKind.DELETE_GROUP,
+                target=g.address,
+                reason=f"its department ({g.key}) is gone or empty; {when}",
+                changes={"members": (g.members, ())},
+                group=GroupRecord(g.key, g.address, g.name, ()),
+            )
+        ]
+    members = (keeper,)
+    remove = tuple(m for m in g.members if m != keeper)
+    add = () if keeper in g.members else members
+    losses.append((g.address, len(remove), len(g.members)))
+    return [
+        Action(
+            key=action_key(ActionKind.UPDATE_GROUP, g.address),
+            kind=ActionKind.UPDATE_GROUP,
+            target=g.address,
+            reason=f"its department ({g.key}) is gone or empty: emptied down to the keeper "
+            f"{keeper}, deleted after {rules.grace_days} day(s)",
+            changes={"added": ((), add), "removed": (remove, ())},
+            group=GroupRecord(
+                g.key,
+                g.address,
+                g.name,
+                members,
+                rules.posting,
+                rules.allow_list,
+                add=add,
+                remove=remove,
+                retiring_since=today,
+            ),
+        )
+    ]
+
+
+def _brake(rules: GroupRules, losses: list[tuple[str, int, int]]) -> tuple[BlockedReason, ...]:
+    share = rules.max_member_loss
+    if share is None:
+        return ()
+    hit = [(a, r, n) for a, r, n in losses if n >= rules.min_members and r / n > share]
+    if not hit:
+        return ()
+    removed = sum(r for _, r, _ in hit)
+    shown = ", ".join(f"{a} loses {r} of {n}" for a, r, n in hit[:5])
+    more = f" and {len(hit) - 5} more" if len(hit) > 5 else ""
+    return (
+        BlockedReason(
+            brake="group_member_loss",
+            message=f"{len(hit)} mail group(s) would lose more than {share:.0%} of their "
+            f"members ({shown}{more})",
+            release=ReleaseKind.ALLOW_REMOVALS,
+            needed=removed,
+        ),
+    )
+
+
+def with_groups(plan: Plan, groups: GroupPlan) -> Plan:
+    """``plan`` with the group part appended (group actions come after the user actions they
+    depend on), its conflicts and its brake; checksum and summary made anew."""
+    if not groups.actions and not groups.conflicts and not groups.blocked:
+        return plan
+    return make_plan(
+        created_at=plan.created_at,
+        config_fingerprint=plan.config_fingerprint,
+        state_fingerprint=plan.state_fingerprint,
+        actions=[*plan.actions, *groups.actions],
+        conflicts=[*plan.conflicts, *groups.conflicts],
+        unmanaged=plan.unmanaged,
+        protected=plan.protected,
+        quarantined=plan.quarantined,
+        blocked_reasons=[*plan.blocked_reasons, *groups.blocked],
+        explanations=plan.explanations,
+        held=plan.held,
+    )
