@@ -107,6 +107,27 @@ def ws(
 
 
 def test_department_groups_are_created_then_follow_hr(ws: GroupWorkspace) -> None:
+    scenario(ws)
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_the_same_on_postgresql(
+    api: str,
+    database_url: str,
+    tmp_path: Path,
+    emulator_factory: Callable[..., RunningEmulator],
+) -> None:
+    assert database_url.startswith("postgresql")
+    ws = GroupWorkspace(tmp_path, emulator_factory(api), database_url)
+    upgraded = ws.run("db", "upgrade")  # migrations 0001..0005_groups on a real server
+    assert upgraded.exit_code == 0, upgraded.output
+    scenario(ws)
+
+
+def scenario(ws: GroupWorkspace) -> None:
     ws.ingest(*ROWS.values())
     plan = ws.plan()
     groups = group_actions(plan)

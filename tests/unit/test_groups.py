@@ -1,0 +1,184 @@
+"""Table tests of the pure group planner (:mod:`syncengine.groups`) over real user plans made
+by :func:`syncengine.planner.diff`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from syncengine.domain import Department, IdentityLink, Mailbox, MailboxState, Person, Status
+from syncengine.groups import (
+    GroupPlan,
+    GroupRules,
+    OwnedGroup,
+    plan_groups,
+    render_address,
+    with_groups,
+)
+from syncengine.plan import ActionKind, ConflictKind, Plan, Release
+from syncengine.planner import Desired, diff
+from syncengine.policy import Brakes, Policy
+
+NOW = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+TODAY = NOW.date()
+POLICY = Policy(domain="x.com", brakes=Brakes(min_existing=1000))
+RULES = GroupRules(template="dept-{code}@x.com", keeper="keeper@x.com")
+DEPTS = (Department("研发", "10"), Department("研发/平台", "101"), Department("市场", "20"))
+SEEN = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def person(eid: str, dept: str, status: Status = Status.ACTIVE) -> Person:
+    return Person(eid, f"name {eid}", f"{eid.lower()}@x.com", departments=(dept,), status=status)
+
+
+def mailbox(eid: str, dept: str) -> Mailbox:
+    return Mailbox(f"{eid.lower()}@x.com", f"name {eid}", ext_id=eid, departments=(dept,))
+
+
+def world(
+    people: list[Person], *, existing: list[str] | None = None
+) -> tuple[Desired, MailboxState, dict[str, IdentityLink], Plan]:
+    """HR ``people``; Exmail has a mailbox (and link) for each of ``existing`` (default all)."""
+    have = {p.employee_id for p in people} if existing is None else set(existing)
+    by_id = {p.employee_id: p for p in people}
+    boxes = tuple(
+        mailbox(e, by_id[e].departments[0] if e in by_id else "市场") for e in sorted(have)
+    )
+    state = MailboxState(mailboxes=boxes, parties=())
+    links = {m.ext_id: IdentityLink(m.ext_id, m.email, SEEN) for m in boxes}
+    desired = Desired(people=tuple(people), departments=DEPTS)
+    return desired, state, links, diff(desired, state, links, POLICY, NOW)
+
+
+def run(
+    people: list[Person],
+    owned: Sequence[OwnedGroup] = (),
+    *,
+    rules: GroupRules = RULES,
+    taken: set[str] | None = None,
+    existing: list[str] | None = None,
+    today: date = TODAY,
+) -> tuple[GroupPlan, Plan]:
+    desired, _state, links, plan = world(people, existing=existing)
+    gp = plan_groups(
+        rules,
+        people=desired.people,
+        departments=desired.departments,
+        links=links,
+        owned=owned,
+        user_plan=plan,
+        taken=taken or set(),
+        today=today,
+    )
+    return gp, plan
+
+
+def test_a_group_per_department_with_its_people() -> None:
+    gp, _ = run([person("E1", "研发/平台"), person("E2", "研发/平台"), person("E3", "市场")])
+    assert [(a.key, a.group.members if a.group else None) for a in gp.actions] == [
+        ("create_group:dept-101@x.com", ("e1@x.com", "e2@x.com")),
+        ("create_group:dept-20@x.com", ("e3@x.com",)),
+    ]  # 研发 has no member of its own and no group; sub-departments' people are not its
+    sub = run([person("E1", "研发/平台")], rules=GroupRules("dept-{code}@x.com",
+                                                     include_subdepartments=True))[0]  # fmt: skip
+    assert {a.target: a.group.members for a in sub.actions if a.group} == {
+        "dept-10@x.com": ("e1@x.com",),
+        "dept-101@x.com": ("e1@x.com",),
+    }
+
+
+def test_new_people_join_after_their_mailbox_is_made_and_leavers_do_not() -> None:
+    people = [person("E1", "研发/平台"), person("E2", "研发/平台"),
+              person("E3", "研发/平台", Status.TERMINATED)]  # fmt: skip
+    gp, plan = run(people, existing=["E1", "E3"])
+    (create,) = gp.actions
+    assert create.group is not None and create.group.members == ("e1@x.com", "e2@x.com")
+    assert create.depends_on == ("create_user:e2@x.com",)
+    assert plan.count(ActionKind.DISABLE_USER) == 1  # E3 leaves: not a member
+
+
+def test_nothing_to_do_when_the_group_is_as_owned() -> None:
+    owned = [OwnedGroup("dept:101", "dept-101@x.com", "平台", ("e1@x.com", "e2@x.com"))]
+    gp, _ = run([person("E1", "研发/平台"), person("E2", "研发/平台")], owned)
+    assert gp.actions == () and gp.conflicts == () and gp.blocked == ()
+
+
+def test_minimal_change_and_rename_keeps_the_address() -> None:
+    owned = [OwnedGroup("dept:101", "dept-101@x.com", "旧名", ("e1@x.com", "e9@x.com"))]
+    gp, _ = run(
+        [person("E1", "研发/平台"), person("E2", "研发/平台")], owned, existing=["E1", "E2"]
+    )
+    (update,) = gp.actions
+    assert update.kind is ActionKind.UPDATE_GROUP and update.target == "dept-101@x.com"
+    assert update.group is not None
+    assert (update.group.add, update.group.remove) == (("e2@x.com",), ("e9@x.com",))
+    assert update.changes["name"] == ("旧名", "平台")
+    gen1 = run([person("E1", "研发/平台"), person("E2", "研发/平台")], owned,
+               rules=GroupRules("dept-{code}@x.com", can_rename=False))[0]  # fmt: skip
+    (kept,) = gen1.actions
+    assert "name" not in kept.changes and kept.group is not None and kept.group.name == "旧名"
+
+
+@pytest.mark.parametrize("taken", ["mailbox", "alias", "group"])
+def test_an_address_in_use_is_a_conflict(taken: str) -> None:
+    people = [person("E1", "研发/平台")]
+    if taken == "mailbox":
+        people.append(Person("E7", "Dept", "dept-101@x.com", departments=("市场",)))
+    gp, _ = run(people, taken={"dept-101@x.com"} if taken != "mailbox" else None,
+                existing=["E1"])  # fmt: skip
+    assert not [a for a in gp.actions if a.target == "dept-101@x.com"]
+    (conflict,) = [c for c in gp.conflicts if "dept-101@x.com" in c.emails]
+    assert conflict.kind is ConflictKind.GROUP_ADDRESS_TAKEN
+
+
+def test_a_gone_department_retires_to_the_keeper_then_goes() -> None:
+    owned = [OwnedGroup("dept:20", "dept-20@x.com", "市场", ("e3@x.com",))]
+    gp, _ = run([person("E1", "研发/平台")], owned)
+    retire = next(a for a in gp.actions if a.target == "dept-20@x.com")
+    assert retire.kind is ActionKind.UPDATE_GROUP and retire.group is not None
+    assert retire.group.members == ("keeper@x.com",) and retire.group.retiring_since == TODAY
+    since = [OwnedGroup("dept:20", "dept-20@x.com", "市场", ("keeper@x.com",), TODAY)]
+    assert not [a for a in run([person("E1", "研发/平台")], since,
+                               today=TODAY + timedelta(days=29))[0].actions
+                if a.target == "dept-20@x.com"]  # fmt: skip
+    late = run([person("E1", "研发/平台")], since, today=TODAY + timedelta(days=30))[0]
+    assert [a.kind for a in late.actions if a.target == "dept-20@x.com"] == [
+        ActionKind.DELETE_GROUP
+    ]
+    no_keeper = run([person("E1", "研发/平台")], owned, rules=GroupRules("dept-{code}@x.com"))[0]
+    assert [a.kind for a in no_keeper.actions if a.target == "dept-20@x.com"] == [
+        ActionKind.DELETE_GROUP
+    ]
+
+
+def test_a_group_losing_more_than_its_share_blocks_the_plan() -> None:
+    members = tuple(f"e{i}@x.com" for i in range(1, 9))
+    owned = [OwnedGroup("dept:101", "dept-101@x.com", "平台", members)]
+    people = [person(f"E{i}", "研发/平台") for i in range(1, 4)]
+    people += [person(f"E{i}", "市场") for i in range(4, 9)]  # five of eight move away
+    gp, plan = run(people, owned)
+    (brake,) = gp.blocked
+    assert brake.brake == "group_member_loss" and brake.needed == 5
+    assert "dept-101@x.com loses 5 of 8" in brake.message
+    full = with_groups(plan, gp)
+    assert full.is_blocked() and not full.is_blocked(Release(allow_removals=5))
+    # Four of eight is not more than half: not blocked.
+    people[3] = person("E4", "研发/平台")
+    assert run(people, owned)[0].blocked == ()
+
+
+def test_the_plan_with_groups_round_trips_and_is_checksummed() -> None:
+    gp, plan = run([person("E1", "研发/平台"), person("E2", "研发/平台")], existing=["E1"])
+    full = with_groups(plan, gp)
+    assert full.checksum != plan.checksum and full.summary["create_group"] == 1
+    assert Plan.from_json(full.to_json()) == full
+    assert with_groups(plan, run([], [])[0]) is plan  # no group part: the same plan
+
+
+def test_template_fields() -> None:
+    assert render_address("dept-{code}@X.com", "研发/平台", "A 101") == "dept-a101@x.com"
+    assert render_address("{pinyin}@x.com", "研发/平台", "101") == "pingtai@x.com"
+    assert render_address("{path_pinyin}@x.com", "研发/平台", "101") == "yanfa-pingtai@x.com"
+    assert render_address("{initials}-team@x.com", "研发/平台", "101") == "pt-team@x.com"
