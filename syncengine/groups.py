@@ -118,20 +118,24 @@ def template_fields(template: str) -> set[str]:
     return {m.group(1) for m in _FIELD_RE.finditer(template)}
 
 
+def _pinyin(text: str) -> str:
+    parts = name_parts(text)
+    return sanitise_local("".join(parts.family + parts.given))
+
+
 def render_address(template: str, path: str, code: str) -> str:
-    """The group address a template gives for a department ("" when it renders to nothing)."""
+    """The group address a template gives for a department ("" when it renders to nothing).
+    Only the fields the template names are worked out (pinyin is the slow one)."""
+    used = template_fields(template)
     name = path_name(path)
-    parts = name_parts(name)
-    syllables = parts.family + parts.given
-    values = {
-        "code": sanitise_local(code),
-        "pinyin": sanitise_local("".join(syllables)),
-        "initials": "".join(s[0] for s in syllables if s),
-        "path_pinyin": "-".join(
-            sanitise_local("".join(name_parts(seg).family + name_parts(seg).given))
-            for seg in path.split("/")
-        ),
-    }
+    values = {"code": sanitise_local(code)}
+    if "pinyin" in used:
+        values["pinyin"] = _pinyin(name)
+    if "initials" in used:
+        parts = name_parts(name)
+        values["initials"] = "".join(s[0] for s in parts.family + parts.given if s)
+    if "path_pinyin" in used:
+        values["path_pinyin"] = "-".join(_pinyin(seg) for seg in path.split("/"))
     local, _, domain = template.format(**values).rpartition("@")
     local = sanitise_local(local)
     return f"{local}@{domain.lower()}" if local and domain else ""
@@ -142,7 +146,8 @@ def _member_addresses(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Employee id -> the address their enabled mailbox has once the plan ran, and the key of
     the action that makes that address exist (when the plan creates or swaps it)."""
-    final: dict[str, str] = {eid: normalise_email(lk.email) for eid, lk in links.items()}
+    # Stored links are already normalised (lower-case, stripped): lower() is a cheap guard.
+    final: dict[str, str] = {eid: lk.email.lower() for eid, lk in links.items()}
     disabled = {eid for eid, lk in links.items() if lk.disabled_since is not None}
     maker: dict[str, str] = {}
     for a in user_plan.actions:
@@ -184,30 +189,36 @@ def plan_groups(
     ids = {d.path: d.hr_id for d in departments if d.hr_id}
     wanted: dict[str, _Wanted] = {}
 
+    by_path: dict[str, _Wanted | None] = {}
+
     def want(path: str) -> _Wanted | None:
-        if not path or not is_under(path, rules.root):
-            return None
-        code = ids.get(path) or ""
-        key = f"dept:{code}" if code else f"dept:{path}"
-        w = wanted.get(key)
-        if w is None:
-            w = wanted[key] = _Wanted(key, path, code or path)
+        if path in by_path:
+            return by_path[path]
+        w: _Wanted | None = None
+        if path and is_under(path, rules.root):
+            code = ids.get(path) or ""
+            key = f"dept:{code}" if code else f"dept:{path}"
+            w = wanted.get(key)
+            if w is None:
+                w = wanted[key] = _Wanted(key, path, code or path)
+        by_path[path] = w
         return w
 
     for d in departments:
         want(d.path)
-    for p in sorted(people, key=lambda p: p.employee_id):
+    for p in people:  # members are sets: the order of people does not matter
         address = emails.get(p.employee_id)
+        if address is None:
+            continue
+        maker = makers.get(p.employee_id)
         for path in p.departments:
-            targets = [path]
-            if rules.include_subdepartments:
-                targets += list(ancestors(path))
+            targets = (path, *ancestors(path)) if rules.include_subdepartments else (path,)
             for t in targets:
                 w = want(t)
-                if w is not None and address is not None:
+                if w is not None:
                     w.members.add(address)
-                    if p.employee_id in makers:
-                        w.depends.add(makers[p.employee_id])
+                    if maker is not None:
+                        w.depends.add(maker)
     extra = {normalise_email(x) for x in rules.extra_members}
 
     by_key = {g.key: g for g in owned}
