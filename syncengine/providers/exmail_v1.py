@@ -111,7 +111,7 @@ _WRITE_CALLS: dict[ActionKind, tuple[str, str]] = {
     ActionKind.SWAP_PRIMARY: ("user/swapalias", ""),
     ActionKind.DELETE_USER: ("user/sync", "Action=1 delete"),
     ActionKind.CREATE_GROUP: ("group/add", ""),
-    ActionKind.UPDATE_GROUP: ("group/addmember", "then group/deletemember"),
+    ActionKind.UPDATE_GROUP: ("group/addmember", "and/or group/deletemember"),
     ActionKind.DELETE_GROUP: ("group/delete", ""),
 }
 """What each writing action kind sends (endpoint, the Action it carries)."""
@@ -245,6 +245,14 @@ class ExmailV1Provider:
     def planned_calls(self, action: Action) -> tuple[ApiCall, ...]:
         if action.kind not in _WRITE_CALLS:
             return ()
+        group = action.group
+        if action.kind is ActionKind.UPDATE_GROUP and group is not None:
+            return tuple(  # only the calls the member changes need
+                ApiCall("POST", "/openapi/" + call, f"{len(members)} member(s)")
+                for call, members in (("group/addmember", group.add),
+                                      ("group/deletemember", group.remove))
+                if members
+            )  # fmt: skip
         endpoint, note = _WRITE_CALLS[action.kind]
         return (ApiCall("POST", "/openapi/" + endpoint, note),)
 
