@@ -631,8 +631,12 @@ class ExmailV2Provider:
 
     def change_group(self, group: MailGroup, *, add: Sequence[str], remove: Sequence[str]) -> None:
         """Gen 2 has no member add/remove call: one ``group/update`` with the whole new list
-        (``add`` / ``remove`` are what the plan shows; the body is ``group``)."""
-        self.update_group(group)
+        (``add`` / ``remove`` are what the plan shows; the body is ``group``). The member
+        list is always sent, also empty: Exmail then refuses a group left without members
+        (600009) rather than keeping the old list silently."""
+        body = self._group_body(group)
+        body["userlist"] = list(group.members)
+        self.call("group/update", body=body, subject=group.address)
 
     def get_group(self, address: str) -> MailGroup | None:
         try:
