@@ -37,6 +37,7 @@ from datetime import date, timedelta
 
 from syncengine.addresses import name_parts, sanitise_local
 from syncengine.domain import (
+    MAX_NAME_BYTES,
     Department,
     IdentityLink,
     Person,
@@ -179,12 +180,16 @@ def plan_groups(
     user_plan: Plan,
     taken: Iterable[str],
     today: date,
+    held: Iterable[str] = (),
 ) -> GroupPlan:
     """The group actions that make the owned groups follow HR (see the module docstring).
 
     ``taken``: every address that exists in Exmail and is not one of the owned groups
-    (mailboxes, aliases, other groups).
+    (mailboxes, aliases, other groups). ``held``: the mailboxes of employees whose HR row is
+    quarantined (or held by the plan): held back, not gone, so they keep the groups they are
+    in and are never removed from one.
     """
+    kept = {normalise_email(h) for h in held}
     emails, makers = _member_addresses(people, links, user_plan)
     ids = {d.path: d.hr_id for d in departments if d.hr_id}
     wanted: dict[str, _Wanted] = {}
@@ -239,14 +244,23 @@ def plan_groups(
     desired_count = 0
     for key in sorted(wanted):
         w = wanted[key]
+        g = by_key.pop(key, None)
+        if g is not None and kept:
+            w.members |= kept.intersection(g.members)
         members = w.members | extra if w.members else set()
         name = rules.name_template.format(name=path_name(w.path), path=w.path)
-        g = by_key.pop(key, None)
         if not members:
             if g is not None:
                 by_key[key] = g  # retires below
             continue
         desired_count += 1
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            conflicts.append(_conflict(
+                f"the group name {name!r} for department {w.path} is over Exmail's "
+                f"{MAX_NAME_BYTES} bytes; shorten [groups] name", ""))  # fmt: skip
+            if g is None:
+                continue
+            name = g.name  # an owned group keeps its name
         if g is None:
             if needs_code and w.code == w.path:
                 conflicts.append(

@@ -44,6 +44,8 @@ def add_groups(
     owned = engine.repo.load_groups()
     today = engine.policy.today(now)
     taken = _taken(state)
+    held = {links[e].email for e in desired.quarantined if e in links}
+    held |= {h.email for h in plan.held}
 
     def run() -> GroupPlan:
         return plan_groups(
@@ -55,6 +57,7 @@ def add_groups(
             user_plan=plan,
             taken=taken,
             today=today,
+            held=held,
         )
 
     groups = run()

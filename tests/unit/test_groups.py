@@ -182,3 +182,25 @@ def test_template_fields() -> None:
     assert render_address("{pinyin}@x.com", "研发/平台", "101") == "pingtai@x.com"
     assert render_address("{path_pinyin}@x.com", "研发/平台", "101") == "yanfa-pingtai@x.com"
     assert render_address("{initials}-team@x.com", "研发/平台", "101") == "pt-team@x.com"
+
+
+def test_a_quarantined_member_stays_in_the_group() -> None:
+    """A row with a problem is held back, not gone: its mailbox keeps its group membership."""
+    owned = [OwnedGroup("dept:101", "dept-101@x.com", "平台", ("e1@x.com", "e2@x.com"))]
+    desired, _state, links, plan = world([person("E1", "研发/平台"), person("E2", "研发/平台")])
+    desired = Desired(people=desired.people[:1], departments=DEPTS, quarantined=frozenset({"E2"}))
+    gp = plan_groups(RULES, people=desired.people, departments=desired.departments, links=links,
+                     owned=owned, user_plan=plan, taken=set(), today=TODAY,
+                     held=("e2@x.com",))  # fmt: skip
+    assert gp.actions == ()
+
+
+def test_a_group_name_over_64_bytes_is_a_conflict() -> None:
+    rules = GroupRules("dept-{code}@x.com", name_template="{path}" + "部" * 22)
+    gp, _ = run([person("E1", "研发/平台")], rules=rules)
+    assert gp.actions == ()
+    (conflict,) = gp.conflicts
+    assert "64 bytes" in conflict.message and "研发/平台" in conflict.message
+    owned = [OwnedGroup("dept:101", "dept-101@x.com", "平台", ("e1@x.com",))]
+    renamed, _ = run([person("E1", "研发/平台")], owned, rules=rules)
+    assert renamed.actions == () and len(renamed.conflicts) == 1  # keeps its name
