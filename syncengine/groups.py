@@ -19,8 +19,10 @@ Decisions (README "Mail groups"):
   with ``include_subdepartments``), plus the static ``extra_members``. A change is one
   ``update_group`` action with the minimal ``add`` / ``remove`` sets; it depends on the
   ``create_user`` / ``swap_primary`` actions that make the added addresses exist.
-* A new group whose address is a mailbox, an alias, a group the engine does not own, or an
-  address the user plan creates is a ``group_address_taken`` conflict and is not created.
+* A new group whose address is a mailbox, an alias, a group the engine does not own (or
+  another department's retiring group), or an address the user plan creates is a
+  ``group_address_taken`` conflict and is not created; a department whose group cannot be
+  named (no HR id for ``{code}``, a name over 64 bytes) is a ``group_invalid`` conflict.
 * A group whose department is gone (or left empty) retires: Exmail refuses a group without
   members (600009, both generations), so with ``keeper`` set it is emptied down to the keeper
   and deleted when the grace period is over; without a keeper it is deleted at once.
@@ -280,13 +282,14 @@ def plan_groups(
                     )
                 )
                 continue
-            if address in blocked_addresses or address in claimed:
+            if address in blocked_addresses or address in claimed or address in owned_addresses:
                 conflicts.append(
                     _conflict(
                         f"the group address {address} for department {w.path} is already a "
-                        "mailbox, an alias or a group the engine does not own; the group is "
-                        "not created",
+                        "mailbox, an alias or another group (one the engine does not own, or "
+                        "the retiring group of another department); the group is not created",
                         address,
+                        ConflictKind.GROUP_ADDRESS_TAKEN,
                     )
                 )
                 continue
@@ -317,8 +320,10 @@ def plan_groups(
     )
 
 
-def _conflict(message: str, address: str) -> Conflict:
-    return Conflict(ConflictKind.GROUP_ADDRESS_TAKEN, message, emails=(address,) if address else ())
+def _conflict(
+    message: str, address: str, kind: ConflictKind = ConflictKind.GROUP_INVALID
+) -> Conflict:
+    return Conflict(kind, message, emails=(address,) if address else ())
 
 
 def _follow(

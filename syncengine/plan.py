@@ -215,6 +215,7 @@ class ConflictKind(enum.StrEnum):
     TOO_MANY_ALIASES = "too_many_aliases"  # over Exmail's 5: the extra aliases are skipped
     HOOK_HELD = "hook_held"  # a hook's hire/termination kept against an older HR export
     GROUP_ADDRESS_TAKEN = "group_address_taken"  # a department group's address is not free
+    GROUP_INVALID = "group_invalid"  # a department group's address or name cannot be made
 
 
 BLOCKING_CONFLICTS = frozenset(

@@ -204,3 +204,12 @@ def test_a_group_name_over_64_bytes_is_a_conflict() -> None:
     owned = [OwnedGroup("dept:101", "dept-101@x.com", "平台", ("e1@x.com",))]
     renamed, _ = run([person("E1", "研发/平台")], owned, rules=rules)
     assert renamed.actions == () and len(renamed.conflicts) == 1  # keeps its name
+
+
+def test_an_address_held_by_another_departments_retiring_group_is_a_conflict() -> None:
+    # 研发/平台 was D999 once; its retiring group holds dept-101@x.com's address.
+    owned = [OwnedGroup("dept:999", "dept-101@x.com", "旧", ("keeper@x.com",), TODAY)]
+    gp, _ = run([person("E1", "研发/平台")], owned)
+    assert not [a for a in gp.actions if a.kind is ActionKind.CREATE_GROUP]
+    (conflict,) = gp.conflicts
+    assert conflict.kind is ConflictKind.GROUP_ADDRESS_TAKEN and "retiring" in conflict.message
