@@ -78,6 +78,8 @@ class GroupRules:
     include_subdepartments: bool = False
     name_template: str = "{name}"
     extra_members: tuple[str, ...] = ()  # in every group
+    department_members: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Static members of one department's group, by HR department id or path."""
     posting: int = 0  # GroupPosting: 0 company, 1 anyone, 2 members, 3 allow list
     allow_list: tuple[str, ...] = ()
     keeper: str = ""
@@ -96,6 +98,8 @@ class OwnedGroup:
     name: str
     members: tuple[str, ...]
     retiring_since: date | None = None
+    posting: int = 0
+    allow_list: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,7 +253,8 @@ def plan_groups(
         g = by_key.pop(key, None)
         if g is not None and kept:
             w.members |= kept.intersection(g.members)
-        members = w.members | extra if w.members else set()
+        own = rules.department_members.get(w.code) or rules.department_members.get(w.path, ())
+        members = w.members | extra | {normalise_email(x) for x in own} if w.members else set()
         name = rules.name_template.format(name=path_name(w.path), path=w.path)
         if not members:
             if g is not None:
@@ -338,7 +343,12 @@ def _follow(
     add = tuple(sorted(members - old))
     remove = tuple(sorted(old - members))
     new_name = name if rules.can_rename else g.name
-    if not add and not remove and new_name == g.name and g.retiring_since is None:
+    # Who may post: Gen 2 group/update sets it; Gen 1 cannot change it after group/add.
+    posting, allow = (
+        (rules.posting, rules.allow_list) if rules.can_rename else (g.posting, g.allow_list)
+    )
+    reposted = (posting, allow) != (g.posting, g.allow_list)
+    if not (add or remove or reposted) and new_name == g.name and g.retiring_since is None:
         return []
     if remove:
         losses.append((g.address, len(remove), len(old)))
@@ -355,15 +365,13 @@ def _follow(
         why.append(f"department renamed or moved to {w.path}")
     if g.retiring_since is not None:
         why.append("department is back in HR")
+    if reposted:
+        changes["posting"] = (g.posting, posting)
+        if allow != g.allow_list:
+            changes["allow_list"] = (g.allow_list, allow)
+        why.append("who may post changed in [groups]")
     record = GroupRecord(
-        g.key,
-        g.address,
-        new_name,
-        tuple(sorted(members)),
-        rules.posting,
-        rules.allow_list,
-        add=add,
-        remove=remove,
+        g.key, g.address, new_name, tuple(sorted(members)), posting, allow, add=add, remove=remove
     )
     return [
         Action(
@@ -421,8 +429,8 @@ def _retire(
                 g.address,
                 g.name,
                 members,
-                rules.posting,
-                rules.allow_list,
+                g.posting,
+                g.allow_list,
                 add=add,
                 remove=remove,
                 retiring_since=today,

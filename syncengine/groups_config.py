@@ -10,6 +10,7 @@ Example::
     include_subdepartments = false         # members of sub-departments join too
     name = "{name}"                        # the group's display name: {name} or {path}
     extra_members = ["hr-bot@example.com"] # in every group
+    department_members = { "101" = ["cto@example.com"] }  # by HR department id or path
     posting = "company"                    # company | anyone | members | list
     allow_list = []                        # who may post when posting = "list"
     keeper = "postmaster@example.com"      # a retiring group is emptied down to the keeper
@@ -40,6 +41,7 @@ class GroupsConfig(BaseModel):
     include_subdepartments: bool = False
     name: str = "{name}"
     extra_members: list[str] = Field(default_factory=list)
+    department_members: dict[str, list[str]] = Field(default_factory=dict)
     posting: Literal["company", "anyone", "members", "list"] = "company"
     allow_list: list[str] = Field(default_factory=list)
     keeper: str = ""
@@ -81,6 +83,11 @@ class GroupsConfig(BaseModel):
             raise ValueError(f"not email addresses: {bad}")
         return [normalise_email(x) for x in v]
 
+    @field_validator("department_members")
+    @classmethod
+    def _department_emails(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {normalise_path(k): cls._emails(x) for k, x in v.items()}
+
     @field_validator("keeper")
     @classmethod
     def _keeper(cls, v: str) -> str:
@@ -96,6 +103,7 @@ class GroupsConfig(BaseModel):
             include_subdepartments=self.include_subdepartments,
             name_template=self.name,
             extra_members=tuple(self.extra_members),
+            department_members={k: tuple(v) for k, v in self.department_members.items()},
             posting=_POSTING[self.posting],
             allow_list=tuple(self.allow_list),
             keeper=self.keeper,

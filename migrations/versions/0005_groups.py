@@ -5,7 +5,8 @@ Revises: 0004_serve
 Create Date: 2026-11-30
 
 One row per group the engine created: its stable key (``dept:<HR id>``), address, name, the
-members it last wrote and, for a retiring group, the day its grace period started. Use
+members and posting right (Gen 2 ``allow_type``, the allow list) it last wrote and, for a
+retiring group, the day its grace period started. Use
 ``op.*`` only.
 """
 
@@ -29,6 +30,8 @@ def upgrade() -> None:
         sa.Column("group_key", sa.String(length=255), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=False),
         sa.Column("members", sa.JSON(), nullable=False),
+        sa.Column("posting", sa.Integer(), nullable=False),
+        sa.Column("allow_list", sa.JSON(), nullable=False),
         sa.Column("retiring_since", sa.Date(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("address", name=op.f("pk_mail_groups")),

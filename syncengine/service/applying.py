@@ -263,6 +263,8 @@ class StagingSink:
             name=group.name,
             members=group.members,
             retiring_since=group.retiring_since,
+            posting=group.posting,
+            allow_list=group.allow_list,
         )
         self.writer.call(lambda: self.repo.save_group(owned))
 

@@ -358,5 +358,7 @@ class MailGroupRow(Base):
     group_key: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN))
     members: Mapped[list[Any]]
+    posting: Mapped[int] = mapped_column(Integer, default=0)
+    allow_list: Mapped[list[Any]]
     retiring_since: Mapped[date | None] = mapped_column(Date)
     updated_at: Mapped[datetime]

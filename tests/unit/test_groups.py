@@ -8,7 +8,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from syncengine.config import parse_config
 from syncengine.domain import Department, IdentityLink, Mailbox, MailboxState, Person, Status
+from syncengine.errors import ConfigError
 from syncengine.groups import (
     GroupPlan,
     GroupRules,
@@ -213,3 +215,41 @@ def test_an_address_held_by_another_departments_retiring_group_is_a_conflict() -
     assert not [a for a in gp.actions if a.kind is ActionKind.CREATE_GROUP]
     (conflict,) = gp.conflicts
     assert conflict.kind is ConflictKind.GROUP_ADDRESS_TAKEN and "retiring" in conflict.message
+
+
+def test_who_may_post_follows_the_config_where_the_api_can_change_it() -> None:
+    owned = [OwnedGroup("dept:101", "dept-101@x.com", "平台", ("e1@x.com",))]  # company (0)
+    rules = GroupRules("dept-{code}@x.com", posting=3, allow_list=("boss@x.com",))
+    (update,) = run([person("E1", "研发/平台")], owned, rules=rules)[0].actions
+    assert update.kind is ActionKind.UPDATE_GROUP and update.group is not None
+    assert update.changes["posting"] == (0, 3) and update.group.allow_list == ("boss@x.com",)
+    assert update.group.add == () and update.group.remove == ()
+    # Gen 1 cannot change it after creation: nothing to do, the ledger keeps what is there.
+    gen1 = GroupRules("dept-{code}@x.com", posting=3, allow_list=("boss@x.com",),
+                      can_rename=False)  # fmt: skip
+    assert run([person("E1", "研发/平台")], owned, rules=gen1)[0].actions == ()
+
+
+def test_static_members_of_one_department() -> None:
+    rules = GroupRules("dept-{code}@x.com", department_members={"101": ("cto@x.com",)})
+    gp, _ = run([person("E1", "研发/平台"), person("E3", "市场")], rules=rules)
+    assert {a.target: a.group.members for a in gp.actions if a.group} == {
+        "dept-101@x.com": ("cto@x.com", "e1@x.com"),
+        "dept-20@x.com": ("e3@x.com",),
+    }
+
+
+def test_config_builds_the_rules_and_names_the_bad_key() -> None:
+    base = {"exmail": {"api": "v1", "client_id": "c", "client_secret": "s"}}
+    cfg = parse_config({**base, "groups": {"template": "dept-{code}@x.com", "posting": "list",
+                                           "allow_list": ["Boss@x.com"]}})  # fmt: skip
+    assert cfg.groups is not None
+    rules = cfg.groups.rules("v1")
+    assert rules.posting == 3 and rules.allow_list == ("boss@x.com",) and not rules.can_rename
+    assert parse_config(base).groups is None  # no table: no groups planned
+    for bad, key in (({"template": "dept-{dept}@x.com"}, "template"),
+                     ({"template": "dept-{code}@{code}.com"}, "template"),
+                     ({"template": "d-{code}@x.com", "keeper": "nobody"}, "keeper"),
+                     ({"template": "d-{code}@x.com", "posting": "all"}, "posting")):  # fmt: skip
+        with pytest.raises(ConfigError, match=rf"groups\.{key}"):
+            parse_config({**base, "groups": bad})

@@ -19,11 +19,21 @@ class GroupsRepository(RepositoryCore):
             MailGroupRow.name,
             MailGroupRow.members,
             MailGroupRow.retiring_since,
+            MailGroupRow.posting,
+            MailGroupRow.allow_list,
         ).order_by(MailGroupRow.group_key)
         with self._tx("loading owned mail groups") as conn:
             return [
-                OwnedGroup(key, address, name, tuple(str(m) for m in members or ()), since)
-                for key, address, name, members, since in conn.execute(stmt)
+                OwnedGroup(
+                    key,
+                    address,
+                    name,
+                    tuple(str(m) for m in members or ()),
+                    since,
+                    int(posting or 0),
+                    tuple(str(a) for a in allow or ()),
+                )
+                for key, address, name, members, since, posting, allow in conn.execute(stmt)
             ]
 
     def save_group(self, group: OwnedGroup) -> None:
@@ -37,6 +47,8 @@ class GroupsRepository(RepositoryCore):
                     group_key=group.key,
                     name=group.name,
                     members=list(group.members),
+                    posting=group.posting,
+                    allow_list=list(group.allow_list),
                     retiring_since=group.retiring_since,
                     updated_at=self.now(),
                 )
