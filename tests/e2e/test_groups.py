@@ -192,3 +192,22 @@ def scenario(ws: GroupWorkspace) -> None:
     assert live["dept-101@example.com"]["groupname"] == expected_name
     assert live["dept-20@example.com"]["userlist"] == ["admin@example.com"]
     assert not group_actions(ws.plan())  # and quiet again
+
+    # The admin lets anyone post: Gen 2 updates the groups, Gen 1 cannot (kept as created).
+    text = ws.config.read_text(encoding="utf-8")
+    ws.config.write_text(text.replace('keeper = "admin@example.com"',
+                                      'keeper = "admin@example.com"\nposting = "anyone"'),
+                         encoding="utf-8")  # fmt: skip
+    reposted = group_actions(ws.plan())
+    if ws.emu.api == "v2":
+        assert {a.changes["posting"] for a in reposted.values()} == {(0, 1)}
+        # the retiring group of 人力资源部 is left as it is
+        assert set(reposted) == {"update_group:dept-101@example.com",
+                                 "update_group:dept-103@example.com"}  # fmt: skip
+        ws.apply()
+        live = ws.groups()
+        assert live["dept-101@example.com"]["allow_type"] == 1
+        assert live["dept-103@example.com"]["allow_type"] == 1
+        assert live["dept-20@example.com"]["allow_type"] == 0
+    else:
+        assert reposted == {}
