@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from syncengine.emulator.harness import RunningEmulator
+from syncengine.errors import EXIT_BLOCKED
 from tests.e2e.test_apply_support import ApplyEnv, _endpoint, base_rows, people
 from tests.e2e.test_sync import last_seq, run_json
 
@@ -66,3 +67,29 @@ def test_the_dry_run_lists_the_group_calls_a_real_sync_makes(
         assert second["group/addmember"] == 1  # only 前端组 gains members
     code, out = run_json(env)
     assert code == 0 and out["plan"]["has_changes"] is False, out
+
+
+def test_a_group_losing_most_of_its_members_blocks_the_sync_until_released(
+    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    env = ApplyEnv(tmp_path, emulator_factory("v2"))
+    rows = people(24)  # six in each of four departments
+    env.write(rows, groups={"template": "grp-{path_pinyin}@example.com"})
+    code, out = run_json(env)
+    assert code == 0, out
+    backend = [i for i, r in enumerate(rows) if r["departments"] == "工程部/后端组"]
+    assert len(backend) == 6
+    moved = [dict(r, departments="工程部/前端组") if i in backend[:5] else r
+             for i, r in enumerate(rows)]  # fmt: skip
+    env.write(moved)
+    mark = last_seq(env)
+    r = env.cli("sync")
+    assert r.exit_code == EXIT_BLOCKED, r.output
+    assert "1 mail group(s) would lose more than 50%" in r.stdout and "loses 5 of 6" in r.stdout
+    assert "--allow-removals 5" in r.stdout
+    assert group_calls(env, mark) == Counter()
+    code, out = run_json(env, "--allow-removals", "5")
+    assert code == 0, out
+    live = {g["groupid"]: g["userlist"] for g in env.emulator.state()["groups"]}
+    assert len(live["grp-gongchengbu-houduanzu@example.com"]) == 1
+    assert len(live["grp-gongchengbu-qianduanzu@example.com"]) == 11
