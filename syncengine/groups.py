@@ -242,6 +242,13 @@ def plan_groups(
         if a.alias:
             blocked_addresses.add(normalise_email(a.alias))
     needs_code = "code" in template_fields(rules.template)
+    # Exmail keeps membership per account: after user/swapalias a group already holds the
+    # new address (and the old one, now an alias, resolves to the same account).
+    swapped = {
+        normalise_email(a.target): normalise_email(a.alias)
+        for a in user_plan.actions
+        if a.kind is ActionKind.SWAP_PRIMARY and a.alias
+    }
 
     actions: list[Action] = []
     conflicts: list[Conflict] = []
@@ -314,7 +321,7 @@ def plan_groups(
                 )
             )
             continue
-        actions.extend(_follow(rules, g, w, name, members, losses))
+        actions.extend(_follow(rules, g, w, name, members, losses, swapped))
     for key in sorted(by_key):
         actions.extend(_retire(rules, by_key[key], today, losses))
     return GroupPlan(
@@ -338,8 +345,10 @@ def _follow(
     name: str,
     members: set[str],
     losses: list[tuple[str, int, int]],
+    swapped: Mapping[str, str],
 ) -> list[Action]:
-    old = set(g.members)
+    old = {swapped.get(m, m) for m in g.members}
+    readdressed = old != set(g.members)  # only the ledger changes: no member call for these
     add = tuple(sorted(members - old))
     remove = tuple(sorted(old - members))
     new_name = name if rules.can_rename else g.name
@@ -348,7 +357,8 @@ def _follow(
         (rules.posting, rules.allow_list) if rules.can_rename else (g.posting, g.allow_list)
     )
     reposted = (posting, allow) != (g.posting, g.allow_list)
-    if not (add or remove or reposted) and new_name == g.name and g.retiring_since is None:
+    unchanged = not (add or remove or reposted or readdressed) and new_name == g.name
+    if unchanged and g.retiring_since is None:
         return []
     if remove:
         losses.append((g.address, len(remove), len(old)))
@@ -363,6 +373,8 @@ def _follow(
     if new_name != g.name:
         changes["name"] = (g.name, new_name)
         why.append(f"department renamed or moved to {w.path}")
+    if readdressed:
+        why.append("a member's address changed (the group follows by itself)")
     if g.retiring_since is not None:
         why.append("department is back in HR")
     if reposted:
@@ -380,7 +392,7 @@ def _follow(
             target=g.address,
             reason=f"group of department {w.path}: " + ", ".join(why),
             changes=changes,  # type: ignore[arg-type]
-            depends_on=tuple(sorted(w.depends)) if add else (),
+            depends_on=tuple(sorted(w.depends)) if add or readdressed else (),
             group=record,
         )
     ]

@@ -93,3 +93,29 @@ def test_a_group_losing_most_of_its_members_blocks_the_sync_until_released(
     live = {g["groupid"]: g["userlist"] for g in env.emulator.state()["groups"]}
     assert len(live["grp-gongchengbu-houduanzu@example.com"]) == 1
     assert len(live["grp-gongchengbu-qianduanzu@example.com"]) == 11
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_a_member_whose_address_changes_stays_in_the_group(
+    api: str, tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    env = ApplyEnv(tmp_path, emulator_factory(api))
+    rows = [dict(r, email="lisi@example.com") if r["employee_id"] == "E0002" else r
+            for r in base_rows()]  # fmt: skip
+    env.write(rows, groups={"template": "grp-{path_pinyin}@example.com"})
+    code, out = run_json(env)
+    assert code == 0, out
+    mobile = "grp-yanfazhongxin-yidongbu@example.com"
+
+    def members() -> list[str]:
+        return next(g["userlist"] for g in env.emulator.state()["groups"] if g["groupid"] == mobile)
+
+    assert members() == ["lisi@example.com"]
+    env.write(base_rows())  # 李四's address becomes si.li@example.com (alias + swap)
+    code, out = run_json(env)
+    assert code == 0 and out["applied"]["counts"]["failed"] == 0, out
+    assert members() == ["si.li@example.com"]
+    mark = last_seq(env)
+    code, out = run_json(env)  # the next night: nothing to do, nothing sent
+    assert code == 0 and out["plan"]["has_changes"] is False, out
+    assert group_calls(env, mark) == Counter() and members() == ["si.li@example.com"]

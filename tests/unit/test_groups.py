@@ -253,3 +253,19 @@ def test_config_builds_the_rules_and_names_the_bad_key() -> None:
                      ({"template": "d-{code}@x.com", "posting": "all"}, "posting")):  # fmt: skip
         with pytest.raises(ConfigError, match=rf"groups\.{key}"):
             parse_config({**base, "groups": bad})
+
+
+def test_an_address_change_keeps_the_membership_and_moves_the_ledger() -> None:
+    """Exmail keeps group membership per account: after ``user/swapalias`` the group already
+    holds the new address. Removing the old one would resolve it (an alias now) to the same
+    account and take the person out (Gen 1), so the plan sends no member change and only
+    records the new address, after the swap."""
+    owned = [OwnedGroup("dept:101", "dept-101@x.com", "平台", ("e1@x.com", "e2@x.com"))]
+    moved = Person("E1", "name E1", "new.e1@x.com", departments=("研发/平台",))
+    gp, plan = run([moved, person("E2", "研发/平台")], owned)
+    swap = next(a for a in plan.actions if a.kind is ActionKind.SWAP_PRIMARY)
+    (update,) = gp.actions
+    assert update.group is not None
+    assert (update.group.add, update.group.remove) == ((), ())
+    assert update.group.members == ("e2@x.com", "new.e1@x.com")
+    assert update.depends_on == (swap.key,)
