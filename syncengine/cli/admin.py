@@ -107,7 +107,13 @@ def ingest_command(state: State, as_json: bool) -> None:
         echo_json(report.to_dict())
         return
     counts = report.counts
-    click.echo(f"Read {report.rows:,} records from {report.source}")
+    if report.source_unchanged:
+        click.echo(
+            f"{report.source} is unchanged since snapshot {report.previous_snapshot_id} "
+            f"(same bytes, same config): its {report.rows:,} records were copied, not read again"
+        )
+    else:
+        click.echo(f"Read {report.rows:,} records from {report.source}")
     previous = report.previous_snapshot_id
     click.echo(
         f"Snapshot {report.snapshot_id} is now current"

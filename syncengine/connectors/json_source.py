@@ -19,7 +19,12 @@ from typing import Any
 from pydantic import field_validator
 
 from syncengine.connectors.base import ERROR_KEY, MAX_RAW_CHARS, RAW_KEY, ROW_KEY, RawRecord
-from syncengine.connectors.file_common import FileOptions, check_readable, resolve_file
+from syncengine.connectors.file_common import (
+    FileOptions,
+    check_readable,
+    file_fingerprint,
+    resolve_file,
+)
 from syncengine.errors import ConfigError, SourceError
 
 
@@ -111,6 +116,10 @@ class JsonConnector:
         at = f" at {self.options.records_path}" if self.options.records_path else ""
         return f"JSON file {self.path}{at}"
 
+    def fingerprint(self) -> str:
+        """See :func:`~syncengine.connectors.file_common.file_fingerprint`."""
+        return file_fingerprint(self.path, "json", self.options)
+
     def records(self) -> Iterator[RawRecord]:
         where = str(self.path)
         check_readable(self.path)
@@ -157,6 +166,10 @@ class JsonLinesConnector:
 
     def describe(self) -> str:
         return f"JSON Lines file {self.path}"
+
+    def fingerprint(self) -> str:
+        """See :func:`~syncengine.connectors.file_common.file_fingerprint`."""
+        return file_fingerprint(self.path, "jsonl", self.options)
 
     def records(self) -> Iterator[RawRecord]:
         where = str(self.path)

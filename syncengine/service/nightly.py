@@ -145,7 +145,8 @@ class SyncReport:
             "error": self.error,
             "snapshot": (
                 {"id": self.ingest.snapshot_id, "source": self.ingest.source,
-                 "counts": self.ingest.counts, "warnings": list(self.ingest.warnings)}
+                 "counts": self.ingest.counts, "warnings": list(self.ingest.warnings),
+                 "source_unchanged": self.ingest.source_unchanged}
                 if self.ingest else None
             ),
             "quarantined": self.ingest.quarantined if self.ingest else None,

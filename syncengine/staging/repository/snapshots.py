@@ -14,6 +14,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -152,6 +153,26 @@ class SnapshotsRepository(RepositoryCore):
             for p in problems
         )
         return self._bulk_insert("storing problems", snapshot_id, SnapshotProblem, rows)
+
+    def copy_snapshot(self, source_id: int, snapshot_id: int) -> None:
+        """Copy the people, departments and problems of snapshot ``source_id`` into the
+        loading snapshot ``snapshot_id``, set-wise in the database (no row passes through
+        Python): the ingest of an unchanged source. Problems keep their order."""
+        tables: tuple[tuple[Any, tuple[str, ...]], ...] = (
+            (SnapshotPerson, ("employee_id", "content_hash", "email", "name", "status", "data")),
+            (SnapshotDepartment, ("path", "hr_id", "parent_hr_id", "name", "content_hash")),
+            (SnapshotProblem, ("row", "field", "value", "reason", "employee_id")),
+        )
+        with self._tx("copying a snapshot") as conn:
+            self._require_loading(conn, snapshot_id)
+            for table, columns in tables:
+                rows = select(
+                    literal(snapshot_id).label("snapshot_id"),
+                    *(getattr(table, c) for c in columns),
+                ).where(table.snapshot_id == source_id)
+                if table is SnapshotProblem:
+                    rows = rows.order_by(SnapshotProblem.id)
+                conn.execute(insert(table).from_select(("snapshot_id", *columns), rows))
 
     def complete_snapshot(self, snapshot_id: int, counts: Mapping[str, Any]) -> SnapshotInfo:
         """Mark the snapshot complete and make it the current one, in one transaction."""
