@@ -70,7 +70,12 @@ def find_records(document: Any, records_path: str, where: str) -> list[Any]:
     for part in [p for p in records_path.split(".") if p]:
         if isinstance(current, dict) and part in current:
             current = current[part]
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+        elif (
+            isinstance(current, list)
+            and part.isascii()
+            and part.isdigit()
+            and int(part) < len(current)
+        ):
             current = current[int(part)]
         else:
             at = ".".join(walked) or "the top level"

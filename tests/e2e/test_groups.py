@@ -122,7 +122,7 @@ def test_the_same_on_postgresql(
 ) -> None:
     assert database_url.startswith("postgresql")
     ws = GroupWorkspace(tmp_path, emulator_factory(api), database_url)
-    upgraded = ws.run("db", "upgrade")  # migrations 0001..0005_groups on a real server
+    upgraded = ws.run("db", "upgrade")  # migrations 0001..0006_groups on a real server
     assert upgraded.exit_code == 0, upgraded.output
     scenario(ws)
 

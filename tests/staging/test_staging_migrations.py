@@ -36,6 +36,7 @@ TABLES = {
     "watch_state",
     "used_signatures",
     "mail_groups",
+    "worker_leases",
 }
 
 

@@ -9,7 +9,9 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Text,
     and_,
+    cast,
     delete,
     exists,
     func,
@@ -280,6 +282,18 @@ class SnapshotsRepository(RepositoryCore):
                 result = conn.execute(stmt.where(SnapshotPerson.employee_id.in_(chunk)))
                 people.extend(codec.person_from_dict(d) for d in result.scalars())
         return people
+
+    def load_people_bulk(self, snapshot_id: int) -> list[Person]:
+        """:meth:`load_people` of a whole snapshot, for the planner: the records are read as
+        their stored JSON text (one cast, any dialect) and decoded by
+        :func:`syncengine.staging.codec.people_from_json_texts`. Same people, same order."""
+        stmt = (
+            select(cast(SnapshotPerson.data, Text))
+            .where(SnapshotPerson.snapshot_id == snapshot_id)
+            .order_by(SnapshotPerson.employee_id)
+        )
+        with self._tx("loading people") as conn:
+            return codec.people_from_json_texts(conn.execute(stmt).scalars())
 
     def load_department_rows(self, snapshot_id: int) -> list[StoredDepartment]:
         """The snapshot's departments with their parents' HR ids, ordered by path."""

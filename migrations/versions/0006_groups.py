@@ -1,7 +1,7 @@
 """Mail groups the engine owns (issue 15).
 
-Revision ID: 0005_groups
-Revises: 0004_serve
+Revision ID: 0006_groups
+Revises: 0005_leases
 Create Date: 2026-11-30
 
 One row per group the engine created: its stable key (``dept:<HR id>``), address, name, the
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_groups"
-down_revision: str | None = "0004_serve"
+revision: str = "0006_groups"
+down_revision: str | None = "0005_leases"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
