@@ -273,7 +273,8 @@ class Executor:
             except SyncEngineError as exc:
                 status = Status.FAILED
                 detail = (
-                    f"the change was made in Exmail, but storing the identity link failed: {exc}"
+                    "the change was made in Exmail, but storing the identity link or "
+                    f"owned group failed: {exc}"
                 )
         run.password = None  # forget it as soon as possible
         elapsed = int((self._clock() - started) * 1000)
@@ -397,7 +398,11 @@ class Executor:
             run.maybe_written = True
             raise
         except AlreadyExistsError as exc:
-            creates = (ActionKind.CREATE_USER, ActionKind.CREATE_DEPARTMENT)
+            creates = (
+                ActionKind.CREATE_USER,
+                ActionKind.CREATE_DEPARTMENT,
+                ActionKind.CREATE_GROUP,
+            )
             if a.kind in creates and self._satisfied(run):
                 run.note = f"already existed as asked ({exc.errmsg or exc.message})"
                 if run.password is not None and not run.maybe_written:
@@ -409,7 +414,11 @@ class Executor:
                 return
             raise
         except NotFoundError:
-            deletes = (ActionKind.DELETE_USER, ActionKind.DELETE_DEPARTMENT)
+            deletes = (
+                ActionKind.DELETE_USER,
+                ActionKind.DELETE_DEPARTMENT,
+                ActionKind.DELETE_GROUP,
+            )
             if a.kind in deletes and self._satisfied(run):
                 run.note = "already gone"
                 return
@@ -469,7 +478,13 @@ class Executor:
         return self._call(run, "get_user", lambda: self.provider.get_user(email))
 
     def _after_success(self, action: Action) -> None:
-        """The identity-link bookkeeping the action's kind asks for."""
+        """The identity-link (or owned-group) bookkeeping the action's kind asks for."""
+        if action.group is not None:
+            if action.kind is ActionKind.DELETE_GROUP:
+                self.sink.remove_group(action.group.address)
+            else:
+                self.sink.store_group(action.group)
+            return
         if action.kind in (ActionKind.DELETE_USER, ActionKind.UNLINK):
             if action.employee_id:
                 self.sink.remove_link(action.employee_id)

@@ -16,7 +16,7 @@ from syncengine.errors import (
     RetriableProviderError,
     SyncEngineError,
 )
-from syncengine.plan import Action, ActionKind, ChangeValue, LinkRecord
+from syncengine.plan import Action, ActionKind, ChangeValue, GroupRecord, LinkRecord
 from syncengine.statuses import ActionStatus
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,12 @@ class ExecutionSink(Protocol):
         ...
 
     def remove_link(self, employee_id: str) -> None: ...
+
+    def store_group(self, group: GroupRecord) -> None:
+        """Record an owned mail group as the action left it (the ledger row)."""
+        ...
+
+    def remove_group(self, address: str) -> None: ...
 
 
 @dataclass(frozen=True)
