@@ -106,6 +106,18 @@ class Config(BaseModel):
                     f"groups.by_field[{i}].field = {f.field!r} is not a label of "
                     f'[mapping.labels] (labels: {known}); add {f.field} = "<HR column>" there'
                 )
+        if (
+            self.groups
+            and self.exmail.api == "v1"
+            and (self.groups.adopt or self.groups.adopt_existing)
+        ):
+            key = "groups.adopt" if self.groups.adopt else "groups.adopt_existing"
+            raise ValueError(
+                f'{key}: Gen 1 ([exmail] api = "v1") has no call that reads a mail group '
+                "(no group/get), so the engine cannot learn an existing group's members to "
+                "take it over; remove it, or delete the group by hand and let the engine "
+                "create it"
+            )
         return self
 
     @property

@@ -28,6 +28,9 @@ Decisions (README "Mail groups"):
   and deleted when the grace period is over; without a keeper it is deleted at once.
 * Brake: a group losing more than ``max_member_loss`` of its members (once it has at least
   ``min_members``) blocks the plan like the removal brakes (``--allow-removals N``).
+* Groups from an HR field (``by_field``, :mod:`syncengine.groups_field`) follow the same
+  rules under the key ``field:<label>:<value>``; adoption (:mod:`syncengine.groups_adopt`)
+  takes over an existing group at a desired address instead of a conflict.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from syncengine.domain import (
     normalise_email,
     path_name,
 )
+from syncengine.groups_adopt import adopt
 from syncengine.groups_field import (
     FieldGroupRule,
     group_key,
@@ -95,6 +99,12 @@ class GroupRules:
     max_member_loss: float | None = 0.5
     min_members: int = 4
     by_field: tuple[FieldGroupRule, ...] = ()  # groups from an HR field (groups_field.py)
+    adopt: tuple[str, ...] = ()  # existing groups to take over (Gen 2: read with group/get)
+    adopt_existing: bool = False  # take over any existing group at a desired group's address
+
+    def adopts(self, address: str) -> bool:
+        """Whether an existing group at this desired address is taken over."""
+        return self.adopt_existing or normalise_email(address) in self.adopt
 
 
 @dataclass(frozen=True)
@@ -202,14 +212,19 @@ def plan_groups(
     taken: Iterable[str],
     today: date,
     held: Iterable[str] = (),
+    adoptable: Mapping[str, OwnedGroup] | None = None,
 ) -> GroupPlan:
     """The group actions that make the owned groups follow HR (see the module docstring).
 
     ``taken``: every address that exists in Exmail and is not one of the owned groups
     (mailboxes, aliases, other groups). ``held``: the mailboxes of employees whose HR row is
     quarantined (or held by the plan): held back, not gone, so they keep the groups they are
-    in and are never removed from one.
+    in and are never removed from one. ``adoptable``: the existing groups (read with Gen 2
+    ``group/get``, by address) that ``rules.adopts``: a desired group at one of those
+    addresses is adopted instead of being a conflict.
     """
+    live_groups = adoptable or {}
+    rendered: set[str] = set()
     kept = {normalise_email(h) for h in held}
     emails, makers = _member_addresses(people, links, user_plan)
     ids = {d.path: d.hr_id for d in departments if d.hr_id}
@@ -340,6 +355,13 @@ def plan_groups(
                     )
                 )
                 continue
+            rendered.add(address)
+            live = live_groups.get(address)
+            free = address not in claimed and address not in owned_addresses
+            if live is not None and free and rules.adopts(address):
+                claimed.add(address)
+                actions.append(adopt(rules, w.what, key, live, name, members, w.depends, losses))
+                continue
             if address in blocked_addresses or address in claimed or address in owned_addresses:
                 conflicts.append(
                     _conflict(
@@ -370,6 +392,11 @@ def plan_groups(
         actions.extend(_follow(rules, g, w, name, members, losses, swapped))
     for key in sorted(by_key):
         actions.extend(_retire(rules, by_key[key], today, losses))
+    for address in sorted(set(rules.adopt) - rendered - owned_addresses):
+        conflicts.append(_conflict(
+            f"[groups] adopt lists {address}, but no department or HR value of [groups] "
+            "gives that address (or HR wants no group there now); it is not adopted",
+            address))  # fmt: skip
     return GroupPlan(
         actions=tuple(actions),
         conflicts=tuple(conflicts),

@@ -22,6 +22,10 @@ Example::
     field = "location"                     # a label of [mapping.labels]
     template = "loc-{value}@example.com"   # {value}: the value (pinyin when Chinese)
     name = "{value}"                       # {value} or {field}
+
+    adopt = ["team@example.com"]           # existing groups to take over (Gen 2 only)
+    adopt_existing = false                 # true: take over any existing group at a
+                                           #   desired group's address (Gen 2 only)
 """
 
 from __future__ import annotations
@@ -90,6 +94,8 @@ class GroupsConfig(BaseModel):
     max_member_loss: float | None = Field(default=0.5, ge=0.0, le=1.0)
     min_members: int = Field(default=4, ge=1)
     by_field: list[FieldGroupsConfig] = Field(default_factory=list)
+    adopt: list[str] = Field(default_factory=list)
+    adopt_existing: bool = False
 
     @field_validator("template")
     @classmethod
@@ -119,7 +125,7 @@ class GroupsConfig(BaseModel):
     def _root(cls, v: str) -> str:
         return normalise_path(v)
 
-    @field_validator("extra_members", "allow_list")
+    @field_validator("extra_members", "allow_list", "adopt")
     @classmethod
     def _emails(cls, v: list[str]) -> list[str]:
         bad = [x for x in v if not is_valid_email(normalise_email(x))]
@@ -155,5 +161,7 @@ class GroupsConfig(BaseModel):
             can_rename=api != "v1",
             max_member_loss=self.max_member_loss,
             min_members=self.min_members,
+            adopt=tuple(self.adopt),
+            adopt_existing=self.adopt_existing,
             by_field=tuple(FieldGroupRule(f.field, f.template, f.name) for f in self.by_field),
         )
