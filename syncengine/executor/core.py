@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from syncengine.callpolicy import CallPolicy, action_scope
 from syncengine.domain import Mailbox, normalise_path
@@ -29,6 +30,7 @@ from syncengine.executor.model import (
     ExecutionResult,
     ExecutionSink,
     ExecutorSettings,
+    LinkChange,
     Mismatch,
     NoPasswordDelivery,
     PasswordSink,
@@ -178,6 +180,7 @@ class Executor:
             max_workers=self.settings.concurrency, thread_name_prefix="apply"
         ) as pool:
             running: dict[Future[ActionOutcome], Action] = {}
+            finished_q: queue.SimpleQueue[Future[ActionOutcome]] = queue.SimpleQueue()
             while ready or running:
                 while (
                     ready
@@ -190,11 +193,20 @@ class Executor:
                         continue  # skipped since it became ready
                     resuming = status[a.key] is Status.RUNNING
                     status[a.key] = Status.RUNNING
-                    running[pool.submit(self._execute, a, resuming)] = a
+                    fut = pool.submit(self._execute, a, resuming)
+                    running[fut] = a
+                    fut.add_done_callback(finished_q.put)
                 if not running:
                     interrupted = bool(ready)
                     break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                # Whatever finished meanwhile (one wake-up, however many threads run: waiting
+                # on the futures themselves would hook a waiter onto each of them every time).
+                done = [finished_q.get()]
+                while True:
+                    try:
+                        done.append(finished_q.get_nowait())
+                    except queue.Empty:
+                        break
                 for fut in done:
                     a = running.pop(fut)
                     try:
@@ -267,34 +279,17 @@ class Executor:
         if status is Status.DONE and action.kind is ActionKind.CREATE_DEPARTMENT:
             with self._created_lock:
                 self._created_departments.add(normalise_path(action.target))
-        if status is Status.DONE:
-            try:
-                self._after_success(action)
-            except SyncEngineError as exc:
-                status = Status.FAILED
-                detail = (
-                    f"the change was made in Exmail, but storing the identity link failed: {exc}"
-                )
         run.password = None  # forget it as soon as possible
-        elapsed = int((self._clock() - started) * 1000)
-        last = run.records[-1] if run.records else None
-        run.records.append(
-            AuditRecord(
-                action_key=action.key,
-                kind=action.kind.value,
-                target=action.target,
-                employee_id=action.employee_id,
-                email=action_email(action),
-                result=status.value,
-                attempts=run.calls,
-                errcode=last.errcode if status is Status.FAILED and last else None,
-                errmsg=detail or None,
-                duration_ms=elapsed,
-                diffs=action_diffs(action),
-            )
-        )
-        self.sink.audit(run.records)
-        self.sink.finish_action(action, status, detail if status is Status.FAILED else None)
+        link = self._link_change(action) if status is Status.DONE else None
+        try:
+            elapsed = self._record_outcome(run, status, detail, started, link)
+        except SyncEngineError as exc:
+            if link is None:
+                raise
+            # Nothing of it was written (one transaction): the action fails, saying why.
+            status = Status.FAILED
+            detail = f"the change was made in Exmail, but storing the identity link failed: {exc}"
+            elapsed = self._record_outcome(run, status, detail, started, None)
         return ActionOutcome(
             action.key,
             action.kind.value,
@@ -306,6 +301,33 @@ class Executor:
             run.calls,
             elapsed,
         )
+
+    def _record_outcome(
+        self, run: ActionRun, status: Status, detail: str, started: float, link: LinkChange | None
+    ) -> int:
+        """The action's attempt rows, its outcome row, its checkpoint and its link change,
+        handed to the sink as one write; the action's duration in ms."""
+        action = run.action
+        elapsed = int((self._clock() - started) * 1000)
+        last = next((r for r in reversed(run.records) if r.call is not None), None)
+        outcome = AuditRecord(
+            action_key=action.key,
+            kind=action.kind.value,
+            target=action.target,
+            employee_id=action.employee_id,
+            email=action_email(action),
+            result=status.value,
+            attempts=run.calls,
+            errcode=last.errcode if status is Status.FAILED and last else None,
+            errmsg=detail or None,
+            duration_ms=elapsed,
+            diffs=action_diffs(action),
+        )
+        self.sink.audit([*run.records, outcome])
+        self.sink.finish_action(
+            action, status, detail if status is Status.FAILED else None, link=link
+        )
+        return elapsed
 
     def _refuse(self, action: Action, reason: str, attempts: int) -> ActionOutcome:
         """The guard forbids the action: no call, one ``refused`` audit row, failed."""
@@ -468,14 +490,14 @@ class Executor:
     def _live(self, run: ActionRun, email: str) -> Mailbox | None:
         return self._call(run, "get_user", lambda: self.provider.get_user(email))
 
-    def _after_success(self, action: Action) -> None:
-        """The identity-link bookkeeping the action's kind asks for."""
+    @staticmethod
+    def _link_change(action: Action) -> LinkChange | None:
+        """The identity-link bookkeeping a done action of this kind asks for."""
         if action.kind in (ActionKind.DELETE_USER, ActionKind.UNLINK):
-            if action.employee_id:
-                self.sink.remove_link(action.employee_id)
-            return
+            return LinkChange(remove=action.employee_id) if action.employee_id else None
         if action.link is not None:
-            self.sink.store_link(action.link)
+            return LinkChange(store=action.link)
+        return None
 
     def _departments_from_state(self, path: str) -> bool:
         wanted = normalise_path(path)

@@ -264,3 +264,24 @@ def test_killed_after_its_outcome_row_is_not_audited_twice(bench: Bench) -> None
     assert bench.emu.calls(mark) == []
     outcome_rows = [r for r in bench.repo.query_audit(plan_id=plan_id) if r.call is None]
     assert [r.result for r in outcome_rows] == ["done"]
+
+
+def test_a_link_that_cannot_be_stored_fails_only_its_action(bench: Bench) -> None:
+    """The outcome, its audit rows and the link are one write: a link refused (the address is
+    another employee's) leaves the action failed with one failed outcome row and no done
+    checkpoint, while the actions written alongside it keep theirs."""
+    bench.repo.save_links([IdentityLink("OTHER", "u2@example.com", T0)])
+    users = [new_user(f"u{i}@example.com", f"N{i}", f"{i}号") for i in (1, 2, 3)]
+    result, plan_id = bench.run(plan_of(users))
+    assert bench.status(plan_id) == {
+        users[0].key: "done", users[1].key: "failed", users[2].key: "done"
+    }  # fmt: skip
+    (failure,) = result.failures
+    assert "was made in Exmail, but storing the identity link failed" in failure.detail
+    assert "linked to two employees" in failure.detail
+    outcomes = [r for r in bench.repo.query_audit(plan_id=plan_id) if r.call is None]
+    assert sorted((r.action_key, r.result) for r in outcomes) == sorted(
+        bench.status(plan_id).items()
+    )
+    links = {k: v.email for k, v in bench.repo.load_links().items()}
+    assert links == {"OTHER": "u2@example.com", "N1": "u1@example.com", "N3": "u3@example.com"}

@@ -47,7 +47,7 @@ from syncengine.staging.repository.records import (
 )
 from syncengine.staging.repository.runs import RunsRepository
 from syncengine.staging.repository.snapshots import SnapshotsRepository
-from syncengine.staging.repository.writer import GroupWriter
+from syncengine.staging.repository.writer import GroupWriter, Merged
 
 
 class Repository(
@@ -72,6 +72,7 @@ __all__ = [
     "GroupWriter",
     "HookEvent",
     "LockInfo",
+    "Merged",
     "NewAction",
     "PlanRecord",
     "Repository",
