@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from syncengine.callpolicy import CallPolicy, action_scope
 from syncengine.domain import Mailbox, normalise_path
@@ -174,60 +172,91 @@ class Executor:
             if cause is not None:
                 skip(a, cause)
 
-        interrupted = False
+        # The workers schedule themselves: each takes the next ready action, runs it, records
+        # its outcome and what became ready, under one lock, and goes on; nobody hands work
+        # over (no thread wakes another per action unless it waits for a dependency).
+        cond = threading.Condition()
+        running = 0
         error: BaseException | None = None
-        with ThreadPoolExecutor(
-            max_workers=self.settings.concurrency, thread_name_prefix="apply"
-        ) as pool:
-            running: dict[Future[ActionOutcome], Action] = {}
-            finished_q: queue.SimpleQueue[Future[ActionOutcome]] = queue.SimpleQueue()
-            while ready or running:
-                while (
-                    ready
-                    and len(running) < self.settings.concurrency
-                    and error is None
-                    and not self._stop.is_set()
-                ):
+        halt = False  # the caller's thread was interrupted (Ctrl-C): start nothing more
+
+        def take() -> tuple[Action, bool] | None:
+            """The next action to run (marked running), or None when this worker is done."""
+            nonlocal running
+            while True:
+                if error is not None or halt or self._stop.is_set():
+                    return None
+                if ready:
                     a = ready.popleft()
                     if status[a.key] in FINAL:
                         continue  # skipped since it became ready
                     resuming = status[a.key] is Status.RUNNING
                     status[a.key] = Status.RUNNING
-                    fut = pool.submit(self._execute, a, resuming)
-                    running[fut] = a
-                    fut.add_done_callback(finished_q.put)
-                if not running:
-                    interrupted = bool(ready)
-                    break
-                # Whatever finished meanwhile (one wake-up, however many threads run: waiting
-                # on the futures themselves would hook a waiter onto each of them every time).
-                done = [finished_q.get()]
-                while True:
-                    try:
-                        done.append(finished_q.get_nowait())
-                    except queue.Empty:
-                        break
-                for fut in done:
-                    a = running.pop(fut)
-                    try:
-                        outcome = fut.result()
-                    except BaseException as exc:  # the sink failed: stop starting new work
+                    running += 1
+                    return a, resuming
+                if running == 0:
+                    return None
+                cond.wait()  # for what the running actions make ready
+
+        def settle(a: Action, outcome: ActionOutcome) -> None:
+            outcomes.append(outcome)
+            status[a.key] = outcome.status
+            tick()
+            if outcome.status is Status.DONE:
+                for child in dependants.get(a.key, ()):
+                    if child in waiting and status[child] is not Status.SKIPPED:
+                        waiting[child] -= 1
+                        if waiting[child] == 0:
+                            ready.append(by_key[child])
+            else:
+                for child in dependants.get(a.key, ()):
+                    if child in by_key:
+                        skip(by_key[child], a.key)
+
+        def work() -> None:
+            nonlocal running, error
+            while True:
+                with cond:
+                    got = take()
+                    if got is None:
+                        cond.notify_all()  # the others may be done too, or must stop
+                        return
+                a, resuming = got
+                try:
+                    outcome = self._execute(a, resuming)
+                except BaseException as exc:  # the sink failed: stop starting new work
+                    with cond:
+                        running -= 1
                         if error is None:
                             error = exc
-                        continue
-                    outcomes.append(outcome)
-                    status[a.key] = outcome.status
-                    tick()
-                    if outcome.status is Status.DONE:
-                        for child in dependants.get(a.key, ()):
-                            if child in waiting and status[child] is not Status.SKIPPED:
-                                waiting[child] -= 1
-                                if waiting[child] == 0:
-                                    ready.append(by_key[child])
-                    else:
-                        for child in dependants.get(a.key, ()):
-                            if child in by_key:
-                                skip(by_key[child], a.key)
+                        cond.notify_all()
+                    return
+                with cond:
+                    running -= 1
+                    before = len(ready)
+                    settle(a, outcome)
+                    if len(ready) > before:
+                        cond.notify(len(ready) - before)
+                    elif not ready and running == 0:
+                        cond.notify_all()
+
+        workers = [
+            threading.Thread(target=work, name=f"apply-{i}", daemon=True)
+            for i in range(max(1, min(self.settings.concurrency, len(todo))))
+        ]
+        for t in workers:
+            t.start()
+        try:
+            for t in workers:
+                t.join()
+        except BaseException:
+            with cond:
+                halt = True
+                cond.notify_all()
+            for t in workers:
+                t.join()
+            raise
+        interrupted = bool(ready) and (error is not None or self._stop.is_set())
         if error is not None:
             raise error
         if self._stop.is_set() and any(s not in FINAL for s in status.values()):
