@@ -61,6 +61,7 @@ class Bench:
             sleep: Callable[[float], None] | None = None,
             provider: MailboxProvider | None = None,
             progress: Callable[[int, int], None] | None = None,
+            stop: threading.Event | None = None,
             ) -> tuple[ExecutionResult, int]:  # fmt: skip
         rows, seqs = service.checkpoint_rows(plan)
         record = self.repo.save_plan(checksum=plan.checksum, document=plan.to_json(),
@@ -74,7 +75,7 @@ class Bench:
         executor = Executor(prov, sink, settings=settings, sleep=sleep or (lambda s: None),
                             passwords=FilePasswordDelivery(self.tmp / "pw.jsonl"),
                             department_exists=self.provider.department_exists,
-                            progress=progress)  # fmt: skip
+                            progress=progress, stop=stop)  # fmt: skip
         return executor.run(plan, statuses), record.id
 
     def status(self, plan_id: int) -> dict[str, str]:
@@ -285,3 +286,23 @@ def test_a_link_that_cannot_be_stored_fails_only_its_action(bench: Bench) -> Non
     )
     links = {k: v.email for k, v in bench.repo.load_links().items()}
     assert links == {"OTHER": "u2@example.com", "N1": "u1@example.com", "N3": "u3@example.com"}
+
+
+def test_a_stop_lets_running_actions_finish_and_starts_nothing_more(bench: Bench) -> None:
+    users = [new_user(f"s{i}@example.com", f"S{i}", f"停{i}") for i in range(12)]
+    stop = threading.Event()
+    settings = ExecutorSettings(concurrency=3, max_attempts=2, backoff_initial=0.01,
+                                backoff_max=0.05, jitter=0.01)  # fmt: skip
+    result, plan_id = bench.run(
+        plan_of(users), settings, progress=lambda d, t: stop.set(), stop=stop
+    )
+    assert result.interrupted
+    states = bench.status(plan_id)
+    done = sorted(k for k, v in states.items() if v == "done")
+    # The action whose outcome set the stop, plus those already running then (at most 2).
+    assert 1 <= len(done) <= 3
+    assert set(states.values()) == {"done", "pending"}  # none left running, none failed
+    assert sorted(o.key for o in result.outcomes) == done
+    made = {u["userid"] for u in bench.emu.state()["users"]}
+    assert {k.split(":", 1)[1] for k in done} <= made
+    assert len(made & {u.target for u in users}) == len(done)  # nothing started after it
