@@ -1,87 +1,125 @@
-"""Benchmark: a bounded burst of signed HR events against ``syncengine serve`` on loopback.
+"""Benchmark: HR hooks on a 10,000-person directory, as a user meets them (issue 14).
 
-Starts the emulator (Gen 2 by default) in this process, makes a config folder with a small
-HR export and syncs it once, then runs ``syncengine serve`` as a real subprocess and POSTs
-``--events`` signed upserts from ``--pushers`` threads: ``--hires`` new people, each pushed
-``events / hires`` times with a new position (the last one wins). A watcher polls the
-emulator's state every 20 ms.
+Per run: the emulator is started in its own process (``syncengine emulator``, 10,000 members
+in 200 departments by default), a config folder gets an HR export that matches it and a
+config with DEFAULT settings (only the Exmail credentials, the staging file, the source and
+the hook secret are set: no brake opened, no hook tuning, the default pace of 15 Exmail calls
+per second), the staging database is synced once (``syncengine sync``), then ``syncengine
+serve`` runs as a subprocess and gets two loads:
 
-Prints: events accepted per second (202 answers over the posting time); for every event the
-time from its POST to the moment the emulator first shows that person's mailbox at that
-event's version or a later one (median and 95th percentile); how many targeted syncs did the
-work, and the time until the last event was applied.
+1. a burst: ``--pushers`` client threads, each on its own keep-alive connection, POST
+   ``--events`` signed upserts as fast as they can, over ``--people`` existing members, each
+   pushed ``events / people`` times with a new position (the last one wins);
+2. a steady stream: ``--stream-events`` upserts, one every ``1 / --stream-rate`` seconds,
+   each for another member (a field change costs two Exmail calls: read, write; at the
+   default pace the API absorbs about seven people a second).
 
-    .venv/bin/python bench/hooks.py [--events 1000] [--hires 100] [--pushers 4] [--api v2]
+Measured without disturbing the server: for each event, the time from just before its POST
+to the moment the staging database marks it applied (``hook_events.applied_at``, written
+after the batch's writes returned: an upper bound of "the mailbox changed"), read from the
+database once everything settled; accepted events per second (202 answers over the posting
+time); lost events (accepted but never applied, or a member whose final position in the
+emulator is not their last version: must be 0); the load average before and after.
 
-The update brake is opened (``max_update_share = 1``): with pushers interleaving, a batch can
-catch people created by the previous batch, and in a 13-mailbox directory a few updates are
-already more than 30 %.
+``--reference-exe`` runs the same scenario with another ``syncengine`` executable (e.g.
+main's code in a second venv), interleaved with the subject, ``--repeat`` times each.
+
+    .venv/bin/python bench/hooks.py [--directory 10000] [--events 2000] [--people 500]
+        [--pushers 8] [--stream-rate 4] [--stream-events 60] [--api v2] [--repeat 1]
+        [--reference-exe PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import hmac
 import json
 import os
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from syncengine import service
-from syncengine.config import load_config
-from syncengine.emulator.harness import start_emulator
+from syncengine.emulator.seed import big_seed, config_snippet
 
+BIN = Path(sys.executable).parent / "syncengine"
 SECRET = "bench-hook-secret-0001"
-COLUMNS = ["employee_id", "name", "email", "departments", "position", "status"]
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value, ensure_ascii=False)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
-def write_folder(root: Path, exmail: dict[str, Any]) -> Path:
-    rows = [
-        {"employee_id": "E0001", "name": "张三", "email": "zhangsan@example.com",
-         "departments": "研发中心/平台部", "position": "高级工程师", "status": "active"},
-        {"employee_id": "E0002", "name": "李四", "email": "lisi@example.com",
-         "departments": "研发中心/移动部", "position": "工程师", "status": "active"},
-        {"employee_id": "E0003", "name": "王五", "email": "wangwu@example.com",
-         "departments": "市场部", "position": "市场经理", "status": "active"},
-    ]  # fmt: skip
-    with (root / "hr.csv").open("w", encoding="utf-8", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    tables: dict[str, dict[str, Any]] = {
-        "exmail": {**exmail, "timeout": 30},
-        "database": {"url": f"sqlite:///{root / 'staging.db'}"},
-        "source": {"type": "csv", "path": "hr.csv"},
-        "mapping": {"email": "email", "departments": {"field": "departments", "split": ";"},
-                    "position": "position", "status": "status"},
-        "policy": {"max_update_share": 1.0, "managed_fields": ["name", "position",
-                                                                "departments"]},
-        "apply": {"concurrency": 4, "rate_per_second": 0},
-        "hooks": {"secret": SECRET, "coalesce_window": 0.2, "poll_interval": 0.5},
-    }  # fmt: skip
-    text = ""
-    for name, table in tables.items():
-        text += f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())
-    path = root / "syncengine.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not answer within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def write_folder(folder: Path, seed: dict[str, Any], base_url: str, api: str) -> Path:
+    with (folder / "hr.csv").open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["employee_id", "name", "email", "departments", "position", "gender"])
+        for u in seed["users"]:
+            w.writerow([u["extid"], u["name"], u["userid"], u["department"][0], u["position"],
+                        "男" if u["gender"] == "1" else "女"])  # fmt: skip
+    config = folder / "syncengine.toml"
+    config.write_text(
+        f"""[database]
+url = "sqlite:///{folder / "staging.db"}"
+
+[source]
+type = "csv"
+path = "hr.csv"
+
+[mapping]
+email = "email"
+departments = "departments"
+position = "position"
+gender = "gender"
+
+[hooks]
+secret = "{SECRET}"
+
+"""
+        + config_snippet(seed, base_url, api)
+        + "\n",
+        encoding="utf-8",
+    )
+    return config
 
 
 def signed(body: bytes) -> dict[str, str]:
@@ -91,157 +129,217 @@ def signed(body: bytes) -> dict[str, str]:
             "X-Syncengine-Signature": "sha256=" + mac}  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1000)
-    parser.add_argument("--hires", type=int, default=100)
-    parser.add_argument("--pushers", type=int, default=4)
-    parser.add_argument("--api", choices=["v1", "v2"], default="v2")
-    parser.add_argument("--timeout", type=float, default=300.0, help="give up after S seconds")
-    args = parser.parse_args()
-    versions = max(1, args.events // args.hires)
-    total = versions * args.hires
+@dataclass(frozen=True)
+class Result:
+    label: str
+    accepted: int
+    total: int
+    post_seconds: float
+    median_ms: float
+    p95_ms: float
+    lost: int
+    settle_seconds: float
 
-    emu = start_emulator(args.api)
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.post_seconds if self.post_seconds else 0.0
+
+
+def settled(db: Path, total: int) -> bool:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        (waiting,) = conn.execute(
+            "select count(*) from hook_events where status = 'received'"
+        ).fetchone()
+        (stored,) = conn.execute("select count(*) from hook_events").fetchone()
+    return bool(stored >= total and waiting == 0)
+
+
+def person_of(u: dict[str, Any], version: str) -> dict[str, str]:
+    return {"employee_id": u["extid"], "name": u["name"], "email": u["userid"],
+            "departments": u["department"][0], "position": version,
+            "gender": "男" if u["gender"] == "1" else "女"}  # fmt: skip
+
+
+class Pusher:
+    """Signed POSTs on one keep-alive connection, each one's send time recorded."""
+
+    def __init__(self, base: str, posted: dict[str, float], statuses: list[int]) -> None:
+        self.client = httpx.Client(base_url=base, timeout=60)
+        self.posted = posted
+        self.statuses = statuses
+        self.lock = threading.Lock()
+
+    def post(self, delivery: str, person: dict[str, str]) -> None:
+        doc = {"kind": "upsert", "delivery_id": delivery, "person": person}
+        body = json.dumps(doc, ensure_ascii=False).encode()
+        t0 = time.time()
+        r = self.client.post("/hooks/hr", content=body, headers=signed(body))
+        with self.lock:
+            self.posted[delivery] = t0
+            self.statuses.append(r.status_code)
+
+
+def phase(label: str, db: Path, posted: dict[str, float], statuses: list[int],
+          post_seconds: float, started: float, timeout: float, total_before: int,
+          wrong: int) -> Result:  # fmt: skip
+    """Wait until every event is worked off, then read when each was applied."""
+    total = len(posted)
+    deadline = time.monotonic() + timeout
+    while not settled(db, total_before + total) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    settle_seconds = time.perf_counter() - started
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("select delivery_id, status, applied_at from hook_events").fetchall()
+    latencies: list[float] = []
+    seen = 0
+    lost = wrong
+    for delivery, status, applied_at in rows:
+        if delivery not in posted:
+            continue
+        seen += 1
+        if status != "applied" or applied_at is None:
+            lost += 1
+            continue
+        at = datetime.fromisoformat(str(applied_at))
+        if at.tzinfo is None:  # stored UTC without an offset
+            at = at.replace(tzinfo=UTC)
+        latencies.append(at.timestamp() - posted[delivery])
+    lost += total - seen
+    return Result(label, statuses.count(202), total, post_seconds,
+                  statistics.median(latencies) * 1000 if latencies else float("nan"),
+                  percentile(latencies, 0.95) * 1000 if latencies else float("nan"),
+                  lost, settle_seconds)  # fmt: skip
+
+
+def final_positions(emu: str) -> dict[str, str]:
+    state = httpx.get(emu + "/_emulator/state", timeout=120).json()
+    return {str(u["userid"]).lower(): str(u.get("position", "")) for u in state["users"]}
+
+
+def run_once(label: str, exe: Path, args: argparse.Namespace) -> tuple[Result, Result]:
+    seed = big_seed(args.directory, args.departments)
+    members = seed["users"][: args.people]
+    streamed = seed["users"][args.people : args.people + args.stream_events]
+    versions = max(1, args.events // args.people)
     root = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
-    proc: subprocess.Popen[bytes] | None = None
+    (root / "seed.json").write_text(json.dumps(seed, ensure_ascii=False), encoding="utf-8")
+    emulator = serve = None
     try:
-        config_path = write_folder(root, emu.exmail_config())
-        config = load_config(config_path)
-        with service.Engine(config) as engine:
-            service.ingest(engine)
-            plan = service.make_plan(engine).plan
-            service.apply_plan(engine, plan, checksum=plan.checksum)
-
         port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        exe = Path(sys.executable).parent / "syncengine"
+        emulator = subprocess.Popen(
+            [str(BIN), "emulator", "--api", args.api, "--seed", str(root / "seed.json"),
+             "--port", str(port), "--control"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root,
+        )  # fmt: skip
+        emu = f"http://127.0.0.1:{port}"
+        wait_http(emu + "/_emulator/state", emulator, "the emulator")
+        config = write_folder(root, seed, emu, args.api)
+        done = subprocess.run([str(exe), "--config", str(config), "sync", "--json"], cwd=root,
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        if done.returncode != 0:
+            raise SystemExit(f"initial sync exited {done.returncode}: {done.stderr[-2000:]}")
+        hook_port = free_port()
+        base = f"http://127.0.0.1:{hook_port}"
         log = (root / "serve.log").open("wb")
-        proc = subprocess.Popen([str(exe), "--config", str(config_path), "serve", "--port",
-                                 str(port)], stdout=log, stderr=log,
-                                env={**os.environ})  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"serve did not start; see {root / 'serve.log'}")
-            time.sleep(0.05)
+        serve = subprocess.Popen([str(exe), "--config", str(config), "serve", "--port",
+                                  str(hook_port)], stdout=log, stderr=log, cwd=root)  # fmt: skip
+        wait_http(base + "/healthz", serve, "syncengine serve")
+        db = root / "staging.db"
 
-        # The watcher: when each person's mailbox first shows each version.
-        seen: dict[int, list[tuple[float, int]]] = {}
-        stop = threading.Event()
-
-        def watch() -> None:
-            with httpx.Client(base_url=emu.base_url, timeout=10) as c:
-                while not stop.is_set():
-                    state = c.get("/_emulator/state").json()
-                    now = time.perf_counter()
-                    for u in state["users"]:
-                        uid = str(u["userid"])
-                        if uid.startswith("bench") and str(u.get("position", "")).startswith("v"):
-                            n = int(uid[5:].split("@")[0])
-                            v = int(str(u["position"])[1:])
-                            marks = seen.setdefault(n, [])
-                            if not marks or marks[-1][1] != v:
-                                marks.append((now, v))
-                    stop.wait(0.02)
-
-        posted: dict[tuple[int, int], float] = {}
+        # 1. The burst: every pusher as fast as it can.
+        posted: dict[str, float] = {}
         statuses: list[int] = []
-        lock = threading.Lock()
 
         def push(first: int) -> None:
-            with httpx.Client(base_url=base, timeout=30) as c:
-                for n in range(first, args.hires, args.pushers):
-                    for v in range(versions):
-                        doc = {"kind": "upsert", "delivery_id": f"bench-{n}-{v}",
-                               "person": {"employee_id": f"B{n:05d}", "name": f"压测{n}",
-                                          "email": f"bench{n}@example.com",
-                                          "departments": "研发中心/平台部", "position": f"v{v}",
-                                          "status": "active"}}  # fmt: skip
-                        body = json.dumps(doc, ensure_ascii=False).encode()
-                        t0 = time.perf_counter()
-                        r = c.post("/hooks/hr", content=body, headers=signed(body))
-                        with lock:
-                            posted[(n, v)] = t0
-                            statuses.append(r.status_code)
+            pusher = Pusher(base, posted, statuses)
+            for v in range(versions):
+                for n in range(first, len(members), args.pushers):
+                    pusher.post(f"bench-{n}-{v}", person_of(members[n], f"v{v}"))
 
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
         started = time.perf_counter()
-        pushers = [threading.Thread(target=push, args=(i,)) for i in range(args.pushers)]
-        for t in pushers:
+        threads = [threading.Thread(target=push, args=(i,)) for i in range(args.pushers)]
+        for t in threads:
             t.start()
-        for t in pushers:
-            t.join(args.timeout)
+        for t in threads:
+            t.join()
         post_seconds = time.perf_counter() - started
-        accepted = statuses.count(202)
+        burst = phase(f"{label}/burst", db, posted, statuses, post_seconds, started,
+                      args.timeout, 0, 0)  # fmt: skip
+        final = final_positions(emu)
+        wrong = sum(1 for u in members if final.get(u["userid"].lower()) != f"v{versions - 1}")
+        burst = dataclasses.replace(burst, lost=burst.lost + wrong)
 
-        end = time.monotonic() + args.timeout
-        while time.monotonic() < end:
-            if all(seen.get(n) and seen[n][-1][1] == versions - 1 for n in range(args.hires)):
-                break
-            time.sleep(0.05)
-        done_seconds = time.perf_counter() - started
-        stop.set()
-        watcher.join(5)
-
-        latencies: list[float] = []
-        missing = 0
-        for (n, v), t0 in posted.items():
-            shown = next((t for t, ver in seen.get(n, []) if ver >= v and t >= t0), None)
-            if shown is None:
-                missing += 1
-            else:
-                latencies.append(shown - t0)
-        events = service.list_hook_events(service.Engine(config), limit=total + 10)
-        by_status: dict[str, int] = {}
-        for e in events:
-            by_status[e.status] = by_status.get(e.status, 0) + 1
-        runs = {e.run_id for e in events if e.run_id is not None}
-
-        print(
-            f"hooks bench ({args.api}): {total} events for {args.hires} new people "
-            f"({versions} versions each), {args.pushers} pushers, serve as a subprocess"
-        )
-        print(
-            f"accepted: {accepted}/{total} in {post_seconds:.2f} s = "
-            f"{accepted / post_seconds:,.0f} events/s"
-        )
-        if latencies:
-            print(
-                f"POST -> mailbox changed: median {statistics.median(latencies) * 1000:,.0f} ms, "
-                f"p95 {percentile(latencies, 0.95) * 1000:,.0f} ms, "
-                f"max {max(latencies) * 1000:,.0f} ms ({len(latencies)} events measured, "
-                f"{missing} never seen)"
-            )
-        print(
-            f"all applied after {done_seconds:.2f} s; event statuses {by_status}; "
-            f"{len(runs)} targeted sync(s) with writes"
-        )
+        # 2. The stream: one event every 1/rate seconds, each for another member.
+        s_posted: dict[str, float] = {}
+        s_statuses: list[int] = []
+        pusher = Pusher(base, s_posted, s_statuses)
+        started = time.perf_counter()
+        for j, u in enumerate(streamed):
+            slot = started + j / args.stream_rate
+            time.sleep(max(0.0, slot - time.perf_counter()))
+            pusher.post(f"stream-{j}", person_of(u, "s1"))
+        post_seconds = time.perf_counter() - started
+        stream = phase(f"{label}/stream", db, s_posted, s_statuses, post_seconds, started,
+                       args.timeout, len(posted), 0)  # fmt: skip
+        final = final_positions(emu)
+        wrong = sum(1 for u in streamed if final.get(u["userid"].lower()) != "s1")
+        return burst, dataclasses.replace(stream, lost=stream.lost + wrong)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        emu.close()
+        stop(serve)
+        stop(emulator)
+
+
+def show(r: Result) -> None:
+    print(f"  {r.label:16} accepted {r.accepted}/{r.total} in {r.post_seconds:6.2f} s = "
+          f"{r.rate:7,.0f} events/s; POST -> applied median {r.median_ms:7,.0f} ms, "
+          f"p95 {r.p95_ms:7,.0f} ms; lost {r.lost}; all settled after "
+          f"{r.settle_seconds:6.2f} s")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--directory", type=int, default=10_000, help="members in Exmail/HR")
+    parser.add_argument("--departments", type=int, default=200)
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--people", type=int, default=500, help="distinct members pushed")
+    parser.add_argument("--pushers", type=int, default=8, help="client threads")
+    parser.add_argument("--api", choices=["v1", "v2"], default="v2")
+    parser.add_argument(
+        "--stream-rate",
+        type=float,
+        default=4.0,
+        help="events per second of the steady stream after the burst",
+    )
+    parser.add_argument("--stream-events", type=int, default=60)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=600.0, help="settle limit, seconds")
+    parser.add_argument("--reference-exe", type=Path, default=None,
+                        help="another syncengine executable measured interleaved")  # fmt: skip
+    args = parser.parse_args()
+    subjects = [("subject", BIN)]
+    if args.reference_exe is not None:
+        subjects.append(("reference", args.reference_exe))
+    print(f"hooks bench ({args.api}): {args.directory:,}-member directory, {args.events} "
+          f"events over {args.people} members, {args.pushers} pushers, serve as a subprocess "
+          f"with default settings; load average {os.getloadavg()}")  # fmt: skip
+    results: dict[str, list[Result]] = {}
+    for _ in range(args.repeat):
+        for label, exe in subjects:
+            for r in run_once(label, exe, args):
+                show(r)
+                results.setdefault(r.label, []).append(r)
+    print("medians:")
+    for label, rs in results.items():
+        print(f"  {label:16} {statistics.median(r.rate for r in rs):7,.0f} events/s accepted; "
+              f"POST -> applied median {statistics.median(r.median_ms for r in rs):7,.0f} ms, "
+              f"p95 {statistics.median(r.p95_ms for r in rs):7,.0f} ms; "
+              f"lost {max(r.lost for r in rs)}")  # fmt: skip
+    print(f"load average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

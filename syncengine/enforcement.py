@@ -45,7 +45,7 @@ def verify_signature(config: Config, plan: Plan) -> None:
 def ground(config: Config, repo: Repository) -> guard.Ground:
     """The current policy, domains and identity links the guard judges actions against."""
     policy = policy_from_config(config)
-    links = {eid: link.email for eid, link in repo.load_links().items()}
+    links = repo.link_emails()  # the addresses only: no dates to convert
     domains = frozenset(d.lower() for d in config.exmail.domains) | {policy.domain.lower()}
     return guard.Ground(policy=policy, domains=domains, links=links)
 

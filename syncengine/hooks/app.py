@@ -219,19 +219,27 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
         except PayloadError as exc:
             status = 400 if not exc.field else 422
             return refused(request, status, str(exc), field=exc.field or None)
-        try:
-            employee_id = await run_in_threadpool(backend.employee_of, event)
-        except PayloadError as exc:
-            return refused(request, 422, str(exc), field=exc.field or None)
         # The replay key comes from the signature, which covers the timestamp and the body:
         # the delivery header is not signed, so a new one must not make a captured request new.
         key = replay_key("hook", request.headers.get(SIGNATURE_HEADER) or "")
         expires = _expiry(request.headers.get(TIMESTAMP_HEADER), backend.tolerance)
+
+        def accept() -> tuple[str, Stored] | PayloadError:
+            """Map and store in one trip to the thread pool (each trip costs the loop)."""
+            try:
+                employee_id = backend.employee_of(event)
+            except PayloadError as exc:
+                return exc
+            return employee_id, backend.store(event, employee_id, key, expires)
+
         try:
-            stored = await run_in_threadpool(backend.store, event, employee_id, key, expires)
+            accepted = await run_in_threadpool(accept)
         except SyncEngineError as exc:
             log.error("storing hook %s failed: %s", event.delivery_id, exc)
             return answer(_error(503, "the event could not be stored; send it again later"))
+        if isinstance(accepted, PayloadError):
+            return refused(request, 422, str(accepted), field=accepted.field or None)
+        employee_id, stored = accepted
         if stored.signed_replay:
             return refused(request, 409, "this signed request was received before (same "
                            "timestamp, body and signature); not stored again")  # fmt: skip

@@ -9,7 +9,8 @@ Example::
     header_timeout = 10                     # seconds a client may take to send a request head
     body_timeout = 30                       # seconds a client may take to send the body
     max_connections = 200                   # open connections; more are answered 503
-    coalesce_window = 0.5                   # seconds the worker waits to gather a burst
+    coalesce_window = 0                     # seconds the worker waits to gather a burst
+                                            # (0: at once; a burst gathers while a batch runs)
     max_attempts = 6                        # tries of one event before it is marked failed
     backoff_initial = 5.0                   # seconds before the first retry, doubled each time
     backoff_max = 300.0
@@ -75,7 +76,7 @@ class HooksConfig(BaseModel):
     header_timeout: float = Field(default=10.0, gt=0, le=300)
     body_timeout: float = Field(default=30.0, gt=0, le=3600)
     max_connections: int = Field(default=200, ge=1, le=100_000)
-    coalesce_window: float = Field(default=0.5, ge=0, le=60)
+    coalesce_window: float = Field(default=0.0, ge=0, le=60)
     batch_size: int = Field(default=500, ge=1, le=10000)
     poll_interval: float = Field(default=1.0, gt=0, le=60)
     max_attempts: int = Field(default=6, ge=1, le=100)

@@ -32,6 +32,11 @@ FAMILIES = {
         _Family("syncengine_hook_requests_total", "counter", "HR hook requests, by HTTP status."),
         _Family("syncengine_hook_events_total", "counter",
                 "HR hook events worked off, by outcome (applied, failed, retry)."),
+        _Family("syncengine_hook_reads_total", "counter",
+                "Exmail reads of hook batches, by scope (targeted: the people in play; whole: "
+                "the directory in one read for a big Gen 2 batch, planned for the people in "
+                "play; full: the whole directory, when a targeted read cannot be done "
+                "safely)."),
         _Family("syncengine_sso_requests_total", "counter", "SSO portal links, by HTTP status."),
         _Family("syncengine_event_queue_depth", "gauge", "Hook events received, not yet applied."),
         _Family("syncengine_event_queue_oldest_age_seconds", "gauge",

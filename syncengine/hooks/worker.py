@@ -2,9 +2,10 @@
 
 The worker works off stored hook events; the receiver only stores them and wakes it. It runs
 ``process()`` (handed in by the service: take due events, sync the people they name, mark
-them) whenever it is woken, after waiting ``coalesce_window`` so that a burst of pushes
-becomes one targeted sync, and every ``poll_interval`` regardless, which picks up retries
-whose time has come and events stored before a restart. A failing ``process()`` is logged and
+them) whenever it is woken, after waiting ``coalesce_window`` (0 by default: a burst coalesces
+by itself, since the events that arrive while one batch runs are all taken by the next), and
+every ``poll_interval`` regardless, which picks up retries whose time has come and events
+stored before a restart. A failing ``process()`` is logged and
 tried again on the next round: the thread never dies of one bad batch.
 """
 

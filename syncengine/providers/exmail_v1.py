@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -32,7 +32,9 @@ from syncengine.domain import (
     Mailbox,
     MailboxState,
     MailEvent,
+    Party,
     UserUpdate,
+    ancestors,
     normalise_email,
     normalise_path,
     parent_path,
@@ -408,6 +410,36 @@ class ExmailV1Provider:
         if mailbox.email != normalise_email(email):
             return None
         return mailbox
+
+    # --- the targeted read of a hook batch (see syncengine.service.targeted) --------------
+
+    def get_users(self, emails: Sequence[str]) -> dict[str, Mailbox | None]:
+        """``user/get`` of each address, ``read_concurrency`` at a time: O(addresses) calls,
+        never the whole directory. Keys are the lower-cased addresses; None: no member has
+        that primary address (an alias's owner is not returned, as in :meth:`get_user`)."""
+        wanted = list(dict.fromkeys(normalise_email(e) for e in emails))
+        return dict(zip(wanted, self.pool_map(self.get_user, wanted), strict=True))
+
+    def existing_departments(self, paths: Collection[str]) -> tuple[Party, ...]:
+        """Which of ``paths`` and their ancestors exist: one ``party/list`` per distinct
+        parent (Gen 1 has no call that lists the tree at once), not a walk of every party."""
+        wanted: set[str] = set()
+        for path in paths:
+            p = normalise_path(path)
+            if p:
+                wanted.add(p)
+                wanted.update(ancestors(p))
+        parents = sorted({parent_path(p) for p in wanted})
+
+        def children(parent: str) -> frozenset[str]:
+            try:
+                return frozenset(self.party_list(parent))
+            except NotFoundError:  # the parent itself is missing: so are its children
+                return frozenset()
+
+        kids = dict(zip(parents, self.pool_map(children, parents), strict=True))
+        found = sorted(p for p in wanted if path_name(p) in kids[parent_path(p)])
+        return tuple(Party(p) for p in found)
 
     def read_state(self, *, progress: Progress | None = None) -> MailboxState:
         """The directory: in full, or since the stored ``user/list`` cursor when the provider

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -518,6 +519,27 @@ class ExmailV2Provider:
         except NotFoundError:
             return None
         return self._mailbox(data)
+
+    # --- the targeted read of a hook batch (see syncengine.service.targeted) --------------
+
+    def get_users(self, emails: Sequence[str]) -> dict[str, Mailbox | None]:
+        """``user/get`` of each address, ``read_concurrency`` at a time: O(addresses) calls,
+        never the whole directory. Keys are the lower-cased addresses; None: no member has
+        that primary address (an alias is not resolved: Gen 2 ``user/get`` refuses it)."""
+        wanted = list(dict.fromkeys(normalise_email(e) for e in emails))
+        workers = min(self._config.read_concurrency, len(wanted))
+        if workers <= 1:
+            return {e: self.get_user(e) for e in wanted}
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="exmail-v2") as pool:
+            found = list(pool.map(self.get_user, wanted))
+        return dict(zip(wanted, found, strict=True))
+
+    def existing_departments(self, paths: Collection[str]) -> tuple[Party, ...]:
+        """The departments a targeted plan must know of. Gen 2 lists the whole tree in one
+        ``department/list`` call, so every department (root excluded) is returned, whatever
+        ``paths`` asks for."""
+        del paths  # one call answers for all of them
+        return tuple(Party(d.path, d.id) for d in self.list_departments() if d.id != ROOT_ID)
 
     def create_user(
         self, mailbox: Mailbox, *, password: str, change_password_at_login: bool = True

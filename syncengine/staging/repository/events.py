@@ -68,22 +68,21 @@ class EventsRepository(RepositoryCore):
         """Store a received event durably; a delivery id seen before is a replay (not stored
         again, whatever its body). ``signature`` (replay key, expiry) is recorded as used in
         the same transaction (see :meth:`claim_signature`): a key seen before is a replay too."""
+        values: dict[str, Any] = {
+            "delivery_id": delivery_id,
+            "received_at": self.now(),
+            "kind": kind,
+            "employee_id": employee_id,
+            "payload": dict(payload),
+            "status": EventStatus.RECEIVED.value,
+            "attempts": 0,
+        }
         try:
             with self._tx("storing a hook event") as conn:
                 if signature is not None:
                     self._use_signature(conn, *signature)
                 event_id = conn.execute(
-                    insert(HookEventRow)
-                    .values(
-                        delivery_id=delivery_id,
-                        received_at=self.now(),
-                        kind=kind,
-                        employee_id=employee_id,
-                        payload=dict(payload),
-                        status=EventStatus.RECEIVED.value,
-                        attempts=0,
-                    )
-                    .returning(HookEventRow.id)
+                    insert(HookEventRow).values(**values).returning(HookEventRow.id)
                 ).scalar_one()
         except IntegrityError:
             seen = self.get_event_by_delivery(delivery_id)
@@ -92,9 +91,9 @@ class EventsRepository(RepositoryCore):
             if signature is not None:
                 return SignatureReplay()
             raise StagingError(f"storing hook event {delivery_id!r} failed") from None
-        stored = self.get_event(int(event_id))
-        assert stored is not None
-        return EventStored(stored)
+        # What was just written, without reading it back (one query less per hook request).
+        return EventStored(HookEvent(id=int(event_id), last_error=None, next_attempt_at=None,
+                                     applied_at=None, run_id=None, **values))  # fmt: skip
 
     def get_event(self, event_id: int) -> HookEvent | None:
         return self._event_where(HookEventRow.id == event_id)

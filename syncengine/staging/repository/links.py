@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Sequence
 from sqlalchemy import (
     bindparam,
     delete,
+    func,
     insert,
     select,
 )
@@ -60,6 +61,36 @@ class LinksRepository(RepositoryCore):
                 for emp, email, first, disabled, generated in conn.execute(s):
                     links[emp] = IdentityLink(emp, email, first, disabled, bool(generated))
         return links
+
+    def links_to(self, emails: Collection[str]) -> dict[str, IdentityLink]:
+        """The links whose address is one of ``emails`` (compared lower-case): who owns the
+        mailboxes a hook batch read, without loading every link."""
+        wanted = sorted({e.strip().lower() for e in emails if e.strip()})
+        links: dict[str, IdentityLink] = {}
+        with self._tx("loading identity links by address") as conn:
+            for chunk in chunks(wanted, 500):
+                stmt = select(
+                    IdentityLinkRow.employee_id,
+                    IdentityLinkRow.email,
+                    IdentityLinkRow.first_seen,
+                    IdentityLinkRow.disabled_since,
+                    IdentityLinkRow.generated,
+                ).where(func.lower(IdentityLinkRow.email).in_(chunk))
+                for emp, email, first, disabled, generated in conn.execute(stmt):
+                    links[emp] = IdentityLink(emp, email, first, disabled, bool(generated))
+        return links
+
+    def link_emails(self) -> dict[str, str]:
+        """Employee id -> linked address, and nothing else: on a big directory a fraction of
+        :meth:`load_links` (no dates to convert), for checks that need the addresses only."""
+        with self._tx("loading identity link addresses") as conn:
+            rows = conn.execute(select(IdentityLinkRow.employee_id, IdentityLinkRow.email))
+            return {emp: email for emp, email in rows}
+
+    def count_links(self) -> int:
+        """How many identity links are stored: the mailboxes the engine manages."""
+        with self._tx("counting identity links") as conn:
+            return int(conn.execute(select(func.count()).select_from(IdentityLinkRow)).scalar_one())
 
     def save_links(self, links: Iterable[IdentityLink]) -> int:
         """Insert or replace links by employee id, all in one transaction.
