@@ -11,23 +11,36 @@ and the peak memory.
 Part 2, "command": the same inputs, per API generation: the emulator (served from this
 process) is seeded with the mailboxes, a SQLite staging file gets the previous and the current
 snapshot and a link per mailbox, then ``syncengine plan --out plan.json --json`` runs as a child
-process, as an admin runs it. Prints its wall time, the split the command reports (reading the
-state, the diff, the rest of ``service.make_plan``), its peak resident memory (``ru_maxrss``
-of the child), the API calls the emulator saw, and the time to read the plan file back and
-render it as text and HTML. Gen 1 reads one ``user/get`` per member; ``--v1-people N`` runs it
+process, as an admin runs it. Prints its wall time, the split the command reports (reading
+the state, the diff, the rest of ``service.make_plan``), its peak resident memory (``VmHWM``
+of the child; see ``_run_child`` for why not ``ru_maxrss``), the API calls the emulator saw,
+and the time to read the plan file back and render it as text and HTML. Gen 1 reads one
+``user/get`` per member; ``--v1-people N`` runs it
 on fewer people and prints a linear extrapolation, marked EXTRAPOLATED.
 
 Further parts are appended to ``PARTS``.
 
+The command part also measures, in the same run and as a child process too, the parse floor:
+reading the HR CSV of the current snapshot with the csv module plus ``json.loads`` of the
+state payloads the emulator returns for the read (Gen 2: ``department/list`` and
+``user/list``), and prints the command's ratio to it and the load average. ``--reference-exe``
+runs the same command with another interpreter (e.g. a venv of main's code) interleaved with
+this one, ``--rounds`` times; medians are printed. ``--profile FILE`` runs the command once
+more under cProfile and saves the stats.
+
     .venv/bin/python bench/plan.py [--people 100000] [--change-share 0.01] [--repeat 3]
         [--parts diff,command] [--apis v2,v1] [--v1-people N] [--read-concurrency 8]
+        [--rounds 3] [--reference-exe PYTHON] [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -232,16 +245,113 @@ PARTS: list[tuple[str, Callable[[argparse.Namespace], None]]] = [("diff", part_d
 # The command runs as a child process (its own interpreter, as an admin runs it) against an
 # emulator served from this process; the child reports its own peak resident memory.
 _CHILD = """
-import resource, sys
-from syncengine.cli import main
+import os, resource, sys
 code = 0
+profile = os.environ.get("BENCH_PLAN_PROFILE")
+if profile:
+    import cProfile
+    prof = cProfile.Profile()
+    prof.enable()
 try:
+    from syncengine.cli import main
     main(sys.argv[1:])
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else 1
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+if profile:
+    prof.disable()
+    prof.dump_stats(profile)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print("MAXRSS_KB", usage.ru_maxrss, file=sys.stderr)
+print("CPU_S", usage.ru_utime + usage.ru_stime, file=sys.stderr)
+with open("/proc/self/status", encoding="ascii") as status:
+    print(*[ln for ln in status if ln.startswith("VmHWM:")][0].split()[:2], file=sys.stderr)
+print("SYNCENGINE", sys.modules["syncengine"].__file__, file=sys.stderr)
 sys.exit(code)
 """
+
+# The parse floor: what any planner must at least do, in its own interpreter too: read the HR
+# file with the csv module and json.loads the state payloads as the API returns them.
+_FLOOR = """
+import csv, json, resource, sys
+with open(sys.argv[1], encoding="utf-8", newline="") as f:
+    rows = list(csv.reader(f))
+payloads = [json.loads(open(p, "rb").read()) for p in sys.argv[2:]]
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print("MAXRSS_KB", usage.ru_maxrss, file=sys.stderr)
+print("CPU_S", usage.ru_utime + usage.ru_stime, file=sys.stderr)
+with open("/proc/self/status", encoding="ascii") as status:
+    print(*[ln for ln in status if ln.startswith("VmHWM:")][0].split()[:2], file=sys.stderr)
+print(len(rows) - 1, sum(len(str(x)) > 0 for x in payloads))
+"""
+
+HR_HEADER = ["工号", "姓名", "邮箱", "别名", "部门编号", "部门", "职位", "手机", "电话", "性别",
+             "状态", "入职日期", "离职日期"]  # fmt: skip
+
+
+def _hr_csv(path: Path, desired: Desired) -> None:
+    """The HR export that gives the current snapshot (the shape of samples/hr-export.csv)."""
+    ids = {d.path: d.hr_id for d in desired.departments}
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(HR_HEADER)
+        for p in desired.people:
+            dept = p.departments[0] if p.departments else ""
+            w.writerow([p.employee_id, p.name, p.email or "", ";".join(p.aliases),
+                        ids.get(dept, ""), dept, p.position, p.mobile, p.tel,
+                        "男" if p.gender == Gender.MALE else "女", p.status.value,
+                        "2020-01-01", ""])  # fmt: skip
+
+
+def _state_payloads(base_url: str, folder: Path) -> list[Path]:
+    """The Gen 2 read's two answers (``department/list``, ``user/list`` of the root with
+    ``fetch_child``) saved as the emulator sends them."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, timeout=300) as client:
+        secret = {"corpid": DEMO_CORP_ID, "corpsecret": DEMO_SECRETS["contacts"]}
+        token = client.get("/cgi-bin/gettoken", params=secret).json()["access_token"]
+        out = []
+        for name, params in (("department/list", {"id": 1}),
+                             ("user/list", {"department_id": 1, "fetch_child": 1})):  # fmt: skip
+            r = client.get(f"/cgi-bin/{name}", params={"access_token": token, **params})
+            r.raise_for_status()
+            path = folder / (name.replace("/", "-") + ".json")
+            path.write_bytes(r.content)
+            out.append(path)
+    return out
+
+
+CPU: dict[tuple[str, ...], list[float]] = {}
+"""CPU seconds (user + system) each child command reported, by command: on a loaded machine
+the wall time swings with the neighbours, the CPU time much less."""
+
+
+def _run_child(cmd: list[str], timeout: float, cwd: Path, env: dict[str, str] | None = None
+               ) -> tuple[subprocess.CompletedProcess[str], float, float | None]:  # fmt: skip
+    """Run one child; its wall time and peak RSS (MiB, None when it did not report it).
+
+    The peak is the child's ``VmHWM`` (high-water mark of its own address space), not its
+    ``ru_maxrss``: subprocess starts children with vfork, and Linux carries the parent's
+    high-water mark over the exec into the child's ``ru_maxrss`` (here: this process, with
+    the emulator and 100,000 members in it), so ``ru_maxrss`` reads the same for every child.
+
+    ``cwd`` must not be a checkout: ``python -c`` puts the working directory first on the
+    path, so a child started in this repository would import its ``syncengine`` whatever
+    interpreter (``--reference-exe``) runs it."""
+    t = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                          env=env, cwd=cwd)  # fmt: skip
+    wall = time.perf_counter() - t
+    lines = done.stderr.splitlines()
+    rss = [ln for ln in lines if ln.startswith("VmHWM:")]
+    CPU.setdefault(tuple(cmd), []).extend(
+        float(ln.split()[1]) for ln in lines if ln.startswith("CPU_S")
+    )
+    return done, wall, (int(rss[-1].split()[1]) / 1024 if rss else None)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _emulator_seed(state: MailboxState) -> dict[str, Any]:
@@ -344,31 +454,71 @@ def part_command(args: argparse.Namespace) -> None:
                     encoding="utf-8",
                 )
                 out = folder / "plan.json"
-                cmd = [sys.executable, "-c", _CHILD, "--config", str(config), "plan",
-                       "--out", str(out), "--json"]  # fmt: skip
-                t = time.perf_counter()
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
-                                      check=False)  # fmt: skip
-                wall = time.perf_counter() - t
+                args_ = ["-c", _CHILD, "--config", str(config), "plan", "--out", str(out),
+                         "--json"]  # fmt: skip
+                hr = folder / "hr-export.csv"
+                _hr_csv(hr, desired)
+                floor_cmd = [sys.executable, "-c", _FLOOR, str(hr)]
+                if api == "v2":
+                    floor_cmd += [str(p) for p in _state_payloads(server.base_url, folder)]
+                subjects = [("this", sys.executable)]
+                if args.reference_exe:
+                    subjects.append(("reference", args.reference_exe))
+                walls: dict[str, list[float]] = {"floor": []}
+                rsses: dict[str, list[float]] = {}
+                done = None
+                for r in range(args.rounds):
+                    _, fwall, _ = _run_child(floor_cmd, args.timeout, folder)
+                    walls["floor"].append(fwall)
+                    for label, exe in subjects:
+                        d, wall, rss = _run_child([exe, *args_], args.timeout, folder)
+                        if d.returncode not in (0, 2, 3) or rss is None:
+                            raise SystemExit(f"{api} {label}: plan failed (exit "
+                                             f"{d.returncode}): {d.stderr[-2000:]}")  # fmt: skip
+                        if r == 0:
+                            code = [ln for ln in d.stderr.splitlines()
+                                    if ln.startswith("SYNCENGINE")]  # fmt: skip
+                            print(f"{api} {label}: {exe} runs {code[-1].split()[1]}")
+                        walls.setdefault(label, []).append(wall)
+                        rsses.setdefault(label, []).append(rss)
+                        if label == "this":
+                            done = d
+                    print(f"{api} round {r + 1}: floor {fwall:.2f} s, "
+                          + ", ".join(f"{k} {v[-1]:.2f} s / {rsses[k][-1]:.0f} MiB"
+                                      for k, v in walls.items() if k != "floor")
+                          + f"; load average {_load()}")  # fmt: skip
+                if args.profile:
+                    env = {**os.environ, "BENCH_PLAN_PROFILE": args.profile}
+                    _run_child([sys.executable, *args_], args.timeout, folder, env)
+                    print(f"{api}: cProfile stats of one more run saved to {args.profile}")
             finally:
                 server.stop()
-            rss = [ln for ln in done.stderr.splitlines() if ln.startswith("MAXRSS_KB")]
-            if done.returncode not in (0, 2, 3) or not rss:
-                print(f"{api}: plan failed (exit {done.returncode}): {done.stderr[-2000:]}")
-                continue
+            assert done is not None
+            floor = statistics.median(walls["floor"])
+            floor_cpu = statistics.median(CPU[tuple(floor_cmd)])
+            print(f"{api}: parse floor (csv.reader of the HR file + json.loads of the state "
+                  f"payloads, in a child): {floor:.2f} s wall, {floor_cpu:.2f} s CPU, median "
+                  f"of {args.rounds}")  # fmt: skip
+            for label, exe in subjects:
+                wall = statistics.median(walls[label])
+                cpu = statistics.median(CPU[(exe, *args_)])
+                print(f"{api} {label}: plan command {wall:.2f} s wall median of {args.rounds} = "
+                      f"{wall / floor:.1f}x the parse floor; {cpu:.2f} s CPU = "
+                      f"{cpu / floor_cpu:.1f}x the floor's CPU; peak RSS (VmHWM) "
+                      f"{max(rsses[label]):.0f} MiB max; load average {_load()}")  # fmt: skip
             report = json.loads(done.stdout)
             calls = app.state.emulator.calls_since(0)["counts"]
             secs = report["seconds"]
-            print(f"{api}: plan exit {done.returncode} in {wall:.1f} s wall "
-                  f"(service.make_plan {secs['total']:.1f} s, of which read_state "
+            wall = statistics.median(walls["this"])
+            runs = args.rounds * len(subjects) + (1 if args.profile else 0)
+            print(f"{api}: plan exit {done.returncode} (last run of this code: "
+                  f"service.make_plan {secs['total']:.1f} s, of which read_state "
                   f"{secs['read_state']:.1f} s and diff {secs['diff']:.1f} s, the rest loading "
                   f"staging and saving the plan; outside it: interpreter start-up, imports, "
                   f"writing the file)")  # fmt: skip
-            print(f"{api}: peak memory of the command (ru_maxrss): "
-                  f"{int(rss[-1].split()[1]) / 1024:.0f} MiB")  # fmt: skip
             print(
                 f"{api}: {report['mailboxes_read']:,} mailboxes read with "
-                f"{sum(calls.values()):,} API calls; plan: "
+                f"{sum(calls.values()) / runs:,.0f} API calls a run; plan: "
                 f"{ {k: v for k, v in report['summary'].items() if v} }; "
                 f"blocked: {report['blocked']}; plan file {out.stat().st_size / 1e6:.1f} MB"
             )
@@ -404,6 +554,11 @@ def main() -> None:
                     "member); the full size is then extrapolated and marked so")  # fmt: skip
     ap.add_argument("--read-concurrency", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=1800, help="command part: per run, seconds")
+    ap.add_argument("--rounds", type=int, default=3, help="command part: interleaved rounds")
+    ap.add_argument("--reference-exe", default=None,
+                    help="command part: a Python whose syncengine is the reference (e.g. "
+                    "main's venv); run interleaved with this one")  # fmt: skip
+    ap.add_argument("--profile", default=None, help="command part: save cProfile stats here")
     ap.add_argument(
         "--parts", default=",".join(n for n, _ in PARTS), help="comma-separated parts to run"
     )

@@ -1,35 +1,53 @@
-"""Benchmark: the nightly ``sync`` of a 10,000-person company when nothing changed.
+"""Benchmark: the nightly ``syncengine sync`` of a 10,000-person company when nothing changed.
 
-The emulator (in this process, on loopback, ``--latency-ms`` added to every call) starts with
-10,000 mailboxes that already match the HR export (same ext ids, names, departments). The
-first ``service.sync`` adopts them (link records only: no Exmail write); the second is the
-ordinary quiet night. For each run it prints the seconds, the plan's action count and the
-write calls the emulator saw (the no-op night must make 0).
+Measured the way cron meets it: the whole ``syncengine sync`` command as a subprocess
+(interpreter start and imports included), default settings, Gen 2, the emulator in its own
+process (``syncengine emulator --control``) seeded with 10,000 mailboxes that already match
+the HR export. Each config folder is migrated and adopted (a first ``sync``: link records
+only, no Exmail write) before the timing. Then, per latency (0 ms and 20 ms added to every
+call by default), rounds interleave:
+
+- ``diy``: bench/diy_sync.py, the reference: sequential, a new connection per request,
+  gettoken, then ``user/get`` + a blind ``user/update`` for every HR row;
+- ``syncengine``: this installation's ``syncengine sync``;
+- ``before`` (with ``--before EXE``): another installation's ``syncengine`` (e.g. main's).
+
+Printed per subject: the median and minimum wall seconds, the median CPU seconds (user +
+system of the child), the API calls and write calls the emulator saw, the ratio of the
+DIY's median to the subject's, and the load average. A no-op night must make 0 writes.
 
     .venv/bin/python bench/sync_noop.py [--people 10000] [--departments 200]
-                                        [--latency-ms 20] [--api v2|v1|both]
+        [--latency-ms 0,20] [--repeat 3] [--before /path/to/main/.venv/bin/syncengine]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from syncengine import service
-from syncengine.config import parse_config
-from syncengine.emulator.app import create_app
-from syncengine.emulator.options import EmulatorOptions
-from syncengine.emulator.seed import DEMO_CORP_ID, DEMO_SECRETS, DEMO_V1_SECRET, big_seed
-from syncengine.emulator.server import start_in_thread
+import httpx
 
+from syncengine.emulator.seed import DEMO_CORP_ID, DEMO_SECRETS, big_seed
+
+HERE = Path(__file__).resolve().parent
+SYNCENGINE = Path(sys.executable).parent / "syncengine"
 WRITES = {
     "department/create", "department/update", "department/delete", "user/create",
     "user/update", "user/delete", "user/swapalias", "party/sync", "user/sync",
 }  # fmt: skip
+TARGET_RATIO = 20.0
+"""Issue 14: the no-op night at 0 ms latency at least 20x the sequential DIY script."""
 
 
 def write_hr(path: Path, seed: dict[str, Any]) -> None:
@@ -43,73 +61,155 @@ def write_hr(path: Path, seed: dict[str, Any]) -> None:
                         "男" if u["gender"] == "1" else "女", "在职"])  # fmt: skip
 
 
-def config_data(api: str, base_url: str, folder: Path) -> dict[str, Any]:
-    exmail: dict[str, Any] = {
-        "api": api,
-        "base_url": base_url,
-        "timeout": 60,
-        "sso_url": base_url + "/cgi-bin/login",
-        "domains": ["example.com"],
-    }
-    if api == "v2":
-        exmail.update(corp_id=DEMO_CORP_ID, secrets=dict(DEMO_SECRETS))
-    else:
-        exmail.update(client_id="admin@example.com", client_secret=DEMO_V1_SECRET)
-    return {
-        "exmail": exmail,
-        "database": {"url": f"sqlite:///{folder / 'staging.db'}"},
-        "source": {"type": "csv", "path": str(folder / "hr.csv")},
-        "mapping": {"employee_id": "employee_id", "name": "name", "email": "email",
-                    "departments": "departments", "position": "position", "gender": "gender",
-                    "status": "status"},
-        "apply": {"concurrency": 16, "rate_per_second": 0},
-        "passwords": {"delivery": "none"},
-    }  # fmt: skip
+def config_text(base_url: str) -> str:
+    """A config with default settings apart from where things are (Gen 2, no mail)."""
+    secrets = ", ".join(f'{k} = "{v}"' for k, v in DEMO_SECRETS.items())
+    return f"""\
+[exmail]
+api = "v2"
+base_url = "{base_url}"
+sso_url = "{base_url}/cgi-bin/login"
+corp_id = "{DEMO_CORP_ID}"
+secrets = {{ {secrets} }}
+domains = ["example.com"]
+
+[database]
+url = "sqlite:///staging.db"
+
+[source]
+type = "csv"
+path = "hr.csv"
+
+[mapping]
+employee_id = "employee_id"
+name = "name"
+email = "email"
+departments = "departments"
+position = "position"
+gender = "gender"
+status = "status"
+
+[passwords]
+delivery = "none"
+"""
 
 
-def writes_since(app: Any, seq: int) -> tuple[int, int]:
-    log = app.state.emulator.calls_since(seq)
-    calls = log["calls"]
-    writes = sum(1 for c in calls if c["endpoint"].split("/", 2)[-1] in WRITES)
-    return writes, len(calls)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def run(api: str, people: int, departments: int, latency_ms: float) -> None:
-    seed = big_seed(people, departments)
-    app = create_app(api, seed, EmulatorOptions(latency_ms=latency_ms))  # type: ignore[arg-type]
-    server = start_in_thread(app)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            write_hr(folder / "hr.csv", seed)
-            config = parse_config(config_data(api, server.base_url, folder),
-                                  path=folder / "syncengine.toml")  # fmt: skip
-            for label in ("adopt (first run)", "no-op night"):
-                mark = app.state.emulator.call_seq
-                started = time.perf_counter()
-                with service.Engine(config) as engine:
-                    report = service.sync(engine, notify=False)
-                seconds = time.perf_counter() - started
-                writes, calls = writes_since(app, mark)
-                actions = len(report.plan.plan.actions) if report.plan else 0
-                print(
-                    f"{api} {label}: {people:,} people, {seconds:.2f} s, status "
-                    f"{report.status}, {actions:,} plan actions, {calls:,} API calls, "
-                    f"{writes} write calls (latency {latency_ms:g} ms/call)"
-                )
-    finally:
-        server.stop()
+class Emulator:
+    """``syncengine emulator`` in its own process, steered through its control API."""
+
+    def __init__(self, seed_file: Path) -> None:
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [str(SYNCENGINE), "emulator", "--api", "v2", "--seed", str(seed_file),
+             "--port", str(port), "--control"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.http = httpx.Client(base_url=self.base_url, timeout=120)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.http.get("/_emulator/faults")
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise SystemExit("the emulator did not start") from None
+                time.sleep(0.2)
+
+    def latency(self, ms: float) -> None:
+        self.http.post("/_emulator/faults", json={"latency_ms": ms}).raise_for_status()
+
+    def take_calls(self) -> tuple[int, int]:
+        """API calls and write calls since the last take; the log starts over."""
+        counts: dict[str, int] = self.http.get("/_emulator/calls").json()["counts"]
+        self.http.post("/_emulator/calls/clear").raise_for_status()
+        writes = sum(n for name, n in counts.items() if name.split("/", 2)[-1] in WRITES)
+        return sum(counts.values()), writes
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def timed(argv: list[str], cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system) and stdout of one run of ``argv``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "SYNCENGINE_CONFIG": ""})  # fmt: skip
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n"
+                         f"{done.stderr}")  # fmt: skip
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, done.stdout
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=10_000)
     parser.add_argument("--departments", type=int, default=200)
-    parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--api", choices=["v1", "v2", "both"], default="v2")
+    parser.add_argument("--latency-ms", default="0,20", help="comma-separated list")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--before", type=Path, help="another installation's syncengine")
+    parser.add_argument("--no-diy", action="store_true", help="leave the DIY script out")
     args = parser.parse_args()
-    for api in ["v2", "v1"] if args.api == "both" else [args.api]:
-        run(api, args.people, args.departments, args.latency_ms)
+    seed = big_seed(args.people, args.departments)
+    exes = {"syncengine": SYNCENGINE}
+    if args.before is not None:
+        exes["before"] = args.before.resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "seed.json").write_text(json.dumps(seed, ensure_ascii=False), encoding="utf-8")
+        write_hr(root / "hr.csv", seed)
+        emulator = Emulator(root / "seed.json")
+        try:
+            folders: dict[str, Path] = {}
+            for label, exe in exes.items():
+                folder = folders[label] = root / label
+                folder.mkdir()
+                (folder / "hr.csv").write_bytes((root / "hr.csv").read_bytes())
+                (folder / "syncengine.toml").write_text(config_text(emulator.base_url))
+                timed([str(exe), "db", "upgrade"], folder)
+                timed([str(exe), "sync"], folder)  # adopts the mailboxes: link records only
+            emulator.take_calls()
+            argv = {label: [str(exe), "sync"] for label, exe in exes.items()}
+            if not args.no_diy:
+                argv["diy"] = [sys.executable, str(HERE / "diy_sync.py"), str(root / "hr.csv"),
+                               "--base-url", emulator.base_url, "--corp-id", DEMO_CORP_ID,
+                               "--secret", DEMO_SECRETS["contacts"]]  # fmt: skip
+            for latency in (float(x) for x in args.latency_ms.split(",")):
+                emulator.latency(latency)
+                runs: dict[str, list[tuple[float, float, int, int]]] = {k: [] for k in argv}
+                for _ in range(args.repeat):
+                    for label, command in argv.items():
+                        seconds, cpu, _out = timed(command, folders.get(label, root))
+                        calls, writes = emulator.take_calls()
+                        runs[label].append((seconds, cpu, calls, writes))
+                load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                print(f"\n{args.people:,} people, Gen 2, latency {latency:g} ms/call, "
+                      f"{args.repeat} interleaved rounds, load average {load}")  # fmt: skip
+                diy = statistics.median(r[0] for r in runs["diy"]) if "diy" in runs else None
+                for label, got in runs.items():
+                    wall = statistics.median(r[0] for r in got)
+                    line = (f"  {label:<11} median {wall:6.2f} s  min {min(r[0] for r in got):6.2f}"
+                            f" s  cpu {statistics.median(r[1] for r in got):5.2f} s  "
+                            f"{got[-1][2]:>6,} API calls  {got[-1][3]:>6,} writes")  # fmt: skip
+                    if diy is not None and label != "diy":
+                        line += f"  {diy / wall:5.1f}x the DIY script"
+                        if latency == 0:
+                            line += f" (target >= {TARGET_RATIO:g}x)"
+                    print(line, flush=True)
+        finally:
+            emulator.stop()
 
 
 if __name__ == "__main__":

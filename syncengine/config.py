@@ -83,11 +83,24 @@ class Config(BaseModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     _path: Path | None = PrivateAttr(default=None)
+    _source: str | None = PrivateAttr(default=None)
+    _tenant: str | None = PrivateAttr(default=None)
 
     @property
     def path(self) -> Path | None:
         """The file this config was read from (None when built in code)."""
         return self._path
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant (corp) this config is, in a multi-tenant config (see
+        :mod:`syncengine.tenants`); None for a plain single-company config."""
+        return self._tenant
+
+    @property
+    def origin(self) -> str:
+        """Where this config comes from, as messages name it (a file, or a file's tenant)."""
+        return self._source or (str(self._path) if self._path else "config")
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -103,7 +116,7 @@ class Config(BaseModel):
     def require_secrets(self, *tables: str) -> None:
         """Read now every secret of these tables (``exmail``, ``source``, ``notifications``,
         ``hooks``...): a ConfigError naming each one that is missing, before any work."""
-        check_secrets(self, str(self._path) if self._path else "config", tables)
+        check_secrets(self, self.origin, tables)
 
     @property
     def base_dir(self) -> Path:
@@ -125,7 +138,10 @@ class Config(BaseModel):
 
     def beside_database(self, name: str) -> Path:
         """A file kept next to the SQLite database file (the engine's own state: the password
-        file, the plan-signing key), else next to the config file (PostgreSQL)."""
+        file, the plan-signing key), else next to the config file (PostgreSQL). A tenant's
+        files carry its name (``acme.plan-signing.key``): tenants share no key and no file."""
+        if self._tenant is not None:
+            name = f"{self._tenant}.{name}"
         url = self.database_url
         prefix = "sqlite:///"
         if url.startswith(prefix) and ":memory:" not in url:
@@ -168,15 +184,19 @@ def config_error_from_validation(exc: ValidationError, source: str) -> ConfigErr
     return ConfigError("; ".join(lines), where=source)
 
 
-def parse_config(data: dict[str, Any], *, path: Path | None = None) -> Config:
-    """Validate an already-parsed TOML document."""
-    source = str(path) if path else "config"
+def parse_config(
+    data: dict[str, Any], *, path: Path | None = None, source: str | None = None
+) -> Config:
+    """Validate an already-parsed TOML document; ``source`` names it in messages (default:
+    the file)."""
+    source = source or (str(path) if path else "config")
     base_dir = path.parent if path else Path.cwd()
     try:
         cfg = Config.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise config_error_from_validation(exc, source) from None
     cfg._path = path.resolve() if path else None
+    cfg._source = source
     label_secrets(cfg, source)  # env:/file: secrets are read on first use, naming key and file
     return cfg
 

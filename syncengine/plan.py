@@ -346,8 +346,15 @@ class Plan:
         return body
 
     def to_json(self) -> str:
-        """The plan file: indented, key-sorted UTF-8 JSON; ``from_json`` reads it back equal."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, indent=2) + "\n"
+        """The plan file: indented, key-sorted UTF-8 JSON; ``from_json`` reads it back equal.
+
+        Made once per plan (the plan is frozen): saving it and writing the file share the text,
+        and indented JSON is made by the slow pure-Python encoder."""
+        text = self.__dict__.get("_json_text")
+        if not isinstance(text, str):
+            text = json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True, indent=2) + "\n"
+            object.__setattr__(self, "_json_text", text)
+        return text
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "plan") -> Plan:

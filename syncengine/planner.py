@@ -57,8 +57,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from operator import itemgetter
 
 from syncengine.addresses import generate_addresses
 from syncengine.domain import (
@@ -164,6 +166,11 @@ class _Multi:
         return set(self.one) | set(self.more)
 
 
+def _sorted_tuple(values: AbstractSet[str]) -> tuple[str, ...]:
+    """``tuple(sorted(values))``, without the sort for the usual none or one."""
+    return tuple(sorted(values)) if len(values) > 1 else tuple(values)
+
+
 def _sorted_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
     """Departments as a set, in a canonical order (fast for the usual one department)."""
     if len(paths) == 1:
@@ -211,13 +218,18 @@ class _Planner:
         self.only = frozenset(only) if only is not None else None
         self.people = sorted(desired.people, key=lambda p: p.employee_id)
         self.in_hr = {p.employee_id for p in self.people}
+        # Each HR address normalised once (it is looked at in matching, in the taken set and
+        # for the wanted address).
+        self.p_email: dict[str, str] = {
+            p.employee_id: _norm(p.email) for p in self.people if p.email
+        }
 
         # Indexes of the actual state (addresses lower-case).
         self.by_email: dict[str, Mailbox] = {}
         self.owner: dict[str, str] = {}  # any address (primary or alias) -> primary
         self.by_ext = _Multi()
-        for m in sorted(actual.mailboxes, key=lambda m: _norm(m.email)):
-            e = _norm(m.email)
+        normed = sorted(((_norm(m.email), m) for m in actual.mailboxes), key=itemgetter(0))
+        for e, m in normed:
             self.by_email[e] = m
             self.owner[e] = e
             for a in m.aliases:
@@ -227,6 +239,7 @@ class _Planner:
         self.groups = {normalise_email(g) for g in actual.groups}
         self.link_email = {eid: _norm(lk.email) for eid, lk in links.items()}
         self._depts_cache: dict[str, tuple[str, ...]] = {}
+        self._relocated: dict[str, str] = {}  # path -> after the moves (users' step only)
         self._protected = policy.protected_matcher()
 
         self.dept_actions: list[Action] = []
@@ -262,6 +275,11 @@ class _Planner:
     def note(self, eid: str, text: str) -> None:
         if self.only is not None and eid in self.only:
             self.notes[eid].append(text)
+
+    def noting(self, eid: str) -> bool:
+        """Whether notes about ``eid`` are kept (``plan --only``): a note that costs a
+        formatted string is only made then."""
+        return self.only is not None and eid in self.only
 
     def relocate(self, path: str) -> str:
         """Where a department path ends up after the planned moves."""
@@ -373,7 +391,7 @@ class _Planner:
         for e in self.by_ext.get(eid):
             found.setdefault(e, "ext_id")
         if not found and p.email and by_address:
-            addr = _norm(p.email)
+            addr = self.p_email[eid]
             holder = self.owner.get(addr)
             if holder is not None and holder in self.holds:
                 return None, f"no mailbox ({holder} is held: not adopted)"
@@ -433,7 +451,8 @@ class _Planner:
                 needed.add(d.path)
         for p in self.people:
             if states[p.employee_id][0] is not Lifecycle.LEAVER:
-                needed.update(x for x in p.departments if x)
+                needed.update(p.departments)
+        needed.discard("")
         needed |= {a for p in needed for a in ancestors(p)}
         self.plan_departments(needed)
 
@@ -460,7 +479,8 @@ class _Planner:
         for p in self.people:
             eid = p.employee_id
             email, how = self.match(p, states[eid][0] is not Lifecycle.LEAVER)
-            self.note(eid, f"match: {email} by {how}" if email else f"match: {how}")
+            if self.noting(eid):
+                self.note(eid, f"match: {email} by {how}" if email else f"match: {how}")
             for contested in self.contested.get(eid, ()):
                 claims.add(contested, eid)
             if email is None:
@@ -483,11 +503,10 @@ class _Planner:
                 self.note(eid, f"decision: {email} is a protected account; never touched")
 
         # Wanted primary addresses; the taken ones are conflicts.
-        hr_addresses: set[str] = set()
+        hr_addresses: set[str] = set(self.p_email.values())
         for p in self.people:
-            if p.email:
-                hr_addresses.add(_norm(p.email))
-            hr_addresses.update(_norm(a) for a in p.aliases)
+            if p.aliases:
+                hr_addresses.update(_norm(a) for a in p.aliases)
         wanted: dict[str, str] = {}
         to_generate: list[tuple[str, str]] = []
         for p in self.people:
@@ -501,7 +520,7 @@ class _Planner:
                     wanted[eid] = m_email  # a leaver's address is not changed any more
                 continue
             if p.email:
-                wanted[eid] = _norm(p.email)
+                wanted[eid] = self.p_email[eid]
             elif link is not None:
                 wanted[eid] = self.link_email[eid]
             elif m_email is not None:
@@ -520,9 +539,10 @@ class _Planner:
         by_wanted = _Multi()
         for eid, addr in wanted.items():
             by_wanted.add(addr, eid)
+        several = by_wanted.more
         for addr in sorted(by_wanted.keys()):
-            wanters = by_wanted.get(addr)
-            if len(wanters) > 1:
+            if addr in several:
+                wanters = several[addr]
                 self.conflict(
                     ConflictKind.ADDRESS_TAKEN,
                     f"employees {', '.join(sorted(wanters))} all want the address {addr}; "
@@ -531,7 +551,7 @@ class _Planner:
                     (addr,),
                 )
                 continue
-            eid = wanters[0]
+            eid = by_wanted.one[addr]
             own = matched.get(eid, (None, ""))[0]
             holder = self.owner.get(addr)
             if (holder is not None and holder != own) or addr in self.groups:
@@ -553,7 +573,8 @@ class _Planner:
                     self.final_departments[matched[eid][0]] = self._current_depts(matched[eid][0])
                 continue
             state, why = states[eid]
-            self.note(eid, f"lifecycle: {state.value} ({why})")
+            if self.noting(eid):
+                self.note(eid, f"lifecycle: {state.value} ({why})")
             email = matched.get(eid, (None, ""))[0]
             if email is not None and self._no_slot_for_new_address(p, state, email, wanted[eid]):
                 continue
@@ -634,8 +655,10 @@ class _Planner:
                     )
                 )
         # Mailboxes of conflicted people not seen yet keep their departments.
+        final = self.final_departments
         for email in self.by_email:
-            self.final_departments.setdefault(email, self._current_depts(email))
+            if email not in final:
+                final[email] = self._current_depts(email)
 
         dept_deletes = self.plan_department_deletes(needed)
         return self.finish(config_fingerprint, unmanaged, dept_deletes)
@@ -664,8 +687,12 @@ class _Planner:
         got = self._depts_cache.get(email)
         if got is None:
             depts = self.by_email[email].departments
-            if self.moves:
-                depts = tuple(self.relocate(d) for d in depts)
+            if self.moves:  # a few hundred paths among 100,000 mailboxes: each relocated once
+                moved = self._relocated
+                for d in depts:
+                    if d not in moved:
+                        moved[d] = self.relocate(d)
+                depts = tuple(moved[d] for d in depts)
             got = _sorted_paths(depts)
             self._depts_cache[email] = got
         return got
@@ -831,7 +858,8 @@ class _Planner:
             return
 
         target = email
-        cur_aliases = {_norm(a) for a in m.aliases}
+        cur_aliases = {_norm(a) for a in m.aliases} if m.aliases else set()
+        cur_sorted = _sorted_tuple(cur_aliases)
         # Address change: add the new address as an alias, then swap.
         if address != email:
             if address not in cur_aliases:
@@ -842,7 +870,7 @@ class _Planner:
                     email,
                     f"address change to {address}: first add it as an alias",
                     alias=address,
-                    changes={"aliases": (tuple(sorted(cur_aliases)), added)},
+                    changes={"aliases": (cur_sorted, added)},
                     update=UserUpdate(aliases=added),
                 )
             self._chain_add(
@@ -854,16 +882,19 @@ class _Planner:
                 changes={"email": (email, address)},
             )
             cur_aliases = (cur_aliases - {address}) | {email}
+            cur_sorted = _sorted_tuple(cur_aliases)
             target = address
 
         upd: dict[str, object] = {}
         changes: dict[str, tuple[ChangeValue, ChangeValue]] = {}
         managed = self.policy.managed_fields
-        for f in ("name", "position", "tel", "mobile"):
-            old, new = getattr(m, f), getattr(p, f)
-            if f in managed and old != new:
-                upd[f] = new
-                changes[f] = (old, new)
+        if not (m.name == p.name and m.position == p.position and m.tel == p.tel
+                and m.mobile == p.mobile):  # fmt: skip
+            for f in ("name", "position", "tel", "mobile"):
+                old, new = getattr(m, f), getattr(p, f)
+                if f in managed and old != new:
+                    upd[f] = new
+                    changes[f] = (old, new)
         if "gender" in managed and p.gender is not Gender.UNSET and p.gender != m.gender:
             upd["gender"] = p.gender
             changes["gender"] = (int(m.gender), int(p.gender))
@@ -891,16 +922,16 @@ class _Planner:
                 former = self.desired.former_addresses.get(p.employee_id, frozenset())
                 want_aliases |= cur_aliases & (former | {email})
                 want_aliases.discard(address)
-            final = tuple(sorted(want_aliases))
+            final = _sorted_tuple(want_aliases)
             if len(final) > MAX_ALIASES:
                 keep = sorted(cur_aliases & want_aliases)
                 extra = [a for a in final if a not in cur_aliases]
                 final_list = (keep + extra)[: max(MAX_ALIASES, len(keep))]
                 self._too_many(eid, tuple(keep + extra))
                 final = tuple(sorted(final_list))
-            if final != tuple(sorted(cur_aliases)):
+            if final != cur_sorted:
                 upd["aliases"] = final
-                changes["aliases"] = (tuple(sorted(cur_aliases)), final)
+                changes["aliases"] = (cur_sorted, final)
         if upd:
             self._chain_add(
                 eid,

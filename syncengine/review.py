@@ -41,7 +41,7 @@ def find_record(repo: Repository, ref: str, *, where: str) -> PlanRecord:
     """A stored plan by id (digits) or by checksum prefix (12+ hex characters)."""
     text = ref.strip().lower()
     record: PlanRecord | None
-    if text.isdigit() and len(text) < CHECKSUM_DIGITS:
+    if text.isascii() and text.isdigit() and len(text) < CHECKSUM_DIGITS:
         record = repo.load_plan(int(text))
         if record is None:
             raise PlanError(

@@ -25,15 +25,20 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@click.option("--all", "all_tenants", is_flag=True, help="Every tenant's database (or schema).")
 @pass_state
 @handle_errors
-def db_upgrade_command(state: State) -> None:
-    """Create or migrate the staging database to this version's schema."""
-    before, after = service.db_upgrade(state.config)
-    if before == after:
-        click.echo(f"database already at {after} (up to date)")
-    else:
-        click.echo(f"database upgraded from {before or 'empty'} to {after}")
+def db_upgrade_command(state: State, all_tenants: bool) -> None:
+    """Create or migrate the staging database to this version's schema (on PostgreSQL with
+    [tenants]: the tenant's schema, created when missing)."""
+    configs = [t.config for t in state.tenants] if all_tenants else [state.config]
+    for config in configs:
+        before, after = service.db_upgrade(config)
+        who = f"{config.tenant}: " if config.tenant else ""
+        if before == after:
+            click.echo(f"{who}database already at {after} (up to date)")
+        else:
+            click.echo(f"{who}database upgraded from {before or 'empty'} to {after}")
 
 
 @db.command("current")
@@ -107,7 +112,13 @@ def ingest_command(state: State, as_json: bool) -> None:
         echo_json(report.to_dict())
         return
     counts = report.counts
-    click.echo(f"Read {report.rows:,} records from {report.source}")
+    if report.source_unchanged:
+        click.echo(
+            f"{report.source} is unchanged since snapshot {report.previous_snapshot_id} "
+            f"(same bytes, same config): its {report.rows:,} records were copied, not read again"
+        )
+    else:
+        click.echo(f"Read {report.rows:,} records from {report.source}")
     previous = report.previous_snapshot_id
     click.echo(
         f"Snapshot {report.snapshot_id} is now current"

@@ -25,6 +25,7 @@ from syncengine.errors import EXIT_USAGE, SyncEngineError
 
 if TYPE_CHECKING:
     from syncengine.config import Config
+    from syncengine.tenants import Tenants
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,20 +33,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 class State:
     """Per-invocation CLI state: the config path and the lazily loaded config."""
 
-    def __init__(self, config_path: str | None, debug: bool):
+    def __init__(self, config_path: str | None, debug: bool, tenant: str | None = None):
         self.config_path = config_path
         self.debug = debug
+        self.tenant = tenant
+        self._tenants: Tenants | None = None
         self._config: Config | None = None
         self._engine: service.Engine | None = None
 
     @property
-    def config(self) -> Config:
-        if self._config is None:
+    def tenants(self) -> Tenants:
+        """Every tenant the config describes (one nameless one for a plain config)."""
+        if self._tenants is None:
             # Imported on first use: the config's models pull in pydantic, httpx and the
             # executor's settings, which --help and a usage error never need.
-            from syncengine.config import load_config
+            from syncengine.tenants import load_tenants
 
-            self._config = load_config(self.config_path)
+            self._tenants = load_tenants(self.config_path)
+        return self._tenants
+
+    @property
+    def config(self) -> Config:
+        """The config of the tenant this command works on (``--tenant``, or the only one)."""
+        if self._config is None:
+            self._config = self.tenants.choose(self.tenant).config
         return self._config
 
     @property
@@ -90,9 +101,33 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, default=str))
 
 
+TENANT_HELP = "The tenant (company) to work on, in a config with [tenants] (or $SYNCENGINE_TENANT)."
+
+
+def _remember_tenant(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    state = ctx.find_object(State)
+    if value is not None and state is not None:
+        state.tenant = value
+
+
+def tenant_option() -> click.Option:
+    """``--tenant NAME``, declared once: every command takes it (added by the group)."""
+    return click.Option(["--tenant"], metavar="NAME", default=None, expose_value=False,
+                        callback=_remember_tenant, help=TENANT_HELP)  # fmt: skip
+
+
 class _Commands(click.Group):
     """The command group whose usage errors exit 64 (EX_USAGE) instead of click's 2: exit 2
-    is ``plan --detailed-exitcode``'s "there are changes", and a typo must not read as that."""
+    is ``plan --detailed-exitcode``'s "there are changes", and a typo must not read as that.
+
+    Every command added to it (and to its sub-groups) takes ``--tenant NAME``."""
+
+    group_class = type  # sub-groups (db, mail) are of this class too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(p.name == "tenant" for p in cmd.params):
+            cmd.params.append(tenant_option())
+        super().add_command(cmd, name)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
@@ -117,16 +152,20 @@ class _Commands(click.Group):
     default=None,
     help="Config file (default: $SYNCENGINE_CONFIG, else ./syncengine.toml).",
 )
+@click.option("--tenant", default=None, metavar="NAME", help=TENANT_HELP)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(__version__, prog_name="syncengine")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, debug: bool) -> None:
+def main(ctx: click.Context, config_path: str | None, tenant: str | None, debug: bool) -> None:
     """Keep Tencent Exmail in step with the HR system, safely."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = State(config_path, debug)
+    from syncengine.tenant_log import install_log_tenant
+
+    install_log_tenant()
+    ctx.obj = State(config_path, debug, tenant)
     ctx.call_on_close(ctx.obj.close)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -48,6 +49,14 @@ from syncengine.cli.progress import progress_for
     default=None,
     help="Send the [notifications] (default: yes, except with --dry-run).",
 )
+@click.option(
+    "--all",
+    "all_tenants",
+    is_flag=True,
+    help="Every tenant of the config, each on its own (a failing one stops no other).",
+)
+@click.option("--jobs", type=click.IntRange(min=1), default=4, show_default=True,
+              help="With --all: tenants synced at the same time.")  # fmt: skip
 @pass_state
 @handle_errors
 def sync_command(
@@ -60,13 +69,22 @@ def sync_command(
     force: bool,
     scheduled: bool,
     notify: bool | None,
+    all_tenants: bool,
+    jobs: int,
 ) -> None:
     """The nightly job: finish an interrupted apply, ingest HR, plan, apply, report, notify.
 
     A plan blocked by a brake applies nothing. One sync at a time per staging database (the
     run lock names the holder of a second one). Exit codes: 0 done (or nothing to do),
-    1 error (source, Exmail, lock...), 3 blocked by a brake, 4 some actions failed.
+    1 error (source, Exmail, lock...), 3 blocked by a brake, 4 some actions failed. With
+    --all, one line per tenant and the exit code of the first tenant (by name) that did not
+    succeed.
     """
+    if all_tenants:
+        _sync_all(state, jobs=jobs, as_json=as_json, dry_run=dry_run, report=report,
+                  allow_removals=allow_removals, allow_updates=allow_updates, force=force,
+                  actor="schedule" if scheduled else cli_actor(), notify=notify)  # fmt: skip
+        return
     line = progress_for(as_json)
     try:
         result = service.sync(
@@ -89,6 +107,30 @@ def sync_command(
             click.echo(text)
     if result.exit_code:
         sys.exit(result.exit_code)
+
+
+def _sync_all(state: State, *, jobs: int, as_json: bool, report: str | None,
+              **kwargs: Any) -> None:  # fmt: skip
+    """``sync --all``: every tenant, each with its own engine; one line (or JSON entry) each."""
+    from syncengine.service.tenants import combined_exit_code, sync_tenants
+
+    if state.tenant is not None:
+        raise click.UsageError("--all and --tenant exclude each other")
+    tenants = state.tenants
+    if report is not None and tenants.multi and "{tenant}" not in report:
+        raise click.UsageError("with --all, put {tenant} in --report FILE (one report each)")
+    results = sync_tenants(
+        tenants, jobs=jobs, report_for=report, **kwargs,
+    )  # fmt: skip
+    if as_json:
+        echo_json({"tenants": [r.to_dict() for r in results],
+                   "exit_code": combined_exit_code(results)})  # fmt: skip
+    else:
+        for r in results:
+            click.echo(f"{r.tenant}: {r.headline()}")
+    code = combined_exit_code(results)
+    if code:
+        sys.exit(code)
 
 
 # --- demo: the README's first command (issue 5) --------------------------------------------

@@ -30,8 +30,13 @@ def serve_command(state: State, host: str, port: int) -> None:
 
     POST /hooks/hr takes signed HR events and answers 202; the worker syncs the people they
     name. Also: GET /hooks/events/ID, /healthz, /metrics, /sso/login. Events stored before a
-    restart are worked off at once.
+    restart are worked off at once. With [tenants] in the config (and no --tenant), every
+    tenant on one port: POST /hooks/hr/NAME, the rest under /tenants/NAME/.
     """
+
+    if state.tenants.multi and state.tenant is None:
+        _serve_tenants(state, host, port)
+        return
 
     def ready(start: service.ServeStart) -> None:
         click.echo(f"syncengine serve listening on {start.base_url}", err=True)
@@ -45,6 +50,24 @@ def serve_command(state: State, host: str, port: int) -> None:
             click.echo(f"  {start.waiting} stored event(s) waiting: working them off", err=True)
 
     service.serve(state.engine, host=host, port=port, on_ready=ready,
+                  log_level="debug" if state.debug else "warning")  # fmt: skip
+
+
+def _serve_tenants(state: State, host: str, port: int) -> None:
+    """``serve`` of a config with [tenants]: every tenant on one port."""
+    from syncengine.service.tenants import TenantsStart, serve_tenants
+
+    def ready(start: TenantsStart) -> None:
+        click.echo(f"syncengine serve listening on {start.base_url} for "
+                   f"{len(start.tenants)} tenants", err=True)  # fmt: skip
+        for name, info in start.tenants.items():
+            parts = [f"hooks: POST /hooks/hr/{name}" if info["hooks"] else "hooks: off"]
+            parts.append(f"sso: /tenants/{name}/sso/login" if info["sso"] else "sso: off")
+            if info["schedule"]:
+                parts.append(f"nightly sync: cron {info['schedule']!r}")
+            click.echo(f"  {name}: " + ", ".join(parts), err=True)
+
+    serve_tenants(state.tenants, host=host, port=port, on_ready=ready,
                   log_level="debug" if state.debug else "warning")  # fmt: skip
 
 

@@ -63,6 +63,17 @@ class Connector(Protocol):
         ...
 
 
+def source_fingerprint(connector: Connector) -> str | None:
+    """A digest of everything the connector would read (a file's bytes), or None when the
+    source cannot be fingerprinted without reading it record by record (SQL, LDAP, HTTP):
+    then every ingest reads it. A connector opts in with a ``fingerprint() -> str`` method."""
+    method = getattr(connector, "fingerprint", None)
+    if not callable(method):
+        return None
+    value = method()
+    return value if isinstance(value, str) and value else None
+
+
 class ConnectorFactory(Protocol):
     def __call__(self, options: Mapping[str, Any], base_dir: Path) -> Connector: ...
 

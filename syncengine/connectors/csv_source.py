@@ -32,6 +32,7 @@ from syncengine.connectors.file_common import (
     FileOptions,
     check_readable,
     detect_encoding,
+    file_fingerprint,
     header_names,
     locate_decode_error,
     resolve_file,
@@ -116,6 +117,10 @@ class CsvConnector:
             details.append(f"delimiter {self.delimiter!r}")
         extra = f" ({', '.join(details)})" if details else ""
         return f"{self.kind.upper()} file {self.path}{extra}"
+
+    def fingerprint(self) -> str:
+        """See :func:`~syncengine.connectors.file_common.file_fingerprint`."""
+        return file_fingerprint(self.path, self.kind, self.options)
 
     def records(self) -> Iterator[RawRecord]:
         where = str(self.path)

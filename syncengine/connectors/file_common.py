@@ -7,6 +7,7 @@ names the file and says what to do; bad single rows are not this module's busine
 from __future__ import annotations
 
 import codecs
+import hashlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,6 +61,25 @@ def check_readable(path: Path) -> None:
             where=str(path),
             hint="check the file's permissions",
         ) from None
+
+
+def file_fingerprint(path: Path, kind: str, options: BaseModel) -> str:
+    """sha256 of a file's bytes, its connector kind and reading options: equal fingerprints
+    read as the same records, so an unchanged export need not be parsed and mapped again.
+    A file that cannot be read raises the SourceError reading it would."""
+    check_readable(path)
+    digest = hashlib.sha256(f"{kind}\0{options.model_dump_json()}\0".encode())
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        raise SourceError(
+            f"cannot read the file: {exc.strerror or exc}",
+            where=str(path),
+            hint="check the file's permissions",
+        ) from None
+    return digest.hexdigest()
 
 
 def header_names(cells: Iterable[object], rename: dict[str, str], where: str) -> list[str]:

@@ -19,7 +19,12 @@ from typing import Any
 from pydantic import field_validator
 
 from syncengine.connectors.base import ERROR_KEY, MAX_RAW_CHARS, RAW_KEY, ROW_KEY, RawRecord
-from syncengine.connectors.file_common import FileOptions, check_readable, resolve_file
+from syncengine.connectors.file_common import (
+    FileOptions,
+    check_readable,
+    file_fingerprint,
+    resolve_file,
+)
 from syncengine.errors import ConfigError, SourceError
 
 
@@ -65,7 +70,12 @@ def find_records(document: Any, records_path: str, where: str) -> list[Any]:
     for part in [p for p in records_path.split(".") if p]:
         if isinstance(current, dict) and part in current:
             current = current[part]
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+        elif (
+            isinstance(current, list)
+            and part.isascii()
+            and part.isdigit()
+            and int(part) < len(current)
+        ):
             current = current[int(part)]
         else:
             at = ".".join(walked) or "the top level"
@@ -110,6 +120,10 @@ class JsonConnector:
     def describe(self) -> str:
         at = f" at {self.options.records_path}" if self.options.records_path else ""
         return f"JSON file {self.path}{at}"
+
+    def fingerprint(self) -> str:
+        """See :func:`~syncengine.connectors.file_common.file_fingerprint`."""
+        return file_fingerprint(self.path, "json", self.options)
 
     def records(self) -> Iterator[RawRecord]:
         where = str(self.path)
@@ -157,6 +171,10 @@ class JsonLinesConnector:
 
     def describe(self) -> str:
         return f"JSON Lines file {self.path}"
+
+    def fingerprint(self) -> str:
+        """See :func:`~syncengine.connectors.file_common.file_fingerprint`."""
+        return file_fingerprint(self.path, "jsonl", self.options)
 
     def records(self) -> Iterator[RawRecord]:
         where = str(self.path)

@@ -140,7 +140,7 @@ def excel_serial_date(value: Any) -> date | None:
         return None
     if isinstance(value, str):
         text = value.strip()
-        if not (text.isdigit() and 1 <= len(text) <= 7):
+        if not (text.isascii() and text.isdigit() and 1 <= len(text) <= 7):
             return None
         value = int(text)
     if isinstance(value, int | float | Decimal) and _integral(value):

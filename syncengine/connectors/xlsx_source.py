@@ -25,6 +25,7 @@ from syncengine.connectors.base import ERROR_KEY, ROW_KEY, RawRecord
 from syncengine.connectors.file_common import (
     FileOptions,
     check_readable,
+    file_fingerprint,
     header_names,
     resolve_file,
 )
@@ -56,6 +57,10 @@ class XlsxConnector:
         sheet = self.options.sheet
         which = f"sheet {sheet!r}" if isinstance(sheet, str) else f"sheet #{sheet}"
         return f"Excel file {self.path} ({which})"
+
+    def fingerprint(self) -> str:
+        """See :func:`~syncengine.connectors.file_common.file_fingerprint`."""
+        return file_fingerprint(self.path, self.kind, self.options)
 
     def records(self) -> Iterator[RawRecord]:
         where = str(self.path)

@@ -132,7 +132,7 @@ class _Gone(Exception):
 async def _read_capped(request: Request, limit: int) -> bytes:
     """The body, refused as soon as it passes ``limit`` bytes (never buffered beyond it)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0

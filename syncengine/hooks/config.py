@@ -15,6 +15,8 @@ Example::
     backoff_initial = 5.0                   # seconds before the first retry, doubled each time
     backoff_max = 300.0
     schedule = "30 2 * * *"                 # optional: the nightly sync in the same process
+    lease_seconds = 30                      # several serve on PostgreSQL: a dead worker's
+                                            # tenant is taken over after this long
     settle = 86400                          # seconds an export newer than a hook fact still
                                             # cannot undo a hire or a termination it lacks
 
@@ -83,6 +85,7 @@ class HooksConfig(BaseModel):
     backoff_initial: float = Field(default=5.0, ge=0)
     backoff_max: float = Field(default=300.0, ge=0)
     schedule: str | None = None
+    lease_seconds: float = Field(default=30.0, ge=2, le=3600)  # see service/workers.py
     settle: float = Field(default=86400.0, ge=0, le=30 * 86400)
     access_log: bool = True  # serve: one line per request on stderr (hooks/access_log.py)
     sso: SsoConfig = Field(default_factory=SsoConfig)

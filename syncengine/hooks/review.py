@@ -138,8 +138,9 @@ t("blocked") }}{% endif %}</td><td>{{ p.decision }}</td></tr>{% endfor %}</tbody
 class ReviewPages:
     """The sub-app's state: the config, the sessions, and the routes."""
 
-    def __init__(self, backend: ReviewBackend) -> None:
+    def __init__(self, backend: ReviewBackend, prefix: str = PREFIX) -> None:
         self.backend = backend
+        self.prefix = prefix  # where the pages are mounted (a tenant's: /tenants/NAME/review)
         self.settings = backend.settings
         self.accounts = dict(self.settings.approvers)
         self.sessions: dict[str, Session] = {}
@@ -168,7 +169,7 @@ class ReviewPages:
 
     def _cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(
-            name, value, max_age=max_age, path=PREFIX, httponly=True, samesite="strict",
+            name, value, max_age=max_age, path=self.prefix, httponly=True, samesite="strict",
             secure=self.settings.secure_cookies,
         )  # fmt: skip
 
@@ -181,7 +182,7 @@ class ReviewPages:
                                     "plans": []}  # fmt: skip
         body = _PAGE.render(
             html_lang="zh-CN" if self.lang == "zh" else "en",
-            title=title, prefix=PREFIX, t=self._t, **{**defaults, **kw},
+            title=title, prefix=self.prefix, t=self._t, **{**defaults, **kw},
         )  # fmt: skip
         return self._html(body, status)
 
@@ -248,9 +249,9 @@ class ReviewPages:
             self.sessions[token] = Session(name, secrets.token_urlsafe(32),
                                            time.monotonic() + minutes * 60)  # fmt: skip
         log.info("review: %s signed in", name)
-        response = RedirectResponse(f"{PREFIX}/", status_code=303, headers=self._headers())
+        response = RedirectResponse(f"{self.prefix}/", status_code=303, headers=self._headers())
         self._cookie(response, SESSION_COOKIE, token, minutes * 60)
-        response.delete_cookie(LOGIN_COOKIE, path=PREFIX)
+        response.delete_cookie(LOGIN_COOKIE, path=self.prefix)
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -259,8 +260,10 @@ class ReviewPages:
         if s is not None and hmac.compare_digest(s.csrf, data.get("csrf", "")):
             with self._lock:
                 self.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
-        response = RedirectResponse(f"{PREFIX}/login", status_code=303, headers=self._headers())
-        response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+        response = RedirectResponse(
+            f"{self.prefix}/login", status_code=303, headers=self._headers()
+        )
+        response.delete_cookie(SESSION_COOKIE, path=self.prefix)
         return response
 
     # --- pages -------------------------------------------------------------------------
@@ -268,7 +271,7 @@ class ReviewPages:
     async def home(self, request: Request) -> Response:
         s = self.session(request)
         if s is None:
-            return RedirectResponse(f"{PREFIX}/login", status_code=303)
+            return RedirectResponse(f"{self.prefix}/login", status_code=303)
         rows = await run_in_threadpool(self.backend.pending)
         return self._simple(self._t("Plans waiting for a decision"), user=s.user, csrf=s.csrf,
                             plans=rows)  # fmt: skip
@@ -279,8 +282,8 @@ class ReviewPages:
             return 404, ""
         decided = [{**d, "decision": self._t(d["decision"])} for d in view.decisions]
         approval = {
-            "user": s.user, "home": f"{PREFIX}/", "csrf": s.csrf,
-            "action": f"{PREFIX}/plans/{plan_id}/decision", "open": view.stale is None,
+            "user": s.user, "home": f"{self.prefix}/", "csrf": s.csrf,
+            "action": f"{self.prefix}/plans/{plan_id}/decision", "open": view.stale is None,
             "closed": view.stale or "", "message": message or "", "decisions": decided,
             "needs": view.needs or "",
         }  # fmt: skip
@@ -292,7 +295,7 @@ class ReviewPages:
     async def plan(self, request: Request) -> Response:
         s = self.session(request)
         if s is None:
-            return RedirectResponse(f"{PREFIX}/login", status_code=303)
+            return RedirectResponse(f"{self.prefix}/login", status_code=303)
         plan_id = int(request.path_params["plan_id"])
         note = request.query_params.get("done")
         message = {"approved": self._t("Approved."), "rejected": self._t("Rejected.")}.get(
@@ -331,7 +334,7 @@ class ReviewPages:
             return self._simple(self._t("Refused"), 409, user=s.user, csrf=s.csrf,
                                 error=refused)  # fmt: skip
         done = data.get("decision", "")
-        return RedirectResponse(f"{PREFIX}/plans/{plan_id}?done={done}", status_code=303,
+        return RedirectResponse(f"{self.prefix}/plans/{plan_id}?done={done}", status_code=303,
                                 headers=self._headers())  # fmt: skip
 
     def app(self) -> Starlette:
@@ -347,9 +350,9 @@ class ReviewPages:
         )
 
 
-def with_review(app: ASGIApp, backend: ReviewBackend | None) -> ASGIApp:
-    """``app`` with the review pages mounted at ``/review`` (None: without them)."""
+def with_review(app: ASGIApp, backend: ReviewBackend | None, *, prefix: str = PREFIX) -> ASGIApp:
+    """``app`` with the review pages mounted at ``prefix`` (None: without them)."""
     if backend is None:
         return app
-    pages = ReviewPages(backend)
-    return Starlette(routes=[Mount(PREFIX, app=pages.app()), Mount("", app=app)])
+    pages = ReviewPages(backend, prefix)
+    return Starlette(routes=[Mount(prefix, app=pages.app()), Mount("", app=app)])

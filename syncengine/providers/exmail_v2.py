@@ -141,9 +141,13 @@ def _department_row(call: str, item: Any, path: str = "") -> Gen2Department:
         raise FatalProviderError(f"answered a malformed department: {item!r}", call=call) from None
 
 
+_GENDERS = {int(g): g for g in Gender}
+
+
 def _gender(value: Any) -> Gender:
     code = parse_errcode(value)  # "1", 1, "" all tolerated
-    return Gender(code) if code in (0, 1, 2) else Gender.UNSET
+    # Looked up, not constructed: an enum call costs more than the rest of a member's reading.
+    return _GENDERS.get(code, Gender.UNSET) if code is not None else Gender.UNSET
 
 
 def _enabled(value: Any) -> bool:

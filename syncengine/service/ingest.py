@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import syncengine
 from syncengine import hookfacts
 from syncengine.config import Config
-from syncengine.connectors.base import make_connector
+from syncengine.connectors.base import Connector, make_connector, source_fingerprint
 from syncengine.connectors.mapping import (
     MappingResult,
     map_records,
@@ -25,6 +30,7 @@ from syncengine.errors import (
 from syncengine.holds import snapshot_counts
 from syncengine.service.engine import Engine
 from syncengine.staging.repository import (
+    SnapshotInfo,
     StoredDepartment,
 )
 from syncengine.statuses import RunKind, RunStatus
@@ -35,6 +41,9 @@ log = logging.getLogger(__name__)
 
 INGEST_PROGRESS_EVERY = 5000
 """How many records between two ``progress("reading", n)`` calls."""
+
+DIGEST_KEY = "source_digest"
+"""The snapshot count holding the digest of what it was read from (:func:`source_digest`)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,9 @@ class IngestReport:
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
     quarantined_ids: tuple[str, ...] = ()
+    source_unchanged: bool = False
+    """The source was byte for byte what the previous snapshot was read from, under the same
+    config and code: its rows were copied rather than read and mapped again."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -77,15 +89,7 @@ class IngestReport:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        def problem(p: RowProblem) -> dict[str, Any]:
-            return {
-                "row": p.row,
-                "field": p.field,
-                "value": p.value,
-                "reason": p.reason,
-                "employee_id": p.employee_id,
-            }
-
+        problem = _problem_dict
         return {
             "run_id": self.run_id,
             "snapshot_id": self.snapshot_id,
@@ -97,6 +101,7 @@ class IngestReport:
             "notes": [problem(p) for p in self.notes],
             "warnings": list(self.warnings),
             "seconds": round(self.seconds, 3),
+            "source_unchanged": self.source_unchanged,
         }
 
 
@@ -111,6 +116,48 @@ def _counted(
         yield record
     if progress is not None:
         progress("reading", count)
+
+
+def _problem_dict(p: RowProblem) -> dict[str, Any]:
+    return {
+        "row": p.row,
+        "field": p.field,
+        "value": p.value,
+        "reason": p.reason,
+        "employee_id": p.employee_id,
+    }
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 of the installed syncengine package's Python sources (about 2 ms): a snapshot
+    copied on "same bytes, same config" must also be what *this* code maps them to, and a
+    version number does not change with every fix of a checkout."""
+    root = Path(syncengine.__file__).parent
+    digest = hashlib.sha256(syncengine.__version__.encode())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"\0{path.relative_to(root).as_posix()}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def source_digest(
+    engine: Engine, connector: Connector, departments: Connector | None
+) -> str | None:
+    """What a snapshot is a function of: the raw source (and department source) as their
+    connectors fingerprint them, the whole config (mapping, domains, departments, source
+    options: :func:`config_fingerprint`) and the code (:func:`code_fingerprint`). None when a
+    source cannot be fingerprinted without reading it (SQL, LDAP, HTTP): then it is always
+    read."""
+    parts = [source_fingerprint(connector)]
+    if departments is not None:
+        parts.append(source_fingerprint(departments))
+    if any(p is None for p in parts):
+        return None
+    blob = "\0".join(
+        ("syncengine-ingest/1", code_fingerprint(), engine.fingerprint, *map(str, parts))
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def _mapping_warnings(config: Config, result: MappingResult) -> list[str]:
@@ -163,61 +210,131 @@ def ingest(
             source_time=hookfacts.export_time(config.source.options, config.base_dir),
         )
         try:
-            dept_records = dept_connector.records() if dept_connector is not None else None
-            result = map_records(
-                _counted(connector.records(), progress),
-                config.mapping,
-                department_records=dept_records,
-                departments=config.departments,
-                domains=config.exmail.domains,
-            )
-            id_spec = config.mapping.employee_id
-            if id_spec.field is not None and id_spec.field in result.missing_fields:
-                raise ConfigError(
-                    f"mapping.employee_id: the source has no field {id_spec.field!r} "
-                    f"(it has: {', '.join(result.columns) or 'no fields'})",
-                    where=connector.describe(),
-                    hint="set mapping.employee_id to the column holding the HR employee id",
+            digest = source_digest(engine, connector, dept_connector)
+            if (
+                digest is not None
+                and previous is not None
+                and previous.counts.get(DIGEST_KEY) == digest
+            ):
+                report, counts = _copy_previous(engine, previous, snapshot_id, run.id, progress)
+            else:
+                report, counts = _read_source(
+                    engine, connector, dept_connector, previous, snapshot_id, run.id, progress
                 )
-            if progress is not None:
-                progress("storing", len(result.people))
-            parents = result.department_parents()
-            repo.add_people(snapshot_id, result.people)
-            repo.add_departments(
-                snapshot_id, (StoredDepartment(d, parents.get(d.path)) for d in result.departments)
-            )
-            repo.add_problems(snapshot_id, result.problems)
-            diff = repo.compare(previous.id if previous else None, snapshot_id)
-            gone = [e for e in diff.gone if e not in result.quarantined]
-            report = IngestReport(
-                run_id=run.id,
-                snapshot_id=snapshot_id,
-                previous_snapshot_id=previous.id if previous else None,
-                source=connector.describe(),
-                rows=result.rows,
-                people=len(result.people),
-                departments=len(result.departments),
-                new=len(diff.new),
-                changed=len(diff.changed),
-                gone=len(gone),
-                quarantined=len(result.quarantined),
-                problems=result.problems,
-                notes=result.notes,
-                warnings=tuple(_mapping_warnings(config, result)),
-                seconds=time.monotonic() - started,
-                quarantined_ids=tuple(sorted(result.quarantined)),
-            )
-            repo.complete_snapshot(
-                snapshot_id,
-                {
-                    **report.counts,
-                    "quarantined_ids": list(report.quarantined_ids),
-                    **snapshot_counts(result.held_reasons(), result.unidentified),
-                },
-            )
+            if digest is not None:
+                counts[DIGEST_KEY] = digest
+            report = dataclasses.replace(report, seconds=time.monotonic() - started)
+            repo.complete_snapshot(snapshot_id, counts)
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, SyncEngineError) else type(exc).__name__
             repo.fail_snapshot(snapshot_id, reason)
             raise
         run.finish(RunStatus.SUCCEEDED, report.counts)
         return report
+
+
+def _read_source(
+    engine: Engine,
+    connector: Connector,
+    dept_connector: Connector | None,
+    previous: SnapshotInfo | None,
+    snapshot_id: int,
+    run_id: int,
+    progress: Callable[[str, int], None] | None,
+) -> tuple[IngestReport, dict[str, Any]]:
+    """Read and map the source into the loading snapshot; the report and the counts to store.
+
+    Besides what consumers read (counts, quarantined ids, held reasons), the counts keep what
+    a later ingest of the same bytes needs to report the same: the notes, the warnings and
+    the source as described after reading (with the encoding and delimiter found)."""
+    config, repo = engine.config, engine.repo
+    dept_records = dept_connector.records() if dept_connector is not None else None
+    result = map_records(
+        _counted(connector.records(), progress),
+        config.mapping,
+        department_records=dept_records,
+        departments=config.departments,
+        domains=config.exmail.domains,
+    )
+    id_spec = config.mapping.employee_id
+    if id_spec.field is not None and id_spec.field in result.missing_fields:
+        raise ConfigError(
+            f"mapping.employee_id: the source has no field {id_spec.field!r} "
+            f"(it has: {', '.join(result.columns) or 'no fields'})",
+            where=connector.describe(),
+            hint="set mapping.employee_id to the column holding the HR employee id",
+        )
+    if progress is not None:
+        progress("storing", len(result.people))
+    parents = result.department_parents()
+    repo.add_people(snapshot_id, result.people)
+    repo.add_departments(
+        snapshot_id, (StoredDepartment(d, parents.get(d.path)) for d in result.departments)
+    )
+    repo.add_problems(snapshot_id, result.problems)
+    diff = repo.compare(previous.id if previous else None, snapshot_id)
+    gone = [e for e in diff.gone if e not in result.quarantined]
+    report = IngestReport(
+        run_id=run_id,
+        snapshot_id=snapshot_id,
+        previous_snapshot_id=previous.id if previous else None,
+        source=connector.describe(),
+        rows=result.rows,
+        people=len(result.people),
+        departments=len(result.departments),
+        new=len(diff.new),
+        changed=len(diff.changed),
+        gone=len(gone),
+        quarantined=len(result.quarantined),
+        problems=result.problems,
+        notes=result.notes,
+        warnings=tuple(_mapping_warnings(config, result)),
+        quarantined_ids=tuple(sorted(result.quarantined)),
+    )
+    counts = {
+        **report.counts,
+        "quarantined_ids": list(report.quarantined_ids),
+        **snapshot_counts(result.held_reasons(), result.unidentified),
+        "notes": [_problem_dict(n) for n in report.notes],
+        "warnings": list(report.warnings),
+        "source_described": report.source,
+    }
+    return report, counts
+
+
+def _copy_previous(
+    engine: Engine,
+    previous: SnapshotInfo,
+    snapshot_id: int,
+    run_id: int,
+    progress: Callable[[str, int], None] | None,
+) -> tuple[IngestReport, dict[str, Any]]:
+    """The source is what ``previous`` was read from: copy its rows set-wise into the new
+    snapshot instead of reading and mapping them again. The new snapshot is a snapshot like
+    any other (its own id, ingest time and export time), so freshness, hook overlays, holds
+    and brakes see what a re-read would have given; nobody is new, changed or gone."""
+    repo = engine.repo
+    c = previous.counts
+    if progress is not None:
+        progress("reading", int(c.get("rows", 0)))
+        progress("storing", int(c.get("people", 0)))
+    repo.copy_snapshot(previous.id, snapshot_id)
+    report = IngestReport(
+        run_id=run_id,
+        snapshot_id=snapshot_id,
+        previous_snapshot_id=previous.id,
+        source=str(c.get("source_described") or previous.source),
+        rows=int(c.get("rows", 0)),
+        people=int(c.get("people", 0)),
+        departments=int(c.get("departments", 0)),
+        new=0,
+        changed=0,
+        gone=0,
+        quarantined=int(c.get("quarantined", 0)),
+        problems=tuple(repo.load_problems(snapshot_id)),
+        notes=tuple(RowProblem(**n) for n in c.get("notes") or ()),
+        warnings=tuple(c.get("warnings") or ()),
+        quarantined_ids=tuple(c.get("quarantined_ids") or ()),
+        source_unchanged=True,
+    )
+    return report, {**c, **report.counts}

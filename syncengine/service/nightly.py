@@ -100,6 +100,7 @@ class SyncReport:
     report_file: str | None = None
     report_error: str | None = None
     calls: CallCounts | None = None
+    tenant: str | None = None  # the tenant of a config with [tenants] (named in every report)
 
     @property
     def event(self) -> Event:
@@ -145,7 +146,8 @@ class SyncReport:
             "error": self.error,
             "snapshot": (
                 {"id": self.ingest.snapshot_id, "source": self.ingest.source,
-                 "counts": self.ingest.counts, "warnings": list(self.ingest.warnings)}
+                 "counts": self.ingest.counts, "warnings": list(self.ingest.warnings),
+                 "source_unchanged": self.ingest.source_unchanged}
                 if self.ingest else None
             ),
             "quarantined": self.ingest.quarantined if self.ingest else None,
@@ -170,6 +172,8 @@ class SyncReport:
             "api_calls_by_call": dict(sorted(self.calls.requests.items())) if self.calls else {},
             "unfinished_plans": list(self.unfinished),
         }  # fmt: skip
+        if self.tenant is not None:
+            data["tenant"] = self.tenant
         if self.dry_run:
             data["would_call"] = [a.to_dict() for a in self.would_call]
         if notifications:
@@ -432,7 +436,7 @@ def sync(
     sync_report = SyncReport(
         status=status, exit_code=exit_code, dry_run=dry_run, actor=actor, run_id=run_id,
         started_at=started_at, seconds=time.perf_counter() - started, api=api,
-        calls=engine.calls.stats.snapshot().since(calls_before), **fields,
+        calls=engine.calls.stats.snapshot().since(calls_before), tenant=config.tenant, **fields,
     )  # fmt: skip
     if repo is not None and run_id is not None:
         try:
@@ -454,7 +458,7 @@ def sync(
         deliveries = notifier.send(
             sync_report.event,
             sync_report.to_dict(notifications=False),
-            subject=sync_report.headline(),
+            subject=(f"{config.tenant}: " if config.tenant else "") + sync_report.headline(),
             text="\n".join(sync_report.lines()) + "\n",
         )
     path = report_path(report, when=started_at, run_id=run_id) if report else None

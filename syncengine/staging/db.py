@@ -26,6 +26,8 @@ import ast
 import functools
 import logging
 import os
+import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,10 +311,36 @@ def current(url: str | URL) -> tuple[str | None, str]:
     return status.current, status.head
 
 
+def search_path_schema(url: str | URL) -> str | None:
+    """The schema a PostgreSQL URL's ``options=-csearch_path=NAME`` puts first (a tenant's
+    schema, see :mod:`syncengine.tenants`), else None."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    options = parsed.query.get("options")
+    text_value = " ".join(options) if isinstance(options, tuple) else (options or "")
+    match = re.search(r"-c\s*search_path=([A-Za-z_][A-Za-z0-9_]*)", text_value)
+    return match.group(1) if match else None
+
+
+def _create_search_path_schema(engine: Engine) -> None:
+    """Create the tenant's schema the URL's ``search_path`` names, when missing."""
+    schema = search_path_schema(engine.url)
+    if schema is None:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    except (OperationalError, DBAPIError) as exc:
+        raise _connect_error(engine.url, exc) from None
+
+
 def upgrade(url: str | URL, revision: str = "head") -> tuple[str | None, str | None]:
-    """Migrate the database to ``revision``; returns (revision before, revision after)."""
+    """Migrate the database to ``revision``; returns (revision before, revision after). A
+    tenant's PostgreSQL schema is created first when missing."""
     engine = make_engine(url)
     try:
+        _create_search_path_schema(engine)
         before = schema_status(engine)
         if not before.known:
             raise _newer_error(before)
@@ -356,6 +384,12 @@ def _alembic_command() -> ModuleType:
     return command
 
 
+_MIGRATING = threading.Lock()
+"""One migration at a time in a process: Alembic runs through module-level proxies
+(``alembic.context``, ``alembic.op``), so two threads migrating two tenants' new databases
+at once would tear each other's down (``KeyError: 'script'``)."""
+
+
 def _migrate(engine: Engine, action: Callable[[AlembicConfig], None]) -> None:
     """Run one Alembic command on ``engine`` in a single transaction.
 
@@ -366,7 +400,7 @@ def _migrate(engine: Engine, action: Callable[[AlembicConfig], None]) -> None:
     """
     cfg = alembic_config(engine.url)
     is_sqlite = engine.dialect.name == "sqlite"
-    with engine.connect() as conn:
+    with _MIGRATING, engine.connect() as conn:
         raw: Any = conn.connection.dbapi_connection
         if is_sqlite:
             raw.execute("PRAGMA foreign_keys = OFF")

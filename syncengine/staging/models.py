@@ -345,3 +345,19 @@ class UsedSignature(Base):
     digest: Mapped[str] = mapped_column(String(HASH_LEN + SHORT_LEN), primary_key=True)
     used_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class WorkerLease(Base):
+    """A lease of the work of this staging database (a tenant) among ``serve`` processes.
+
+    ``run``: whoever holds it (unexpired) is the one worker working off hook events or running
+    a sync; its heartbeat pushes ``expires_at`` on, so a worker that died is detected when the
+    lease expires and another takes it over (and resumes the interrupted apply).
+    ``slot:<time>``: a scheduled run, claimed once by the first worker (never expires)."""
+
+    __tablename__ = "worker_leases"
+
+    name: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(NAME_LEN))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]

@@ -35,6 +35,7 @@ TABLES = {
     "run_lock",
     "watch_state",
     "used_signatures",
+    "worker_leases",
 }
 
 

@@ -12,7 +12,8 @@ executemany in chunks, and snapshot comparisons are done in SQL.
 
 The code is split by aggregate, one module each, over one core (engine, transaction, clock):
 ``runs`` (runs and run locks), ``snapshots``, ``links``, ``plans`` (plans and action
-checkpoints), ``audit``, ``events`` (hook events, watch cursors and used signatures).
+checkpoints), ``audit``, ``events`` (hook events, watch cursors and used signatures),
+``leases`` (which ``serve`` worker does the work now).
 :class:`Repository` is their union: a use case that spans aggregates (an apply writes
 checkpoints, audit rows and links) holds one object and one connection pool.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from syncengine.staging.repository.audit import AuditRepository
 from syncengine.staging.repository.events import EventsRepository
+from syncengine.staging.repository.leases import LeasesRepository, LeaseTaken
 from syncengine.staging.repository.links import LinksRepository
 from syncengine.staging.repository.plans import PlansRepository
 from syncengine.staging.repository.records import (
@@ -57,6 +59,7 @@ class Repository(
     PlansRepository,
     AuditRepository,
     EventsRepository,
+    LeasesRepository,
 ):
     """All reads and writes of the staging database, one transaction per call."""
 
@@ -71,6 +74,7 @@ __all__ = [
     "EventStored",
     "GroupWriter",
     "HookEvent",
+    "LeaseTaken",
     "LockInfo",
     "Merged",
     "NewAction",

@@ -9,11 +9,14 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Text,
     and_,
+    cast,
     delete,
     exists,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -153,6 +156,26 @@ class SnapshotsRepository(RepositoryCore):
         )
         return self._bulk_insert("storing problems", snapshot_id, SnapshotProblem, rows)
 
+    def copy_snapshot(self, source_id: int, snapshot_id: int) -> None:
+        """Copy the people, departments and problems of snapshot ``source_id`` into the
+        loading snapshot ``snapshot_id``, set-wise in the database (no row passes through
+        Python): the ingest of an unchanged source. Problems keep their order."""
+        tables: tuple[tuple[Any, tuple[str, ...]], ...] = (
+            (SnapshotPerson, ("employee_id", "content_hash", "email", "name", "status", "data")),
+            (SnapshotDepartment, ("path", "hr_id", "parent_hr_id", "name", "content_hash")),
+            (SnapshotProblem, ("row", "field", "value", "reason", "employee_id")),
+        )
+        with self._tx("copying a snapshot") as conn:
+            self._require_loading(conn, snapshot_id)
+            for table, columns in tables:
+                rows = select(
+                    literal(snapshot_id).label("snapshot_id"),
+                    *(getattr(table, c) for c in columns),
+                ).where(table.snapshot_id == source_id)
+                if table is SnapshotProblem:
+                    rows = rows.order_by(SnapshotProblem.id)
+                conn.execute(insert(table).from_select(("snapshot_id", *columns), rows))
+
     def complete_snapshot(self, snapshot_id: int, counts: Mapping[str, Any]) -> SnapshotInfo:
         """Mark the snapshot complete and make it the current one, in one transaction."""
         with self._tx("completing a snapshot") as conn:
@@ -259,6 +282,18 @@ class SnapshotsRepository(RepositoryCore):
                 result = conn.execute(stmt.where(SnapshotPerson.employee_id.in_(chunk)))
                 people.extend(codec.person_from_dict(d) for d in result.scalars())
         return people
+
+    def load_people_bulk(self, snapshot_id: int) -> list[Person]:
+        """:meth:`load_people` of a whole snapshot, for the planner: the records are read as
+        their stored JSON text (one cast, any dialect) and decoded by
+        :func:`syncengine.staging.codec.people_from_json_texts`. Same people, same order."""
+        stmt = (
+            select(cast(SnapshotPerson.data, Text))
+            .where(SnapshotPerson.snapshot_id == snapshot_id)
+            .order_by(SnapshotPerson.employee_id)
+        )
+        with self._tx("loading people") as conn:
+            return codec.people_from_json_texts(conn.execute(stmt).scalars())
 
     def load_department_rows(self, snapshot_id: int) -> list[StoredDepartment]:
         """The snapshot's departments with their parents' HR ids, ordered by path."""
