@@ -18,7 +18,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -51,6 +50,7 @@ from syncengine.plan import Action, ActionKind
 from syncengine.providers.base import ApiCall, GroupPosting, MailGroup, Progress
 from syncengine.providers.config import ExmailConfig
 from syncengine.providers.http import (
+    FormRequests,
     TokenAuth,
     address_kind,
     api_error,
@@ -60,12 +60,14 @@ from syncengine.providers.http import (
     is_retriable,
     parse_errcode,
     send,
+    send_direct,
     set_bearer_token,
     status_error,
     str_field,
     transport_error,
     v1_token_rejected,
 )
+from syncengine.providers.pool import pool_map
 from syncengine.providers.tokens import IssuedToken, SharedTokens, TokenCache
 from syncengine.providers.v1_directory import DirectoryReader, DirectoryStore, ReadReport
 
@@ -138,6 +140,8 @@ class ExmailV1Provider:
         # Without a policy (a bare client in a low-level test) reads are tried once, unpaced.
         self.calls = calls or CallPolicy(RetryPolicy(max_attempts=1))
         install_pacing(client, self.calls)
+        self._transport: httpx.BaseTransport = client._transport  # for send_direct
+        self._forms = FormRequests(client)
         self._client_id = config.client_id
         self._token_url = config.token_url
         self._api = config.openapi_base + "/openapi/"
@@ -251,8 +255,16 @@ class ExmailV1Provider:
         url = self._urls.get(call)
         if url is None:  # parsed once per call name: a URL parse is a fifth of a read's cost
             url = self._urls[call] = httpx.URL(self._api + call)
-        request = self._client.build_request("POST", url, data=dict(form))
-        response = send(self._client, request, call, auth=self._auth, subject=subject)
+        # Straight to the client's transport through the token's auth flow and the pace
+        # (http.send_direct): a full read is one call per member.
+        response = send_direct(
+            self._transport,
+            self._forms.post(url, form),
+            call,
+            auth=self._auth,
+            pace=self.calls.pace,
+            subject=subject,
+        )
         return self._decode(call, response, subject)
 
     def _decode(
@@ -280,36 +292,8 @@ class ExmailV1Provider:
         *,
         on_done: Callable[[int], None] | None = None,
     ) -> list[R]:
-        """``func`` over ``items``, ``read_concurrency`` at a time, results in input order.
-
-        The first failure cancels what has not started and is raised.
-        """
-        if not items:
-            return []
-        workers = min(self._config.read_concurrency, len(items))
-        if workers == 1:
-            out = []
-            for n, item in enumerate(items, 1):
-                out.append(func(item))
-                if on_done:
-                    on_done(n)
-            return out
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="exmail-v1") as pool:
-            futures: list[Future[R]] = [pool.submit(func, item) for item in items]
-            pending = set(futures)
-            done_count = 0
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                done_count += len(done)
-                for fut in done:
-                    exc = fut.exception()
-                    if exc is not None:
-                        for other in pending:
-                            other.cancel()
-                        raise exc
-                if on_done:
-                    on_done(done_count)
-            return [f.result() for f in futures]
+        """``func`` over ``items``, ``read_concurrency`` at a time (see :func:`.pool.pool_map`)."""
+        return pool_map(func, items, workers=self._config.read_concurrency, on_done=on_done)
 
     # --- departments (parties) ------------------------------------------------------------
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -363,6 +364,8 @@ def v1_token_rejected(response: httpx.Response) -> bool:
     """errcode 1200, ``{"error":"invalid_token"}`` without an errcode, or HTTP 401."""
     if response.status_code == 401:
         return True
+    if b"1200" not in response.content and b"invalid_token" not in response.content:
+        return False  # the usual answer: not decoded twice (the caller decodes it)
     body = _json_or_none(response)
     if body is None:
         return False
@@ -399,6 +402,70 @@ def send(
     raise err
 
 
+def send_direct(
+    transport: httpx.BaseTransport,
+    request: httpx.Request,
+    call: str,
+    *,
+    auth: httpx.Auth,
+    pace: Callable[[str], None],
+    subject: str | None = None,
+) -> httpx.Response:
+    """:func:`send` for the calls of a bulk read: what ``httpx.Client.send`` does for an
+    Exmail call, driven here without the Client's per-request work that Exmail never needs
+    (cookie jar, redirect handling, event hooks; about 150 µs a call, as much as libcurl and
+    the server's answer together). The same parts do the work: the client's own transport,
+    the :class:`TokenAuth` flow (the token, one refresh and resend), ``pace`` (the call
+    policy's, as :func:`install_pacing` does) before each request that goes out, the same
+    error mapping. The request must carry its headers and ``timeout`` extension (see
+    :func:`form_request`)."""
+    try:
+        flow = auth.sync_auth_flow(request)
+        request = next(flow)
+        while True:
+            pace(_call_name(request))
+            response = transport.handle_request(request)
+            response.request = request
+            response.read()
+            try:
+                request = flow.send(response)
+            except StopIteration:
+                break
+            response.close()
+    except httpx.HTTPError as exc:
+        err = transport_error(call, exc, subject=subject)
+    else:
+        log.debug("%s -> HTTP %s", call, response.status_code)
+        return response
+    log.info("%s failed: %s", call, err)
+    raise err
+
+
+class FormRequests:
+    """Builds the form POSTs of one client without ``Client.build_request``: the client's
+    default headers and timeout merged once, the body urlencoded with repeated keys for lists
+    (as httpx encodes ``data=``)."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self._headers = httpx.Headers(client.headers)  # copied as it is by each Request
+        self._headers["Content-Type"] = "application/x-www-form-urlencoded"
+        self._extensions = {"timeout": client.timeout.as_dict()}
+
+    def post(self, url: httpx.URL, form: Mapping[str, str | Sequence[str]]) -> httpx.Request:
+        pairs = [
+            (key, item)
+            for key, value in form.items()
+            for item in ([value] if isinstance(value, str) else value)
+        ]
+        return httpx.Request(
+            "POST",
+            url,
+            content=urlencode(pairs).encode(),
+            headers=self._headers,
+            extensions=dict(self._extensions),
+        )
+
+
 def decode_json(
     call: str, response: httpx.Response, *, subject: str | None = None
 ) -> dict[str, Any]:
@@ -427,8 +494,16 @@ def decode_json(
 def new_http_client(
     *, timeout: float, max_connections: int, transport: httpx.BaseTransport | None = None
 ) -> httpx.Client:
-    """The httpx client a provider owns: keep-alive pool sized for the read concurrency."""
+    """The httpx client a provider owns: keep-alive pool sized for the read concurrency.
+
+    Its wire is libcurl (:class:`~syncengine.providers.curl_transport.CurlTransport`, one
+    connection per concurrent request) unless the caller passes its own ``transport`` (tests).
+    """
     install_log_redaction()
+    if transport is None:
+        from syncengine.providers.curl_transport import CurlTransport
+
+        transport = CurlTransport()
     return httpx.Client(
         transport=transport,
         timeout=httpx.Timeout(timeout),
