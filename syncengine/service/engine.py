@@ -76,16 +76,13 @@ def build_provider(
     # Imported here: httpx and the two clients are for the commands that talk to Exmail
     # (``audit``, ``db``, ``events`` never build a provider).
     from syncengine.providers.http import new_http_client
-    from syncengine.providers.perthread import PerThreadTransport
     from syncengine.providers.tokens import PROCESS_TOKENS
 
     ex = config.exmail
     client = new_http_client(
         timeout=ex.timeout,
         max_connections=max(ex.read_concurrency, config.apply.concurrency) + 2,
-        # Each calling thread its own keep-alive connection(s): one shared pool costs every
-        # request a walk over all its connections under one lock (see providers/perthread.py).
-        transport=transport if transport is not None else PerThreadTransport(),
+        transport=transport,
     )
     policy = calls or call_policy(config.apply.settings(), config.apply.retry_budget_seconds)
     # Tokens are shared by every provider of the process (per credential and application):
