@@ -553,6 +553,7 @@ def main() -> None:
                     help="command part: fewer people for Gen 1 (its read is one call per "
                     "member); the full size is then extrapolated and marked so")  # fmt: skip
     ap.add_argument("--read-concurrency", type=int, default=8)
+    ap.add_argument("--group-depts", type=int, default=2000, help="groups part: departments")
     ap.add_argument("--timeout", type=float, default=1800, help="command part: per run, seconds")
     ap.add_argument("--rounds", type=int, default=3, help="command part: interleaved rounds")
     ap.add_argument("--reference-exe", default=None,
@@ -568,6 +569,97 @@ def main() -> None:
         if name in wanted:
             part(args)
 
+
+# --- part 3: the mail-group part of a plan (issue 15) ---------------------------------------
+
+
+def part_groups(args: argparse.Namespace) -> None:
+    """Part 3: one mail group per department, ``--people`` people in ``--group-depts``
+    departments. Times the pure diff (reference) and the group part of the plan (subject:
+    ``groups.plan_groups`` + ``with_groups``, and loading the owned groups from a SQLite
+    staging file), interleaved in the same run, ``--repeat`` times; prints medians, the
+    group part's share of the diff and the load average. Two nights: 1 % changes, and a
+    no-op night (zero group actions expected)."""
+    import os
+    import statistics
+
+    from syncengine.groups import GroupRules, OwnedGroup, plan_groups, with_groups
+    from syncengine.staging import db as staging_db
+    from syncengine.staging.repository import Repository
+
+    print("== group part ==")
+    n, ndepts = args.people, args.group_depts
+    depts = [Department(f"中心{i // 50}/部门{i}", f"D{i}") for i in range(ndepts)]
+    tree = [Department(f"中心{c}", f"C{c}") for c in range((ndepts + 49) // 50)] + depts
+    people, boxes, links = [], [], {}
+    for i in range(n):
+        eid, email, dept = f"E{i:07d}", f"u{i}@{DOMAIN}", depts[i % ndepts].path
+        name = SURNAMES[i % len(SURNAMES)] + GIVEN[(i // 7) % len(GIVEN)]
+        people.append(Person(eid, name, email, departments=(dept,)))
+        boxes.append(Mailbox(email, name, ext_id=eid, departments=(dept,)))
+        links[eid] = IdentityLink(eid, email, NOW - timedelta(days=365))
+    state = MailboxState(tuple(boxes), tuple(Party(d.path) for d in tree), ())
+    policy = Policy(domain=DOMAIN)
+    rules = GroupRules(template="dept-{code}@" + DOMAIN, keeper="admin@" + DOMAIN)
+    taken = {m.email for m in boxes}
+
+    def desired_of(ps: list[Person]) -> Desired:
+        return Desired(people=tuple(ps), departments=tuple(tree), previous_size=n,
+                       previous_departments=tuple(tree))  # fmt: skip
+
+    quiet = desired_of(people)
+    base = diff(quiet, state, links, policy, NOW)
+    made = plan_groups(rules, people=quiet.people, departments=quiet.departments, links=links,
+                       owned=(), user_plan=base, taken=taken, today=NOW.date())  # fmt: skip
+    owned = [OwnedGroup(a.group.key, a.group.address, a.group.name, a.group.members)
+             for a in made.actions if a.group is not None]  # fmt: skip
+    changed = list(people)
+    step = max(int(1 / args.change_share), 1) + 1  # 101: spread over the departments
+    for i in range(0, n, step):  # 1 %: every other one moves, the rest leave
+        p = changed[i]
+        if (i // step) % 2:
+            changed[i] = Person(p.employee_id, p.name, p.email,
+                                departments=(depts[(i + 1) % ndepts].path,))  # fmt: skip
+        else:
+            changed[i] = Person(p.employee_id, p.name, p.email, departments=p.departments,
+                                status=Status.TERMINATED)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/staging.db"
+        staging_db.upgrade(url)
+        repo = Repository(staging_db.make_engine(url))
+        for g in owned:
+            repo.save_group(g)
+        for label, desired in (("1 % changes", desired_of(changed)), ("no-op night", quiet)):
+            ref, sub, load = [], [], []
+            plan = diff(desired, state, links, policy, NOW)
+            gp = None
+            for _ in range(args.repeat):
+                gc.collect()
+                t = time.perf_counter()
+                plan = diff(desired, state, links, policy, NOW)
+                ref.append(time.perf_counter() - t)
+                gc.collect()
+                t = time.perf_counter()
+                loaded = repo.load_groups()
+                load.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                gp = plan_groups(rules, people=desired.people, departments=desired.departments,
+                                 links=links, owned=loaded, user_plan=plan, taken=taken,
+                                 today=NOW.date())  # fmt: skip
+                with_groups(plan, gp)
+                sub.append(time.perf_counter() - t)
+            assert gp is not None
+            kinds = Counter(a.kind.value for a in gp.actions)
+            r, s, ld = (statistics.median(x) for x in (ref, sub, load))
+            print(f"{label}: diff {r:.2f} s (median of {args.repeat}); group part {s:.3f} s "
+                  f"+ loading {len(owned):,} owned groups {ld:.3f} s = "
+                  f"{(s + ld) / r:.1%} of the diff; group actions {dict(kinds) or 'none'}, "
+                  f"brakes {[b.brake for b in gp.blocked] or 'none'}")  # fmt: skip
+        repo.close()
+    print(f"load average: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+
+
+PARTS.append(("groups", part_groups))
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ from syncengine import clock
 from syncengine.apply_config import ApplyConfig, PasswordsConfig
 from syncengine.connectors.config import DepartmentsConfig, MappingConfig, SourceConfig
 from syncengine.errors import ConfigError
+from syncengine.groups_config import GroupsConfig
 from syncengine.hooks.config import HooksConfig
 from syncengine.notify import NotificationsConfig
 from syncengine.policy_config import AddressesConfig, LifecycleConfig, PolicyConfig
@@ -81,6 +82,7 @@ class Config(BaseModel):
     hooks: HooksConfig = Field(default_factory=HooksConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    groups: GroupsConfig | None = None
 
     _path: Path | None = PrivateAttr(default=None)
     _source: str | None = PrivateAttr(default=None)

@@ -122,6 +122,13 @@ class ActionKind(enum.StrEnum):
     DELETE_USER = "delete_user"
     UNLINK = "unlink"
     DELETE_DEPARTMENT = "delete_department"
+    CREATE_GROUP = "create_group"
+    UPDATE_GROUP = "update_group"
+    DELETE_GROUP = "delete_group"
+
+
+GROUP_KINDS = frozenset({ActionKind.CREATE_GROUP, ActionKind.UPDATE_GROUP, ActionKind.DELETE_GROUP})
+"""Mail group kinds (:mod:`syncengine.groups`): ``group`` holds the ledger row to store."""
 
 
 REMOVAL_KINDS = frozenset({ActionKind.DISABLE_USER, ActionKind.DELETE_USER})
@@ -141,6 +148,22 @@ class LinkRecord:
     email: str
     generated: bool = False
     disabled_since: date | None = None
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """A mail group as the engine owns it once the action succeeded (the ledger row), and
+    for ``update_group`` the minimal member change (``add`` / ``remove``) to make."""
+
+    key: str
+    address: str
+    name: str
+    members: tuple[str, ...]
+    posting: int = 0
+    allow_list: tuple[str, ...] = ()
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    retiring_since: date | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +196,7 @@ class Action:
     alias: str | None = None
     link: LinkRecord | None = None
     password: PasswordPolicy | None = None
+    group: GroupRecord | None = None
 
 
 def action_key(kind: ActionKind, target: str) -> str:
@@ -190,6 +214,8 @@ class ConflictKind(enum.StrEnum):
     ALIAS_TAKEN = "alias_taken"  # an HR alias belongs to someone else: that alias is skipped
     TOO_MANY_ALIASES = "too_many_aliases"  # over Exmail's 5: the extra aliases are skipped
     HOOK_HELD = "hook_held"  # a hook's hire/termination kept against an older HR export
+    GROUP_ADDRESS_TAKEN = "group_address_taken"  # a department group's address is not free
+    GROUP_INVALID = "group_invalid"  # a department group's address or name cannot be made
 
 
 BLOCKING_CONFLICTS = frozenset(
@@ -614,7 +640,43 @@ def _link_from_dict(d: Mapping[str, Any]) -> LinkRecord:
     )
 
 
+def _group_to_dict(g: GroupRecord) -> dict[str, Any]:
+    return {
+        "key": g.key,
+        "address": g.address,
+        "name": g.name,
+        "members": list(g.members),
+        "posting": g.posting,
+        "allow_list": list(g.allow_list),
+        "add": list(g.add),
+        "remove": list(g.remove),
+        "retiring_since": g.retiring_since.isoformat() if g.retiring_since else None,
+    }
+
+
+def _group_from_dict(d: Mapping[str, Any]) -> GroupRecord:
+    rs = d["retiring_since"]
+    return GroupRecord(
+        key=str(d["key"]),
+        address=str(d["address"]),
+        name=str(d["name"]),
+        members=tuple(str(x) for x in d["members"]),
+        posting=int(d["posting"]),
+        allow_list=tuple(str(x) for x in d["allow_list"]),
+        add=tuple(str(x) for x in d["add"]),
+        remove=tuple(str(x) for x in d["remove"]),
+        retiring_since=date.fromisoformat(rs) if rs else None,
+    )
+
+
 def action_to_dict(a: Action) -> dict[str, Any]:
+    body = _action_core(a)
+    if a.group is not None:  # only then: plans without groups keep their checksum
+        body["group"] = _group_to_dict(a.group)
+    return body
+
+
+def _action_core(a: Action) -> dict[str, Any]:
     return {
         "key": a.key,
         "kind": a.kind.value,
@@ -667,6 +729,7 @@ def action_from_dict(d: Mapping[str, Any]) -> Action:
             if pw
             else None
         ),
+        group=_group_from_dict(d["group"]) if d.get("group") else None,
     )
 
 

@@ -102,13 +102,20 @@ SECTIONS: tuple[Section, ...] = (
             "the mailbox and its mail are removed"),
     Section("departments_delete", "Departments to delete", (ActionKind.DELETE_DEPARTMENT,),
             "-", "red"),
+    Section("groups_create", "Mail groups to create", (ActionKind.CREATE_GROUP,), "+", "green"),
+    Section("groups_update", "Mail groups to change", (ActionKind.UPDATE_GROUP,), "~", "yellow",
+            "only the members that join or leave are sent"),
+    Section("groups_delete", "Mail groups to delete", (ActionKind.DELETE_GROUP,), "-", "red"),
     Section("links", "Identity links to record (no Exmail change)",
             (ActionKind.LINK, ActionKind.UNLINK), "=", "blue"),
 )  # fmt: skip
 """The order sections are shown in; every :class:`ActionKind` is in exactly one."""
 
 _TOTAL_GROUPS: tuple[tuple[str, frozenset[ActionKind]], ...] = (
-    ("to create", frozenset({ActionKind.CREATE_DEPARTMENT, ActionKind.CREATE_USER})),
+    (
+        "to create",
+        frozenset({ActionKind.CREATE_DEPARTMENT, ActionKind.CREATE_USER, ActionKind.CREATE_GROUP}),
+    ),
     (
         "to change",
         frozenset(
@@ -118,11 +125,15 @@ _TOTAL_GROUPS: tuple[tuple[str, frozenset[ActionKind]], ...] = (
                 ActionKind.ADD_ALIAS,
                 ActionKind.SWAP_PRIMARY,
                 ActionKind.ENABLE_USER,
+                ActionKind.UPDATE_GROUP,
             }
         ),
     ),
     ("to disable", frozenset({ActionKind.DISABLE_USER})),
-    ("to delete", frozenset({ActionKind.DELETE_USER, ActionKind.DELETE_DEPARTMENT})),
+    (
+        "to delete",
+        frozenset({ActionKind.DELETE_USER, ActionKind.DELETE_DEPARTMENT, ActionKind.DELETE_GROUP}),
+    ),
 )
 _LINK_KINDS = frozenset({ActionKind.LINK, ActionKind.UNLINK})
 

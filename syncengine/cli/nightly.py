@@ -274,6 +274,13 @@ def demo_command(folder: str, api: str, samples: str | None, keep_running: bool)
         for text_line in text.rstrip("\n").split("\n"):
             click.echo(f"  {text_line}" if text_line else "")
         _demo_applied(second.outcome, rel, result.api)
+        if result.groups_created:
+            created = result.groups_created
+            click.echo(f"  Mail groups ([groups] in {cfg}): the first run created "
+                       f"{len(created)}, e.g. {created[0]};")  # fmt: skip
+            click.echo("  this run made them follow HR (the address stays, only members move):")
+            for group_line in result.groups_followed:
+                click.echo(f"    {group_line}")
         step(7, f"Done in {result.seconds:.1f} s: Exmail now has {result.mailboxes} mailboxes "
                 f"in {result.departments} departments.")  # fmt: skip
         click.echo("\nWhat next:")

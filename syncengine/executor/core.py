@@ -308,6 +308,15 @@ class Executor:
         if status is Status.DONE and action.kind is ActionKind.CREATE_DEPARTMENT:
             with self._created_lock:
                 self._created_departments.add(normalise_path(action.target))
+        if status is Status.DONE and action.group is not None:
+            try:
+                self._store_group(action)
+            except SyncEngineError as exc:
+                status = Status.FAILED
+                detail = (
+                    "the change was made in Exmail, but storing the identity link or "
+                    f"owned group failed: {exc}"
+                )
         run.password = None  # forget it as soon as possible
         link = self._link_change(action) if status is Status.DONE else None
         try:
@@ -317,7 +326,10 @@ class Executor:
                 raise
             # Nothing of it was written (one transaction): the action fails, saying why.
             status = Status.FAILED
-            detail = f"the change was made in Exmail, but storing the identity link failed: {exc}"
+            detail = (
+                "the change was made in Exmail, but storing the identity link or owned group "
+                f"failed: {exc}"
+            )
             elapsed = self._record_outcome(run, status, detail, started, None)
         return ActionOutcome(
             action.key,
@@ -448,7 +460,11 @@ class Executor:
             run.maybe_written = True
             raise
         except AlreadyExistsError as exc:
-            creates = (ActionKind.CREATE_USER, ActionKind.CREATE_DEPARTMENT)
+            creates = (
+                ActionKind.CREATE_USER,
+                ActionKind.CREATE_DEPARTMENT,
+                ActionKind.CREATE_GROUP,
+            )
             if a.kind in creates and self._satisfied(run):
                 run.note = f"already existed as asked ({exc.errmsg or exc.message})"
                 if run.password is not None and not run.maybe_written:
@@ -460,7 +476,11 @@ class Executor:
                 return
             raise
         except NotFoundError:
-            deletes = (ActionKind.DELETE_USER, ActionKind.DELETE_DEPARTMENT)
+            deletes = (
+                ActionKind.DELETE_USER,
+                ActionKind.DELETE_DEPARTMENT,
+                ActionKind.DELETE_GROUP,
+            )
             if a.kind in deletes and self._satisfied(run):
                 run.note = "already gone"
                 return
@@ -519,9 +539,20 @@ class Executor:
     def _live(self, run: ActionRun, email: str) -> Mailbox | None:
         return self._call(run, "get_user", lambda: self.provider.get_user(email))
 
+    def _store_group(self, action: Action) -> None:
+        """The owned-group ledger row a done group action asks for (committed on return)."""
+        assert action.group is not None
+        if action.kind is ActionKind.DELETE_GROUP:
+            self.sink.remove_group(action.group.address)
+        else:
+            self.sink.store_group(action.group)
+
     @staticmethod
     def _link_change(action: Action) -> LinkChange | None:
-        """The identity-link bookkeeping a done action of this kind asks for."""
+        """The identity-link bookkeeping a done action of this kind asks for (written with
+        its outcome); a group action has none (its ledger row is written before)."""
+        if action.group is not None:
+            return None
         if action.kind in (ActionKind.DELETE_USER, ActionKind.UNLINK):
             return LinkChange(remove=action.employee_id) if action.employee_id else None
         if action.link is not None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from syncengine.domain import normalise_email
+from syncengine.domain import AddressKind, normalise_email
 from syncengine.executor.model import (
     ActionRun,
     Mismatch,
@@ -16,7 +16,8 @@ from syncengine.executor.model import (
     norm_emails,
     update_differences,
 )
-from syncengine.plan import ActionKind
+from syncengine.plan import ActionKind, GroupRecord
+from syncengine.providers.base import GroupPosting, GroupProvider, MailGroup
 
 if TYPE_CHECKING:
     from syncengine.executor.core import Executor
@@ -153,6 +154,95 @@ class _DeleteUser(Handler):
         return ex._live(run, run.action.target) is None
 
 
+def _groups(ex: Executor, run: ActionRun) -> GroupProvider:
+    if not isinstance(ex.provider, GroupProvider):
+        raise Mismatch(
+            f"the provider {type(ex.provider).__name__} has no mail group calls",
+            where=run.action.key,
+        )
+    return ex.provider
+
+
+def _mail_group(group: GroupRecord) -> MailGroup:
+    return MailGroup(
+        address=group.address,
+        name=group.name,
+        members=group.members,
+        posting=GroupPosting(group.posting),
+        allow_list=group.allow_list,
+    )
+
+
+def _is_group(ex: Executor, run: ActionRun, address: str) -> bool:
+    gp = _groups(ex, run)
+    kinds = ex._call(run, "check_addresses", lambda: gp.check_addresses([address]))
+    return kinds.get(normalise_email(address)) is AddressKind.GROUP
+
+
+def _group_differences(live: MailGroup, wanted: GroupRecord) -> dict[str, tuple[Any, Any]]:
+    diffs: dict[str, tuple[Any, Any]] = {}
+    if set(norm_emails(live.members)) != set(norm_emails(wanted.members)):
+        diffs["members"] = (sorted(live.members), sorted(wanted.members))
+    if live.name != wanted.name:
+        diffs["name"] = (live.name, wanted.name)
+    return diffs
+
+
+class _CreateGroup(Handler):
+    def write(self, ex: Executor, run: ActionRun) -> None:
+        group = need(run.action.group, run.action, "group")
+        gp = _groups(ex, run)
+        ex._call(run, "create_group", lambda: gp.create_group(_mail_group(group)))
+
+    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+        a = run.action
+        group = need(a.group, a, "group")
+        gp = _groups(ex, run)
+        if not gp.can_read_groups:  # Gen 1: a group at the address is all it can tell
+            return _is_group(ex, run, group.address)
+        live = ex._call(run, "get_group", lambda: gp.get_group(group.address))
+        if live is None:
+            return False
+        diffs = _group_differences(live, group)
+        if diffs:
+            raise Mismatch(
+                f"mail group {group.address} exists but is not the one asked for "
+                f"({describe(diffs)})",
+                where=a.key,
+                hint="someone else made it; remove it or pick another [groups] template",
+            )
+        return True
+
+
+class _UpdateGroup(Handler):
+    def write(self, ex: Executor, run: ActionRun) -> None:
+        group = need(run.action.group, run.action, "group")
+        gp = _groups(ex, run)
+        ex._call(
+            run,
+            "change_group",
+            lambda: gp.change_group(_mail_group(group), add=group.add, remove=group.remove),
+        )
+
+    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+        group = need(run.action.group, run.action, "group")
+        gp = _groups(ex, run)
+        if not gp.can_read_groups:
+            return False  # Gen 1: add/remove members are safe to send again
+        live = ex._call(run, "get_group", lambda: gp.get_group(group.address))
+        return live is not None and not _group_differences(live, group)
+
+
+class _DeleteGroup(Handler):
+    def write(self, ex: Executor, run: ActionRun) -> None:
+        a = run.action
+        gp = _groups(ex, run)
+        ex._call(run, "delete_group", lambda: gp.delete_group(a.target))
+
+    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+        return not _is_group(ex, run, run.action.target)
+
+
 HANDLERS: dict[ActionKind, Handler] = {
     ActionKind.CREATE_DEPARTMENT: _CreateDepartment(),
     ActionKind.MOVE_DEPARTMENT: _MoveDepartment(),
@@ -166,5 +256,8 @@ HANDLERS: dict[ActionKind, Handler] = {
     ActionKind.DELETE_USER: _DeleteUser(),
     ActionKind.LINK: _NoCall(),
     ActionKind.UNLINK: _NoCall(),
+    ActionKind.CREATE_GROUP: _CreateGroup(),
+    ActionKind.UPDATE_GROUP: _UpdateGroup(),
+    ActionKind.DELETE_GROUP: _DeleteGroup(),
 }
 """Every action kind's handler (a test checks that none is missing)."""

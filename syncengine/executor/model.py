@@ -16,7 +16,7 @@ from syncengine.errors import (
     RetriableProviderError,
     SyncEngineError,
 )
-from syncengine.plan import Action, ActionKind, ChangeValue, LinkRecord
+from syncengine.plan import Action, ActionKind, ChangeValue, GroupRecord, LinkRecord
 from syncengine.statuses import ActionStatus
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,12 @@ class ExecutionSink(Protocol):
         """Whether an outcome row ``done`` exists for this action of this plan: a run killed
         between writing it and the ``done`` checkpoint must not audit the action twice."""
         ...
+
+    def store_group(self, group: GroupRecord) -> None:
+        """Record an owned mail group as the action left it (the ledger row)."""
+        ...
+
+    def remove_group(self, address: str) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,26 @@ class MailGroup:
     allow_list: tuple[str, ...] = ()
 
 
+@runtime_checkable
+class GroupProvider(Protocol):
+    """The mail group calls the executor's group handlers make (both generations)."""
+
+    can_read_groups: bool
+    """Gen 2 ``group/get``; Gen 1 cannot read a group (``get_group`` answers None)."""
+
+    def create_group(self, group: MailGroup) -> None: ...
+
+    def change_group(self, group: MailGroup, *, add: Sequence[str], remove: Sequence[str]) -> None:
+        """Make ``group`` the group's state; ``add`` / ``remove`` are the member changes."""
+        ...
+
+    def delete_group(self, address: str) -> None: ...
+
+    def get_group(self, address: str) -> MailGroup | None: ...
+
+    def check_addresses(self, addresses: Sequence[str]) -> dict[str, AddressKind]: ...
+
+
 @dataclass(frozen=True)
 class ApiCall:
     """One Exmail request an action makes: what ``sync --dry-run`` says it would send."""

@@ -114,6 +114,9 @@ _WRITE_CALLS: dict[ActionKind, tuple[str, str]] = {
     ActionKind.DISABLE_USER: ("user/sync", "Action=3 modify"),
     ActionKind.SWAP_PRIMARY: ("user/swapalias", ""),
     ActionKind.DELETE_USER: ("user/sync", "Action=1 delete"),
+    ActionKind.CREATE_GROUP: ("group/add", ""),
+    ActionKind.UPDATE_GROUP: ("group/addmember", "and/or group/deletemember"),
+    ActionKind.DELETE_GROUP: ("group/delete", ""),
 }
 """What each writing action kind sends (endpoint, the Action it carries)."""
 
@@ -248,6 +251,14 @@ class ExmailV1Provider:
     def planned_calls(self, action: Action) -> tuple[ApiCall, ...]:
         if action.kind not in _WRITE_CALLS:
             return ()
+        group = action.group
+        if action.kind is ActionKind.UPDATE_GROUP and group is not None:
+            return tuple(  # only the calls the member changes need
+                ApiCall("POST", "/openapi/" + call, f"{len(members)} member(s)")
+                for call, members in (("group/addmember", group.add),
+                                      ("group/deletemember", group.remove))
+                if members
+            )  # fmt: skip
         endpoint, note = _WRITE_CALLS[action.kind]
         return (ApiCall("POST", "/openapi/" + endpoint, note),)
 
@@ -598,6 +609,22 @@ class ExmailV1Provider:
 
     def delete_group(self, address: str) -> None:
         self.call("group/delete", {"group_alias": address}, subject=address)
+
+    can_read_groups = False
+    """Gen 1 has no ``group/get``: the engine's ledger is its only view of its groups."""
+
+    def change_group(self, group: MailGroup, *, add: Sequence[str], remove: Sequence[str]) -> None:
+        """``group/addmember`` then ``group/deletemember`` (adds first: Exmail refuses a group
+        left without members). Gen 1 has no group update, so the name and posting right stay
+        as created."""
+        if add:
+            self.add_group_members(group.address, add)
+        if remove:
+            self.remove_group_members(group.address, remove)
+
+    def get_group(self, address: str) -> MailGroup | None:
+        """Gen 1 cannot read a group back: always None (see ``can_read_groups``)."""
+        return None
 
     def add_group_members(self, address: str, members: Iterable[str]) -> None:
         self.call(

@@ -77,6 +77,9 @@ _WRITE_CALLS: dict[ActionKind, tuple[str, str]] = {
     ActionKind.DISABLE_USER: ("POST", "user/update"),
     ActionKind.SWAP_PRIMARY: ("GET", "user/swapalias"),
     ActionKind.DELETE_USER: ("GET", "user/delete"),
+    ActionKind.CREATE_GROUP: ("POST", "group/create"),
+    ActionKind.UPDATE_GROUP: ("POST", "group/update"),
+    ActionKind.DELETE_GROUP: ("GET", "group/delete"),
 }
 """What each writing action kind sends (method, endpoint); the others make no request."""
 BATCHCHECK_LIMIT = 20
@@ -649,6 +652,17 @@ class ExmailV2Provider:
 
     def delete_group(self, address: str) -> None:
         self.call("group/delete", params={"groupid": address}, subject=address)
+
+    can_read_groups = True
+
+    def change_group(self, group: MailGroup, *, add: Sequence[str], remove: Sequence[str]) -> None:
+        """Gen 2 has no member add/remove call: one ``group/update`` with the whole new list
+        (``add`` / ``remove`` are what the plan shows; the body is ``group``). The member
+        list is always sent, also empty: Exmail then refuses a group left without members
+        (600009) rather than keeping the old list silently."""
+        body = self._group_body(group)
+        body["userlist"] = list(group.members)
+        self.call("group/update", body=body, subject=group.address)
 
     def get_group(self, address: str) -> MailGroup | None:
         try:

@@ -31,9 +31,10 @@ from syncengine.executor import (
     PasswordSink,
 )
 from syncengine.executor import Status as ExecStatus
+from syncengine.groups import OwnedGroup
 from syncengine.handover import HandoverSink
 from syncengine.passwords import FilePasswordDelivery
-from syncengine.plan import Action, ActionKind, LinkRecord, Plan, Release
+from syncengine.plan import Action, ActionKind, GroupRecord, LinkRecord, Plan, Release
 from syncengine.service.engine import Engine
 from syncengine.service.planning import PlanResult, make_plan, save_plan
 from syncengine.staging.repository import (
@@ -263,6 +264,21 @@ class StagingSink:
                     if e.action_key and e.call is None and e.result == ExecStatus.DONE.value
                 }
             return action.key in self._done_rows
+
+    def store_group(self, group: GroupRecord) -> None:
+        owned = OwnedGroup(
+            key=group.key,
+            address=normalise_email(group.address),
+            name=group.name,
+            members=group.members,
+            retiring_since=group.retiring_since,
+            posting=group.posting,
+            allow_list=group.allow_list,
+        )
+        self.writer.call(lambda: self.repo.save_group(owned))
+
+    def remove_group(self, address: str) -> None:
+        self.writer.call(lambda: self.repo.delete_group(normalise_email(address)))
 
     def _identity_link(self, link: LinkRecord) -> IdentityLink:
         with self._lock:  # the links as the run started (the run lock keeps others out)

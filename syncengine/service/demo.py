@@ -16,6 +16,7 @@ from syncengine.errors import (
     ConfigError,
     StagingError,
 )
+from syncengine.plan import GROUP_KINDS, ActionKind
 from syncengine.service.applying import ApplyOutcome, apply_plan
 from syncengine.service.audit import query_audit
 from syncengine.service.engine import Engine
@@ -71,6 +72,10 @@ class DemoResult:
     mailboxes: int
     departments: int
     seconds: float
+    groups_created: tuple[str, ...] = ()
+    """The mail groups the first run created ("address (name, N members)")."""
+    groups_followed: tuple[str, ...] = ()
+    """How the second run's group changes follow the HR changes, one line per group."""
 
 
 def samples_dir() -> Path:
@@ -118,6 +123,11 @@ def _demo_config_text(sample: str, exmail_table: str) -> str:
         "# emulator the demo started; the database and the HR files are in this folder.",
         "",
         exmail_table,
+        "",
+        '# One mail group per HR department (README "Mail groups"), following HR.',
+        "[groups]",
+        'template = "dept-{code}@example.com"',
+        'keeper = "admin@example.com"',
         "",
         "# The local emulator has no rate limit; against the real Exmail keep the default (20).",
         "[apply]",
@@ -264,6 +274,24 @@ def _audit_sample(engine: Engine, outcome: ApplyOutcome | None, per_kind: int = 
     return tuple(picked)
 
 
+def _group_lines(first: DemoRound, second: DemoRound) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the demo shows of the mail groups: those created, and how they followed."""
+    created = tuple(
+        f"{a.target} ({a.group.name}, {len(a.group.members)} members)"
+        for a in first.plan.plan.actions
+        if a.kind is ActionKind.CREATE_GROUP and a.group is not None
+    )
+    followed = []
+    for a in second.plan.plan.actions:
+        if a.kind not in GROUP_KINDS or a.group is None:
+            continue
+        moves = [f"+ {m}" for m in a.group.add] + [f"- {m}" for m in a.group.remove]
+        verb = {ActionKind.CREATE_GROUP: "created", ActionKind.DELETE_GROUP: "deleted"}
+        what = verb.get(a.kind) or ", ".join(moves) or "renamed"
+        followed.append(f"{a.target} ({a.group.name}): {what}")
+    return created, tuple(followed)
+
+
 def demo(
     *,
     folder: str | Path = ".demo",
@@ -313,6 +341,7 @@ def demo(
             changes = _demo_changes(engine, target, today)
             second = _demo_round(engine, actor, progress)
         state = emu.state()
+        created, followed = _group_lines(first, second)
         result = DemoResult(
             folder=target,
             config_path=config_path,
@@ -326,6 +355,8 @@ def demo(
             mailboxes=len(state["users"]),
             departments=len(state["departments"]),
             seconds=time.perf_counter() - started,
+            groups_created=created,
+            groups_followed=followed,
         )
         if hold is not None:
             hold(result)

@@ -42,6 +42,7 @@ from syncengine.policy import (
 )
 from syncengine.providers.base import MailboxProvider
 from syncengine.service.engine import Engine
+from syncengine.service.groups import add_groups
 from syncengine.staging import db as staging_db
 from syncengine.staging.repository import (
     NewAction,
@@ -516,6 +517,8 @@ def make_plan(
             only=list(only) if only is not None else None,
             progress=progress,
         )
+        if only is None:  # a targeted plan (--only) is about people, not groups
+            plan = add_groups(engine, plan, desired, state, links, now)
         diff_seconds = time.perf_counter() - diff_started
         plan = signing.sign_plan(plan, signing.plan_key(engine.config))
         engine.remember_state(plan.state_fingerprint)

@@ -347,6 +347,23 @@ class UsedSignature(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class MailGroupRow(Base):
+    """A mail group the engine created and owns (:mod:`syncengine.groups`), as it last wrote
+    it: no Exmail API lists groups and Gen 1 cannot read one, so this is the engine's view of
+    its own groups. ``group_key`` is stable (``dept:<HR id>``); the address never changes."""
+
+    __tablename__ = "mail_groups"
+
+    address: Mapped[str] = mapped_column(String(EMAIL_LEN), primary_key=True)
+    group_key: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    members: Mapped[list[Any]]
+    posting: Mapped[int] = mapped_column(Integer, default=0)
+    allow_list: Mapped[list[Any]]
+    retiring_since: Mapped[date | None] = mapped_column(Date)
+    updated_at: Mapped[datetime]
+
+
 class WorkerLease(Base):
     """A lease of the work of this staging database (a tenant) among ``serve`` processes.
 

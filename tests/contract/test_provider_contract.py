@@ -26,9 +26,10 @@ from syncengine.errors import (
     ConflictError,
     FatalProviderError,
     NotFoundError,
+    ProviderError,
     RetriableProviderError,
 )
-from syncengine.providers.base import GroupPosting, MailboxProvider, MailGroup
+from syncengine.providers.base import GroupPosting, GroupProvider, MailboxProvider, MailGroup
 from syncengine.providers.exmail_v1 import ExmailV1Provider
 from syncengine.providers.exmail_v2 import ExmailV2Provider
 from tests.fixtures.emulator import RunningEmulator
@@ -579,6 +580,45 @@ def test_watch_mail_through_the_service(emulator: RunningEmulator) -> None:
 
 
 # --- mail groups --------------------------------------------------------------------------
+
+
+def test_the_group_calls_the_engine_makes(
+    emulator: RunningEmulator, provider: MailboxProvider
+) -> None:
+    """What the executor's group handlers rely on, the same on both generations."""
+    assert isinstance(provider, GroupProvider)
+
+    def live() -> dict[str, list[str]]:
+        return {g["groupid"]: g["userlist"] for g in emulator.state()["groups"]}
+
+    group = MailGroup("dept-1@example.com", "平台部", members=("zhangsan@example.com",))
+    provider.create_group(group)
+    assert live()["dept-1@example.com"] == ["zhangsan@example.com"]
+    after = MailGroup("dept-1@example.com", "平台部", members=("lisi@example.com",))
+    provider.change_group(after, add=("lisi@example.com",), remove=("zhangsan@example.com",))
+    assert live()["dept-1@example.com"] == ["lisi@example.com"]
+    if provider.can_read_groups:
+        assert provider.get_group("dept-1@example.com") == after
+    else:  # Gen 1 has no group/get
+        assert provider.get_group("dept-1@example.com") is None
+    # An unknown member, a group left empty: refused, and the group is as it was.
+    ghost = MailGroup("dept-1@example.com", "平台部", members=("lisi@example.com",
+                                                          "nobody@example.com"))  # fmt: skip
+    with pytest.raises(ProviderError, match=r"nobody@example\.com|1301"):
+        provider.change_group(ghost, add=("nobody@example.com",), remove=())
+    with pytest.raises(ProviderError):
+        provider.change_group(MailGroup("dept-1@example.com", "平台部"), add=(),
+                              remove=("lisi@example.com",))  # fmt: skip
+    assert live()["dept-1@example.com"] == ["lisi@example.com"]
+    # A group address that is a mailbox, an alias or another group is refused.
+    for taken in ("zhangsan@example.com", "san.zhang@example.com", "all@example.com"):
+        with pytest.raises(ProviderError):
+            provider.create_group(MailGroup(taken, "x", members=("lisi@example.com",)))
+    assert set(live()) == {"all@example.com", "dept-1@example.com"}
+    provider.delete_group("dept-1@example.com")
+    assert provider.check_addresses(["dept-1@example.com"]) == {
+        "dept-1@example.com": AddressKind.FREE
+    }
 
 
 def test_v2_groups(emulator_factory: Callable[..., RunningEmulator]) -> None:

@@ -19,7 +19,7 @@ from syncengine.plan import ActionKind
 pytestmark = pytest.mark.timeout(120)
 
 REPO = Path(__file__).resolve().parents[2]
-INCREMENTAL = "Plan: 1 to create, 2 to change, 1 to disable, 0 to delete."
+INCREMENTAL = "Plan: 1 to create, 5 to change, 1 to disable, 0 to delete."
 
 
 def test_demo_second_round_is_exactly_the_four_hr_changes(tmp_path: Path) -> None:
@@ -38,6 +38,7 @@ def test_demo_second_round_is_exactly_the_four_hr_changes(tmp_path: Path) -> Non
     plan = result.second.plan.plan
     assert Counter(a.kind for a in plan.actions) == {
         ActionKind.CREATE_USER: 1, ActionKind.UPDATE_USER: 2, ActionKind.DISABLE_USER: 1,
+        ActionKind.UPDATE_GROUP: 3,  # the mover's two department groups, the leaver's
     }  # fmt: skip
     actions = {a.employee_id: a for a in plan.actions}
     assert actions[by_kind["hire"]].kind is ActionKind.CREATE_USER
@@ -48,7 +49,12 @@ def test_demo_second_round_is_exactly_the_four_hr_changes(tmp_path: Path) -> Non
 
     second = result.second.outcome
     assert second is not None and second.applied is not None
-    assert second.applied.counts["done"] == 4 and not second.failed
+    assert second.applied.counts["done"] == 7 and not second.failed
+    # The department groups: created on the first run, following the move on the second.
+    assert len(result.groups_created) > 10
+    mover = next(a for a in plan.actions if a.employee_id == by_kind["move"])
+    followed = "\n".join(result.groups_followed)
+    assert f"- {mover.target}" in followed and f"+ {mover.target}" in followed
     assert result.mailboxes == 6 + 276  # seed + created in the two rounds
 
     # The folder is a working copy the user can go on with (offline commands).
@@ -65,6 +71,7 @@ def test_demo_command_shows_the_incremental_plan_and_reruns_fresh(tmp_path: Path
     assert r.exit_code == 0, r.output
     assert INCREMENTAL in r.output
     assert "What next:" in r.output and "audit --employee" in r.output
+    assert "Mail groups to change (3)" in r.output and "the first run created" in r.output
     assert "must be changed at first login" in r.output  # Gen 2 can force it
     assert (folder / service.DEMO_MARKER).exists()
 

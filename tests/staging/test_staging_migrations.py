@@ -35,6 +35,7 @@ TABLES = {
     "run_lock",
     "watch_state",
     "used_signatures",
+    "mail_groups",
     "worker_leases",
 }
 

@@ -19,6 +19,7 @@ PKG = Path(__file__).resolve().parents[2] / "syncengine"
 PURE = [
     "syncengine.domain",
     "syncengine.planner",
+    "syncengine.groups",
     "syncengine.policy",
     "syncengine.plan",
     "syncengine.addresses",

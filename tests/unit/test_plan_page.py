@@ -140,8 +140,8 @@ def test_text_and_summary_in_chinese_with_local_time() -> None:
     assert "生成于 2026-11-29 17:30:00+08:00 (Asia/Shanghai)" in text
     assert "Mailboxes to delete" not in text and "why:" not in text
     line = render.summary_line(plan, lang="zh")
-    assert line.startswith(f"计划 {plan.checksum[:12]}：新建 2，修改 5，停用 1，删除 2")
+    assert line.startswith(f"计划 {plan.checksum[:12]}：新建 3，修改 6，停用 1，删除 3")
     assert "安全阈值拦截" in line
     # English stays as it was.
-    assert render.summary_line(plan).startswith(f"Plan {plan.checksum[:12]}: 2 to create")
+    assert render.summary_line(plan).startswith(f"Plan {plan.checksum[:12]}: 3 to create")
     assert "made 2026-11-29 09:30:00+00:00" in render.render_text(plan)

@@ -20,6 +20,7 @@ from syncengine.plan import (
     BlockedReason,
     Conflict,
     ConflictKind,
+    GroupRecord,
     LinkRecord,
     PasswordPolicy,
     Plan,
@@ -117,6 +118,27 @@ def every_kind_plan(*, blocked: bool = True, evil_name: str = "孙七") -> Plan:
     )
     unlink = act(ActionKind.UNLINK, "gone@example.com", employee_id="E0008")
     drop = act(ActionKind.DELETE_DEPARTMENT, "旧部门", depends_on=(delete.key,))
+    group = act(
+        ActionKind.CREATE_GROUP,
+        "dept-103@example.com",
+        depends_on=(create.key,),
+        changes={"members": ((), ("sunqi@example.com",)), "name": (None, evil_name)},
+        group=GroupRecord("dept:103", "dept-103@example.com", evil_name, ("sunqi@example.com",)),
+        reason="department 研发中心/数据部 has 1 member(s) and no group yet",
+    )
+    regroup = act(
+        ActionKind.UPDATE_GROUP,
+        "dept-101@example.com",
+        changes={"added": ((), ("lisi@example.com",)), "removed": (("zhouba@example.com",), ())},
+        group=GroupRecord("dept:101", "dept-101@example.com", "平台部", ("lisi@example.com",),
+                          add=("lisi@example.com",), remove=("zhouba@example.com",)),
+    )  # fmt: skip
+    ungroup = act(
+        ActionKind.DELETE_GROUP,
+        "dept-9@example.com",
+        changes={"members": (("keeper@example.com",), ())},
+        group=GroupRecord("dept:9", "dept-9@example.com", "旧部门", ()),
+    )
     reasons = (
         [
             BlockedReason(
@@ -146,6 +168,9 @@ def every_kind_plan(*, blocked: bool = True, evil_name: str = "孙七") -> Plan:
             delete,
             unlink,
             drop,
+            group,
+            regroup,
+            ungroup,
         ],
         conflicts=[
             Conflict(
@@ -183,12 +208,15 @@ def test_text_groups_blocked_first_then_sections_then_totals() -> None:
         "Mailboxes to disable (1)",
         "Mailboxes to delete (1)",
         "Departments to delete (1)",
+        "Mail groups to create (1)",
+        "Mail groups to change (1)",
+        "Mail groups to delete (1)",
         "Identity links to record (no Exmail change) (2)",
         "Conflicts (1)",
         "Unmanaged mailboxes (1)",
         "Protected accounts (1)",
         "Quarantined employees (1)",
-        "Plan: 2 to create, 5 to change, 1 to disable, 2 to delete, 2 link records.",
+        "Plan: 3 to create, 6 to change, 1 to disable, 3 to delete, 2 link records.",
         "This plan is blocked: after review pass --allow-removals 2, or --force.",
     ]
     positions = [text.index(h) for h in headings]
@@ -255,19 +283,19 @@ def test_summary_line_and_totals() -> None:
     plan = every_kind_plan()
     t = render.totals(plan)
     assert t == {
-        "to create": 2,
-        "to change": 5,
+        "to create": 3,
+        "to change": 6,
         "to disable": 1,
-        "to delete": 2,
+        "to delete": 3,
         "links": 2,
-        "actions": 12,
+        "actions": 15,
         "conflicts": 1,
         "unmanaged": 1,
         "protected": 1,
         "quarantined": 1,
     }
     line = render.summary_line(plan)
-    assert line.startswith(f"Plan {plan.checksum[:12]}: 2 to create, 5 to change")
+    assert line.startswith(f"Plan {plan.checksum[:12]}: 3 to create, 6 to change")
     assert line.endswith("BLOCKED by 1 brake (after review pass --allow-removals 2, or --force)")
     assert "1 brake released" in render.summary_line(plan, Release(force=True))
 
@@ -343,7 +371,7 @@ def test_html_is_self_contained_with_blocked_reasons_first() -> None:
     # One table per kind group, one row per action plus the header row.
     grouped = {s.key: sum(plan.count(k) for k in s.kinds) for s in render.SECTIONS}
     assert parsed.rows == {k: n + 1 for k, n in grouped.items() if n}
-    assert '<td class="count" data-key="to create">2</td>' in page
+    assert '<td class="count" data-key="to create">3</td>' in page
 
 
 def test_html_without_brakes_or_changes() -> None:

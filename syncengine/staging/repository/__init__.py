@@ -13,7 +13,7 @@ executemany in chunks, and snapshot comparisons are done in SQL.
 The code is split by aggregate, one module each, over one core (engine, transaction, clock):
 ``runs`` (runs and run locks), ``snapshots``, ``links``, ``plans`` (plans and action
 checkpoints), ``audit``, ``events`` (hook events, watch cursors and used signatures),
-``leases`` (which ``serve`` worker does the work now).
+``groups`` (owned mail groups), ``leases`` (which ``serve`` worker does the work now).
 :class:`Repository` is their union: a use case that spans aggregates (an apply writes
 checkpoints, audit rows and links) holds one object and one connection pool.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from syncengine.staging.repository.audit import AuditRepository
 from syncengine.staging.repository.events import EventsRepository
+from syncengine.staging.repository.groups import GroupsRepository
 from syncengine.staging.repository.leases import LeasesRepository, LeaseTaken
 from syncengine.staging.repository.links import LinksRepository
 from syncengine.staging.repository.plans import PlansRepository
@@ -59,6 +60,7 @@ class Repository(
     PlansRepository,
     AuditRepository,
     EventsRepository,
+    GroupsRepository,
     LeasesRepository,
 ):
     """All reads and writes of the staging database, one transaction per call."""
