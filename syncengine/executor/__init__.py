@@ -37,8 +37,9 @@ What it guarantees, and why each piece is there:
   line, an exception message or the result.
 * **Audit.** One :class:`AuditRecord` per API call (the attempt: call, result, errcode and text,
   duration) and one per action outcome (diffs old → new, attempts, total duration). The
-  attempt rows of an action are handed to the sink together with its outcome row, just before
-  the outcome checkpoint, so each finished action appears exactly once as done or failed.
+  attempt rows of an action are handed to the sink together with its outcome row and written
+  in one transaction with the outcome checkpoint and the action's identity-link change, so
+  each finished action appears exactly once as done or failed, with its link or without.
 * **Guard.** When a ``guard`` is given (:mod:`syncengine.guard`, the current policy), each
   action is re-checked right before its first call; one it forbids makes no call, gets one
   ``refused`` audit row and fails (so its dependants are skipped).
@@ -59,6 +60,7 @@ from syncengine.executor.model import (
     ExecutionResult,
     ExecutionSink,
     ExecutorSettings,
+    LinkChange,
     NoPasswordDelivery,
     PasswordDelivery,
     PasswordSink,
@@ -84,6 +86,7 @@ __all__ = [
     "ExecutionSink",
     "Executor",
     "ExecutorSettings",
+    "LinkChange",
     "NoPasswordDelivery",
     "PasswordDelivery",
     "PasswordSink",

@@ -7,7 +7,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from syncengine.callpolicy import CallPolicy, action_scope
 from syncengine.domain import Mailbox, normalise_path
@@ -29,6 +28,7 @@ from syncengine.executor.model import (
     ExecutionResult,
     ExecutionSink,
     ExecutorSettings,
+    LinkChange,
     Mismatch,
     NoPasswordDelivery,
     PasswordSink,
@@ -172,50 +172,91 @@ class Executor:
             if cause is not None:
                 skip(a, cause)
 
-        interrupted = False
+        # The workers schedule themselves: each takes the next ready action, runs it, records
+        # its outcome and what became ready, under one lock, and goes on; nobody hands work
+        # over (no thread wakes another per action unless it waits for a dependency).
+        cond = threading.Condition()
+        running = 0
         error: BaseException | None = None
-        with ThreadPoolExecutor(
-            max_workers=self.settings.concurrency, thread_name_prefix="apply"
-        ) as pool:
-            running: dict[Future[ActionOutcome], Action] = {}
-            while ready or running:
-                while (
-                    ready
-                    and len(running) < self.settings.concurrency
-                    and error is None
-                    and not self._stop.is_set()
-                ):
+        halt = False  # the caller's thread was interrupted (Ctrl-C): start nothing more
+
+        def take() -> tuple[Action, bool] | None:
+            """The next action to run (marked running), or None when this worker is done."""
+            nonlocal running
+            while True:
+                if error is not None or halt or self._stop.is_set():
+                    return None
+                if ready:
                     a = ready.popleft()
                     if status[a.key] in FINAL:
                         continue  # skipped since it became ready
                     resuming = status[a.key] is Status.RUNNING
                     status[a.key] = Status.RUNNING
-                    running[pool.submit(self._execute, a, resuming)] = a
-                if not running:
-                    interrupted = bool(ready)
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    a = running.pop(fut)
-                    try:
-                        outcome = fut.result()
-                    except BaseException as exc:  # the sink failed: stop starting new work
+                    running += 1
+                    return a, resuming
+                if running == 0:
+                    return None
+                cond.wait()  # for what the running actions make ready
+
+        def settle(a: Action, outcome: ActionOutcome) -> None:
+            outcomes.append(outcome)
+            status[a.key] = outcome.status
+            tick()
+            if outcome.status is Status.DONE:
+                for child in dependants.get(a.key, ()):
+                    if child in waiting and status[child] is not Status.SKIPPED:
+                        waiting[child] -= 1
+                        if waiting[child] == 0:
+                            ready.append(by_key[child])
+            else:
+                for child in dependants.get(a.key, ()):
+                    if child in by_key:
+                        skip(by_key[child], a.key)
+
+        def work() -> None:
+            nonlocal running, error
+            while True:
+                with cond:
+                    got = take()
+                    if got is None:
+                        cond.notify_all()  # the others may be done too, or must stop
+                        return
+                a, resuming = got
+                try:
+                    outcome = self._execute(a, resuming)
+                except BaseException as exc:  # the sink failed: stop starting new work
+                    with cond:
+                        running -= 1
                         if error is None:
                             error = exc
-                        continue
-                    outcomes.append(outcome)
-                    status[a.key] = outcome.status
-                    tick()
-                    if outcome.status is Status.DONE:
-                        for child in dependants.get(a.key, ()):
-                            if child in waiting and status[child] is not Status.SKIPPED:
-                                waiting[child] -= 1
-                                if waiting[child] == 0:
-                                    ready.append(by_key[child])
-                    else:
-                        for child in dependants.get(a.key, ()):
-                            if child in by_key:
-                                skip(by_key[child], a.key)
+                        cond.notify_all()
+                    return
+                with cond:
+                    running -= 1
+                    before = len(ready)
+                    settle(a, outcome)
+                    if len(ready) > before:
+                        cond.notify(len(ready) - before)
+                    elif not ready and running == 0:
+                        cond.notify_all()
+
+        workers = [
+            threading.Thread(target=work, name=f"apply-{i}", daemon=True)
+            for i in range(max(1, min(self.settings.concurrency, len(todo))))
+        ]
+        for t in workers:
+            t.start()
+        try:
+            for t in workers:
+                t.join()
+        except BaseException:
+            with cond:
+                halt = True
+                cond.notify_all()
+            for t in workers:
+                t.join()
+            raise
+        interrupted = bool(ready) and (error is not None or self._stop.is_set())
         if error is not None:
             raise error
         if self._stop.is_set() and any(s not in FINAL for s in status.values()):
@@ -267,9 +308,9 @@ class Executor:
         if status is Status.DONE and action.kind is ActionKind.CREATE_DEPARTMENT:
             with self._created_lock:
                 self._created_departments.add(normalise_path(action.target))
-        if status is Status.DONE:
+        if status is Status.DONE and action.group is not None:
             try:
-                self._after_success(action)
+                self._store_group(action)
             except SyncEngineError as exc:
                 status = Status.FAILED
                 detail = (
@@ -277,25 +318,19 @@ class Executor:
                     f"owned group failed: {exc}"
                 )
         run.password = None  # forget it as soon as possible
-        elapsed = int((self._clock() - started) * 1000)
-        last = run.records[-1] if run.records else None
-        run.records.append(
-            AuditRecord(
-                action_key=action.key,
-                kind=action.kind.value,
-                target=action.target,
-                employee_id=action.employee_id,
-                email=action_email(action),
-                result=status.value,
-                attempts=run.calls,
-                errcode=last.errcode if status is Status.FAILED and last else None,
-                errmsg=detail or None,
-                duration_ms=elapsed,
-                diffs=action_diffs(action),
+        link = self._link_change(action) if status is Status.DONE else None
+        try:
+            elapsed = self._record_outcome(run, status, detail, started, link)
+        except SyncEngineError as exc:
+            if link is None:
+                raise
+            # Nothing of it was written (one transaction): the action fails, saying why.
+            status = Status.FAILED
+            detail = (
+                "the change was made in Exmail, but storing the identity link or owned group "
+                f"failed: {exc}"
             )
-        )
-        self.sink.audit(run.records)
-        self.sink.finish_action(action, status, detail if status is Status.FAILED else None)
+            elapsed = self._record_outcome(run, status, detail, started, None)
         return ActionOutcome(
             action.key,
             action.kind.value,
@@ -307,6 +342,33 @@ class Executor:
             run.calls,
             elapsed,
         )
+
+    def _record_outcome(
+        self, run: ActionRun, status: Status, detail: str, started: float, link: LinkChange | None
+    ) -> int:
+        """The action's attempt rows, its outcome row, its checkpoint and its link change,
+        handed to the sink as one write; the action's duration in ms."""
+        action = run.action
+        elapsed = int((self._clock() - started) * 1000)
+        last = next((r for r in reversed(run.records) if r.call is not None), None)
+        outcome = AuditRecord(
+            action_key=action.key,
+            kind=action.kind.value,
+            target=action.target,
+            employee_id=action.employee_id,
+            email=action_email(action),
+            result=status.value,
+            attempts=run.calls,
+            errcode=last.errcode if status is Status.FAILED and last else None,
+            errmsg=detail or None,
+            duration_ms=elapsed,
+            diffs=action_diffs(action),
+        )
+        self.sink.audit([*run.records, outcome])
+        self.sink.finish_action(
+            action, status, detail if status is Status.FAILED else None, link=link
+        )
+        return elapsed
 
     def _refuse(self, action: Action, reason: str, attempts: int) -> ActionOutcome:
         """The guard forbids the action: no call, one ``refused`` audit row, failed."""
@@ -477,20 +539,25 @@ class Executor:
     def _live(self, run: ActionRun, email: str) -> Mailbox | None:
         return self._call(run, "get_user", lambda: self.provider.get_user(email))
 
-    def _after_success(self, action: Action) -> None:
-        """The identity-link (or owned-group) bookkeeping the action's kind asks for."""
+    def _store_group(self, action: Action) -> None:
+        """The owned-group ledger row a done group action asks for (committed on return)."""
+        assert action.group is not None
+        if action.kind is ActionKind.DELETE_GROUP:
+            self.sink.remove_group(action.group.address)
+        else:
+            self.sink.store_group(action.group)
+
+    @staticmethod
+    def _link_change(action: Action) -> LinkChange | None:
+        """The identity-link bookkeeping a done action of this kind asks for (written with
+        its outcome); a group action has none (its ledger row is written before)."""
         if action.group is not None:
-            if action.kind is ActionKind.DELETE_GROUP:
-                self.sink.remove_group(action.group.address)
-            else:
-                self.sink.store_group(action.group)
-            return
+            return None
         if action.kind in (ActionKind.DELETE_USER, ActionKind.UNLINK):
-            if action.employee_id:
-                self.sink.remove_link(action.employee_id)
-            return
+            return LinkChange(remove=action.employee_id) if action.employee_id else None
         if action.link is not None:
-            self.sink.store_link(action.link)
+            return LinkChange(store=action.link)
+        return None
 
     def _departments_from_state(self, path: str) -> bool:
         wanted = normalise_path(path)

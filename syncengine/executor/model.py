@@ -159,12 +159,21 @@ class ExecutionSink(Protocol):
         times the action has been started, this time included."""
         ...
 
-    def finish_action(self, action: Action, status: Status, error: str | None) -> None:
-        """``running → done / failed``, or ``pending/running → skipped``."""
+    def finish_action(
+        self,
+        action: Action,
+        status: Status,
+        error: str | None,
+        *,
+        link: LinkChange | None = None,
+    ) -> None:
+        """``running → done / failed``, or ``pending/running → skipped``, in one transaction
+        with the audit rows handed over for the action and the ``link`` change (a done action's
+        identity-link bookkeeping): all of it or none."""
         ...
 
     def audit(self, records: Sequence[AuditRecord]) -> None:
-        """Append audit rows (one transaction)."""
+        """Audit rows of one action: durable with its outcome checkpoint, at the latest."""
         ...
 
     def already_audited_done(self, action: Action) -> bool:
@@ -172,17 +181,20 @@ class ExecutionSink(Protocol):
         between writing it and the ``done`` checkpoint must not audit the action twice."""
         ...
 
-    def store_link(self, link: LinkRecord) -> None:
-        """Upsert the employee's link (``first_seen`` kept when it exists)."""
-        ...
-
-    def remove_link(self, employee_id: str) -> None: ...
-
     def store_group(self, group: GroupRecord) -> None:
         """Record an owned mail group as the action left it (the ledger row)."""
         ...
 
     def remove_group(self, address: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class LinkChange:
+    """What a done action changes in the identity links: ``store`` an employee's link (upsert,
+    ``first_seen`` kept when it exists) or ``remove`` one (by employee id)."""
+
+    store: LinkRecord | None = None
+    remove: str | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from syncengine.errors import (
 from syncengine.executor import (
     AuditRecord,
     Executor,
+    LinkChange,
     NoPasswordDelivery,
     PasswordSink,
 )
@@ -40,6 +40,7 @@ from syncengine.service.planning import PlanResult, make_plan, save_plan
 from syncengine.staging.repository import (
     AuditEntry,
     GroupWriter,
+    Merged,
     PlanRecord,
     Repository,
 )
@@ -147,12 +148,12 @@ class StagingSink:
     checkpoints on ``plan_actions``, rows in ``audit_log``, links in ``identity_links``.
 
     Every write goes through one :class:`~syncengine.staging.repository.GroupWriter` (group
-    commit: the writes the action threads make at the same moment share one transaction).
-    ``start_action``, ``store_link``, ``remove_link`` and ``finish_action`` return once their
-    row is committed, so the intent is on disk before the call and the outcome after it.
-    ``audit`` only queues its rows: they are committed in the same transaction as the
-    action's final checkpoint or an earlier one, and ``finish_action`` raises (writing no
-    checkpoint) when they failed. Call :meth:`close` at the end of the run."""
+    commit: the writes the action threads make at the same moment share one transaction, and
+    the checkpoints, links and outcomes among them are each one ``executemany``).
+    ``start_action`` and ``finish_action`` return once their row is committed, so the intent
+    is on disk before the call and the outcome after it. ``audit`` only keeps its rows: they
+    are written in the same transaction as the action's final checkpoint and its identity-link
+    change (all or nothing). Call :meth:`close` at the end of the run."""
 
     def __init__(
         self, repo: Repository, plan_id: int, seqs: dict[str, int], run_id: int, actor: str
@@ -165,42 +166,70 @@ class StagingSink:
         self._done_rows: set[str] | None = None
         self._links: dict[str, datetime] | None = None
         self._lock = threading.Lock()
-        self._queued: dict[str, list[Future[int]]] = {}  # audit rows not yet waited for
+        self._rows: dict[str, list[AuditEntry]] = {}  # audit rows waiting for their outcome
         self.writer = GroupWriter(repo)
+        self._starts: Merged[tuple[int, bool], int] = Merged("starting actions", self._start)
+        self._finishes: Merged[_Finish, None] = Merged("finishing actions", self._finish)
 
     def close(self) -> None:
-        """Commit whatever is still queued and stop the writer thread."""
-        self.writer.close()
+        """Commit whatever is still kept or queued and stop the writer thread."""
+        with self._lock:
+            left = [e for rows in self._rows.values() for e in rows]
+            self._rows.clear()
+        try:
+            if left:  # rows of an action that never got its outcome (the run failed)
+                self.writer.call(lambda: self.repo.append_audit_many(left))
+        finally:
+            self.writer.close()
+
+    # --- the merged writes (run on the writer thread, inside its transaction) ------------
+
+    def _start(self, items: list[tuple[int, bool]]) -> list[int]:
+        attempts: dict[int, int] = {}
+        for resuming in (False, True):
+            seqs = [seq for seq, r in items if r is resuming]
+            if seqs:
+                for rec in self.repo.start_actions(self.plan_id, seqs, resuming=resuming):
+                    attempts[rec.seq] = rec.attempts
+        return [attempts[seq] for seq, _ in items]
+
+    def _finish(self, items: list[_Finish]) -> list[None]:
+        """Links removed, links saved, audit rows, checkpoints: one statement each."""
+        self.repo.delete_links([i.remove for i in items if i.remove is not None])
+        links = [i.store for i in items if i.store is not None]
+        if links:
+            self.repo.save_links(links)
+        rows = [e for item in items for e in item.rows]
+        if rows:
+            self.repo.append_audit_many(rows)
+        self.repo.finish_actions(self.plan_id, [(i.seq, i.status, i.error) for i in items])
+        return [None] * len(items)
+
+    # --- the sink -----------------------------------------------------------------------
 
     def start_action(self, action: Action, *, resuming: bool) -> int:
-        seq = self.seqs[action.key]
-        started = self.writer.call(
-            lambda: self.repo.start_action(self.plan_id, seq, resuming=resuming)
-        )
-        return started.attempts
+        return self.writer.call_merged(self._starts, (self.seqs[action.key], resuming))
 
-    def finish_action(self, action: Action, status: ExecStatus, error: str | None) -> None:
+    def finish_action(
+        self,
+        action: Action,
+        status: ExecStatus,
+        error: str | None,
+        *,
+        link: LinkChange | None = None,
+    ) -> None:
         with self._lock:
-            rows = self._queued.pop(action.key, [])
-        seq = self.seqs[action.key]
-
-        def finish() -> None:
-            for fut in rows:  # queued earlier, so already resolved when this runs alone
-                if fut.done() and fut.exception() is not None:
-                    raise StagingError(
-                        f"{action.key}: its audit rows were not written, so its checkpoint "
-                        f"stays as it was: {fut.exception()}"
-                    )
-            self.repo.finish_action(self.plan_id, seq, status.value, error)
-
-        done = self.writer.submit(finish)
-        for fut in rows:
-            fut.result()
-        done.result()
+            rows = tuple(self._rows.pop(action.key, ()))
+        store = self._identity_link(link.store) if link and link.store else None
+        remove = link.remove if link else None
+        finish = _Finish(self.seqs[action.key], status.value, error, rows, store, remove)
+        self.writer.call_merged(self._finishes, finish)
+        if remove is not None:
+            with self._lock:
+                if self._links is not None:
+                    self._links.pop(remove, None)
 
     def audit(self, records: Sequence[AuditRecord]) -> None:
-        if not records:
-            return
         entries = [
             AuditEntry(
                 result=r.result,
@@ -222,9 +251,9 @@ class StagingSink:
             )
             for r in records
         ]
-        fut = self.writer.submit(lambda: self.repo.append_audit_many(entries))
         with self._lock:
-            self._queued.setdefault(records[0].action_key, []).append(fut)
+            for entry in entries:
+                self._rows.setdefault(entry.action_key or "", []).append(entry)
 
     def already_audited_done(self, action: Action) -> bool:
         with self._lock:
@@ -235,26 +264,6 @@ class StagingSink:
                     if e.action_key and e.call is None and e.result == ExecStatus.DONE.value
                 }
             return action.key in self._done_rows
-
-    def store_link(self, link: LinkRecord) -> None:
-        with self._lock:  # the links as the run started (the run lock keeps others out)
-            if self._links is None:
-                self._links = {k: v.first_seen for k, v in self.repo.load_links().items()}
-            first_seen = self._links.setdefault(link.employee_id, self.repo.now())
-        stored = IdentityLink(
-            employee_id=link.employee_id,
-            email=normalise_email(link.email),
-            first_seen=first_seen,
-            disabled_since=link.disabled_since,
-            generated=link.generated,
-        )
-        self.writer.call(lambda: self.repo.save_links([stored]))
-
-    def remove_link(self, employee_id: str) -> None:
-        self.writer.call(lambda: self.repo.delete_link(employee_id))
-        with self._lock:
-            if self._links is not None:
-                self._links.pop(employee_id, None)
 
     def store_group(self, group: GroupRecord) -> None:
         owned = OwnedGroup(
@@ -270,6 +279,31 @@ class StagingSink:
 
     def remove_group(self, address: str) -> None:
         self.writer.call(lambda: self.repo.delete_group(normalise_email(address)))
+
+    def _identity_link(self, link: LinkRecord) -> IdentityLink:
+        with self._lock:  # the links as the run started (the run lock keeps others out)
+            if self._links is None:
+                self._links = {k: v.first_seen for k, v in self.repo.load_links().items()}
+            first_seen = self._links.setdefault(link.employee_id, self.repo.now())
+        return IdentityLink(
+            employee_id=link.employee_id,
+            email=normalise_email(link.email),
+            first_seen=first_seen,
+            disabled_since=link.disabled_since,
+            generated=link.generated,
+        )
+
+
+@dataclass(frozen=True)
+class _Finish:
+    """One action's outcome checkpoint with the audit rows written alongside it."""
+
+    seq: int
+    status: str
+    error: str | None
+    rows: tuple[AuditEntry, ...]
+    store: IdentityLink | None = None
+    remove: str | None = None
 
 
 def password_file_path(config: Config) -> Path:

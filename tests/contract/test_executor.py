@@ -61,6 +61,7 @@ class Bench:
             sleep: Callable[[float], None] | None = None,
             provider: MailboxProvider | None = None,
             progress: Callable[[int, int], None] | None = None,
+            stop: threading.Event | None = None,
             ) -> tuple[ExecutionResult, int]:  # fmt: skip
         rows, seqs = service.checkpoint_rows(plan)
         record = self.repo.save_plan(checksum=plan.checksum, document=plan.to_json(),
@@ -74,7 +75,7 @@ class Bench:
         executor = Executor(prov, sink, settings=settings, sleep=sleep or (lambda s: None),
                             passwords=FilePasswordDelivery(self.tmp / "pw.jsonl"),
                             department_exists=self.provider.department_exists,
-                            progress=progress)  # fmt: skip
+                            progress=progress, stop=stop)  # fmt: skip
         return executor.run(plan, statuses), record.id
 
     def status(self, plan_id: int) -> dict[str, str]:
@@ -264,3 +265,46 @@ def test_killed_after_its_outcome_row_is_not_audited_twice(bench: Bench) -> None
     assert bench.emu.calls(mark) == []
     outcome_rows = [r for r in bench.repo.query_audit(plan_id=plan_id) if r.call is None]
     assert [r.result for r in outcome_rows] == ["done"]
+
+
+def test_a_link_that_cannot_be_stored_fails_only_its_action(bench: Bench) -> None:
+    """The outcome, its audit rows and the link are one write: a link refused (the address is
+    another employee's) leaves the action failed with one failed outcome row and no done
+    checkpoint, while the actions written alongside it keep theirs."""
+    bench.repo.save_links([IdentityLink("OTHER", "u2@example.com", T0)])
+    users = [new_user(f"u{i}@example.com", f"N{i}", f"{i}号") for i in (1, 2, 3)]
+    result, plan_id = bench.run(plan_of(users))
+    assert bench.status(plan_id) == {
+        users[0].key: "done", users[1].key: "failed", users[2].key: "done"
+    }  # fmt: skip
+    (failure,) = result.failures
+    assert (
+        "was made in Exmail, but storing the identity link or owned group failed" in failure.detail
+    )
+    assert "linked to two employees" in failure.detail
+    outcomes = [r for r in bench.repo.query_audit(plan_id=plan_id) if r.call is None]
+    assert sorted((r.action_key, r.result) for r in outcomes) == sorted(
+        bench.status(plan_id).items()
+    )
+    links = {k: v.email for k, v in bench.repo.load_links().items()}
+    assert links == {"OTHER": "u2@example.com", "N1": "u1@example.com", "N3": "u3@example.com"}
+
+
+def test_a_stop_lets_running_actions_finish_and_starts_nothing_more(bench: Bench) -> None:
+    users = [new_user(f"s{i}@example.com", f"S{i}", f"停{i}") for i in range(12)]
+    stop = threading.Event()
+    settings = ExecutorSettings(concurrency=3, max_attempts=2, backoff_initial=0.01,
+                                backoff_max=0.05, jitter=0.01)  # fmt: skip
+    result, plan_id = bench.run(
+        plan_of(users), settings, progress=lambda d, t: stop.set(), stop=stop
+    )
+    assert result.interrupted
+    states = bench.status(plan_id)
+    done = sorted(k for k, v in states.items() if v == "done")
+    # The action whose outcome set the stop, plus those already running then (at most 2).
+    assert 1 <= len(done) <= 3
+    assert set(states.values()) == {"done", "pending"}  # none left running, none failed
+    assert sorted(o.key for o in result.outcomes) == done
+    made = {u["userid"] for u in bench.emu.state()["users"]}
+    assert {k.split(":", 1)[1] for k in done} <= made
+    assert len(made & {u.target for u in users}) == len(done)  # nothing started after it

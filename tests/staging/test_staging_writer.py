@@ -13,7 +13,7 @@ import pytest
 from syncengine.domain import IdentityLink
 from syncengine.errors import StagingError
 from syncengine.staging import db as staging_db
-from syncengine.staging.repository import GroupWriter, NewAction, Repository
+from syncengine.staging.repository import GroupWriter, Merged, NewAction, Repository
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -106,3 +106,70 @@ def test_an_idle_writer_gives_its_connection_back(staging_repo: Repository) -> N
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
     assert writer.call(lambda: staging_repo.delete_link("E1")) is True  # it starts again
     writer.close()
+
+
+def test_merged_writes_queued_together_run_as_one_call(staging_repo: Repository) -> None:
+    repo = staging_repo
+    calls: list[list[str]] = []
+
+    def save_many(eids: list[str]) -> list[int]:
+        calls.append(list(eids))
+        repo.save_links([link(e, f"{e.lower()}@example.com") for e in eids])
+        return [len(e) for e in eids]
+
+    kind: Merged[str, int] = Merged("saving links", save_many)
+    with GroupWriter(repo) as writer:
+        release = held(writer)
+        futures = [writer.submit_merged(kind, f"E{i}") for i in range(20)]
+        release.set()
+        assert [f.result(30) for f in futures] == [len(f"E{i}") for i in range(20)]
+        assert writer.call_merged(kind, "LATE") == 4
+    assert calls == [[f"E{i}" for i in range(20)], ["LATE"]]
+    assert len(repo.load_links()) == 21
+
+
+def test_a_bad_merged_write_fails_only_its_caller(staging_repo: Repository) -> None:
+    """One refused link makes the merged call fail: the batch is rolled back and each write
+    runs again alone, so only its caller gets the error."""
+    repo = staging_repo
+    repo.save_links([link("E0", "taken@example.com")])
+    kind: Merged[IdentityLink, None] = Merged(
+        "saving links", lambda links: [repo.save_links(links) and None for _ in links]
+    )
+    with GroupWriter(repo) as writer:
+        release = held(writer)
+        ok1 = writer.submit_merged(kind, link("E1", "a@example.com"))
+        bad = writer.submit_merged(kind, link("E2", "taken@example.com"))
+        ok2 = writer.submit_merged(kind, link("E3", "c@example.com"))
+        release.set()
+        assert ok1.result(30) is None and ok2.result(30) is None
+        with pytest.raises(StagingError, match="linked to two employees"):
+            bad.result(30)
+    assert {k: v.email for k, v in repo.load_links().items()} == {
+        "E0": "taken@example.com", "E1": "a@example.com", "E3": "c@example.com"
+    }  # fmt: skip
+
+
+def test_many_checkpoints_at_once_change_all_or_none(staging_repo: Repository) -> None:
+    repo = staging_repo
+    plan = repo.save_plan(
+        checksum="d" * 64,
+        document="{}",
+        actions=[NewAction(seq=i, action_key=f"create_user:u{i}@example.com",
+                           kind="create_user", target=f"u{i}@example.com")
+                 for i in range(1, 5)],
+    )  # fmt: skip
+    started = repo.start_actions(plan.id, [3, 1, 2])
+    assert [(a.seq, a.status, a.attempts) for a in started] == [
+        (3, "running", 1), (1, "running", 1), (2, "running", 1)
+    ]  # fmt: skip
+    with pytest.raises(StagingError, match="cannot become running"):
+        repo.start_actions(plan.id, [4, 1])  # 1 is running already: 4 stays pending too
+    repo.finish_actions(
+        plan.id, [(1, "done", None), (2, "failed", "refused"), (4, "skipped", None)]
+    )
+    with pytest.raises(StagingError, match="cannot become done"):
+        repo.finish_actions(plan.id, [(3, "done", None), (1, "done", None)])
+    states = {a.seq: (a.status, a.error) for a in repo.load_actions(plan.id)}
+    assert states == {1: ("done", None), 2: ("failed", "refused"), 3: ("running", None),
+                      4: ("skipped", None)}  # fmt: skip

@@ -50,7 +50,7 @@ from syncengine.staging.repository.records import (
 )
 from syncengine.staging.repository.runs import RunsRepository
 from syncengine.staging.repository.snapshots import SnapshotsRepository
-from syncengine.staging.repository.writer import GroupWriter
+from syncengine.staging.repository.writer import GroupWriter, Merged
 
 
 class Repository(
@@ -78,6 +78,7 @@ __all__ = [
     "HookEvent",
     "LeaseTaken",
     "LockInfo",
+    "Merged",
     "NewAction",
     "PlanRecord",
     "Repository",

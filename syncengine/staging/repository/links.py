@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 from sqlalchemy import (
     bindparam,
@@ -128,6 +128,14 @@ class LinksRepository(RepositoryCore):
                 hint="each mailbox address belongs to one employee; nothing was saved",
             ) from None
         return len(items)
+
+    def delete_links(self, employee_ids: Sequence[str]) -> None:
+        """Delete the links of these employees (absent ones are fine): one executemany."""
+        if not employee_ids:
+            return
+        with self._tx("deleting identity links") as conn:
+            for chunk in chunks(list(employee_ids), self._batch):
+                conn.execute(_DELETE_BY_EMPLOYEE, [{"w_eid": eid} for eid in chunk])
 
     def delete_link(self, employee_id: str) -> bool:
         with self._tx("deleting an identity link") as conn:

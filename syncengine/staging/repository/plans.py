@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Update,
     bindparam,
     exists,
@@ -319,6 +320,87 @@ class PlansRepository(RepositoryCore):
             allowed,
             {"status": target.value, "error": error, "finished_at": self.now()},
         )
+
+    def start_actions(
+        self, plan_id: int, seqs: Sequence[int], *, resuming: bool = False
+    ) -> list[ActionRecord]:
+        """:meth:`start_action` for many actions in one statement (the group writer's batch);
+        the records in the order of ``seqs``. When one of them cannot start, nothing is
+        changed and the error names it."""
+        if len(seqs) <= 1 or len(set(seqs)) != len(seqs):
+            return [self.start_action(plan_id, seq, resuming=resuming) for seq in seqs]
+        allowed = (
+            (ActionStatus.PENDING, ActionStatus.RUNNING) if resuming else (ActionStatus.PENDING,)
+        )
+        now = self.now()
+        base: dict[str, Any] = {"w_plan": plan_id, "v_status": ActionStatus.RUNNING.value,
+                                "v_started": now}  # fmt: skip
+        base.update({f"w_from{i}": s.value for i, s in enumerate(allowed)})
+        statement = _transition_statement(tuple(s.value for s in allowed), True, False)
+        with self._tx("checkpointing actions") as conn:
+            self._update_many(conn, statement, [{**base, "w_seq": seq} for seq in seqs],
+                              plan_id, seqs, ActionStatus.RUNNING.value)  # fmt: skip
+            rows = conn.execute(
+                select(PlanAction.__table__).where(
+                    PlanAction.plan_id == plan_id, PlanAction.seq.in_(list(seqs))
+                )
+            ).mappings()
+            by_seq = {int(r["seq"]): self._action(r) for r in rows}
+        return [by_seq[seq] for seq in seqs]
+
+    def finish_actions(self, plan_id: int, outcomes: Sequence[tuple[int, str, str | None]]) -> None:
+        """:meth:`finish_action` for many ``(seq, status, error)`` at once: one statement per
+        final status. When one of them cannot finish, nothing is changed."""
+        seqs = [seq for seq, _status, _error in outcomes]
+        if len(outcomes) <= 1 or len(set(seqs)) != len(seqs):
+            for seq, status, error in outcomes:
+                self.finish_action(plan_id, seq, status, error)
+            return
+        now = self.now()
+        by_status: dict[str, list[tuple[int, str | None]]] = {}
+        for seq, status, error in outcomes:
+            by_status.setdefault(ActionStatus(status).value, []).append((seq, error))
+        with self._tx("checkpointing actions") as conn:
+            for status, items in by_status.items():
+                if status == ActionStatus.SKIPPED.value:
+                    allowed: tuple[str, ...] = (ActionStatus.PENDING.value,
+                                                ActionStatus.RUNNING.value)  # fmt: skip
+                elif status in (ActionStatus.DONE.value, ActionStatus.FAILED.value):
+                    allowed = (ActionStatus.RUNNING.value,)
+                else:
+                    raise StagingError(f"finish_action: {status!r} is not a final status")
+                base: dict[str, Any] = {"w_plan": plan_id, "v_status": status,
+                                        "v_finished": now}  # fmt: skip
+                base.update({f"w_from{i}": s for i, s in enumerate(allowed)})
+                params = [{**base, "w_seq": seq, "v_error": error} for seq, error in items]
+                self._update_many(conn, _transition_statement(allowed, False, True), params,
+                                  plan_id, [seq for seq, _ in items], status)  # fmt: skip
+
+    @staticmethod
+    def _update_many(
+        conn: Connection,
+        statement: Update,
+        params: list[dict[str, Any]],
+        plan_id: int,
+        seqs: Sequence[int],
+        status: str,
+    ) -> None:
+        """One checkpoint UPDATE as executemany; every row must change (else StagingError,
+        and the caller's transaction is rolled back: the single-row path then names it)."""
+        if not conn.dialect.supports_sane_multi_rowcount:
+            for one in params:
+                if conn.execute(statement, one).rowcount != 1:
+                    raise StagingError(
+                        f"plan {plan_id} action {one['w_seq']} cannot become {status}"
+                    )
+            return
+        changed = conn.execute(statement, params).rowcount
+        if changed != len(params):
+            raise StagingError(
+                f"plan {plan_id}: {len(params) - changed} of the actions "
+                f"{', '.join(map(str, seqs[:10]))} cannot become {status}",
+                hint="an action is never applied twice; plan again if it must be redone",
+            )
 
     def reset_actions(self, plan_id: int, statuses: Sequence[str] = ("failed", "skipped")) -> int:
         """Put failed/skipped actions back to pending so that a retry of the plan runs them."""

@@ -12,6 +12,13 @@ So "durable when it returns" still holds for a caller that waits (``call``): its
 committed before it goes on, exactly as with its own transaction. When a batch fails (an
 address linked twice, the database went away), it is rolled back and every write of it is
 run again alone in its own transaction, so each caller gets its own error and nobody else's.
+
+A write of a :class:`Merged` kind (``submit_merged``) goes further: every write of that kind
+in one batch is handed to the kind's ``run_many`` as one list, so a batch of 30 checkpoints is
+one ``executemany`` instead of 30 statements (the statement, not the row, is what costs on
+the writer thread). The merged writes run at the place of the first of them in the batch, so
+writes of different kinds queued without waiting for each other may run in another order
+than they were queued; a caller that needs an order waits (``call``) between its writes.
 """
 
 from __future__ import annotations
@@ -19,9 +26,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,9 +39,33 @@ from syncengine.staging.repository.core import RepositoryCore
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
 
 _WHAT = "writing checkpoints, audit rows and links"
-_Item = tuple[Callable[[], Any], "Future[Any]"]
+
+
+class Merged(Generic[A, R]):
+    """A kind of write whose calls queued together run as one: ``run_many`` gets their
+    arguments (queue order) and returns one result for each, in the same order."""
+
+    def __init__(self, name: str, run_many: Callable[[list[A]], Sequence[R]]) -> None:
+        self.name = name
+        self.run_many = run_many
+
+    def __repr__(self) -> str:
+        return f"Merged({self.name!r})"
+
+
+class _MergedCall:
+    __slots__ = ("arg", "kind")
+
+    def __init__(self, kind: Merged[Any, Any], arg: Any) -> None:
+        self.kind = kind
+        self.arg = arg
+
+
+_Item = tuple["Callable[[], Any] | _MergedCall", "Future[Any]"]
 
 
 class GroupWriter:
@@ -56,6 +87,21 @@ class GroupWriter:
     def submit(self, write: Callable[[], T]) -> Future[T]:
         """Queue ``write`` (it calls repository methods); the future resolves after commit."""
         fut: Future[T] = Future()
+        self._put(write, fut)
+        return fut
+
+    def submit_merged(self, kind: Merged[A, R], arg: A) -> Future[R]:
+        """Queue one write of ``kind``; those queued together run as one ``run_many`` call.
+        The future resolves, with this argument's result, after commit."""
+        fut: Future[R] = Future()
+        self._put(_MergedCall(kind, arg), fut)
+        return fut
+
+    def call_merged(self, kind: Merged[A, R], arg: A) -> R:
+        """:meth:`submit_merged`, committed before this returns."""
+        return self.submit_merged(kind, arg).result()
+
+    def _put(self, write: Callable[[], Any] | _MergedCall, fut: Future[Any]) -> None:
         with self._close_lock:
             if self._closed:
                 raise StagingError("the staging writer is closed; no more writes are taken")
@@ -65,7 +111,6 @@ class GroupWriter:
                     target=self._loop, name="staging-writer", daemon=True
                 )
                 self._thread.start()
-        return fut
 
     def call(self, write: Callable[[], T]) -> T:
         """``write``, committed (with whatever else was queued) before this returns."""
@@ -144,12 +189,47 @@ class GroupWriter:
                 batch.append(item)
             self._run(batch)
 
+    @staticmethod
+    def _write_all(batch: list[_Item]) -> list[Any]:
+        """Run a batch's writes (in the open transaction); one result per item. The writes
+        of one merged kind run together, where the first of them stands in the queue."""
+        results: list[Any] = [None] * len(batch)
+        steps: list[int | Merged[Any, Any]] = []
+        groups: dict[Merged[Any, Any], list[int]] = {}
+        for i, (write, _fut) in enumerate(batch):
+            if isinstance(write, _MergedCall):
+                if write.kind not in groups:
+                    groups[write.kind] = []
+                    steps.append(write.kind)
+                groups[write.kind].append(i)
+            else:
+                steps.append(i)
+        for step in steps:
+            if isinstance(step, int):
+                write = batch[step][0]
+                assert not isinstance(write, _MergedCall)
+                results[step] = write()
+                continue
+            where = groups[step]
+            args = []
+            for i in where:
+                call = batch[i][0]
+                assert isinstance(call, _MergedCall)
+                args.append(call.arg)
+            out = step.run_many(args)
+            if len(out) != len(args):
+                raise StagingError(
+                    f"{step.name}: {len(out)} result(s) for {len(args)} write(s)"
+                )  # a programming error, reported to every caller of the batch
+            for i, result in zip(where, out, strict=True):
+                results[i] = result
+        return results
+
     def _run(self, batch: list[_Item]) -> None:
         results: list[Any] = []
         try:
             with self._repo.joined(_WHAT, self._connection()):
-                for write, _fut in batch:
-                    results.append(write())
+                results = self._write_all(batch)
         except BaseException as exc:
             if len(batch) == 1:
                 batch[0][1].set_exception(exc)
@@ -157,10 +237,11 @@ class GroupWriter:
             log.debug("a batch of %d writes failed (%s); writing them one by one", len(batch),
                       exc)  # fmt: skip
             self._drop_connection()
-            for write, fut in batch:  # rolled back: each alone, each told its own outcome
+            for item in batch:  # rolled back: each alone, each told its own outcome
+                fut = item[1]
                 try:
                     with self._repo.joined(_WHAT, self._connection()):
-                        result = write()
+                        result = self._write_all([item])[0]
                 except BaseException as one:
                     fut.set_exception(one)
                     self._drop_connection()
