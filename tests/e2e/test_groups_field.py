@@ -17,6 +17,9 @@ from syncengine.staging import db as staging_db
 from syncengine.staging.repository import Repository
 from tests.e2e.test_apply_support import ApplyEnv, base_rows, people
 from tests.e2e.test_groups_dryrun import dry_then_real
+from tests.e2e.test_groups_resume import (
+    test_sigkill_during_group_creation_then_resume as kill_then_resume,
+)
 from tests.e2e.test_sync import run_json
 
 pytestmark = pytest.mark.timeout(150)
@@ -86,3 +89,18 @@ def test_a_value_whose_address_is_a_mailbox_is_a_conflict(
     assert "title 'zhaoliu'" in out["conflicts"][0]["message"]
     assert "zhaoliu@example.com" not in live(env)
     assert live(env)["gongchengshi@example.com"] == ["si.li@example.com"]
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_field_groups_survive_a_kill_and_resume(
+    api: str, tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    """The department groups' ``kill -9`` / ``apply --resume`` scenario, with groups from an
+    HR field instead (projects 项目0..项目5 and two titles: eight groups)."""
+    env = ApplyEnv(tmp_path, emulator_factory(api))
+    env.extra["mapping"] = {"labels": {"title": "position"}}
+    hires = [dict(r, position=f"项目{i % 6}") for i, r in enumerate(people(24))]
+    env.write(base_rows() + hires, apply={"concurrency": 3},
+              groups={**BY_TITLE, "keeper": "admin@example.com"})  # fmt: skip
+    kill_then_resume(env)
+    assert "role-xiangmu5@example.com" in live(env)
