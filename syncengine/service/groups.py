@@ -69,7 +69,7 @@ def add_groups(
 
     groups = run()
     new = sorted(a.target for a in groups.actions if a.kind is ActionKind.CREATE_GROUP)
-    wanted = _adoption_candidates(rules, groups)
+    wanted = _adoption_candidates(rules, groups, {g.address for g in owned})
     refused: list[Conflict] = []
     if new or wanted:
         kinds = engine.provider.check_addresses(sorted({*new, *wanted}))
@@ -87,15 +87,19 @@ def add_groups(
     return with_groups(plan, groups)
 
 
-def _adoption_candidates(rules: GroupRules, groups: GroupPlan) -> list[str]:
-    """The addresses of desired groups that are taken and that ``[groups]`` says to adopt."""
+def _adoption_candidates(rules: GroupRules, groups: GroupPlan, owned: set[str]) -> list[str]:
+    """The addresses of desired groups that are taken (not by a group the engine owns
+    already) and that ``[groups]`` says to adopt."""
     if not (rules.adopt or rules.adopt_existing):
         return []
     return sorted(
         {
             c.emails[0]
             for c in groups.conflicts
-            if c.kind is ConflictKind.GROUP_ADDRESS_TAKEN and c.emails and rules.adopts(c.emails[0])
+            if c.kind is ConflictKind.GROUP_ADDRESS_TAKEN
+            and c.emails
+            and c.emails[0] not in owned
+            and rules.adopts(c.emails[0])
         }
     )
 
