@@ -337,6 +337,7 @@ class Plan:
     checksum: str = ""
     schema_version: int = SCHEMA_VERSION
     signature: str = ""
+    tenant: str = ""  # the tenant (corp) it was made for, in a multi-tenant config
 
     # --- questions ---------------------------------------------------------------------------
 
@@ -533,6 +534,15 @@ def content_key(plan: Plan) -> str:
 def signature_for(checksum: str, key: bytes) -> str:
     """HMAC-SHA256 of the checksum under the engine's plan key (hex)."""
     return hmac.new(key, checksum.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def for_tenant(plan: Plan, tenant: str | None) -> Plan:
+    """The plan marked as made for ``tenant`` (its checksum covers the mark); unchanged for a
+    single-company config."""
+    if not tenant or plan.tenant == tenant:
+        return plan
+    marked = _replace(plan, tenant=tenant, signature="")
+    return _replace(marked, checksum=compute_checksum(marked))
 
 
 def signed(plan: Plan, key: bytes) -> Plan:
@@ -759,6 +769,8 @@ def action_from_dict(d: Mapping[str, Any]) -> Action:
 
 def _body_dict(plan: Plan) -> dict[str, Any]:
     body = _core_dict(plan)
+    if plan.tenant:  # in the checksum (and so the signature); absent for a single company
+        body["tenant"] = plan.tenant
     if plan.held:  # only when there is one: plans written before held existed keep their sum
         body["held"] = [
             {"email": h.email, "employee_id": h.employee_id, "reason": h.reason} for h in plan.held
@@ -806,6 +818,7 @@ def _plan_from_dict(d: Mapping[str, Any]) -> Plan:
         created_at=datetime.fromisoformat(d["created_at"]),
         config_fingerprint=str(d["config_fingerprint"]),
         state_fingerprint=str(d["state_fingerprint"]),
+        tenant=str(d.get("tenant") or ""),
         actions=tuple(action_from_dict(a) for a in d["actions"]),
         conflicts=tuple(
             Conflict(

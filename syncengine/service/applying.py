@@ -490,6 +490,15 @@ def apply_plan(
     are in the report (the CLI exits 4); they fail only their dependants.
     """
     enforcement.check_reviewed_checksum(plan, checksum)
+    tenant = engine.config.tenant or ""
+    if plan.tenant != tenant:
+        raise PlanError(
+            f"the plan was made for {_tenant_words(plan.tenant)}, this is {_tenant_words(tenant)}",
+            where=f"plan {plan.checksum[:12]}",
+            hint=f"apply it with --tenant {plan.tenant}"
+            if plan.tenant
+            else "make a new plan for this tenant: syncengine plan",
+        )
     if plan.config_fingerprint != engine.fingerprint:
         raise PlanError(
             f"the plan was made under another configuration (config fingerprint "
@@ -606,3 +615,7 @@ def _already_applied(repo: Repository, record: PlanRecord, plan: Plan) -> ApplyR
         calls=0,
         seconds=0.0,
     )
+
+
+def _tenant_words(tenant: str) -> str:
+    return f"tenant {tenant!r}" if tenant else "a single-company config"

@@ -39,7 +39,7 @@ from syncengine.hooks.review import with_review
 from syncengine.hooks.schedule import CronSchedule
 from syncengine.hooks.server import serve_limits, server_config
 from syncengine.hooks.worker import Scheduler, Worker
-from syncengine.plan import Plan, Release
+from syncengine.plan import Plan, Release, for_tenant
 from syncengine.planner import Desired
 from syncengine.service.applying import APPLY_LOCK, ApplyReport, apply_plan
 from syncengine.service.engine import Engine
@@ -426,6 +426,7 @@ class HookBackend:
         except FullReadNeeded as exc:
             log.info("hook batch reads the whole directory: %s", exc)
             plan, refused = self._plan_batch(base, overrides, targets, now, targeted=False)
+        plan = for_tenant(plan, engine.config.tenant)
         plan = signing.sign_plan(plan, signing.plan_key(engine.config))
         engine.remember_state(plan.state_fingerprint)
         bad: dict[str, tuple[str, bool]] = {e: (why, False) for e, why in refused.items()}

@@ -31,7 +31,7 @@ from syncengine.errors import (
 )
 from syncengine.freshness import SnapshotAge
 from syncengine.holds import from_snapshot_counts
-from syncengine.plan import Plan, Release
+from syncengine.plan import Plan, Release, for_tenant
 from syncengine.planner import Desired
 from syncengine.policy import (
     AppliedPlanRun,
@@ -520,6 +520,7 @@ def make_plan(
         if only is None:  # a targeted plan (--only) is about people, not groups
             plan = add_groups(engine, plan, desired, state, links, now)
         diff_seconds = time.perf_counter() - diff_started
+        plan = for_tenant(plan, engine.config.tenant)
         plan = signing.sign_plan(plan, signing.plan_key(engine.config))
         engine.remember_state(plan.state_fingerprint)
         record = save_plan(repo, plan, run.id)

@@ -221,11 +221,23 @@ def test_a_plan_of_one_tenant_is_refused_by_another(env: TenantsEnv) -> None:
     plan = env.root / "acme-plan.json"
     r = env.cli("--tenant", "acme", "plan", "--out", str(plan))
     assert r.exit_code in (0, 2, 3), r.output
+    assert json.loads(plan.read_text(encoding="utf-8"))["tenant"] == "acme"
     before = env.mailboxes("globex")
     r = env.cli("apply", str(plan), "--yes", "--tenant", "globex")
     assert r.exit_code == 1, r.output
-    assert "another configuration" in r.output
+    assert "the plan was made for tenant 'acme', this is tenant 'globex'" in r.output
     assert env.mailboxes("globex") == before
+
+
+def test_an_edited_tenant_in_a_plan_breaks_its_checksum(env: TenantsEnv) -> None:
+    assert env.cli("ingest", "--tenant", "acme").exit_code == 0
+    plan = env.root / "acme-plan.json"
+    r = env.cli("--tenant", "acme", "plan", "--out", str(plan))
+    assert r.exit_code in (0, 2, 3), r.output
+    plan.write_text(plan.read_text(encoding="utf-8").replace('"acme"', '"globex"'), "utf-8")
+    r = env.cli("apply", str(plan), "--yes", "--tenant", "globex")
+    assert r.exit_code == 1, r.output
+    assert "checksum" in r.output
 
 
 # --- serve for every tenant on one port --------------------------------------------------------
