@@ -252,6 +252,7 @@ def run_once(label: str, exe: Path, args: argparse.Namespace) -> tuple[Result, R
         db = root / "staging.db"
 
         # 1. The burst: every pusher as fast as it can.
+        httpx.post(emu + "/_emulator/calls/clear", timeout=30)
         posted: dict[str, float] = {}
         statuses: list[int] = []
 
@@ -270,6 +271,12 @@ def run_once(label: str, exe: Path, args: argparse.Namespace) -> tuple[Result, R
         post_seconds = time.perf_counter() - started
         burst = phase(f"{label}/burst", db, posted, statuses, post_seconds, started,
                       args.timeout, 0, 0)  # fmt: skip
+        counts = httpx.get(emu + "/_emulator/calls", timeout=120).json()["counts"]
+        print(
+            f"  {label}/burst Exmail calls until settled: {sum(counts.values()):,} "
+            f"({', '.join(f'{k} {v:,}' for k, v in sorted(counts.items()))})",
+            flush=True,
+        )
         final = final_positions(emu)
         wrong = sum(1 for u in members if final.get(u["userid"].lower()) != f"v{versions - 1}")
         burst = dataclasses.replace(burst, lost=burst.lost + wrong)
