@@ -467,12 +467,12 @@ def make_plan(
     """A validated plan with its summary counts and checksum filled in."""
     validate_order(actions)
     counts = Counter(a.kind.value for a in actions)
-    # The group kinds (added after plans were first recorded) are counted only when present,
-    # like "held" below: a plan without groups keeps its JSON and checksum.
+    # adopt_group (added after the golden plans were recorded) is counted only when present,
+    # like "held" below: a plan that does not adopt keeps its JSON and checksum.
     summary = {
         k.value: counts.get(k.value, 0)
         for k in ActionKind
-        if k not in GROUP_KINDS or k.value in counts
+        if k is not ActionKind.ADOPT_GROUP or k.value in counts
     }
     summary["total"] = len(actions)
     plan = Plan(
