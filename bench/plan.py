@@ -48,6 +48,7 @@ import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -554,6 +555,13 @@ def main() -> None:
                     "member); the full size is then extrapolated and marked so")  # fmt: skip
     ap.add_argument("--read-concurrency", type=int, default=8)
     ap.add_argument("--group-depts", type=int, default=2000, help="groups part: departments")
+    ap.add_argument(
+        "--field-values",
+        type=int,
+        default=0,
+        help="groups part: also one group per value of an HR label with this many "
+        "distinct Chinese values, timed against the department groups alone",
+    )
     ap.add_argument("--timeout", type=float, default=1800, help="command part: per run, seconds")
     ap.add_argument("--rounds", type=int, default=3, help="command part: interleaved rounds")
     ap.add_argument("--reference-exe", default=None,
@@ -584,6 +592,7 @@ def part_groups(args: argparse.Namespace) -> None:
     import statistics
 
     from syncengine.groups import GroupRules, OwnedGroup, plan_groups, with_groups
+    from syncengine.groups_field import FieldGroupRule
     from syncengine.staging import db as staging_db
     from syncengine.staging.repository import Repository
 
@@ -592,15 +601,19 @@ def part_groups(args: argparse.Namespace) -> None:
     depts = [Department(f"中心{i // 50}/部门{i}", f"D{i}") for i in range(ndepts)]
     tree = [Department(f"中心{c}", f"C{c}") for c in range((ndepts + 49) // 50)] + depts
     people, boxes, links = [], [], {}
+    nvalues = args.field_values
     for i in range(n):
         eid, email, dept = f"E{i:07d}", f"u{i}@{DOMAIN}", depts[i % ndepts].path
         name = SURNAMES[i % len(SURNAMES)] + GIVEN[(i // 7) % len(GIVEN)]
-        people.append(Person(eid, name, email, departments=(dept,)))
+        labels = (("site", f"园区{(i // 3) % nvalues}"),) if nvalues else ()
+        people.append(Person(eid, name, email, departments=(dept,), labels=labels))
         boxes.append(Mailbox(email, name, ext_id=eid, departments=(dept,)))
         links[eid] = IdentityLink(eid, email, NOW - timedelta(days=365))
     state = MailboxState(tuple(boxes), tuple(Party(d.path) for d in tree), ())
     policy = Policy(domain=DOMAIN)
-    rules = GroupRules(template="dept-{code}@" + DOMAIN, keeper="admin@" + DOMAIN)
+    dept_rules = GroupRules(template="dept-{code}@" + DOMAIN, keeper="admin@" + DOMAIN)
+    site = FieldGroupRule("site", "site-{value}@" + DOMAIN)
+    rules = replace(dept_rules, by_field=(site,)) if nvalues else dept_rules
     taken = {m.email for m in boxes}
 
     def desired_of(ps: list[Person]) -> Desired:
@@ -630,7 +643,7 @@ def part_groups(args: argparse.Namespace) -> None:
         for g in owned:
             repo.save_group(g)
         for label, desired in (("1 % changes", desired_of(changed)), ("no-op night", quiet)):
-            ref, sub, load = [], [], []
+            ref, sub, load, alone = [], [], [], []
             plan = diff(desired, state, links, policy, NOW)
             gp = None
             for _ in range(args.repeat):
@@ -648,6 +661,16 @@ def part_groups(args: argparse.Namespace) -> None:
                                  today=NOW.date())  # fmt: skip
                 with_groups(plan, gp)
                 sub.append(time.perf_counter() - t)
+                if nvalues:  # the department groups alone, interleaved
+                    dept_owned = [g for g in loaded if g.key.startswith("dept:")]
+                    gc.collect()
+                    t = time.perf_counter()
+                    dp = plan_groups(dept_rules, people=desired.people,
+                                     departments=desired.departments, links=links,
+                                     owned=dept_owned, user_plan=plan, taken=taken,
+                                     today=NOW.date())  # fmt: skip
+                    with_groups(plan, dp)
+                    alone.append(time.perf_counter() - t)
             assert gp is not None
             kinds = Counter(a.kind.value for a in gp.actions)
             r, s, ld = (statistics.median(x) for x in (ref, sub, load))
@@ -655,6 +678,12 @@ def part_groups(args: argparse.Namespace) -> None:
                   f"+ loading {len(owned):,} owned groups {ld:.3f} s = "
                   f"{(s + ld) / r:.1%} of the diff; group actions {dict(kinds) or 'none'}, "
                   f"brakes {[b.brake for b in gp.blocked] or 'none'}")  # fmt: skip
+            if nvalues:
+                a = statistics.median(alone)
+                print(
+                    f"  with {nvalues} site groups: {s:.3f} s against the department groups "
+                    f"alone {a:.3f} s (+{s - a:.3f} s, {(s - a) / r:.1%} of the diff)"
+                )
         repo.close()
     print(f"load average: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
 

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from syncengine import clock
 from syncengine.apply_config import ApplyConfig, PasswordsConfig
@@ -87,6 +95,30 @@ class Config(BaseModel):
     _path: Path | None = PrivateAttr(default=None)
     _source: str | None = PrivateAttr(default=None)
     _tenant: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _group_labels(self) -> Config:
+        """Every ``[[groups.by_field]]`` names a label the mapping keeps on people."""
+        for i, f in enumerate(self.groups.by_field if self.groups else ()):
+            if f.field not in self.mapping.labels:
+                known = sorted(self.mapping.labels) or "none"
+                raise ValueError(
+                    f"groups.by_field[{i}].field = {f.field!r} is not a label of "
+                    f'[mapping.labels] (labels: {known}); add {f.field} = "<HR column>" there'
+                )
+        if (
+            self.groups
+            and self.exmail.api == "v1"
+            and (self.groups.adopt or self.groups.adopt_existing)
+        ):
+            key = "groups.adopt" if self.groups.adopt else "groups.adopt_existing"
+            raise ValueError(
+                f'{key}: Gen 1 ([exmail] api = "v1") has no call that reads a mail group '
+                "(no group/get), so the engine cannot learn an existing group's members to "
+                "take it over; remove it, or delete the group by hand and let the engine "
+                "create it"
+            )
+        return self
 
     @property
     def path(self) -> Path | None:

@@ -90,6 +90,9 @@ class Person:
     status: Status = Status.ACTIVE
     start_date: date | None = None
     end_date: date | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    """HR columns kept for mail groups (``[mapping.labels]``): sorted (label, value) pairs
+    with non-empty values; empty for everyone when no label is mapped."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ Decisions (README "Mail groups"):
   and deleted when the grace period is over; without a keeper it is deleted at once.
 * Brake: a group losing more than ``max_member_loss`` of its members (once it has at least
   ``min_members``) blocks the plan like the removal brakes (``--allow-removals N``).
+* Groups from an HR field (``by_field``, :mod:`syncengine.groups_field`) follow the same
+  rules under the key ``field:<label>:<value>``; adoption (:mod:`syncengine.groups_adopt`)
+  takes over an existing group at a desired address instead of a conflict.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from datetime import date, timedelta
 
 from syncengine.addresses import name_parts, sanitise_local
 from syncengine.domain import (
+    FORBIDDEN_DEPARTMENT_CHARS,
     MAX_NAME_BYTES,
     Department,
     IdentityLink,
@@ -48,6 +52,13 @@ from syncengine.domain import (
     is_under,
     normalise_email,
     path_name,
+)
+from syncengine.groups_adopt import adopt
+from syncengine.groups_field import (
+    FieldGroupRule,
+    group_key,
+    render_field_address,
+    render_field_name,
 )
 from syncengine.plan import (
     Action,
@@ -73,7 +84,7 @@ _FIELD_RE = re.compile(r"{([^{}]*)}")
 class GroupRules:
     """``[groups]`` as the pure planner sees it (built by :mod:`syncengine.groups_config`)."""
 
-    template: str  # "dept-{code}@example.com"
+    template: str  # "dept-{code}@example.com"; "" plans no department groups
     root: str = ""  # a department subtree; "" is every department
     include_subdepartments: bool = False
     name_template: str = "{name}"
@@ -87,6 +98,13 @@ class GroupRules:
     can_rename: bool = True  # Gen 2 only: Gen 1 has no group update
     max_member_loss: float | None = 0.5
     min_members: int = 4
+    by_field: tuple[FieldGroupRule, ...] = ()  # groups from an HR field (groups_field.py)
+    adopt: tuple[str, ...] = ()  # existing groups to take over (Gen 2: read with group/get)
+    adopt_existing: bool = False  # take over any existing group at a desired group's address
+
+    def adopts(self, address: str) -> bool:
+        """Whether an existing group at this desired address is taken over."""
+        return self.adopt_existing or normalise_email(address) in self.adopt
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,13 @@ class _Wanted:
     code: str
     members: set[str] = field(default_factory=set)
     depends: set[str] = field(default_factory=set)
+    rule: FieldGroupRule | None = None  # a group of one HR value (path and code: the value)
+
+    @property
+    def what(self) -> str:
+        if self.rule is None:
+            return f"department {self.path}"
+        return f"{self.rule.field} {self.path!r}"
 
 
 def template_fields(template: str) -> set[str]:
@@ -187,14 +212,19 @@ def plan_groups(
     taken: Iterable[str],
     today: date,
     held: Iterable[str] = (),
+    adoptable: Mapping[str, OwnedGroup] | None = None,
 ) -> GroupPlan:
     """The group actions that make the owned groups follow HR (see the module docstring).
 
     ``taken``: every address that exists in Exmail and is not one of the owned groups
     (mailboxes, aliases, other groups). ``held``: the mailboxes of employees whose HR row is
     quarantined (or held by the plan): held back, not gone, so they keep the groups they are
-    in and are never removed from one.
+    in and are never removed from one. ``adoptable``: the existing groups (read with Gen 2
+    ``group/get``, by address) that ``rules.adopts``: a desired group at one of those
+    addresses is adopted instead of being a conflict.
     """
+    live_groups = adoptable or {}
+    rendered: set[str] = set()
     kept = {normalise_email(h) for h in held}
     emails, makers = _member_addresses(people, links, user_plan)
     ids = {d.path: d.hr_id for d in departments if d.hr_id}
@@ -206,7 +236,7 @@ def plan_groups(
         if path in by_path:
             return by_path[path]
         w: _Wanted | None = None
-        if path and is_under(path, rules.root):
+        if path and rules.template and is_under(path, rules.root):
             code = ids.get(path) or ""
             key = f"dept:{code}" if code else f"dept:{path}"
             w = wanted.get(key)
@@ -217,11 +247,22 @@ def plan_groups(
 
     for d in departments:
         want(d.path)
+    by_field = {r.field: r for r in rules.by_field}
     for p in people:  # members are sets: the order of people does not matter
         address = emails.get(p.employee_id)
         if address is None:
             continue
         maker = makers.get(p.employee_id)
+        for label, value in p.labels if by_field else ():
+            rule = by_field.get(label)
+            if rule is not None:
+                key = group_key(label, value)
+                fw = wanted.get(key)
+                if fw is None:
+                    fw = wanted[key] = _Wanted(key, value, value, rule=rule)
+                fw.members.add(address)
+                if maker is not None:
+                    fw.depends.add(maker)
         for path in p.departments:
             targets = (path, *ancestors(path)) if rules.include_subdepartments else (path,)
             for t in targets:
@@ -260,23 +301,38 @@ def plan_groups(
         g = by_key.pop(key, None)
         if g is not None and kept:
             w.members |= kept.intersection(g.members)
-        own = rules.department_members.get(w.code) or rules.department_members.get(w.path, ())
+        own = (
+            rules.department_members.get(w.code) or rules.department_members.get(w.path, ())
+            if w.rule is None
+            else ()
+        )
         members = w.members | extra | {normalise_email(x) for x in own} if w.members else set()
-        name = rules.name_template.format(name=path_name(w.path), path=w.path)
+        name = (
+            rules.name_template.format(name=path_name(w.path), path=w.path)
+            if w.rule is None
+            else render_field_name(w.rule, w.path)
+        )
         if not members:
             if g is not None:
                 by_key[key] = g  # retires below
             continue
         desired_count += 1
-        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        refused = sorted(set(name) & FORBIDDEN_DEPARTMENT_CHARS)
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES or refused:
+            too_long = len(name.encode("utf-8")) > MAX_NAME_BYTES
+            why = " and ".join(
+                ([f"is over Exmail's {MAX_NAME_BYTES} bytes"] if too_long else [])
+                + ([f"has characters Exmail refuses in a group name ({' '.join(refused)})"]
+                   if refused else [])
+            )  # fmt: skip
             conflicts.append(_conflict(
-                f"the group name {name!r} for department {w.path} is over Exmail's "
-                f"{MAX_NAME_BYTES} bytes; shorten [groups] name", ""))  # fmt: skip
+                f"the group name {name!r} for {w.what} {why}; change the [groups] name "
+                "template", ""))  # fmt: skip
             if g is None:
                 continue
             name = g.name  # an owned group keeps its name
         if g is None:
-            if needs_code and w.code == w.path:
+            if needs_code and w.rule is None and w.code == w.path:
                 conflicts.append(
                     _conflict(
                         f"department {w.path} has no HR id, so the template {rules.template!r} "
@@ -285,19 +341,31 @@ def plan_groups(
                     )
                 )
                 continue
-            address = render_address(rules.template, w.path, w.code)
+            template = rules.template if w.rule is None else w.rule.template
+            address = (
+                render_address(template, w.path, w.code)
+                if w.rule is None
+                else render_field_address(template, w.path)
+            )
             if not address:
                 conflicts.append(
                     _conflict(
-                        f"the template {rules.template!r} gives no address for department {w.path}",
+                        f"the template {template!r} gives no address for {w.what}",
                         "",
                     )
                 )
                 continue
+            rendered.add(address)
+            live = live_groups.get(address)
+            free = address not in claimed and address not in owned_addresses
+            if live is not None and free and rules.adopts(address):
+                claimed.add(address)
+                actions.append(adopt(rules, w.what, key, live, name, members, w.depends, losses))
+                continue
             if address in blocked_addresses or address in claimed or address in owned_addresses:
                 conflicts.append(
                     _conflict(
-                        f"the group address {address} for department {w.path} is already a "
+                        f"the group address {address} for {w.what} is already a "
                         "mailbox, an alias or another group (one the engine does not own, or "
                         "the retiring group of another department); the group is not created",
                         address,
@@ -314,7 +382,7 @@ def plan_groups(
                     key=action_key(ActionKind.CREATE_GROUP, address),
                     kind=ActionKind.CREATE_GROUP,
                     target=address,
-                    reason=f"department {w.path} has {len(members)} member(s) and no group yet",
+                    reason=f"{w.what} has {len(members)} member(s) and no group yet",
                     changes={"members": ((), record.members), "name": (None, name)},
                     depends_on=tuple(sorted(w.depends)),
                     group=record,
@@ -324,6 +392,11 @@ def plan_groups(
         actions.extend(_follow(rules, g, w, name, members, losses, swapped))
     for key in sorted(by_key):
         actions.extend(_retire(rules, by_key[key], today, losses))
+    for address in sorted(set(rules.adopt) - rendered - owned_addresses):
+        conflicts.append(_conflict(
+            f"[groups] adopt lists {address}, but no department or HR value of [groups] "
+            "gives that address (or HR wants no group there now); it is not adopted",
+            address))  # fmt: skip
     return GroupPlan(
         actions=tuple(actions),
         conflicts=tuple(conflicts),
@@ -372,11 +445,11 @@ def _follow(
         why.append(f"{len(remove)} left")
     if new_name != g.name:
         changes["name"] = (g.name, new_name)
-        why.append(f"department renamed or moved to {w.path}")
+        why.append(f"department renamed or moved to {w.path}" if w.rule is None else "name changed")
     if readdressed:
         why.append("a member's address changed (the group follows by itself)")
     if g.retiring_since is not None:
-        why.append("department is back in HR")
+        why.append(f"{w.what} is back in HR")
     if reposted:
         changes["posting"] = (g.posting, posting)
         if allow != g.allow_list:
@@ -390,7 +463,7 @@ def _follow(
             key=action_key(ActionKind.UPDATE_GROUP, g.address),
             kind=ActionKind.UPDATE_GROUP,
             target=g.address,
-            reason=f"group of department {w.path}: " + ", ".join(why),
+            reason=f"group of {w.what}: " + ", ".join(why),
             changes=changes,  # type: ignore[arg-type]
             depends_on=tuple(sorted(w.depends)) if add or readdressed else (),
             group=record,
@@ -419,7 +492,7 @@ def _retire(
                 key=action_key(ActionKind.DELETE_GROUP, g.address),
                 kind=ActionKind.DELETE_GROUP,
                 target=g.address,
-                reason=f"its department ({g.key}) is gone or empty; {when}",
+                reason=f"{_source(g.key)} is gone or empty; {when}",
                 changes={"members": (g.members, ())},
                 group=GroupRecord(g.key, g.address, g.name, ()),
             )
@@ -433,7 +506,7 @@ def _retire(
             key=action_key(ActionKind.UPDATE_GROUP, g.address),
             kind=ActionKind.UPDATE_GROUP,
             target=g.address,
-            reason=f"its department ({g.key}) is gone or empty: emptied down to the keeper "
+            reason=f"{_source(g.key)} is gone or empty: emptied down to the keeper "
             f"{keeper}, deleted after {rules.grace_days} day(s)",
             changes={"added": ((), add), "removed": (remove, ())},
             group=GroupRecord(
@@ -449,6 +522,13 @@ def _retire(
             ),
         )
     ]
+
+
+def _source(key: str) -> str:
+    """What a ledger key stands for, in a reason."""
+    if key.startswith("field:"):
+        return f"its HR value ({key})"
+    return f"its department ({key})"
 
 
 def _brake(rules: GroupRules, losses: list[tuple[str, int, int]]) -> tuple[BlockedReason, ...]:

@@ -125,9 +125,17 @@ class ActionKind(enum.StrEnum):
     CREATE_GROUP = "create_group"
     UPDATE_GROUP = "update_group"
     DELETE_GROUP = "delete_group"
+    ADOPT_GROUP = "adopt_group"  # take over a group that exists in Exmail (Gen 2 only)
 
 
-GROUP_KINDS = frozenset({ActionKind.CREATE_GROUP, ActionKind.UPDATE_GROUP, ActionKind.DELETE_GROUP})
+GROUP_KINDS = frozenset(
+    {
+        ActionKind.CREATE_GROUP,
+        ActionKind.UPDATE_GROUP,
+        ActionKind.DELETE_GROUP,
+        ActionKind.ADOPT_GROUP,
+    }
+)
 """Mail group kinds (:mod:`syncengine.groups`): ``group`` holds the ledger row to store."""
 
 
@@ -153,7 +161,8 @@ class LinkRecord:
 @dataclass(frozen=True)
 class GroupRecord:
     """A mail group as the engine owns it once the action succeeded (the ledger row), and
-    for ``update_group`` the minimal member change (``add`` / ``remove``) to make."""
+    for ``update_group`` and ``adopt_group`` the minimal member change (``add`` /
+    ``remove``) to make."""
 
     key: str
     address: str
@@ -197,6 +206,15 @@ class Action:
     link: LinkRecord | None = None
     password: PasswordPolicy | None = None
     group: GroupRecord | None = None
+
+
+_ADOPT_WRITES = frozenset({"added", "removed", "name", "posting", "allow_list"})
+
+
+def adoption_writes(action: Action) -> bool:
+    """Whether an ``adopt_group`` action changes the group in Exmail (else only the ledger
+    takes it over: no call)."""
+    return not _ADOPT_WRITES.isdisjoint(action.changes)
 
 
 def action_key(kind: ActionKind, target: str) -> str:
@@ -449,7 +467,13 @@ def make_plan(
     """A validated plan with its summary counts and checksum filled in."""
     validate_order(actions)
     counts = Counter(a.kind.value for a in actions)
-    summary = {k.value: counts.get(k.value, 0) for k in ActionKind}
+    # adopt_group (added after the golden plans were recorded) is counted only when present,
+    # like "held" below: a plan that does not adopt keeps its JSON and checksum.
+    summary = {
+        k.value: counts.get(k.value, 0)
+        for k in ActionKind
+        if k is not ActionKind.ADOPT_GROUP or k.value in counts
+    }
     summary["total"] = len(actions)
     plan = Plan(
         created_at=created_at,

@@ -106,6 +106,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("groups_update", "Mail groups to change", (ActionKind.UPDATE_GROUP,), "~", "yellow",
             "only the members that join or leave are sent"),
     Section("groups_delete", "Mail groups to delete", (ActionKind.DELETE_GROUP,), "-", "red"),
+    Section("groups_adopt", "Existing mail groups to adopt", (ActionKind.ADOPT_GROUP,), "~",
+            "yellow", "taken over as they are in Exmail, then only the member changes"),
     Section("links", "Identity links to record (no Exmail change)",
             (ActionKind.LINK, ActionKind.UNLINK), "=", "blue"),
 )  # fmt: skip
@@ -126,6 +128,7 @@ _TOTAL_GROUPS: tuple[tuple[str, frozenset[ActionKind]], ...] = (
                 ActionKind.SWAP_PRIMARY,
                 ActionKind.ENABLE_USER,
                 ActionKind.UPDATE_GROUP,
+                ActionKind.ADOPT_GROUP,
             }
         ),
     ),

@@ -157,11 +157,24 @@ class MappingConfig(BaseModel):
     department_separator: str = Field(default="/", min_length=1)
     # "mainland": 1[3-9]XXXXXXXXX with an optional +86; "any": 5 to 20 digits, optional "+".
     mobile_check: Literal["mainland", "any"] = "mainland"
+    # HR columns kept on each person for mail groups (``[[groups.by_field]]``), by label:
+    # ``[mapping.labels] location = "office"``. Not sent to Exmail.
+    labels: dict[str, FieldSpec] = Field(default_factory=dict)
 
     @field_validator(*PERSON_FIELDS, mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         return _spec(value)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_shorthand(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        bad = [k for k in value if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", str(k))]
+        if bad:
+            raise ValueError(f"label names must be lower-case words (a-z, 0-9, _): {bad}")
+        return {k: _spec(v) for k, v in value.items()}
 
     def specs(self) -> dict[str, FieldSpec]:
         """The engine fields that are mapped, with their specs."""

@@ -668,6 +668,10 @@ class _PersonBuilder:
         self.nested = tuple(
             key for key, spec in self.specs.items() if spec.field is not None and "." in spec.field
         )
+        self.labels = tuple(
+            (label, spec.field or label, _single_getter(spec, True))
+            for label, spec in sorted(config.labels.items())
+        )
         self.table = table
         self.reference = reference
         self.domains = frozenset(d.strip().lower() for d in domains if d.strip())
@@ -906,6 +910,22 @@ class _PersonBuilder:
                         bad(key, "not a date (set mapping." + key + ".date_format)", text)
                     dates[key] = parsed
 
+        labels: list[tuple[str, str]] = []
+        for label, column, get_label in self.labels:  # kept for [[groups.by_field]]
+            text = normalise_words(get_label(record))
+            if _CONTROL_RE.search(text) or byte_length(text) > MAX_NAME_BYTES:
+                probs.append(
+                    RowProblem(
+                        reason=f"{label} (a mail-group label) has a control character or is "
+                        f"over {MAX_NAME_BYTES} bytes",
+                        row=row,
+                        field=column,
+                        value=_cut(text),
+                    )
+                )
+            elif text:
+                labels.append((label, text))
+
         for p_index, p in enumerate(probs):
             if employee_id and p.employee_id is None:
                 probs[p_index] = RowProblem(
@@ -930,6 +950,7 @@ class _PersonBuilder:
             status=Status(status),
             start_date=dates["start_date"],
             end_date=dates["end_date"],
+            labels=tuple(labels),
         )
         return employee_id, person, probs
 
@@ -1030,7 +1051,8 @@ def map_people(
     (none given: not checked).
     """
     builder = _PersonBuilder(config, department_table, reference, domains)
-    wanted = {name for spec in config.specs().values() for name in spec.source_fields()}
+    specs = [*config.specs().values(), *config.labels.values()]
+    wanted = {name for spec in specs for name in spec.source_fields()}
     seen_fields: set[str] = set()
     first: dict[str, _Row] = {}
     dupes: dict[str, list[_Row]] = {}

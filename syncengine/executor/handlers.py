@@ -16,7 +16,7 @@ from syncengine.executor.model import (
     norm_emails,
     update_differences,
 )
-from syncengine.plan import ActionKind, GroupRecord
+from syncengine.plan import ActionKind, GroupRecord, adoption_writes
 from syncengine.providers.base import GroupPosting, GroupProvider, MailGroup
 
 if TYPE_CHECKING:
@@ -243,6 +243,36 @@ class _DeleteGroup(Handler):
         return not _is_group(ex, run, run.action.target)
 
 
+class _AdoptGroup(Handler):
+    """Take over a group that exists in Exmail (read with ``group/get`` when planned): one
+    ``group/update`` when HR wants other members, name or posting, else no call; the ledger
+    row is stored on success like any group action's."""
+
+    def write(self, ex: Executor, run: ActionRun) -> None:
+        group = need(run.action.group, run.action, "group")
+        gp = _groups(ex, run)
+        if not gp.can_read_groups:
+            raise Mismatch(
+                f"cannot adopt mail group {group.address}: this API generation cannot read a "
+                "group (no group/get)",
+                where=run.action.key,
+            )
+        if adoption_writes(run.action):
+            ex._call(
+                run,
+                "change_group",
+                lambda: gp.change_group(_mail_group(group), add=group.add, remove=group.remove),
+            )
+
+    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+        group = need(run.action.group, run.action, "group")
+        gp = _groups(ex, run)
+        if not gp.can_read_groups or not adoption_writes(run.action):
+            return False  # nothing to look up: writing is free (or refused with the reason)
+        live = ex._call(run, "get_group", lambda: gp.get_group(group.address))
+        return live is not None and not _group_differences(live, group)
+
+
 HANDLERS: dict[ActionKind, Handler] = {
     ActionKind.CREATE_DEPARTMENT: _CreateDepartment(),
     ActionKind.MOVE_DEPARTMENT: _MoveDepartment(),
@@ -259,5 +289,6 @@ HANDLERS: dict[ActionKind, Handler] = {
     ActionKind.CREATE_GROUP: _CreateGroup(),
     ActionKind.UPDATE_GROUP: _UpdateGroup(),
     ActionKind.DELETE_GROUP: _DeleteGroup(),
+    ActionKind.ADOPT_GROUP: _AdoptGroup(),
 }
 """Every action kind's handler (a test checks that none is missing)."""

@@ -43,7 +43,7 @@ from syncengine.errors import (
     FatalProviderError,
     NotFoundError,
 )
-from syncengine.plan import Action, ActionKind
+from syncengine.plan import Action, ActionKind, adoption_writes
 from syncengine.providers.base import ApiCall, GroupPosting, MailGroup, Progress
 from syncengine.providers.config import ExmailConfig, Gen2App
 from syncengine.providers.http import (
@@ -80,6 +80,7 @@ _WRITE_CALLS: dict[ActionKind, tuple[str, str]] = {
     ActionKind.CREATE_GROUP: ("POST", "group/create"),
     ActionKind.UPDATE_GROUP: ("POST", "group/update"),
     ActionKind.DELETE_GROUP: ("GET", "group/delete"),
+    ActionKind.ADOPT_GROUP: ("POST", "group/update"),
 }
 """What each writing action kind sends (method, endpoint); the others make no request."""
 BATCHCHECK_LIMIT = 20
@@ -335,6 +336,8 @@ class ExmailV2Provider:
     def planned_calls(self, action: Action) -> tuple[ApiCall, ...]:
         if action.kind not in _WRITE_CALLS:
             return ()
+        if action.kind is ActionKind.ADOPT_GROUP and not adoption_writes(action):
+            return ()  # the group is already as HR wants it: only the ledger takes it over
         method, endpoint = _WRITE_CALLS[action.kind]
         calls = [ApiCall(method, "/cgi-bin/" + endpoint)]
         if action.kind is ActionKind.CREATE_USER and action.mailbox and not action.mailbox.enabled:

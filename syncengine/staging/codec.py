@@ -38,6 +38,17 @@ def _date(value: Any) -> date | None:
 
 
 def person_to_dict(person: Person) -> dict[str, Any]:
+    data = _person_dict(person)
+    if person.labels:  # absent when unused: people without labels keep their JSON and hash
+        data["labels"] = [list(kv) for kv in person.labels]
+    return data
+
+
+def _labels(value: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in value) if value else ()
+
+
+def _person_dict(person: Person) -> dict[str, Any]:
     return {
         "employee_id": person.employee_id,
         "name": person.name,
@@ -68,6 +79,7 @@ def person_from_dict(data: dict[str, Any]) -> Person:
         status=Status(data.get("status") or Status.ACTIVE.value),
         start_date=_date(data.get("start_date")),
         end_date=_date(data.get("end_date")),
+        labels=_labels(data.get("labels")),
     )
 
 
@@ -104,6 +116,7 @@ def people_from_json_texts(texts: Iterable[str]) -> list[Person]:
                 status=_STATUSES[status] if status in _STATUSES else Status(status),
                 start_date=_date(start) if start else None,
                 end_date=_date(end) if end else None,
+                labels=_labels(data.get("labels")),
             )
         )
     return out

@@ -271,6 +271,8 @@ def test_conflicts_are_reported_and_the_rest_is_applied(env: ApplyEnv) -> None:
 
 
 def test_every_writing_action_kind_has_its_request_listed() -> None:
+    from dataclasses import replace
+
     from syncengine.plan import Action, ActionKind
     from syncengine.providers.exmail_v1 import ExmailV1Provider
     from syncengine.providers.exmail_v2 import ExmailV2Provider
@@ -281,6 +283,12 @@ def test_every_writing_action_kind_has_its_request_listed() -> None:
             calls = provider.planned_calls(None, action)  # type: ignore[arg-type]
             if kind in (ActionKind.LINK, ActionKind.UNLINK):
                 assert calls == ()
+            elif kind is ActionKind.ADOPT_GROUP:  # Gen 2 only, and only when it changes it
+                assert calls == ()
+                if provider is ExmailV2Provider:
+                    changed = replace(action, changes={"added": ((), ("a@x",))})
+                    got = provider.planned_calls(None, changed)  # type: ignore[arg-type]
+                    assert [c.path for c in got] == ["/cgi-bin/group/update"]
             else:
                 assert calls and all(c.path.startswith(prefix) for c in calls), (prefix, kind)
 
