@@ -362,4 +362,8 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code,
                             headers=exc.headers)  # fmt: skip
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    # A path with a trailing slash (or an encoded one: /hooks/events/0%2F) is 404 like any
+    # other unknown path, not a 307 to a path the sender did not sign.
+    app.router.redirect_slashes = False
+    return app
