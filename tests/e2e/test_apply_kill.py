@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -21,23 +20,16 @@ from syncengine.plan import ActionKind
 from syncengine.staging import db as staging_db
 from syncengine.staging.repository import Repository
 from tests.e2e.test_apply_support import (
+    WAIT_S,
     ApplyEnv,
     _endpoint,
     assert_each_action_done_once,
     base_rows,
     people,
+    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(120)
-WAIT_S = 60.0
-
-
-def wait_for(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def ok_writes(env: ApplyEnv) -> Counter[str]:
@@ -68,19 +60,13 @@ def test_sigkill_then_resume_does_each_action_once(slow_env: ApplyEnv, kill_afte
     env = slow_env
     plan_file = env.ingest_and_plan()
     plan = service.read_plan_file(plan_file)
-    env.emulator.clear_calls()
-    env.emulator.set_faults(latency_ms=40)
-    proc = env.subprocess("apply", str(plan_file), "--json")
-    try:
-        wait_for(f"{kill_after} write calls", lambda: len(env.write_calls()) >= kill_after)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=WAIT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
-    time.sleep(0.3)  # let the emulator finish a call the dead client left in flight
-    env.emulator.set_faults(latency_ms=0)
+    returncode = env.kill_apply_when(
+        plan_file,
+        f"{kill_after} write calls",
+        lambda: len(env.write_calls()) >= kill_after,
+        latency_ms=40,
+    )
+    assert returncode == -signal.SIGKILL
     done_before = len(env.write_calls())
     assert done_before < len(plan.actions), "the apply finished before it could be killed"
 

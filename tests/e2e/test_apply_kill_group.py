@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from syncengine.emulator.harness import RunningEmulator
 from syncengine.plan import ActionKind
 from syncengine.staging import db as staging_db
 from syncengine.staging.repository import Repository
-from tests.e2e.test_apply_kill import WAIT_S, ok_writes, wait_for
+from tests.e2e.test_apply_kill import ok_writes
 from tests.e2e.test_apply_support import (
     ApplyEnv,
     assert_each_action_done_once,
@@ -47,19 +46,13 @@ def test_sigkill_at_concurrency_16_keeps_intent_before_call_and_resumes_once(
     env = busy_env
     plan_file = env.ingest_and_plan()
     plan = service.read_plan_file(plan_file)
-    env.emulator.clear_calls()
-    env.emulator.set_faults(latency_ms=20)
-    proc = env.subprocess("apply", str(plan_file), "--json")
-    try:
-        wait_for(f"{kill_after} write calls", lambda: len(env.write_calls()) >= kill_after)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=WAIT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
-    time.sleep(0.3)  # let the emulator finish the calls the dead client left in flight
-    env.emulator.set_faults(latency_ms=0)
+    returncode = env.kill_apply_when(
+        plan_file,
+        f"{kill_after} write calls",
+        lambda: len(env.write_calls()) >= kill_after,
+        latency_ms=20,
+    )
+    assert returncode == -signal.SIGKILL
 
     with Repository(staging_db.make_engine(f"sqlite:///{env.db_path}")) as repo:
         record = repo.load_plan(plan.checksum)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,16 @@ WRITE_CALLS_V2 = {
     "user/update", "user/delete", "user/swapalias",
 }  # fmt: skip
 WRITE_CALLS_V1 = {"party/sync", "user/sync", "user/swapalias"}
+
+WAIT_S = 60.0
+
+
+def wait_for(what: str, check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
 
 
 def person(eid: str, name: str, email: str, dept: str = "", **kw: str) -> dict[str, str]:
@@ -121,6 +133,26 @@ class ApplyEnv:
             [str(Path(PYTHON).parent / "syncengine"), "--config", str(self.config_path), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=self.root,
         )  # fmt: skip
+
+    def kill_apply_when(
+        self, plan_file: Path, what: str, check: Callable[[], bool], *, latency_ms: int
+    ) -> int:
+        """Run ``apply plan_file`` as a subprocess against the emulator slowed to
+        ``latency_ms``, SIGKILL it once ``check()`` holds, let the calls it left in flight
+        land, and restore the latency; the process's return code."""
+        self.emulator.clear_calls()
+        self.emulator.set_faults(latency_ms=latency_ms)
+        proc = self.subprocess("apply", str(plan_file), "--json")
+        try:
+            wait_for(what, check)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=WAIT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        time.sleep(0.3)  # let the emulator finish the calls the dead client left in flight
+        self.emulator.set_faults(latency_ms=0)
+        return proc.returncode
 
     def ingest_and_plan(self, out: str = "plan.json") -> Path:
         r = self.cli("ingest")

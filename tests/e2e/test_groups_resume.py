@@ -6,8 +6,6 @@ an emulator with latency, both generations."""
 from __future__ import annotations
 
 import json
-import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +14,6 @@ import pytest
 from syncengine import service
 from syncengine.emulator.harness import RunningEmulator
 from syncengine.plan import GROUP_KINDS, ActionKind
-from tests.e2e.test_apply_kill import WAIT_S, wait_for
 from tests.e2e.test_apply_support import (
     ApplyEnv,
     _endpoint,
@@ -53,18 +50,9 @@ def test_sigkill_during_group_creation_then_resume(env: ApplyEnv) -> None:
     plan = service.read_plan_file(plan_file)
     creates = [a for a in plan.actions if a.kind is ActionKind.CREATE_GROUP]
     assert len(creates) >= 5, [a.key for a in plan.actions]
-    env.emulator.clear_calls()
-    env.emulator.set_faults(latency_ms=60)
-    proc = env.subprocess("apply", str(plan_file), "--json")
-    try:
-        wait_for("the first group write", lambda: len(group_writes(env)) >= 1)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=WAIT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    time.sleep(0.3)  # let the emulator finish a call the dead client left in flight
-    env.emulator.set_faults(latency_ms=0)
+    env.kill_apply_when(
+        plan_file, "the first group write", lambda: len(group_writes(env)) >= 1, latency_ms=60
+    )
     assert len(group_writes(env)) < len(creates), "the apply finished before it was killed"
 
     r = env.cli("apply", "--resume", "--json")
