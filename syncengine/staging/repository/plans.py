@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Select,
     Update,
     bindparam,
     exists,
@@ -68,6 +69,16 @@ def _transition_statement(allowed: tuple[str, ...], starting: bool, finishing: b
 def _returning(allowed: tuple[str, ...], starting: bool, finishing: bool) -> ReturningUpdate[Any]:
     """:func:`_transition_statement` returning the changed row, also built once."""
     return _transition_statement(allowed, starting, finishing).returning(*PlanAction.__table__.c)
+
+
+@functools.cache
+def _actions_by_seq() -> Select[Any]:
+    """The rows of some actions of one plan (``w_plan``, ``w_seqs``), built once: the
+    expanding IN list is bound per call, not rebuilt (and re-keyed for the cache)."""
+    return select(PlanAction.__table__).where(
+        PlanAction.plan_id == bindparam("w_plan"),
+        PlanAction.seq.in_(bindparam("w_seqs", expanding=True)),
+    )
 
 
 class PlansRepository(RepositoryCore):
@@ -298,7 +309,7 @@ class PlansRepository(RepositoryCore):
             allowed,
             {
                 "status": ActionStatus.RUNNING.value,
-                "attempts": PlanAction.attempts + 1,
+                "attempts": True,  # attempts + 1, in the cached statement (see _transition)
                 "started_at": self.now(),
             },
         )
@@ -341,9 +352,7 @@ class PlansRepository(RepositoryCore):
             self._update_many(conn, statement, [{**base, "w_seq": seq} for seq in seqs],
                               plan_id, seqs, ActionStatus.RUNNING.value)  # fmt: skip
             rows = conn.execute(
-                select(PlanAction.__table__).where(
-                    PlanAction.plan_id == plan_id, PlanAction.seq.in_(list(seqs))
-                )
+                _actions_by_seq(), {"w_plan": plan_id, "w_seqs": list(seqs)}
             ).mappings()
             by_seq = {int(r["seq"]): self._action(r) for r in rows}
         return [by_seq[seq] for seq in seqs]
