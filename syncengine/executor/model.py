@@ -7,6 +7,7 @@ import logging
 import secrets
 import string
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -170,6 +171,21 @@ class ExecutionSink(Protocol):
         """``running → done / failed``, or ``pending/running → skipped``, in one transaction
         with the audit rows handed over for the action and the ``link`` change (a done action's
         identity-link bookkeeping): all of it or none."""
+        ...
+
+    def finish_action_later(
+        self,
+        action: Action,
+        status: Status,
+        error: str | None,
+        *,
+        link: LinkChange | None = None,
+    ) -> Future[None]:
+        """:meth:`finish_action`, queued instead of waited for: the future resolves once it
+        is committed (or with the write's error). Writes are committed in the order they are
+        queued, so a :meth:`start_action` the same thread calls afterwards returns only once
+        this future has resolved: the executor settles the action then, and the outcome and
+        the next action's intent share one transaction."""
         ...
 
     def audit(self, records: Sequence[AuditRecord]) -> None:
