@@ -70,6 +70,11 @@ class Emulator:
                     raise RuntimeError("the emulator did not start") from None
                 time.sleep(0.1)
 
+    def cpu(self) -> float:
+        """The emulator process's CPU seconds so far (user + system, from /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def calls(self) -> list[dict[str, Any]]:
         calls: list[dict[str, Any]] = self.http.get("/_emulator/calls").json()["calls"]
         return calls
@@ -132,6 +137,12 @@ class Run:
     wall: float
     cpu: float
     load: float
+    server_cpu: float  # the emulator's CPU seconds over the same apply
+
+    @property
+    def cores(self) -> float:
+        """CPU the apply and the emulator needed together, in cores, at the rate reached."""
+        return (self.cpu + self.server_cpu) / self.wall
 
     @property
     def rate(self) -> float:
@@ -156,6 +167,7 @@ def timed_apply(exe: str, concurrency: int, people: int, latency_ms: float) -> R
             plan = Path(tmp) / "plan.json"
             run_cli(exe, config, "plan", "--out", str(plan))
             load = os.getloadavg()[0]
+            server_before = emu.cpu()
             started = time.perf_counter()
             proc = subprocess.Popen([exe, "--config", str(config), "apply", str(plan), "--yes",
                                      "--json"], cwd=tmp, stdout=subprocess.PIPE,
@@ -165,6 +177,7 @@ def timed_apply(exe: str, concurrency: int, people: int, latency_ms: float) -> R
             err = proc.stderr.read()
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - started
+            server_cpu = emu.cpu() - server_before
             proc.returncode = os.waitstatus_to_exitcode(status)
             if proc.returncode != 0:
                 raise RuntimeError(f"apply exited {proc.returncode}: {err.decode()[-2000:]}")
@@ -172,15 +185,16 @@ def timed_apply(exe: str, concurrency: int, people: int, latency_ms: float) -> R
             actions = int(report["counts"]["done"])
             if report["failures"] or actions < people:
                 raise RuntimeError(f"apply did not do every create: {report['counts']}")
-            return Run(actions, wall, usage.ru_utime + usage.ru_stime, load)
+            return Run(actions, wall, usage.ru_utime + usage.ru_stime, load, server_cpu)
     finally:
         emu.close()
 
 
-def server_ceiling(concurrency: int, creates: int, latency_ms: float) -> float:
+def server_ceiling(concurrency: int, creates: int, latency_ms: float) -> tuple[float, float]:
     """The reference: ``user/create`` calls per second a fresh emulator (same settings)
     delivers to ``concurrency`` raw keep-alive sockets (``http.client``, no engine, no
-    database), i.e. what any client could get from this server on this machine now."""
+    database), i.e. what any client could get from this server on this machine now; and
+    the emulator's CPU ms per request meanwhile."""
     emu = Emulator(latency_ms)
     try:
         got = emu.http.get("/cgi-bin/gettoken", params={
@@ -203,15 +217,17 @@ def server_ceiling(concurrency: int, creates: int, latency_ms: float) -> float:
             conn.close()
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+        cpu_before = emu.cpu()
         started = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         seconds = time.perf_counter() - started
+        cpu_ms = 1000 * (emu.cpu() - cpu_before) / creates
         if errors:
             raise RuntimeError(f"{len(errors)} reference creates failed, first: {errors[0]}")
-        return creates / seconds
+        return creates / seconds, cpu_ms
     finally:
         emu.close()
 
@@ -241,17 +257,19 @@ def main() -> None:
         ceilings: list[float] = []
         for i in range(args.repeat):
             if args.server_creates:
-                ceilings.append(server_ceiling(c, args.server_creates, args.latency_ms))
-                print(f"  c={c:>2} server    #{i + 1}: {ceilings[-1]:,.0f} creates/s to raw "
-                      f"sockets ({ceilings[-1] / ideal:.0%} of ideal), load "
-                      f"{os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+                rate, server_ms = server_ceiling(c, args.server_creates, args.latency_ms)
+                ceilings.append(rate)
+                print(f"  c={c:>2} server    #{i + 1}: {rate:,.0f} creates/s to raw sockets "
+                      f"({rate / ideal:.0%} of ideal), emulator CPU {server_ms:.3f} ms/request, "
+                      f"load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
             for name, exe in builds.items():  # interleaved
                 r = timed_apply(exe, c, args.people, args.latency_ms)
                 runs[name].append(r)
                 print(f"  c={c:>2} {name:<10} #{i + 1}: {r.actions:,} actions in {r.wall:.2f} s "
                       f"= {r.rate:,.0f}/s ({r.rate / ideal:.0%} of ideal), CPU "
-                      f"{1000 * r.cpu / r.actions:.2f} ms/action, load {r.load:.2f}",
-                      flush=True)  # fmt: skip
+                      f"{1000 * r.cpu / r.actions:.2f} ms/action (emulator "
+                      f"{1000 * r.server_cpu / r.actions:.2f}; both {r.cores:.2f} cores), "
+                      f"load {r.load:.2f}", flush=True)  # fmt: skip
         ceiling = statistics.median(ceilings) if ceilings else float("nan")
         if ceilings:
             print(f"concurrency {c:>2} server    : median {ceiling:,.0f} creates/s to raw sockets; "
@@ -259,10 +277,14 @@ def main() -> None:
         for name, rs in runs.items():
             rate = statistics.median(r.rate for r in rs)
             cpu = statistics.median(1000 * r.cpu / r.actions for r in rs)
+            server_ms = statistics.median(1000 * r.server_cpu / r.actions for r in rs)
             load = statistics.median(r.load for r in rs)
+            # The CPU both processes would need at the ideal rate, in cores (2 on this VM).
+            need = (cpu + server_ms) * ideal / 1000
             print(f"concurrency {c:>2} {name:<10}: median {rate:,.0f} actions/s; ideal "
                   f"{ideal:,.0f}/s; ratio {rate / ideal:.2f} (of the server's: "
-                  f"{rate / ceiling:.2f}); CPU {cpu:.2f} ms/action; "
+                  f"{rate / ceiling:.2f}); CPU {cpu:.2f} ms/action + emulator "
+                  f"{server_ms:.2f} ms: the ideal rate would need {need:.2f} cores; "
                   f"load average {load:.2f} (n={len(rs)})", flush=True)  # fmt: skip
 
 

@@ -337,13 +337,20 @@ class Executor:
         back as :class:`_Held`: its outcome queued, to be completed with :meth:`_complete`;
         the other paths (refused, done in an earlier run) return an outcome committed."""
         started = self._clock()
-        attempts = self.sink.start_action(action, resuming=resuming)
+        refused = self._guard(action) if self._guard is not None else None
+        starting = self.sink.start_action_later(action, resuming=resuming)
+        run = ActionRun(action, check_first=resuming and action.kind in WRITE_KINDS)
+        try:
+            if refused is None and not resuming:
+                # A new mailbox's password goes to its channel (a file: fsync) while the
+                # start checkpoint commits: both are durable before the call, as before.
+                HANDLERS[action.kind].prepare(self, run)
+        finally:
+            attempts = starting.result()
         if after_start is not None:
             after_start()
-        refused = self._guard(action) if self._guard is not None else None
         if refused is not None:
             return self._refuse(action, refused, attempts)
-        run = ActionRun(action, check_first=resuming and action.kind in WRITE_KINDS)
         if resuming and self.sink.already_audited_done(action):
             # Killed between its outcome row and its checkpoint: it is done, say nothing twice.
             self.sink.finish_action(action, Status.DONE, None)

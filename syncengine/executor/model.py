@@ -160,6 +160,11 @@ class ExecutionSink(Protocol):
         times the action has been started, this time included."""
         ...
 
+    def start_action_later(self, action: Action, *, resuming: bool) -> Future[int]:
+        """:meth:`start_action`, queued: the future resolves (with the count) once the
+        checkpoint is committed; the executor makes no call for the action before that."""
+        ...
+
     def finish_action(
         self,
         action: Action,

@@ -209,7 +209,10 @@ class StagingSink:
     # --- the sink -----------------------------------------------------------------------
 
     def start_action(self, action: Action, *, resuming: bool) -> int:
-        return self.writer.call_merged(self._starts, (self.seqs[action.key], resuming))
+        return self.start_action_later(action, resuming=resuming).result()
+
+    def start_action_later(self, action: Action, *, resuming: bool) -> Future[int]:
+        return self.writer.submit_merged(self._starts, (self.seqs[action.key], resuming))
 
     def finish_action(
         self,
