@@ -17,6 +17,8 @@ interleaved on the same machine in the same run; medians over ``--repeat`` runs.
 
     .venv/bin/python bench/apply.py [--people 10000] [--latency-ms 20] [--levels 16,32,64]
         [--repeat 3] [--reference-exe /work/main/.venv/bin/syncengine]
+    .venv/bin/python bench/apply.py --server-only --reference-exe <main's syncengine>
+        (the emulator alone, both builds' emulators interleaved: rate and CPU per request)
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ def free_port() -> int:
 class Emulator:
     """``syncengine emulator`` in a child process, so it does not share our GIL."""
 
-    def __init__(self, latency_ms: float) -> None:
+    def __init__(self, latency_ms: float, exe: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        exe = str(Path(sys.executable).parent / "syncengine")
+        exe = exe or str(Path(sys.executable).parent / "syncengine")
         self.proc = subprocess.Popen(
             [exe, "emulator", "--port", str(self.port), "--latency-ms", str(latency_ms),
              "--control"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -190,12 +192,14 @@ def timed_apply(exe: str, concurrency: int, people: int, latency_ms: float) -> R
         emu.close()
 
 
-def server_ceiling(concurrency: int, creates: int, latency_ms: float) -> tuple[float, float]:
+def server_ceiling(
+    concurrency: int, creates: int, latency_ms: float, exe: str | None = None
+) -> tuple[float, float]:
     """The reference: ``user/create`` calls per second a fresh emulator (same settings)
     delivers to ``concurrency`` raw keep-alive sockets (``http.client``, no engine, no
     database), i.e. what any client could get from this server on this machine now; and
     the emulator's CPU ms per request meanwhile."""
-    emu = Emulator(latency_ms)
+    emu = Emulator(latency_ms, exe)
     try:
         got = emu.http.get("/cgi-bin/gettoken", params={
             "corpid": DEMO_CORP_ID, "corpsecret": DEMO_SECRETS["contacts"]}).json()  # fmt: skip
@@ -241,8 +245,14 @@ def main() -> None:
     parser.add_argument("--reference-exe", default=None, metavar="SYNCENGINE")
     parser.add_argument("--server-creates", type=int, default=4000,
                         help="creates for the server-ceiling reference (0: skip it)")  # fmt: skip
+    parser.add_argument("--server-only", action="store_true",
+                        help="only the server reference: this build's emulator and, with "
+                        "--reference-exe, that build's, interleaved")  # fmt: skip
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    if args.server_only:
+        servers(args, levels)
+        return
     subject = str(Path(sys.executable).parent / "syncengine")
     builds = {"this build": subject}
     if args.reference_exe:
@@ -286,6 +296,32 @@ def main() -> None:
                   f"{rate / ceiling:.2f}); CPU {cpu:.2f} ms/action + emulator "
                   f"{server_ms:.2f} ms: the ideal rate would need {need:.2f} cores; "
                   f"load average {load:.2f} (n={len(rs)})", flush=True)  # fmt: skip
+
+
+def servers(args: argparse.Namespace, levels: list[int]) -> None:
+    """``--server-only``: the emulator's own rate and CPU per request, builds interleaved."""
+    builds = {"this build": None, "reference": args.reference_exe}
+    if not args.reference_exe:
+        del builds["reference"]
+    print(f"emulator to {args.server_creates:,} raw keep-alive `user/create` calls, "
+          f"{args.latency_ms:g} ms latency, {os.cpu_count()} CPUs", flush=True)  # fmt: skip
+    for c in levels:
+        ideal = c / (args.latency_ms / 1000.0)
+        got: dict[str, list[tuple[float, float, float]]] = {name: [] for name in builds}
+        for i in range(args.repeat):
+            for name, exe in builds.items():
+                load = os.getloadavg()[0]
+                rate, ms = server_ceiling(c, args.server_creates, args.latency_ms, exe)
+                got[name].append((rate, ms, load))
+                print(f"  c={c:>2} {name:<10} #{i + 1}: {rate:,.0f}/s ({rate / ideal:.0%} of "
+                      f"ideal), {ms:.3f} ms CPU/request, load {load:.2f}", flush=True)  # fmt: skip
+        for name, runs in got.items():
+            rate = statistics.median(r[0] for r in runs)
+            ms = statistics.median(r[1] for r in runs)
+            load = statistics.median(r[2] for r in runs)
+            print(f"concurrency {c:>2} {name:<10}: median {rate:,.0f} creates/s, ratio "
+                  f"{rate / ideal:.2f} of the ideal; emulator CPU {ms:.3f} ms/request; "
+                  f"load average {load:.2f} (n={len(runs)})", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
