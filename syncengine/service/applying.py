@@ -576,7 +576,8 @@ def apply_plan(
                 where=f"plan {plan.checksum[:12]}",
                 hint="run `syncengine plan` again and review the new plan",
             )
-        record = save_plan(repo, plan)
+        if record is None:  # `plan` stored it already, else store it now (to_json is slow)
+            record = save_plan(repo, plan)
         report = _execute_stored(
             engine, record, plan, actor=actor, resumed=False, progress=progress
         )
