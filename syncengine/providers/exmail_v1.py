@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -47,7 +47,7 @@ from syncengine.errors import (
     NotFoundError,
 )
 from syncengine.plan import Action, ActionKind
-from syncengine.providers.base import ApiCall, GroupPosting, MailGroup, Progress
+from syncengine.providers.base import ApiCall, Progress
 from syncengine.providers.config import ExmailConfig
 from syncengine.providers.http import (
     FormRequests,
@@ -69,7 +69,9 @@ from syncengine.providers.http import (
 )
 from syncengine.providers.pool import pool_map
 from syncengine.providers.tokens import IssuedToken, SharedTokens, TokenCache
+from syncengine.providers.v1_codec import WRITE_CALLS, list_values, mailbox_from, user_form
 from syncengine.providers.v1_directory import DirectoryReader, DirectoryStore, ReadReport
+from syncengine.providers.v1_groups import V1Groups
 
 log = logging.getLogger("syncengine.providers.exmail_v1")
 
@@ -84,44 +86,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _gender(value: Any) -> Gender:
-    code = parse_errcode(value)
-    return Gender(code) if code in (0, 1, 2) else Gender.UNSET
-
-
-def _split_aliases(value: Any) -> tuple[str, ...]:
-    """``SlaveList`` is a comma-joined string (tolerate a JSON list too)."""
-    items = value if isinstance(value, list) else str(value or "").split(",")
-    return tuple(normalise_email(str(a)) for a in items if str(a).strip())
-
-
-def _list_values(data: Mapping[str, Any] | None) -> list[str]:
-    """The ``Value``s of a ``{"Count":n,"List":[{"Value":...}]}`` wrapper."""
-    if not data:
-        return []
-    items = data.get("List") or []
-    return [str(i.get("Value", "")) for i in items if isinstance(i, Mapping)]
-
-
-_WRITE_CALLS: dict[ActionKind, tuple[str, str]] = {
-    ActionKind.CREATE_DEPARTMENT: ("party/sync", "Action=2 add"),
-    ActionKind.MOVE_DEPARTMENT: ("party/sync", "Action=3 modify"),
-    ActionKind.DELETE_DEPARTMENT: ("party/sync", "Action=1 delete"),
-    ActionKind.CREATE_USER: ("user/sync", "Action=2 add"),
-    ActionKind.UPDATE_USER: ("user/sync", "Action=3 modify"),
-    ActionKind.ADD_ALIAS: ("user/sync", "Action=3 modify"),
-    ActionKind.ENABLE_USER: ("user/sync", "Action=3 modify"),
-    ActionKind.DISABLE_USER: ("user/sync", "Action=3 modify"),
-    ActionKind.SWAP_PRIMARY: ("user/swapalias", ""),
-    ActionKind.DELETE_USER: ("user/sync", "Action=1 delete"),
-    ActionKind.CREATE_GROUP: ("group/add", ""),
-    ActionKind.UPDATE_GROUP: ("group/addmember", "and/or group/deletemember"),
-    ActionKind.DELETE_GROUP: ("group/delete", ""),
-}
-"""What each writing action kind sends (endpoint, the Action it carries)."""
-
-
-class ExmailV1Provider:
+class ExmailV1Provider(V1Groups):
     """:class:`~syncengine.providers.base.MailboxProvider` over the Gen 1 open protocol."""
 
     api = "v1"
@@ -249,7 +214,7 @@ class ExmailV1Provider:
             return False
 
     def planned_calls(self, action: Action) -> tuple[ApiCall, ...]:
-        if action.kind not in _WRITE_CALLS:
+        if action.kind not in WRITE_CALLS:
             return ()
         group = action.group
         if action.kind is ActionKind.UPDATE_GROUP and group is not None:
@@ -259,7 +224,7 @@ class ExmailV1Provider:
                                       ("group/deletemember", group.remove))
                 if members
             )  # fmt: skip
-        endpoint, note = _WRITE_CALLS[action.kind]
+        endpoint, note = WRITE_CALLS[action.kind]
         return (ApiCall("POST", "/openapi/" + endpoint, note),)
 
     def _call_once(self, call: str, form: Form, subject: str | None) -> dict[str, Any] | None:
@@ -312,13 +277,13 @@ class ExmailV1Provider:
         """``party/list``: the NAMES of the direct children of a party (``""`` = root)."""
         path = normalise_path(path)
         data = self.call("party/list", {"PartyPath": path}, subject=f"party {path!r}")
-        return [v for v in _list_values(data) if v]
+        return [v for v in list_values(data) if v]
 
     def party_members(self, path: str = "") -> list[str]:
         """``partyuser/list``: the accounts directly in a party (``""`` = root)."""
         path = normalise_path(path)
         data = self.call("partyuser/list", {"PartyPath": path}, subject=f"party {path!r}")
-        return [normalise_email(v) for v in _list_values(data) if v]
+        return [normalise_email(v) for v in list_values(data) if v]
 
     def walk_parties(self) -> list[str]:
         """Every party path below the root, parents before children (one call per party)."""
@@ -370,26 +335,6 @@ class ExmailV1Provider:
 
     # --- users ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _mailbox(data: Mapping[str, Any]) -> Mailbox:
-        parties = data.get("PartyList")
-        departments = [
-            normalise_path(p)
-            for p in _list_values(parties if isinstance(parties, Mapping) else None)
-        ]
-        return Mailbox(
-            email=normalise_email(str_field(data, "Alias")),
-            name=str_field(data, "Name"),
-            ext_id=str_field(data, "ExtId"),
-            departments=tuple(dict.fromkeys(p for p in departments if p)),
-            aliases=_split_aliases(data.get("SlaveList")),
-            position=str_field(data, "Position"),
-            tel=str_field(data, "Tel"),
-            mobile=str_field(data, "Mobile"),
-            gender=_gender(data.get("Gender")),
-            enabled=parse_errcode(data.get("OpenType")) != 2,
-        )
-
     def get_user(self, email: str) -> Mailbox | None:
         """``user/get``; None when unknown, and when ``email`` is only an alias (Gen 1 would
         answer the primary account's record)."""
@@ -401,7 +346,7 @@ class ExmailV1Provider:
             raise FatalProviderError(
                 f"user/get answered an empty body for {email}", call="user/get"
             )
-        mailbox = self._mailbox(data)
+        mailbox = mailbox_from(data)
         if mailbox.email != normalise_email(email):
             return None
         return mailbox
@@ -449,40 +394,6 @@ class ExmailV1Provider:
         state, self.last_read = reader.read(progress)
         return state
 
-    def _user_form(
-        self,
-        *,
-        name: str | None,
-        gender: Gender | None,
-        position: str | None,
-        tel: str | None,
-        mobile: str | None,
-        ext_id: str | None,
-        departments: Sequence[str] | None,
-        aliases: Sequence[str] | None,
-        enabled: bool | None,
-    ) -> dict[str, str | list[str]]:
-        form: dict[str, str | list[str]] = {}
-        for key, value in (
-            ("Name", name),
-            ("Position", position),
-            ("Tel", tel),
-            ("Mobile", mobile),
-            ("ExtId", ext_id),
-        ):
-            if value is not None:
-                form[key] = value
-        if gender is not None:
-            form["Gender"] = str(int(gender))
-        if departments is not None:
-            paths = [normalise_path(p) for p in departments if normalise_path(p)]
-            form["PartyPath"] = paths or [""]  # one empty PartyPath: the root alone
-        if aliases is not None:
-            form["Slave"] = list(aliases) or [""]  # one empty Slave clears the list
-        if enabled is not None:
-            form["OpenType"] = "1" if enabled else "2"
-        return form
-
     def create_user(
         self, mailbox: Mailbox, *, password: str, change_password_at_login: bool = True
     ) -> None:
@@ -492,7 +403,7 @@ class ExmailV1Provider:
         accepted for the common interface and has no effect here (the policy built for a Gen 1
         config never asks for it, so no Gen 1 plan promises it).
         """
-        form = self._user_form(
+        form = user_form(
             name=mailbox.name,
             gender=mailbox.gender if mailbox.gender != Gender.UNSET else None,
             position=mailbox.position or None,
@@ -533,7 +444,7 @@ class ExmailV1Provider:
             return old if new is None else new
 
         gender = pick(update.gender, current.gender)
-        form = self._user_form(
+        form = user_form(
             name=pick(update.name, current.name),
             gender=gender,
             position=pick(update.position, current.position),
@@ -582,75 +493,6 @@ class ExmailV1Provider:
             if isinstance(i, Mapping)
         ]
         return str_field(data, "Ver") or str(version), changes
-
-    # --- groups ---------------------------------------------------------------------------
-
-    def create_group(self, group: MailGroup) -> None:
-        """``group/add`` (+ ``group/addallowlist`` for an allow-list group)."""
-        if group.groups or group.departments:
-            raise FatalProviderError(
-                f"Gen 1 mail groups hold member accounts only, not groups or departments "
-                f"({group.address})",
-                call="group/add",
-                hint="list the member accounts instead, or use the Gen 2 API",
-            )
-        self.call(
-            "group/add",
-            {
-                "group_name": group.name,
-                "group_admin": group.address,
-                "status": group.posting.v1_status,
-                "members": list(group.members),
-            },
-            subject=group.address,
-        )
-        if group.posting == GroupPosting.ALLOW_LIST and group.allow_list:
-            self.add_group_allow_list(group.address, group.allow_list)
-
-    def delete_group(self, address: str) -> None:
-        self.call("group/delete", {"group_alias": address}, subject=address)
-
-    can_read_groups = False
-    """Gen 1 has no ``group/get``: the engine's ledger is its only view of its groups."""
-
-    def change_group(self, group: MailGroup, *, add: Sequence[str], remove: Sequence[str]) -> None:
-        """``group/addmember`` then ``group/deletemember`` (adds first: Exmail refuses a group
-        left without members). Gen 1 has no group update, so the name and posting right stay
-        as created."""
-        if add:
-            self.add_group_members(group.address, add)
-        if remove:
-            self.remove_group_members(group.address, remove)
-
-    def get_group(self, address: str) -> MailGroup | None:
-        """Gen 1 cannot read a group back: always None (see ``can_read_groups``)."""
-        return None
-
-    def add_group_members(self, address: str, members: Iterable[str]) -> None:
-        self.call(
-            "group/addmember", {"group_alias": address, "members": list(members)}, subject=address
-        )
-
-    def remove_group_members(self, address: str, members: Iterable[str]) -> None:
-        self.call(
-            "group/deletemember",
-            {"group_alias": address, "members": list(members)},
-            subject=address,
-        )
-
-    def add_group_allow_list(self, address: str, accounts: Iterable[str]) -> None:
-        self.call(
-            "group/addallowlist",
-            {"group_alias": address, "allow_list": ",".join(accounts)},
-            subject=address,
-        )
-
-    def remove_group_allow_list(self, address: str, accounts: Iterable[str]) -> None:
-        self.call(
-            "group/delallowlist",
-            {"group_alias": address, "allow_list": ",".join(accounts)},
-            subject=address,
-        )
 
     # --- single sign-on, mail, listen -----------------------------------------------------
 
