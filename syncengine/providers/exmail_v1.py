@@ -14,6 +14,7 @@ names as changed since the stored cursor on an incremental one (:mod:`.v1_direct
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -69,9 +70,16 @@ from syncengine.providers.http import (
 )
 from syncengine.providers.pool import pool_map
 from syncengine.providers.tokens import IssuedToken, SharedTokens, TokenCache
-from syncengine.providers.v1_codec import WRITE_CALLS, list_values, mailbox_from, user_form
+from syncengine.providers.v1_codec import (
+    WRITE_CALLS,
+    list_values,
+    listen_events,
+    mailbox_from,
+    user_form,
+)
 from syncengine.providers.v1_directory import DirectoryReader, DirectoryStore, ReadReport
 from syncengine.providers.v1_groups import V1Groups
+from syncengine.providers.v1_tree import TreeKeeper
 
 log = logging.getLogger("syncengine.providers.exmail_v1")
 
@@ -124,8 +132,27 @@ class ExmailV1Provider(V1Groups):
         # Set by the service layer: where the user/list cursor and the last read directory
         # are kept (None: every read is a full one), and the wall clock of "full read age".
         self.directory_store: DirectoryStore | None = None
+        # ... and where the department tree is kept (None: every read walks the tree).
+        self.party_store: DirectoryStore | None = None
         self.wall_clock: Callable[[], float] = time.time
         self.last_read: ReadReport | None = None
+        self._tree: TreeKeeper | None = None
+
+    @functools.cached_property
+    def _store_key(self) -> str:
+        """Whose directory a stored cursor and tree are: this server and admin account."""
+        return f"{self._config.openapi_base} {self._client_id}"
+
+    @property
+    def tree(self) -> TreeKeeper | None:
+        """The stored department tree (see :mod:`.v1_tree`), None without a party store."""
+        store = self.party_store
+        if store is None:
+            return None
+        keeper = self._tree
+        if keeper is None or keeper.store is not store:
+            keeper = self._tree = TreeKeeper(store, self._store_key)
+        return keeper
 
     def __repr__(self) -> str:
         return (
@@ -285,10 +312,11 @@ class ExmailV1Provider(V1Groups):
         data = self.call("partyuser/list", {"PartyPath": path}, subject=f"party {path!r}")
         return [normalise_email(v) for v in list_values(data) if v]
 
-    def walk_parties(self) -> list[str]:
-        """Every party path below the root, parents before children (one call per party)."""
+    def walk_parties(self, root: str = "") -> list[str]:
+        """Every party path below ``root`` (``""``: the whole tree), parents before children
+        (one call per party)."""
         found: list[str] = []
-        frontier = [""]
+        frontier = [normalise_path(root)]
         for _ in range(_MAX_WALK_DEPTH + 1):
             if not frontier:
                 break
@@ -309,17 +337,28 @@ class ExmailV1Provider(V1Groups):
         """``party/sync`` ADD, after checking that the parent exists and the name is free.
 
         Gen 1 would create missing ancestors and accept a duplicate silently; the check makes
-        both generations answer alike (NotFoundError / AlreadyExistsError).
+        both generations answer alike (NotFoundError / AlreadyExistsError). Its answer, and
+        the write, keep the stored tree current (:attr:`tree`).
         """
         path = normalise_path(path)
-        siblings = self.party_list(parent_path(path))
+        parent = parent_path(path)
+        try:
+            siblings = self.party_list(parent)
+        except NotFoundError:
+            if self.tree is not None and parent:
+                self.tree.deleted(parent)
+            raise
         if path_name(path) in siblings:
+            if self.tree is not None:
+                self.tree.created(path)
             raise AlreadyExistsError(
                 f"department {path!r} exists already",
                 call="party/sync",
                 hint="the object exists already; compare it with what was asked",
             )
         self.call("party/sync", {"Action": ACTION_ADD, "DstPath": path}, subject=f"party {path!r}")
+        if self.tree is not None:
+            self.tree.created(path)
 
     def move_department(self, old_path: str, new_path: str) -> None:
         old_path, new_path = normalise_path(old_path), normalise_path(new_path)
@@ -328,10 +367,21 @@ class ExmailV1Provider(V1Groups):
             {"Action": ACTION_MOD, "SrcPath": old_path, "DstPath": new_path},
             subject=f"party {old_path!r}",
         )
+        if self.tree is not None:
+            self.tree.moved(old_path, new_path)
 
     def delete_department(self, path: str) -> None:
         path = normalise_path(path)
-        self.call("party/sync", {"Action": ACTION_DEL, "DstPath": path}, subject=f"party {path!r}")
+        try:
+            self.call(
+                "party/sync", {"Action": ACTION_DEL, "DstPath": path}, subject=f"party {path!r}"
+            )
+        except NotFoundError:
+            if self.tree is not None:
+                self.tree.deleted(path)
+            raise
+        if self.tree is not None:
+            self.tree.deleted(path)
 
     # --- users ----------------------------------------------------------------------------
 
@@ -387,9 +437,10 @@ class ExmailV1Provider(V1Groups):
         reader = DirectoryReader(
             self,
             self.directory_store,
-            f"{self._config.openapi_base} {self._client_id}",
+            self._store_key,
             self.wall_clock(),
             self._config.full_read_days,
+            self.tree,
         )
         state, self.last_read = reader.read(progress)
         return state
@@ -550,21 +601,5 @@ class ExmailV1Provider(V1Groups):
             err = transport_error(call, exc)
         else:
             data = self._decode(call, response, None) or {}
-            return self._listen_events(data, str(version))
+            return listen_events(data, str(version))
         raise err
-
-    @staticmethod
-    def _listen_events(data: Mapping[str, Any], version: str) -> tuple[list[MailEvent], str]:
-        new_version = str_field(data, "Ver") or version
-        user = str_field(data, "UserName")
-        if not user:
-            return [], new_version  # {"Ret":0} (nothing) or a bare version bump
-        event = MailEvent(
-            email=normalise_email(user),
-            new_count=parse_errcode(data.get("NewCount")) or 0,
-            version=new_version,
-            mail_id=str_field(data, "MailId"),
-            sender=str_field(data, "Sender"),
-            subject=str_field(data, "Subject"),
-        )
-        return [event], new_version

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from syncengine.domain import Gender, Mailbox, normalise_email, normalise_path
+from syncengine.domain import Gender, Mailbox, MailEvent, normalise_email, normalise_path
 from syncengine.plan import ActionKind
 from syncengine.providers.http import parse_errcode, str_field
 
@@ -101,3 +101,20 @@ def user_form(
     if enabled is not None:
         form["OpenType"] = "1" if enabled else "2"
     return form
+
+
+def listen_events(data: Mapping[str, Any], version: str) -> tuple[list[MailEvent], str]:
+    """A ``listen`` answer: (events, the version to send next time)."""
+    new_version = str_field(data, "Ver") or version
+    user = str_field(data, "UserName")
+    if not user:
+        return [], new_version  # {"Ret":0} (nothing) or a bare version bump
+    event = MailEvent(
+        email=normalise_email(user),
+        new_count=parse_errcode(data.get("NewCount")) or 0,
+        version=new_version,
+        mail_id=str_field(data, "MailId"),
+        sender=str_field(data, "Sender"),
+        subject=str_field(data, "Subject"),
+    )
+    return [event], new_version
