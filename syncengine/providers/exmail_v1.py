@@ -136,6 +136,7 @@ class ExmailV1Provider(V1Groups):
         self.party_store: DirectoryStore | None = None
         self.wall_clock: Callable[[], float] = time.time
         self.last_read: ReadReport | None = None
+        self.full_read_next = False  # set by --full-read: the next read is a full one
         self._tree: TreeKeeper | None = None
 
     @functools.cached_property
@@ -441,8 +442,10 @@ class ExmailV1Provider(V1Groups):
             self.wall_clock(),
             self._config.full_read_days,
             self.tree,
+            full=self.full_read_next,
         )
         state, self.last_read = reader.read(progress)
+        self.full_read_next = False
         return state
 
     def create_user(

@@ -146,9 +146,10 @@ class DirectoryReader:
 
     def __init__(
         self, provider: ExmailV1Provider, store: DirectoryStore | None, key: str, now: float,
-        full_read_days: float, tree: TreeKeeper | None = None,
+        full_read_days: float, tree: TreeKeeper | None = None, *, full: bool = False,
     ) -> None:  # fmt: skip
         self.tree = tree
+        self.full = full
         self.provider = provider
         self.store = store
         self.key = key
@@ -164,6 +165,8 @@ class DirectoryReader:
             if self.full_read_days <= 0 or age >= self.full_read_days * DAY:
                 reason = f"the last full read is {age / DAY:.1f} day(s) old (full_read_days)"
                 stored = None
+            elif self.full:
+                reason, stored = "asked for (--full-read)", None
         if stored is not None:
             try:
                 return self._incremental(stored, progress)

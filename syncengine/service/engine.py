@@ -241,6 +241,16 @@ class Engine:
             return None
         return seen[0]
 
+    def read_in_full(self) -> None:
+        """The next directory read is a full one (``--full-read``): on Gen 1 every member and
+        the whole department tree, whatever the stored cursor; Gen 2 always reads in full."""
+        if self.config.exmail.api == "v1":
+            from syncengine.providers.exmail_v1 import ExmailV1Provider
+
+            provider = self.provider
+            assert isinstance(provider, ExmailV1Provider)
+            provider.full_read_next = True
+
     def department_exists(self, path: str) -> bool:
         """The executor's cheap look-before-redo probe, answered by the provider."""
         return self.provider.department_exists(path)

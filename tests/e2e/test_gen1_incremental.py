@@ -345,3 +345,21 @@ def test_a_missing_tree_is_walked_again_without_a_full_read(env: ApplyEnv) -> No
     since = last_seq(emu)
     sync(env)
     assert counts(emu, since).get("party/list", 0) == 0
+
+
+def test_full_read_flag_reads_every_member_once(env: ApplyEnv) -> None:
+    """``sync --full-read`` / ``plan --full-read``: this run reads in full (every member, the
+    whole tree); the stored cursor stays, so the next night is incremental again."""
+    emu = env.emulator
+    members = len(env.users())
+    for command in (("sync", "--json", "--full-read"), ("plan", "--json", "--full-read")):
+        since = last_seq(emu)
+        r = env.cli(*command)
+        assert r.exit_code == 0, r.output
+        seen = counts(emu, since)
+        assert seen.get("user/get") == members and seen.get("party/list") == parties(emu), seen
+    since = last_seq(emu)
+    sync(env)
+    assert counts(emu, since).get("user/get", 0) == 0
+    r = env.cli("sync", "--all", "--full-read")
+    assert r.exit_code == 64 and "--full-read works on one tenant" in r.output, r.output
