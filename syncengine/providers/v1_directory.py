@@ -236,36 +236,52 @@ class DirectoryReader:
         walked = known is None
         tree = set(self.provider.walk_parties()) if known is None else known
         emails = list(dict.fromkeys(a for a, _ in changes if a))
-        mailboxes = dict(stored.mailboxes)
         fetched = self._fetch(emails, progress)
-        named = {p for _, m in fetched if m is not None for p in m.departments}
-        unknown = with_ancestors(named) - tree
-        if unknown:  # the tree changed behind the engine's back: list that level again
-            log.info("Gen 1 read: %d department(s) not in the stored tree", len(unknown))
-            tree = relist(tree, unknown, self._children, self.provider.walk_parties)
-        # Stored members of a department that is gone (renamed or moved behind the engine's
-        # back, which a server may not journal) are read again.
-        before = set().union(*(m.departments for m in stored.mailboxes.values()))
-        vanished = with_ancestors(before) - tree
-        got = set(emails)
-        again = [
-            m.email for m in stored.mailboxes.values()
-            if m.email not in got and vanished.intersection(with_ancestors(m.departments))
-        ]  # fmt: skip
-        for email, mailbox in [*fetched, *self._fetch(again, None)]:
+        tree, relisted = self._correct(tree, fetched)
+        again: list[str] = []
+        if walked or relisted:
+            # Stored members of a department that is gone (renamed or moved behind the
+            # engine's back, which a server may not journal) are read again.
+            if known is None:
+                known = with_ancestors(
+                    p for m in stored.mailboxes.values() for p in m.departments
+                )  # fmt: skip
+            gone = known - tree
+            got = set(emails)
+            again = [
+                m.email for m in stored.mailboxes.values()
+                if m.email not in got and gone.intersection(with_ancestors(m.departments))
+            ]  # fmt: skip
+            more = self._fetch(again, None)
+            tree, _ = self._correct(tree, more)
+            fetched += more
+        mailboxes = dict(stored.mailboxes)
+        for email, mailbox in fetched:
             if mailbox is None:
                 mailboxes.pop(email, None)
             else:
                 mailboxes[email] = mailbox
         self._save(StoredDirectory(self.key, version, stored.full_read_at, mailboxes))
-        if self.tree is not None and (walked or unknown):
+        if self.tree is not None and (walked or relisted):
             self.tree.save(tree)
         note = (
             f"{len(changes)} journal change(s), {len(again)} member(s) of vanished parties, "
-            f"tree {'walked' if walked else 'listed again in part' if unknown else 'as stored'}"
+            f"tree {'walked' if walked else 'listed again in part' if relisted else 'as stored'}"
         )
         log.info("Gen 1 incremental read since version %s: %s", stored.version, note)
         return _state(mailboxes, tree), ReadReport("incremental", note, len(emails) + len(again))
+
+    def _correct(
+        self, tree: set[str], fetched: list[tuple[str, Mailbox | None]]
+    ) -> tuple[set[str], bool]:
+        """``tree``, listed again where a fetched member names a department it does not know
+        (the tree changed behind the engine's back), and whether it was."""
+        named = with_ancestors(p for _, m in fetched if m is not None for p in m.departments)
+        unknown = named - tree
+        if not unknown:
+            return tree, False
+        log.info("Gen 1 read: %d department(s) not in the stored tree", len(unknown))
+        return relist(tree, unknown, self._children, self.provider.walk_parties), True
 
     def _children(self, parent: str) -> list[str] | None:
         """``party/list`` of ``parent``; None when the parent is gone."""
