@@ -363,3 +363,33 @@ def test_full_read_flag_reads_every_member_once(env: ApplyEnv) -> None:
     assert counts(emu, since).get("user/get", 0) == 0
     r = env.cli("sync", "--all", "--full-read")
     assert r.exit_code == 64 and "--full-read works on one tenant" in r.output, r.output
+
+
+def test_a_server_that_does_not_journal_moved_members_still_gets_them_reread(
+    env: ApplyEnv,
+) -> None:
+    """A server that does not journal the members of a renamed department (the emulator does;
+    the sources are silent): simulated by moving the stored cursor past the rename's entries.
+    One member edited since names the new path, the root is listed again, 销售部 is gone, and
+    every stored member of it is read again: the run puts them all back."""
+    emu = env.emulator
+    gen1_write(emu, "party/sync", {"Action": "3", "SrcPath": "销售部", "DstPath": "市场销售部"})
+    with httpx.Client(base_url=emu.base_url, timeout=10) as http:
+        token = gen1_token(http, emu)
+        answer = http.post("/openapi/user/list", data={"Ver": "0"},
+                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        version = str(answer.json()["Ver"])
+    with sqlite3.connect(env.db_path) as db:
+        (text,) = db.execute("SELECT value FROM watch_state WHERE name = ?", (STORE,)).fetchone()
+        data = json.loads(text)
+        data["version"] = version  # the rename's journal entries are skipped
+        db.execute("UPDATE watch_state SET value = ? WHERE name = ?", (json.dumps(data), STORE))
+    in_sales = [r["email"] for r in env.rows if r["departments"] == "销售部"]
+    assert len(in_sales) >= 3, in_sales
+    emu.control("POST", "user", {"userid": in_sales[0], "position": "厨师"})
+    since = last_seq(emu)
+    sync(env)
+    seen = counts(emu, since)
+    assert seen.get("user/get", 0) >= len(in_sales), seen
+    assert seen.get("party/list", 0) < parties(emu), seen
+    env.assert_converged()
