@@ -47,7 +47,7 @@ from syncengine.errors import (
     FatalProviderError,
     NotFoundError,
 )
-from syncengine.plan import Action, ActionKind
+from syncengine.plan import Action
 from syncengine.providers.base import ApiCall, Progress
 from syncengine.providers.config import ExmailConfig
 from syncengine.providers.http import (
@@ -71,10 +71,10 @@ from syncengine.providers.http import (
 from syncengine.providers.pool import pool_map
 from syncengine.providers.tokens import IssuedToken, SharedTokens, TokenCache
 from syncengine.providers.v1_codec import (
-    WRITE_CALLS,
     list_values,
     listen_events,
     mailbox_from,
+    planned_calls,
     user_form,
 )
 from syncengine.providers.v1_directory import DirectoryReader, DirectoryStore, ReadReport
@@ -242,18 +242,7 @@ class ExmailV1Provider(V1Groups):
             return False
 
     def planned_calls(self, action: Action) -> tuple[ApiCall, ...]:
-        if action.kind not in WRITE_CALLS:
-            return ()
-        group = action.group
-        if action.kind is ActionKind.UPDATE_GROUP and group is not None:
-            return tuple(  # only the calls the member changes need
-                ApiCall("POST", "/openapi/" + call, f"{len(members)} member(s)")
-                for call, members in (("group/addmember", group.add),
-                                      ("group/deletemember", group.remove))
-                if members
-            )  # fmt: skip
-        endpoint, note = WRITE_CALLS[action.kind]
-        return (ApiCall("POST", "/openapi/" + endpoint, note),)
+        return planned_calls(action)
 
     def _call_once(self, call: str, form: Form, subject: str | None) -> dict[str, Any] | None:
         url = self._urls.get(call)

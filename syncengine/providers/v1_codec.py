@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from syncengine.domain import Gender, Mailbox, MailEvent, normalise_email, normalise_path
-from syncengine.plan import ActionKind
+from syncengine.plan import Action, ActionKind
+from syncengine.providers.base import ApiCall
 from syncengine.providers.http import parse_errcode, str_field
 
 
@@ -46,6 +47,22 @@ WRITE_CALLS: dict[ActionKind, tuple[str, str]] = {
     ActionKind.DELETE_GROUP: ("group/delete", ""),
 }
 """What each writing action kind sends (endpoint, the Action it carries)."""
+
+
+def planned_calls(action: Action) -> tuple[ApiCall, ...]:
+    """The calls a writing action will send (for a dry run's list); () for the rest."""
+    if action.kind not in WRITE_CALLS:
+        return ()
+    group = action.group
+    if action.kind is ActionKind.UPDATE_GROUP and group is not None:
+        return tuple(  # only the calls the member changes need
+            ApiCall("POST", "/openapi/" + call, f"{len(members)} member(s)")
+            for call, members in (("group/addmember", group.add),
+                                  ("group/deletemember", group.remove))
+            if members
+        )  # fmt: skip
+    endpoint, note = WRITE_CALLS[action.kind]
+    return (ApiCall("POST", "/openapi/" + endpoint, note),)
 
 
 def mailbox_from(data: Mapping[str, Any]) -> Mailbox:
