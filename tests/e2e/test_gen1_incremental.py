@@ -105,6 +105,24 @@ def test_a_quiet_night_lists_changes_once_and_gets_no_member(env: ApplyEnv) -> N
     assert not env.write_calls(since)
 
 
+def stored_rows(env: ApplyEnv) -> dict[str, tuple[str, str]]:
+    with sqlite3.connect(env.db_path) as db:
+        rows = db.execute("SELECT name, value, updated_at FROM watch_state").fetchall()
+    return {name: (value, updated) for name, value, updated in rows}
+
+
+def test_a_quiet_night_leaves_the_stored_directory_as_it_was(env: ApplyEnv) -> None:
+    """Nothing in the journal, the same version: the 10,000-member row is not encoded and
+    written again (a quarter of a second on a quiet night); a change rewrites it."""
+    before = stored_rows(env)
+    sync(env)
+    after = stored_rows(env)
+    assert after[STORE] == before[STORE] and after[TREE] == before[TREE]
+    env.emulator.control("POST", "user", {"userid": "t101@example.com", "position": "厨师"})
+    sync(env)
+    assert stored_rows(env)[STORE][1] != before[STORE][1]
+
+
 def stored_tree(env: ApplyEnv) -> list[str]:
     with sqlite3.connect(env.db_path) as db:
         row = db.execute("SELECT value FROM watch_state WHERE name = ?", (TREE,)).fetchone()
