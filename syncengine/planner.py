@@ -441,7 +441,13 @@ class _Planner:
         policy = self.policy
         for eid, why in sorted(self.desired.held.items()):  # informational: nothing is blocked
             self.conflict(ConflictKind.HOOK_HELD, f"{eid}: {why}", (eid,), ())
-        states = {p.employee_id: lifecycle(p, policy, self.today) for p in self.people}
+        # The usual (state, reason) pairs are few: one tuple each, not one per person.
+        pairs: dict[tuple[Lifecycle, str], tuple[Lifecycle, str]] = {}
+        states = {
+            p.employee_id: pairs.setdefault(pair, pair)
+            for p in self.people
+            for pair in (lifecycle(p, policy, self.today),)
+        }
         wants_mailbox = {Lifecycle.ACTIVE, Lifecycle.ON_LEAVE_KEEP}
 
         # Departments HR needs: its list, and the departments of people who keep a mailbox.
@@ -474,7 +480,7 @@ class _Planner:
                 self.claimed.add(self.owner[addr])
 
         # Matching.
-        matched: dict[str, tuple[str, str]] = {}
+        matched: dict[str, str] = {}  # employee id -> the mailbox matched
         claims = _Multi()
         for p in self.people:
             eid = p.employee_id
@@ -486,7 +492,7 @@ class _Planner:
             if email is None:
                 continue
             claims.add(email, eid)
-            matched[eid] = (email, how)
+            matched[eid] = email
         for email, eids in sorted(claims.more.items()):
             self.conflict(
                 ConflictKind.MAILBOX_CLAIMED_TWICE,
@@ -496,7 +502,7 @@ class _Planner:
                 (email,),
             )
         self.claimed.update(claims.keys())  # matched or contested: not unmanaged
-        for eid, (email, _) in matched.items():
+        for eid, email in matched.items():
             if self._protected(email):
                 self.protected_hits.add(email)
                 self.blocked.add(eid)
@@ -514,7 +520,7 @@ class _Planner:
             if eid in self.blocked:
                 continue
             link = self.links.get(eid)
-            m_email = matched.get(eid, (None, ""))[0]
+            m_email = matched.get(eid)
             if states[eid][0] is Lifecycle.LEAVER:
                 if m_email is not None:
                     wanted[eid] = m_email  # a leaver's address is not changed any more
@@ -552,7 +558,7 @@ class _Planner:
                 )
                 continue
             eid = by_wanted.one[addr]
-            own = matched.get(eid, (None, ""))[0]
+            own = matched.get(eid)
             holder = self.owner.get(addr)
             if (holder is not None and holder != own) or addr in self.groups:
                 what = "a group" if addr in self.groups else f"mailbox {holder}"
@@ -570,12 +576,12 @@ class _Planner:
             eid = p.employee_id
             if eid in self.blocked:
                 if eid in matched:
-                    self.final_departments[matched[eid][0]] = self._current_depts(matched[eid][0])
+                    self.final_departments[matched[eid]] = self._current_depts(matched[eid])
                 continue
             state, why = states[eid]
             if self.noting(eid):
                 self.note(eid, f"lifecycle: {state.value} ({why})")
-            email = matched.get(eid, (None, ""))[0]
+            email = matched.get(eid)
             if email is not None and self._no_slot_for_new_address(p, state, email, wanted[eid]):
                 continue
             aliases = self._hr_aliases(p, wanted.get(eid, ""), email, alias_claims)

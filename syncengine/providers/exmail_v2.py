@@ -480,22 +480,29 @@ class ExmailV2Provider:
         return tuple(departments)
 
     def _mailbox(
-        self, item: Mapping[str, Any], departments: tuple[str, ...] | None = None
+        self,
+        item: Mapping[str, Any],
+        departments: tuple[str, ...] | None = None,
+        shared: dict[str, str] | None = None,
     ) -> Mailbox:
-        """One member record; ``departments`` when the caller already resolved its ids."""
+        """One member record; ``departments`` when the caller already resolved its ids;
+        ``shared`` keeps one copy of each position title across the members of a read."""
         if departments is None:
             departments = self._departments(item.get("department") or [])
         get = item.get
         userid, name, extid = get("userid"), get("name"), get("extid")
         position, tel, mobile = get("position"), get("tel"), get("mobile")
         slaves = get("slaves")
+        position = "" if position is None else str(position)
+        if shared is not None:
+            position = shared.setdefault(position, position)
         return Mailbox(
             email=normalise_email("" if userid is None else str(userid)),
             name="" if name is None else str(name),
             ext_id="" if extid is None else str(extid),
             departments=departments,
             aliases=tuple(normalise_email(str(a)) for a in slaves if a) if slaves else (),
-            position="" if position is None else str(position),
+            position=position,
             tel="" if tel is None else str(tel),
             mobile="" if mobile is None else str(mobile),
             gender=_gender(get("gender")),
@@ -506,8 +513,9 @@ class ExmailV2Provider:
         """The members of a ``user/list`` answer, in order. ``items`` is emptied as it is read,
         so each decoded record is let go once it is a Mailbox (the whole directory is never
         held twice), and members of the same departments share one tuple of paths (their
-        ids resolved once)."""
+        ids resolved once), as do members with the same position title."""
         paths: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        titles: dict[str, str] = {}
         out: list[Mailbox] = []
         items.reverse()
         pop = items.pop
@@ -520,7 +528,7 @@ class ExmailV2Provider:
                     departments = paths[ids] = self._departments(ids)
             except TypeError:  # an unhashable (garbled) id: resolved alone, not shared
                 departments = self._departments(ids)
-            out.append(self._mailbox(item, departments))
+            out.append(self._mailbox(item, departments, titles))
         return out
 
     def read_state(self, *, progress: Progress | None = None) -> MailboxState:

@@ -7,7 +7,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +41,7 @@ from syncengine.policy import (
     shrink_baseline,
 )
 from syncengine.providers.base import MailboxProvider
+from syncengine.service.address_checks import EarlyChecks, known_addresses, likely_new_addresses
 from syncengine.service.engine import Engine
 from syncengine.service.groups import add_groups
 from syncengine.staging import db as staging_db
@@ -324,8 +325,12 @@ GROUP_CHECK_ROUNDS = 4
 """How many times a plan is redone at most because a new address turned out to be a group."""
 
 
-def _addresses_to_create(plan: Plan, state: MailboxState) -> set[str]:
-    """Every address the plan would make exist that the state does not know yet."""
+def _addresses_to_create(
+    plan: Plan, state: MailboxState, known: Collection[str] | None = None
+) -> set[str]:
+    """Every address the plan would make exist that the state does not know yet (``known``:
+    :func:`~syncengine.service.address_checks.known_addresses` of ``state``, when the caller
+    has it)."""
     found: set[str] = set()
     for a in plan.actions:
         if a.mailbox is not None:
@@ -339,10 +344,9 @@ def _addresses_to_create(plan: Plan, state: MailboxState) -> set[str]:
     if not found:
         return found
     # Built only when the plan adds an address: it holds every address of the directory.
-    known = set(map(normalise_email, (m.email for m in state.mailboxes)))
-    known.update(map(normalise_email, (a for m in state.mailboxes if m.aliases for a in m.aliases)))
-    known.update(map(normalise_email, state.groups))
-    return found - known
+    if known is None:
+        known = known_addresses(state)
+    return {a for a in found if a not in known}
 
 
 def diff_knowing_groups(
@@ -356,6 +360,8 @@ def diff_knowing_groups(
     config_fingerprint: str,
     only: list[str] | None = None,
     progress: Callable[[str, int, int | None], None] | None = None,
+    early: EarlyChecks | None = None,
+    known: set[str] | None = None,
 ) -> tuple[Plan, MailboxState]:
     """:func:`planner.diff`, corrected for mail groups, which no Exmail API can list.
 
@@ -365,23 +371,40 @@ def diff_knowing_groups(
     one takes the next free form) instead of a failed create at apply. Returns the plan and
     the state it was made from. ``progress("checking addresses", done, total)`` before and
     after each round of checks.
+
+    ``early``: checks started before the diff (see :mod:`syncengine.service.address_checks`);
+    their answers are used for the addresses the plan creates, the rest is checked after it.
+    An address is checked once per call, whatever the rounds. ``known``: the addresses of
+    ``state`` (:func:`~syncengine.service.address_checks.known_addresses`), if the caller has
+    them.
     """
-    plan = planner.diff(desired, state, links, policy, now,
-                        config_fingerprint=config_fingerprint, only=only)  # fmt: skip
+    try:
+        plan = planner.diff(desired, state, links, policy, now,
+                            config_fingerprint=config_fingerprint, only=only)  # fmt: skip
+    except BaseException:
+        if early is not None:
+            early.wait()  # the provider is not left to a thread; the diff's error is raised
+        raise
+    kinds = early.result() if early is not None else {}
+    known = set(known) if known is not None else known_addresses(state)
     for _ in range(GROUP_CHECK_ROUNDS):
-        new = _addresses_to_create(plan, state)
+        new = _addresses_to_create(plan, state, known)
         if not new:
             break
         if progress is not None:
             progress("checking addresses", 0, len(new))
-        kinds = provider.check_addresses(sorted(new))
+        missing = sorted(a for a in new if a not in kinds)
+        if missing:
+            got = provider.check_addresses(missing)
+            kinds.update((normalise_email(a), k) for a, k in got.items())
         if progress is not None:
             progress("checking addresses", len(new), len(new))
-        groups = {normalise_email(a) for a, k in kinds.items() if k is AddressKind.GROUP}
+        groups = {a for a in new if kinds.get(a) is AddressKind.GROUP}
         if not groups:
             break
         log.info("addresses owned by mail groups, planned around: %s", ", ".join(sorted(groups)))
         state = dataclasses.replace(state, groups=tuple(sorted({*state.groups, *groups})))
+        known.update(groups)
         plan = planner.diff(desired, state, links, policy, now,
                             config_fingerprint=config_fingerprint, only=only)  # fmt: skip
     return plan, state
@@ -506,6 +529,14 @@ def make_plan(
         if progress is not None:
             progress("planning", len(view.people), None)
         diff_started = time.perf_counter()
+        # The addresses the plan will probably create are checked (paced calls) while the
+        # diff runs; a targeted plan checks what it creates after it, as before.
+        early = None
+        known = known_addresses(state)
+        if only is None:
+            today = engine.policy.today(now)
+            guess = likely_new_addresses(desired, state, links, engine.policy, today, known)
+            early = EarlyChecks(provider.check_addresses, guess)
         plan, state = diff_knowing_groups(
             provider,
             desired,
@@ -516,6 +547,8 @@ def make_plan(
             config_fingerprint=engine.fingerprint,
             only=list(only) if only is not None else None,
             progress=progress,
+            early=early,
+            known=known,
         )
         if only is None:  # a targeted plan (--only) is about people, not groups
             plan = add_groups(engine, plan, desired, state, links, now)
