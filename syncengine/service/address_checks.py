@@ -56,10 +56,14 @@ def likely_new_addresses(
     for p in desired.people:
         addresses = [normalise_email(a) for a in (p.email, *p.aliases) if a]
         hr_addresses.update(addresses)
+        fresh = [a for a in addresses if a not in known]
+        nameless_one = not p.email and p.employee_id not in links
+        if not (fresh or nameless_one):  # the usual person: nothing new whatever their state
+            continue
         if lifecycle(p, policy, today)[0] not in keeps:
             continue
-        found.update(addresses)
-        if not p.email and p.employee_id not in links:
+        found.update(fresh)
+        if nameless_one:
             nameless.append((p.employee_id, p.name))
     if nameless:
         ext_ids = {m.ext_id for m in state.mailboxes if m.ext_id}
