@@ -862,6 +862,9 @@ class _Planner:
             self.final_departments[email] = current_depts
             self._leaver(eid, email, link, why)
             return
+        if self._unchanged(p, state, m, email, address, link, hr_aliases, current_depts):
+            self.final_departments[email] = current_depts
+            return
 
         target = email
         cur_aliases = {_norm(a) for a in m.aliases} if m.aliases else set()
@@ -974,6 +977,46 @@ class _Planner:
             was_generated or (link is not None and link.generated and link.email == address)
         )
         self._store_link(eid, LinkRecord(eid, address, generated, disabled_since), why)
+
+    def _unchanged(
+        self,
+        p: Person,
+        state: Lifecycle,
+        m: Mailbox,
+        email: str,
+        address: str,
+        link: IdentityLink | None,
+        hr_aliases: tuple[str, ...],
+        current_depts: tuple[str, ...],
+    ) -> bool:
+        """The usual person, checked first: linked to this mailbox by its HR address, no
+        aliases on either side, the same fields and departments, enabled and staying so, no
+        action yet. :meth:`_matched` would plan nothing and keep the link as it is; it is not
+        run for them (nor when notes are kept: ``--only`` explains every step)."""
+        eid = p.employee_id
+        return (
+            self.only is None
+            and address == email
+            and link is not None
+            and not link.generated
+            and p.email is not None
+            and self.link_email[eid] == address
+            and m.enabled
+            and state is not Lifecycle.ON_LEAVE_DISABLED
+            and not m.aliases
+            and not hr_aliases
+            and m.name == p.name
+            and m.position == p.position
+            and m.tel == p.tel
+            and m.mobile == p.mobile
+            and (p.gender is Gender.UNSET or p.gender == m.gender)
+            and (m.ext_id == eid or not self.policy.set_ext_id)
+            and eid not in self.chains
+            and (
+                "departments" not in self.policy.managed_fields
+                or _sorted_paths(p.departments) == current_depts
+            )
+        )
 
     def _leaver(self, eid: str, email: str, link: IdentityLink | None, why: str) -> None:
         m = self.by_email[email]
