@@ -51,14 +51,14 @@ def likely_new_addresses(
     """
     keeps = {Lifecycle.ACTIVE, Lifecycle.ON_LEAVE_KEEP}
     found: set[str] = set()
-    hr_addresses: set[str] = set()
     nameless: list[tuple[str, str]] = []
     for p in desired.people:
-        addresses = [normalise_email(a) for a in (p.email, *p.aliases) if a]
-        hr_addresses.update(addresses)
-        fresh = [a for a in addresses if a not in known]
+        if p.email in known and not p.aliases:  # the usual person: nothing new, whatever state
+            continue
+        fresh = [a for a in map(normalise_email, (p.email or "", *p.aliases)) if a]
+        fresh = [a for a in fresh if a not in known]
         nameless_one = not p.email and p.employee_id not in links
-        if not (fresh or nameless_one):  # the usual person: nothing new whatever their state
+        if not (fresh or nameless_one):
             continue
         if lifecycle(p, policy, today)[0] not in keeps:
             continue
@@ -67,6 +67,9 @@ def likely_new_addresses(
             nameless.append((p.employee_id, p.name))
     if nameless:
         ext_ids = {m.ext_id for m in state.mailboxes if m.ext_id}
+        hr_addresses = {
+            normalise_email(a) for p in desired.people for a in (p.email, *p.aliases) if a
+        }
         generated = generate_addresses(
             [(eid, name) for eid, name in nameless if eid not in ext_ids],
             template=policy.address_template,
