@@ -74,7 +74,7 @@ class Department:
         return path_name(self.path)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Person:
     """One person as HR states them: the desired side of the diff."""
 
@@ -95,7 +95,7 @@ class Person:
     with non-empty values; empty for everyone when no label is mapped."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mailbox:
     """One Exmail member as read from the API: the actual side of the diff.
 
@@ -152,7 +152,7 @@ class MailEvent:
     subject: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IdentityLink:
     """The stored tie between an HR employee and the mailbox the engine manages for them.
 

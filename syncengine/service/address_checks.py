@@ -15,7 +15,6 @@ call, never a different plan.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Collection, Mapping
 from datetime import date
 
@@ -23,6 +22,7 @@ from syncengine.addresses import generate_addresses
 from syncengine.domain import AddressKind, IdentityLink, MailboxState, normalise_email
 from syncengine.planner import Desired
 from syncengine.policy import Lifecycle, Policy, lifecycle
+from syncengine.service.background import Background
 
 
 def known_addresses(state: MailboxState) -> set[str]:
@@ -82,36 +82,23 @@ def likely_new_addresses(
 
 
 class EarlyChecks:
-    """``check(addresses)`` run in a thread, started at once; :meth:`result` waits for it.
-
-    The caller must not use the provider for anything else until :meth:`result` returned
-    (providers are not shared between threads otherwise)."""
+    """``check(addresses)`` run in a thread (:class:`~syncengine.service.background.
+    Background`), started at once unless there is nothing to check; :meth:`result` waits for
+    it. The caller must not use the provider for anything else until it returned."""
 
     def __init__(
         self, check: Callable[[list[str]], dict[str, AddressKind]], addresses: Collection[str]
     ) -> None:
         self.addresses = frozenset(addresses)
-        self._check = check
-        self._kinds: dict[str, AddressKind] = {}
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="address-checks", daemon=True)
-        if self.addresses:
-            self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._kinds = self._check(sorted(self.addresses))
-        except BaseException as exc:  # raised in the caller's thread by result()
-            self._error = exc
+        ordered = sorted(self.addresses)
+        self._job = Background(lambda: check(ordered), "address-checks") if ordered else None
 
     def wait(self) -> None:
         """Wait for the thread, whatever its outcome."""
-        if self.addresses:
-            self._thread.join()
+        if self._job is not None:
+            self._job.wait()
 
     def result(self) -> dict[str, AddressKind]:
         """The kinds of the checked addresses (keys normalised); the check's error, if any."""
-        self.wait()
-        if self._error is not None:
-            raise self._error
-        return {normalise_email(a): k for a, k in self._kinds.items()}
+        kinds = self._job.result() if self._job is not None else {}
+        return {normalise_email(a): k for a, k in kinds.items()}

@@ -42,6 +42,7 @@ from syncengine.policy import (
 )
 from syncengine.providers.base import MailboxProvider
 from syncengine.service.address_checks import EarlyChecks, known_addresses, likely_new_addresses
+from syncengine.service.background import Background
 from syncengine.service.engine import Engine
 from syncengine.service.groups import add_groups
 from syncengine.staging import db as staging_db
@@ -509,16 +510,20 @@ def make_plan(
             if progress is not None:
                 progress("reading mailboxes", done, total)
 
-        # The live state is read before the snapshot and the links are loaded, so that the
-        # read's transient answer (the directory as JSON, then as dicts) and the cycles it
-        # leaves are gone before 100,000 people and links arrive.
-        read_started = time.perf_counter()
+        # The live state is read in a thread while the snapshot and the links are loaded:
+        # most of a big read is waiting for Exmail's answer, and the loads fill that time.
+        # The provider is the thread's until it is joined (also when a load fails).
         provider = engine.provider
-        state = provider.read_state(progress=read_progress)
-        read_seconds = time.perf_counter() - read_started
-        view = load_snapshot_view(repo, snapshot)
-        desired = view.desired(*hook_facts(engine, view, now))
-        links = repo.load_links()
+        reading = Background(lambda: provider.read_state(progress=read_progress), "read-state")
+        try:
+            view = load_snapshot_view(repo, snapshot)
+            desired = view.desired(*hook_facts(engine, view, now))
+            links = repo.load_links()
+        except BaseException:
+            reading.wait()
+            raise
+        state = reading.result()
+        read_seconds = reading.seconds
         # The read and the loads leave some 20 MiB of cycles (HTTP, SQL) in the old
         # generation, which bulk_objects no longer walks often: one full collection here,
         # before the diff's peak, frees them (about 0.2 s of CPU).
