@@ -60,6 +60,7 @@ from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from itertools import chain as chained
 from operator import itemgetter
 
 from syncengine.addresses import generate_addresses
@@ -441,7 +442,13 @@ class _Planner:
         policy = self.policy
         for eid, why in sorted(self.desired.held.items()):  # informational: nothing is blocked
             self.conflict(ConflictKind.HOOK_HELD, f"{eid}: {why}", (eid,), ())
-        states = {p.employee_id: lifecycle(p, policy, self.today) for p in self.people}
+        # The usual (state, reason) pairs are few: one tuple each, not one per person.
+        pairs: dict[tuple[Lifecycle, str], tuple[Lifecycle, str]] = {}
+        states = {
+            p.employee_id: pairs.setdefault(pair, pair)
+            for p in self.people
+            for pair in (lifecycle(p, policy, self.today),)
+        }
         wants_mailbox = {Lifecycle.ACTIVE, Lifecycle.ON_LEAVE_KEEP}
 
         # Departments HR needs: its list, and the departments of people who keep a mailbox.
@@ -474,7 +481,7 @@ class _Planner:
                 self.claimed.add(self.owner[addr])
 
         # Matching.
-        matched: dict[str, tuple[str, str]] = {}
+        matched: dict[str, str] = {}  # employee id -> the mailbox matched
         claims = _Multi()
         for p in self.people:
             eid = p.employee_id
@@ -486,7 +493,7 @@ class _Planner:
             if email is None:
                 continue
             claims.add(email, eid)
-            matched[eid] = (email, how)
+            matched[eid] = email
         for email, eids in sorted(claims.more.items()):
             self.conflict(
                 ConflictKind.MAILBOX_CLAIMED_TWICE,
@@ -496,7 +503,7 @@ class _Planner:
                 (email,),
             )
         self.claimed.update(claims.keys())  # matched or contested: not unmanaged
-        for eid, (email, _) in matched.items():
+        for eid, email in matched.items():
             if self._protected(email):
                 self.protected_hits.add(email)
                 self.blocked.add(eid)
@@ -514,7 +521,7 @@ class _Planner:
             if eid in self.blocked:
                 continue
             link = self.links.get(eid)
-            m_email = matched.get(eid, (None, ""))[0]
+            m_email = matched.get(eid)
             if states[eid][0] is Lifecycle.LEAVER:
                 if m_email is not None:
                     wanted[eid] = m_email  # a leaver's address is not changed any more
@@ -532,8 +539,8 @@ class _Planner:
             template=policy.address_template,
             fallback_template=policy.address_fallback_template,
             domain=policy.domain,
-            taken=set(self.owner) | self.groups | hr_addresses
-            | set(self.link_email.values()),
+            # One set, built by the allocator (not a union of copies of 100,000 addresses).
+            taken=chained(self.owner, self.groups, hr_addresses, self.link_email.values()),
         )  # fmt: skip
         wanted.update(generated)
         by_wanted = _Multi()
@@ -552,7 +559,7 @@ class _Planner:
                 )
                 continue
             eid = by_wanted.one[addr]
-            own = matched.get(eid, (None, ""))[0]
+            own = matched.get(eid)
             holder = self.owner.get(addr)
             if (holder is not None and holder != own) or addr in self.groups:
                 what = "a group" if addr in self.groups else f"mailbox {holder}"
@@ -570,12 +577,12 @@ class _Planner:
             eid = p.employee_id
             if eid in self.blocked:
                 if eid in matched:
-                    self.final_departments[matched[eid][0]] = self._current_depts(matched[eid][0])
+                    self.final_departments[matched[eid]] = self._current_depts(matched[eid])
                 continue
             state, why = states[eid]
             if self.noting(eid):
                 self.note(eid, f"lifecycle: {state.value} ({why})")
-            email = matched.get(eid, (None, ""))[0]
+            email = matched.get(eid)
             if email is not None and self._no_slot_for_new_address(p, state, email, wanted[eid]):
                 continue
             aliases = self._hr_aliases(p, wanted.get(eid, ""), email, alias_claims)
@@ -856,6 +863,9 @@ class _Planner:
             self.final_departments[email] = current_depts
             self._leaver(eid, email, link, why)
             return
+        if self._unchanged(p, state, m, email, address, link, hr_aliases, current_depts):
+            self.final_departments[email] = current_depts
+            return
 
         target = email
         cur_aliases = {_norm(a) for a in m.aliases} if m.aliases else set()
@@ -968,6 +978,46 @@ class _Planner:
             was_generated or (link is not None and link.generated and link.email == address)
         )
         self._store_link(eid, LinkRecord(eid, address, generated, disabled_since), why)
+
+    def _unchanged(
+        self,
+        p: Person,
+        state: Lifecycle,
+        m: Mailbox,
+        email: str,
+        address: str,
+        link: IdentityLink | None,
+        hr_aliases: tuple[str, ...],
+        current_depts: tuple[str, ...],
+    ) -> bool:
+        """The usual person, checked first: linked to this mailbox by its HR address, no
+        aliases on either side, the same fields and departments, enabled and staying so, no
+        action yet. :meth:`_matched` would plan nothing and keep the link as it is; it is not
+        run for them (nor when notes are kept: ``--only`` explains every step)."""
+        eid = p.employee_id
+        return (
+            self.only is None
+            and address == email
+            and link is not None
+            and not link.generated
+            and p.email is not None
+            and self.link_email[eid] == address
+            and m.enabled
+            and state is not Lifecycle.ON_LEAVE_DISABLED
+            and not m.aliases
+            and not hr_aliases
+            and m.name == p.name
+            and m.position == p.position
+            and m.tel == p.tel
+            and m.mobile == p.mobile
+            and (p.gender is Gender.UNSET or p.gender == m.gender)
+            and (m.ext_id == eid or not self.policy.set_ext_id)
+            and eid not in self.chains
+            and (
+                "departments" not in self.policy.managed_fields
+                or _sorted_paths(p.departments) == current_depts
+            )
+        )
 
     def _leaver(self, eid: str, email: str, link: IdentityLink | None, why: str) -> None:
         m = self.by_email[email]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -467,27 +467,69 @@ class ExmailV2Provider:
 
     # --- users ----------------------------------------------------------------------------
 
-    def _mailbox(self, item: Mapping[str, Any]) -> Mailbox:
+    def _departments(self, ids: Iterable[Any]) -> tuple[str, ...]:
+        """The paths of a member's ``department`` ids (root and garbled ids left out)."""
         departments: list[str] = []
-        for raw in item.get("department") or []:
+        for raw in ids:
             did = parse_errcode(raw)
             if did is None or did == ROOT_ID:
                 continue
             path = self.department_path(did)
             if path and path not in departments:
                 departments.append(path)
+        return tuple(departments)
+
+    def _mailbox(
+        self,
+        item: Mapping[str, Any],
+        departments: tuple[str, ...] | None = None,
+        shared: dict[str, str] | None = None,
+    ) -> Mailbox:
+        """One member record; ``departments`` when the caller already resolved its ids;
+        ``shared`` keeps one copy of each position title across the members of a read."""
+        if departments is None:
+            departments = self._departments(item.get("department") or [])
+        get = item.get
+        userid, name, extid = get("userid"), get("name"), get("extid")
+        position, tel, mobile = get("position"), get("tel"), get("mobile")
+        slaves = get("slaves")
+        position = "" if position is None else str(position)
+        if shared is not None:
+            position = shared.setdefault(position, position)
         return Mailbox(
-            email=normalise_email(str_field(item, "userid")),
-            name=str_field(item, "name"),
-            ext_id=str_field(item, "extid"),
-            departments=tuple(departments),
-            aliases=tuple(normalise_email(str(a)) for a in item.get("slaves") or [] if a),
-            position=str_field(item, "position"),
-            tel=str_field(item, "tel"),
-            mobile=str_field(item, "mobile"),
-            gender=_gender(item.get("gender")),
-            enabled=_enabled(item.get("enable")),
+            email=normalise_email("" if userid is None else str(userid)),
+            name="" if name is None else str(name),
+            ext_id="" if extid is None else str(extid),
+            departments=departments,
+            aliases=tuple(normalise_email(str(a)) for a in slaves if a) if slaves else (),
+            position=position,
+            tel="" if tel is None else str(tel),
+            mobile="" if mobile is None else str(mobile),
+            gender=_gender(get("gender")),
+            enabled=_enabled(get("enable")),
         )
+
+    def _mailboxes(self, items: list[Any]) -> list[Mailbox]:
+        """The members of a ``user/list`` answer, in order. ``items`` is emptied as it is read,
+        so each decoded record is let go once it is a Mailbox (the whole directory is never
+        held twice), and members of the same departments share one tuple of paths (their
+        ids resolved once), as do members with the same position title."""
+        paths: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        titles: dict[str, str] = {}
+        out: list[Mailbox] = []
+        items.reverse()
+        pop = items.pop
+        while items:
+            item = pop()
+            ids = tuple(item.get("department") or ())
+            try:
+                departments = paths.get(ids)
+                if departments is None:
+                    departments = paths[ids] = self._departments(ids)
+            except TypeError:  # an unhashable (garbled) id: resolved alone, not shared
+                departments = self._departments(ids)
+            out.append(self._mailbox(item, departments, titles))
+        return out
 
     def read_state(self, *, progress: Progress | None = None) -> MailboxState:
         """Two calls: ``department/list`` and ``user/list`` of the root with ``fetch_child``."""
@@ -508,7 +550,9 @@ class ExmailV2Provider:
             params={"department_id": did, "fetch_child": 1 if recursive else 0},
             subject=f"department {path!r}",
         )
-        return [self._mailbox(u) for u in data.get("userlist") or []]
+        members = data.pop("userlist", None)
+        del data  # the answer's other fields: only the members are kept, and let go one by one
+        return self._mailboxes(members if isinstance(members, list) else list(members or ()))
 
     def simple_list(self, path: str = "", *, recursive: bool = True) -> list[tuple[str, str]]:
         """``user/simplelist``: (address, name) of the members of a department."""

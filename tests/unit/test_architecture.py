@@ -22,6 +22,7 @@ PURE = [
     "syncengine.groups",
     "syncengine.policy",
     "syncengine.plan",
+    "syncengine.plan_codec",
     "syncengine.addresses",
     "syncengine.render",
     "syncengine.connectors.mapping",
