@@ -107,8 +107,9 @@ def call_policy(
     clock: Callable[[], float] = time.monotonic,
 ) -> CallPolicy:
     """The process's call policy from the ``[apply]`` settings: ``rate_per_second`` caps every
-    request (burst 1, so no second at the server ever sees more), ``max_attempts`` / backoff
-    retry each read call and each action."""
+    request (burst 1, so no second at the server ever sees more; the calls whose turn falls in
+    the first second go at once, see :class:`~syncengine.callpolicy.Pacer`), ``max_attempts`` /
+    backoff retry each read call and each action."""
     return CallPolicy(
         settings.retry_policy(),
         rate_per_second=settings.rate_per_second * PACE_MARGIN,
@@ -116,6 +117,7 @@ def call_policy(
         budget_seconds=budget_seconds,
         sleep=sleep,
         clock=clock,
+        free_first_second=True,
     )
 
 
