@@ -464,6 +464,7 @@ def make_plan(
     progress: Callable[[str, int, int | None], None] | None = None,
     now: datetime | None = None,
     actor: str = "cli",
+    read: tuple[MailboxState, float] | None = None,
 ) -> PlanResult:
     """Plan the changes that make Exmail follow the current HR snapshot, and save the plan.
 
@@ -473,7 +474,9 @@ def make_plan(
     it: a blocked plan is kept and shown). ``only`` plans for the named employees alone, with
     explanations. ``allow_removals`` / ``allow_updates`` / ``force`` are the operator's release;
     they do not change the plan, only whether it counts as blocked (``PlanResult.blocked``).
-    No snapshot yet is a StagingError that says to run ``syncengine ingest``.
+    No snapshot yet is a StagingError that says to run ``syncengine ingest``. ``read``: the
+    live state and the seconds its read took, when the caller has just read it (the nightly
+    sync, see :mod:`syncengine.service.noop_proof`); else it is read here.
     """
     started = time.perf_counter()
     now = clock.local(now or engine.now(), engine.config.timezone)  # shown with its offset
@@ -491,8 +494,11 @@ def make_plan(
         # leaves are gone before 100,000 people and links arrive.
         read_started = time.perf_counter()
         provider = engine.provider
-        state = provider.read_state(progress=read_progress)
-        read_seconds = time.perf_counter() - read_started
+        if read is None:
+            state = provider.read_state(progress=read_progress)
+            read_seconds = time.perf_counter() - read_started
+        else:
+            state, read_seconds = read
         view = load_snapshot_view(repo, snapshot)
         desired = view.desired(*hook_facts(engine, view, now))
         links = repo.load_links()
