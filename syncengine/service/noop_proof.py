@@ -38,11 +38,10 @@ from syncengine.holds import from_snapshot_counts
 from syncengine.plan import Plan, Release, compute_checksum
 from syncengine.plan_horizon import plan_horizon
 from syncengine.service.engine import Engine
-from syncengine.service.ingest import code_fingerprint
+from syncengine.service.ingest import DIGEST_KEY, code_fingerprint
 from syncengine.service.planning import (
     PREVIOUS_SNAPSHOTS_FOR_MOVES,
     PlanResult,
-    _previous_departments,
     current_snapshot,
     save_plan,
 )
@@ -123,9 +122,9 @@ def former_found(repo: Repository, current: SnapshotInfo, candidates: Collection
     found: set[str] = set()
     if not candidates:
         return []
-    for snap in repo.list_snapshots(limit=PREVIOUS_SNAPSHOTS_FOR_MOVES * 4 + 1):
-        if snap.id < current.id and snap.status == "complete":
-            found.update(p.employee_id for p in repo.load_people(snap.id, set(candidates) - found))
+    scan = PREVIOUS_SNAPSHOTS_FOR_MOVES * 4 + 1
+    for snap_id in repo.earlier_complete_snapshots(current.id, scan=scan, keep=scan):
+        found.update(p.employee_id for p in repo.load_people(snap_id, set(candidates) - found))
     return sorted(found)
 
 
@@ -135,22 +134,26 @@ def inputs_key(
     """sha256 of everything the nightly plan is a function of apart from the day (see the
     module docstring), read from storage as digests: no person record is decoded."""
     repo = engine.repo
-    previous_size, previous = _previous_departments(
-        repo, snapshot, repo.load_departments(snapshot.id)
+    window = repo.earlier_complete_snapshots(
+        snapshot.id, scan=PREVIOUS_SNAPSHOTS_FOR_MOVES * 4 + 1, keep=PREVIOUS_SNAPSHOTS_FOR_MOVES
     )
     held, unidentified = from_snapshot_counts(snapshot.counts)
+    source = snapshot.counts.get(DIGEST_KEY)
     parts: dict[str, Any] = {
         "version": MEMO_VERSION,
         "code": code_fingerprint(),
         "config": engine.fingerprint,
-        "snapshot": repo.snapshot_digest(snapshot.id),
+        # A snapshot read from a fingerprinted source is a function of that digest (the
+        # same proof the ingest's copy rests on); any other is digested row by row.
+        "snapshot": f"source:{source}" if source else repo.snapshot_digest(snapshot.id),
         "quarantined": sorted(str(e) for e in snapshot.counts.get("quarantined_ids") or []),
         "held": sorted(held.items()),
         "unidentified": [u.to_dict() for u in unidentified],
         # The planner reads earlier departments as a set: HR id -> path in path order, and
-        # every path (a nightly copy of the same departments adds nothing to either).
-        "previous_size": previous_size,
-        "previous_departments": sorted({(d.path, d.hr_id or "") for d in previous}),
+        # every path (a nightly copy of the same departments adds nothing to either). The
+        # shrink baseline is left out: it feeds only the brakes, and every brake needs an
+        # action, so it cannot change a plan without actions (tests/unit/test_noop_inputs.py).
+        "previous_departments": sorted(repo.department_keys(window)),
         "former_addresses": sorted((k, sorted(v)) for k, v in repo.former_addresses().items()),
         "former": former_found(repo, snapshot, candidates),
         "links": repo.links_digest(),

@@ -321,6 +321,28 @@ class SnapshotsRepository(RepositoryCore):
             )
             return rows_digest(digest, departments)
 
+    def earlier_complete_snapshots(self, current_id: int, *, scan: int, keep: int) -> list[int]:
+        """The ids of the complete snapshots before ``current_id`` among the newest ``scan``
+        snapshots, newest first, at most ``keep`` (the window the planner looks back over)."""
+        with self._tx("listing earlier snapshots") as conn:
+            rows = conn.execute(
+                select(Snapshot.id, Snapshot.status).order_by(Snapshot.id.desc()).limit(scan)
+            )
+            ids = [i for i, status in rows if i < current_id and status == "complete"]
+        return ids[:keep]
+
+    def department_keys(self, snapshot_ids: Collection[int]) -> set[tuple[str, str]]:
+        """Every distinct (path, HR id or "") of the departments of these snapshots."""
+        if not snapshot_ids:
+            return set()
+        stmt = (
+            select(SnapshotDepartment.path, SnapshotDepartment.hr_id)
+            .where(SnapshotDepartment.snapshot_id.in_(sorted(snapshot_ids)))
+            .distinct()
+        )
+        with self._tx("listing earlier departments") as conn:
+            return {(path, hr_id or "") for path, hr_id in conn.execute(stmt)}
+
     def load_department_rows(self, snapshot_id: int) -> list[StoredDepartment]:
         """The snapshot's departments with their parents' HR ids, ordered by path."""
         with self._tx("loading departments") as conn:
