@@ -62,6 +62,16 @@ class SharedTokens:
             if self._tokens.get(key, ("", 0.0))[0] == value:
                 del self._tokens[key]
 
+    def clear(self) -> None:
+        """Forget every token (a test's fresh start: a new server on a reused loopback port
+        refuses the tokens its predecessor issued, which costs one refused call each)."""
+        with self._lock:
+            self._tokens.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tokens)
+
     def __repr__(self) -> str:
         return f"SharedTokens({len(self._tokens)} credential(s))"
 

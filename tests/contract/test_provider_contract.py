@@ -385,6 +385,34 @@ def test_token_expiry_in_the_middle_of_a_sequence(
     assert count_of(emulator, "token") == 2  # gettoken / token: once, then once more
 
 
+def test_a_token_cached_for_a_restarted_server_costs_one_refused_call(
+    emulator: RunningEmulator,
+) -> None:
+    """The process shares tokens per (token URL, credential): a server restarted on the same
+    address without its state refuses the token the provider kept, and the call is resent
+    once with a fresh token; nothing fails. (Why each test starts with no process tokens: an
+    emulator given an earlier test's port behaves like this restart, and call counts grew by
+    one now and then.)"""
+    from syncengine.providers.tokens import PROCESS_TOKENS
+
+    assert len(PROCESS_TOKENS) == 0  # the autouse fixture's fresh start
+    with closing(build(emulator)) as p:
+        p.check_addresses(["a@example.com"])
+    assert len(PROCESS_TOKENS) == 1
+    emulator.restart()  # no state file: the tokens it issued are gone
+    emulator.clear_calls()
+    with closing(build(emulator)) as p:
+        kinds = p.check_addresses([f"n{i}@example.com" for i in range(45)])
+    assert len(kinds) == 45
+    assert count_of(emulator, "check") == 4  # the first batch refused once, then resent
+    assert count_of(emulator, "token") == 1
+    PROCESS_TOKENS.clear()
+    emulator.clear_calls()
+    with closing(build(emulator)) as p:
+        p.check_addresses([f"n{i}@example.com" for i in range(45)])
+    assert count_of(emulator, "check") == 3 and count_of(emulator, "token") == 1
+
+
 def test_token_is_cached_across_calls(emulator: RunningEmulator, provider: MailboxProvider) -> None:
     for _ in range(5):
         provider.get_user("lisi@example.com")

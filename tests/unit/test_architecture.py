@@ -26,6 +26,8 @@ PURE = [
     "syncengine.render",
     "syncengine.connectors.mapping",
     "syncengine.connectors.values",
+    "syncengine.connectors.fields",
+    "syncengine.connectors.department_table",
     "syncengine.holds",
     "syncengine.hooks.payloads",
     "syncengine.hooks.guard",
