@@ -381,14 +381,22 @@ def sync(
             ).resumed
         else:
             fields["unfinished"] = tuple(p.id for p in repo.unfinished_plans())
-        fields["ingest"] = ingest(
-            engine, progress=lambda stage, n: step(stage, n, None), actor=actor
-        )
+        # Gen 2: the directory is read while the ingest runs (see noop_proof.EarlyRead)
+        early = noop_proof.EarlyRead(engine) if api == "v2" else None
+        try:
+            fields["ingest"] = ingest(
+                engine, progress=lambda stage, n: step(stage, n, None), actor=actor
+            )
+        except BaseException:
+            if early is not None:
+                early.close()
+            raise
         # A quiet night is proved unchanged when it can be (see noop_proof); else planned,
         # from the same read of the directory.
         release = Release(allow_removals=allow_removals, allow_updates=allow_updates,
                           force=force)  # fmt: skip
-        tried = noop_proof.attempt(engine, release=release, actor=actor, progress=step)
+        tried = noop_proof.attempt(engine, release=release, actor=actor, progress=step,
+                                   early=early)  # fmt: skip
         if tried.result is not None:
             result = tried.result
             fields["proved_unchanged"] = True
