@@ -185,3 +185,16 @@ def test_the_day_a_creation_window_opens_is_planned(env: ApplyEnv) -> None:
     assert [a.kind.value for a in opens.plan.plan.actions if a.employee_id == "N00001"][:1] == [
         "create_user"
     ]
+
+
+def test_a_read_that_fails_is_reported_after_the_ingest(env: ApplyEnv) -> None:
+    """Gen 2 reads the directory while the ingest runs: its failure still ends the night as a
+    failed read, after a complete ingest, with the call named (Gen 1 reads afterwards)."""
+    quiet(env)
+    env.emulator.stop()
+    r = env.cli("sync", "--json")
+    report = json.loads(r.stdout)
+    assert r.exit_code != 0 and report["status"] == "failed"
+    assert report["snapshot"] is not None and report["snapshot"]["source_unchanged"] is True
+    assert report["plan"] is None
+    assert "list" in report["error"], report["error"]
