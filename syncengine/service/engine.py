@@ -170,7 +170,10 @@ class Engine:
         )
         self._repo: Repository | None = None
         self._provider: MailboxProvider | None = None
-        self._lock = threading.Lock()
+        # One lock each: building the provider (its client's imports, ~50 ms) must not hold
+        # up a thread that only wants the repository (the ingest beside the Gen 2 early read).
+        self._repo_lock = threading.Lock()
+        self._provider_lock = threading.Lock()
         self._seen: tuple[str, float] | None = None
 
     def __enter__(self) -> Engine:
@@ -182,7 +185,7 @@ class Engine:
     @property
     def repo(self) -> Repository:
         """The staging repository (opened, and its schema checked, on first use)."""
-        with self._lock:
+        with self._repo_lock:
             if self._repo is None:
                 self._repo = open_staging(self.config)
             return self._repo
@@ -190,7 +193,7 @@ class Engine:
     @property
     def provider(self) -> MailboxProvider:
         """The Exmail provider, paced and retried by :attr:`calls` (built on first use)."""
-        with self._lock:
+        with self._provider_lock:
             if self._provider is None:
                 provider = build_provider(self.config, transport=self.transport, calls=self.calls)
                 if self.config.exmail.api == "v1":
@@ -242,8 +245,9 @@ class Engine:
         return self.provider.department_exists(path)
 
     def close(self) -> None:
-        with self._lock:
+        with self._provider_lock:
             provider, self._provider = self._provider, None
+        with self._repo_lock:
             repo, self._repo = self._repo, None
         if provider is not None:
             provider.close()
