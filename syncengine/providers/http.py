@@ -356,9 +356,6 @@ def v2_token_rejected(response: httpx.Response) -> bool:
     """40014/40001/42001, or HTTP 401 (a reading no source confirms, tolerated)."""
     if response.status_code == 401:
         return True
-    content = response.content
-    if not any(str(code).encode() in content for code in TOKEN_CODES_V2):
-        return False  # the usual answer (a whole user/list): not decoded twice
     body = _json_or_none(response)
     return body is not None and parse_errcode(body.get("errcode")) in TOKEN_CODES_V2
 
