@@ -11,6 +11,7 @@ on the strength of how the planner uses them; these tests hold the planner to th
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -58,8 +59,7 @@ def test_the_shrink_baseline_cannot_change_a_plan_without_actions(
     desired, state, links = world()
     base = plan(desired, state, links, policy)
     assert not base.actions and not base.blocked_reasons
-    other = plan(Desired(**{**desired.__dict__, "previous_size": previous_size}), state, links,
-                 policy)  # fmt: skip
+    other = plan(replace(desired, previous_size=previous_size), state, links, policy)
     assert other.to_dict() == base.to_dict()
 
 
@@ -69,8 +69,8 @@ def test_earlier_departments_count_as_a_set(policy: Policy, seed: int) -> None:
     rng = random.Random(seed)
     desired, state, links = world()
     earlier = [*desired.departments, Department("旧部门", "D9"), Department("研发/平台", None)]
-    once = Desired(**{**desired.__dict__, "previous_departments": tuple(earlier)})
+    once = replace(desired, previous_departments=tuple(earlier))
     repeated = earlier * rng.randint(2, 5)
     rng.shuffle(repeated)
-    many = Desired(**{**desired.__dict__, "previous_departments": tuple(repeated)})
+    many = replace(desired, previous_departments=tuple(repeated))
     assert plan(many, state, links, policy).to_dict() == plan(once, state, links, policy).to_dict()
