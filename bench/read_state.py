@@ -17,9 +17,9 @@ Printed per run: the ceiling and the emulator's CPU per request under it; for th
 (``[exmail] full_read_days = 0``) the calls the emulator logged, the plan's own
 ``read_state`` seconds, calls/s and the ratio to the ceiling, the command's wall and CPU
 seconds and the emulator's CPU per request; for the quiet night after it (incremental, from
-the stored ``user/list`` cursor) its calls as a share of the full read's; with
-``--reference-exe`` another installation's full read (e.g. main's) in the same runs; the
-medians, and the load average throughout.
+the stored ``user/list`` cursor and the stored department tree) its calls next to the full
+read's; with ``--reference-exe`` another installation's full read and quiet night (e.g.
+main's) in the same runs; the medians, and the load average throughout.
 
     .venv/bin/python bench/read_state.py [--users 10000] [--departments 200] [--repeat 3]
         [--connections N] [--reference-exe PATH/TO/syncengine]
@@ -319,15 +319,19 @@ def main() -> None:
         (root / "full").mkdir()
         (root / "incremental").mkdir()
         (root / "reference").mkdir()
+        (root / "reference-quiet").mkdir()
         emulator, base = start_emulator(root, seed)
         try:
             full = write_folder(root / "full", seed, base, 0)
             incremental = write_folder(root / "incremental", seed, base, 7)
             reference = write_folder(root / "reference", seed, base, 0)
+            reference_quiet = write_folder(root / "reference-quiet", seed, base, 7)
             for config in (full, incremental):
                 cli(config, "ingest", "--json")
             if args.reference_exe:
-                cli(reference, "ingest", "--json", exe=args.reference_exe)
+                for config in (reference, reference_quiet):
+                    cli(config, "ingest", "--json", exe=args.reference_exe)
+                cli(reference_quiet, "plan", "--json", exe=args.reference_exe)  # its cursor
             cli(incremental, "plan", "--json")  # the first read is a full one: the cursor
             token = token_of(base)
             host = base.removeprefix("http://")
@@ -364,13 +368,18 @@ def main() -> None:
                       f"read's (plan command {quiet.wall:.2f} s); load {load()}")  # fmt: skip
                 if args.reference_exe:
                     ref = plan_read(reference, base, emulator.pid, exe=args.reference_exe)
+                    ref_quiet = plan_read(reference_quiet, base, emulator.pid,
+                                          exe=args.reference_exe)  # fmt: skip
                     note("ref rate", ref.rate)
                     note("ref ratio", ref.rate / ceiling)
                     note("ref wall", ref.wall)
+                    note("ref quiet", ref_quiet.calls)
+                    note("ref quiet wall", ref_quiet.wall)
                     print(f"       reference {args.reference_exe}: full read {ref.calls} calls "
                           f"in {ref.read:.2f} s = {ref.rate:,.0f} calls/s = "
                           f"{ref.rate / ceiling:.0%} of the ceiling (plan command {ref.wall:.2f} "
-                          f"s, {ref.cpu:.2f} s CPU); load {load()}")  # fmt: skip
+                          f"s, {ref.cpu:.2f} s CPU); quiet night {ref_quiet.calls} calls (plan "
+                          f"command {ref_quiet.wall:.2f} s); load {load()}")  # fmt: skip
         finally:
             emulator.terminate()
             emulator.wait(timeout=30)
@@ -384,7 +393,9 @@ def main() -> None:
     if args.reference_exe:
         print(
             f"median reference: full read {med['ref rate']:,.0f} calls/s = "
-            f"{med['ref ratio']:.0%} of the ceiling; plan command {med['ref wall']:.2f} s"
+            f"{med['ref ratio']:.0%} of the ceiling; plan command {med['ref wall']:.2f} s; "
+            f"quiet night {med['ref quiet']:.0f} calls, plan command "
+            f"{med['ref quiet wall']:.2f} s"
         )
 
 

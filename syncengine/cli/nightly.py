@@ -57,6 +57,12 @@ from syncengine.cli.progress import progress_for
 )
 @click.option("--jobs", type=click.IntRange(min=1), default=4, show_default=True,
               help="With --all: tenants synced at the same time.")  # fmt: skip
+@click.option(
+    "--full-read",
+    is_flag=True,
+    help="Gen 1: read every member and the whole department tree, not only what the "
+    "user/list journal names (a full read is made anyway every [exmail] full_read_days).",
+)
 @pass_state
 @handle_errors
 def sync_command(
@@ -71,6 +77,7 @@ def sync_command(
     notify: bool | None,
     all_tenants: bool,
     jobs: int,
+    full_read: bool,
 ) -> None:
     """The nightly job: finish an interrupted apply, ingest HR, plan, apply, report, notify.
 
@@ -80,11 +87,15 @@ def sync_command(
     --all, one line per tenant and the exit code of the first tenant (by name) that did not
     succeed.
     """
+    if all_tenants and full_read:
+        raise click.UsageError("--full-read works on one tenant (--tenant NAME), not with --all")
     if all_tenants:
         _sync_all(state, jobs=jobs, as_json=as_json, dry_run=dry_run, report=report,
                   allow_removals=allow_removals, allow_updates=allow_updates, force=force,
                   actor="schedule" if scheduled else cli_actor(), notify=notify)  # fmt: skip
         return
+    if full_read:
+        state.engine.read_in_full()
     line = progress_for(as_json)
     try:
         result = service.sync(

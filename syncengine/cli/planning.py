@@ -64,6 +64,12 @@ from syncengine.errors import SyncEngineError
     help="Ingest the HR source first (as 'syncengine ingest'), so the plan sees the latest "
     "export. Without it the plan uses the last ingested snapshot and says how old it is.",
 )
+@click.option(
+    "--full-read",
+    is_flag=True,
+    help="Gen 1: read every member and the whole department tree, not only what the "
+    "user/list journal names (a full read is made anyway every [exmail] full_read_days).",
+)
 @release_options
 @json_option("Print a JSON summary (and the plan).")
 @pass_state
@@ -76,6 +82,7 @@ def plan_command(
     only: tuple[str, ...],
     lang: str | None,
     refresh: bool,
+    full_read: bool,
     allow_removals: int | None,
     allow_updates: int | None,
     force: bool,
@@ -95,6 +102,8 @@ def plan_command(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     service.check_only(state.engine, only)
+    if full_read:
+        state.engine.read_in_full()
     with progress_for(as_json) as progress:
         if refresh:
             ingested = service.ingest(state.engine, progress=progress.ingest)

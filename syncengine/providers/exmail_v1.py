@@ -14,10 +14,11 @@ names as changed since the stored cursor on an incremental one (:mod:`.v1_direct
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -46,8 +47,8 @@ from syncengine.errors import (
     FatalProviderError,
     NotFoundError,
 )
-from syncengine.plan import Action, ActionKind
-from syncengine.providers.base import ApiCall, GroupPosting, MailGroup, Progress
+from syncengine.plan import Action
+from syncengine.providers.base import ApiCall, Progress
 from syncengine.providers.config import ExmailConfig
 from syncengine.providers.http import (
     FormRequests,
@@ -69,7 +70,16 @@ from syncengine.providers.http import (
 )
 from syncengine.providers.pool import pool_map
 from syncengine.providers.tokens import IssuedToken, SharedTokens, TokenCache
+from syncengine.providers.v1_codec import (
+    list_values,
+    listen_events,
+    mailbox_from,
+    planned_calls,
+    user_form,
+)
 from syncengine.providers.v1_directory import DirectoryReader, DirectoryStore, ReadReport
+from syncengine.providers.v1_groups import V1Groups
+from syncengine.providers.v1_tree import TreeKeeper
 
 log = logging.getLogger("syncengine.providers.exmail_v1")
 
@@ -84,44 +94,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _gender(value: Any) -> Gender:
-    code = parse_errcode(value)
-    return Gender(code) if code in (0, 1, 2) else Gender.UNSET
-
-
-def _split_aliases(value: Any) -> tuple[str, ...]:
-    """``SlaveList`` is a comma-joined string (tolerate a JSON list too)."""
-    items = value if isinstance(value, list) else str(value or "").split(",")
-    return tuple(normalise_email(str(a)) for a in items if str(a).strip())
-
-
-def _list_values(data: Mapping[str, Any] | None) -> list[str]:
-    """The ``Value``s of a ``{"Count":n,"List":[{"Value":...}]}`` wrapper."""
-    if not data:
-        return []
-    items = data.get("List") or []
-    return [str(i.get("Value", "")) for i in items if isinstance(i, Mapping)]
-
-
-_WRITE_CALLS: dict[ActionKind, tuple[str, str]] = {
-    ActionKind.CREATE_DEPARTMENT: ("party/sync", "Action=2 add"),
-    ActionKind.MOVE_DEPARTMENT: ("party/sync", "Action=3 modify"),
-    ActionKind.DELETE_DEPARTMENT: ("party/sync", "Action=1 delete"),
-    ActionKind.CREATE_USER: ("user/sync", "Action=2 add"),
-    ActionKind.UPDATE_USER: ("user/sync", "Action=3 modify"),
-    ActionKind.ADD_ALIAS: ("user/sync", "Action=3 modify"),
-    ActionKind.ENABLE_USER: ("user/sync", "Action=3 modify"),
-    ActionKind.DISABLE_USER: ("user/sync", "Action=3 modify"),
-    ActionKind.SWAP_PRIMARY: ("user/swapalias", ""),
-    ActionKind.DELETE_USER: ("user/sync", "Action=1 delete"),
-    ActionKind.CREATE_GROUP: ("group/add", ""),
-    ActionKind.UPDATE_GROUP: ("group/addmember", "and/or group/deletemember"),
-    ActionKind.DELETE_GROUP: ("group/delete", ""),
-}
-"""What each writing action kind sends (endpoint, the Action it carries)."""
-
-
-class ExmailV1Provider:
+class ExmailV1Provider(V1Groups):
     """:class:`~syncengine.providers.base.MailboxProvider` over the Gen 1 open protocol."""
 
     api = "v1"
@@ -159,8 +132,28 @@ class ExmailV1Provider:
         # Set by the service layer: where the user/list cursor and the last read directory
         # are kept (None: every read is a full one), and the wall clock of "full read age".
         self.directory_store: DirectoryStore | None = None
+        # ... and where the department tree is kept (None: every read walks the tree).
+        self.party_store: DirectoryStore | None = None
         self.wall_clock: Callable[[], float] = time.time
         self.last_read: ReadReport | None = None
+        self.full_read_next = False  # set by --full-read: the next read is a full one
+        self._tree: TreeKeeper | None = None
+
+    @functools.cached_property
+    def _store_key(self) -> str:
+        """Whose directory a stored cursor and tree are: this server and admin account."""
+        return f"{self._config.openapi_base} {self._client_id}"
+
+    @property
+    def tree(self) -> TreeKeeper | None:
+        """The stored department tree (see :mod:`.v1_tree`), None without a party store."""
+        store = self.party_store
+        if store is None:
+            return None
+        keeper = self._tree
+        if keeper is None or keeper.store is not store:
+            keeper = self._tree = TreeKeeper(store, self._store_key)
+        return keeper
 
     def __repr__(self) -> str:
         return (
@@ -249,18 +242,7 @@ class ExmailV1Provider:
             return False
 
     def planned_calls(self, action: Action) -> tuple[ApiCall, ...]:
-        if action.kind not in _WRITE_CALLS:
-            return ()
-        group = action.group
-        if action.kind is ActionKind.UPDATE_GROUP and group is not None:
-            return tuple(  # only the calls the member changes need
-                ApiCall("POST", "/openapi/" + call, f"{len(members)} member(s)")
-                for call, members in (("group/addmember", group.add),
-                                      ("group/deletemember", group.remove))
-                if members
-            )  # fmt: skip
-        endpoint, note = _WRITE_CALLS[action.kind]
-        return (ApiCall("POST", "/openapi/" + endpoint, note),)
+        return planned_calls(action)
 
     def _call_once(self, call: str, form: Form, subject: str | None) -> dict[str, Any] | None:
         url = self._urls.get(call)
@@ -312,18 +294,19 @@ class ExmailV1Provider:
         """``party/list``: the NAMES of the direct children of a party (``""`` = root)."""
         path = normalise_path(path)
         data = self.call("party/list", {"PartyPath": path}, subject=f"party {path!r}")
-        return [v for v in _list_values(data) if v]
+        return [v for v in list_values(data) if v]
 
     def party_members(self, path: str = "") -> list[str]:
         """``partyuser/list``: the accounts directly in a party (``""`` = root)."""
         path = normalise_path(path)
         data = self.call("partyuser/list", {"PartyPath": path}, subject=f"party {path!r}")
-        return [normalise_email(v) for v in _list_values(data) if v]
+        return [normalise_email(v) for v in list_values(data) if v]
 
-    def walk_parties(self) -> list[str]:
-        """Every party path below the root, parents before children (one call per party)."""
+    def walk_parties(self, root: str = "") -> list[str]:
+        """Every party path below ``root`` (``""``: the whole tree), parents before children
+        (one call per party)."""
         found: list[str] = []
-        frontier = [""]
+        frontier = [normalise_path(root)]
         for _ in range(_MAX_WALK_DEPTH + 1):
             if not frontier:
                 break
@@ -344,17 +327,28 @@ class ExmailV1Provider:
         """``party/sync`` ADD, after checking that the parent exists and the name is free.
 
         Gen 1 would create missing ancestors and accept a duplicate silently; the check makes
-        both generations answer alike (NotFoundError / AlreadyExistsError).
+        both generations answer alike (NotFoundError / AlreadyExistsError). Its answer, and
+        the write, keep the stored tree current (:attr:`tree`).
         """
         path = normalise_path(path)
-        siblings = self.party_list(parent_path(path))
+        parent = parent_path(path)
+        try:
+            siblings = self.party_list(parent)
+        except NotFoundError:
+            if self.tree is not None and parent:
+                self.tree.deleted(parent)
+            raise
         if path_name(path) in siblings:
+            if self.tree is not None:
+                self.tree.created(path)
             raise AlreadyExistsError(
                 f"department {path!r} exists already",
                 call="party/sync",
                 hint="the object exists already; compare it with what was asked",
             )
         self.call("party/sync", {"Action": ACTION_ADD, "DstPath": path}, subject=f"party {path!r}")
+        if self.tree is not None:
+            self.tree.created(path)
 
     def move_department(self, old_path: str, new_path: str) -> None:
         old_path, new_path = normalise_path(old_path), normalise_path(new_path)
@@ -363,32 +357,23 @@ class ExmailV1Provider:
             {"Action": ACTION_MOD, "SrcPath": old_path, "DstPath": new_path},
             subject=f"party {old_path!r}",
         )
+        if self.tree is not None:
+            self.tree.moved(old_path, new_path)
 
     def delete_department(self, path: str) -> None:
         path = normalise_path(path)
-        self.call("party/sync", {"Action": ACTION_DEL, "DstPath": path}, subject=f"party {path!r}")
+        try:
+            self.call(
+                "party/sync", {"Action": ACTION_DEL, "DstPath": path}, subject=f"party {path!r}"
+            )
+        except NotFoundError:
+            if self.tree is not None:
+                self.tree.deleted(path)
+            raise
+        if self.tree is not None:
+            self.tree.deleted(path)
 
     # --- users ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _mailbox(data: Mapping[str, Any]) -> Mailbox:
-        parties = data.get("PartyList")
-        departments = [
-            normalise_path(p)
-            for p in _list_values(parties if isinstance(parties, Mapping) else None)
-        ]
-        return Mailbox(
-            email=normalise_email(str_field(data, "Alias")),
-            name=str_field(data, "Name"),
-            ext_id=str_field(data, "ExtId"),
-            departments=tuple(dict.fromkeys(p for p in departments if p)),
-            aliases=_split_aliases(data.get("SlaveList")),
-            position=str_field(data, "Position"),
-            tel=str_field(data, "Tel"),
-            mobile=str_field(data, "Mobile"),
-            gender=_gender(data.get("Gender")),
-            enabled=parse_errcode(data.get("OpenType")) != 2,
-        )
 
     def get_user(self, email: str) -> Mailbox | None:
         """``user/get``; None when unknown, and when ``email`` is only an alias (Gen 1 would
@@ -401,7 +386,7 @@ class ExmailV1Provider:
             raise FatalProviderError(
                 f"user/get answered an empty body for {email}", call="user/get"
             )
-        mailbox = self._mailbox(data)
+        mailbox = mailbox_from(data)
         if mailbox.email != normalise_email(email):
             return None
         return mailbox
@@ -442,46 +427,15 @@ class ExmailV1Provider:
         reader = DirectoryReader(
             self,
             self.directory_store,
-            f"{self._config.openapi_base} {self._client_id}",
+            self._store_key,
             self.wall_clock(),
             self._config.full_read_days,
+            self.tree,
+            full=self.full_read_next,
         )
         state, self.last_read = reader.read(progress)
+        self.full_read_next = False
         return state
-
-    def _user_form(
-        self,
-        *,
-        name: str | None,
-        gender: Gender | None,
-        position: str | None,
-        tel: str | None,
-        mobile: str | None,
-        ext_id: str | None,
-        departments: Sequence[str] | None,
-        aliases: Sequence[str] | None,
-        enabled: bool | None,
-    ) -> dict[str, str | list[str]]:
-        form: dict[str, str | list[str]] = {}
-        for key, value in (
-            ("Name", name),
-            ("Position", position),
-            ("Tel", tel),
-            ("Mobile", mobile),
-            ("ExtId", ext_id),
-        ):
-            if value is not None:
-                form[key] = value
-        if gender is not None:
-            form["Gender"] = str(int(gender))
-        if departments is not None:
-            paths = [normalise_path(p) for p in departments if normalise_path(p)]
-            form["PartyPath"] = paths or [""]  # one empty PartyPath: the root alone
-        if aliases is not None:
-            form["Slave"] = list(aliases) or [""]  # one empty Slave clears the list
-        if enabled is not None:
-            form["OpenType"] = "1" if enabled else "2"
-        return form
 
     def create_user(
         self, mailbox: Mailbox, *, password: str, change_password_at_login: bool = True
@@ -492,7 +446,7 @@ class ExmailV1Provider:
         accepted for the common interface and has no effect here (the policy built for a Gen 1
         config never asks for it, so no Gen 1 plan promises it).
         """
-        form = self._user_form(
+        form = user_form(
             name=mailbox.name,
             gender=mailbox.gender if mailbox.gender != Gender.UNSET else None,
             position=mailbox.position or None,
@@ -533,7 +487,7 @@ class ExmailV1Provider:
             return old if new is None else new
 
         gender = pick(update.gender, current.gender)
-        form = self._user_form(
+        form = user_form(
             name=pick(update.name, current.name),
             gender=gender,
             position=pick(update.position, current.position),
@@ -582,75 +536,6 @@ class ExmailV1Provider:
             if isinstance(i, Mapping)
         ]
         return str_field(data, "Ver") or str(version), changes
-
-    # --- groups ---------------------------------------------------------------------------
-
-    def create_group(self, group: MailGroup) -> None:
-        """``group/add`` (+ ``group/addallowlist`` for an allow-list group)."""
-        if group.groups or group.departments:
-            raise FatalProviderError(
-                f"Gen 1 mail groups hold member accounts only, not groups or departments "
-                f"({group.address})",
-                call="group/add",
-                hint="list the member accounts instead, or use the Gen 2 API",
-            )
-        self.call(
-            "group/add",
-            {
-                "group_name": group.name,
-                "group_admin": group.address,
-                "status": group.posting.v1_status,
-                "members": list(group.members),
-            },
-            subject=group.address,
-        )
-        if group.posting == GroupPosting.ALLOW_LIST and group.allow_list:
-            self.add_group_allow_list(group.address, group.allow_list)
-
-    def delete_group(self, address: str) -> None:
-        self.call("group/delete", {"group_alias": address}, subject=address)
-
-    can_read_groups = False
-    """Gen 1 has no ``group/get``: the engine's ledger is its only view of its groups."""
-
-    def change_group(self, group: MailGroup, *, add: Sequence[str], remove: Sequence[str]) -> None:
-        """``group/addmember`` then ``group/deletemember`` (adds first: Exmail refuses a group
-        left without members). Gen 1 has no group update, so the name and posting right stay
-        as created."""
-        if add:
-            self.add_group_members(group.address, add)
-        if remove:
-            self.remove_group_members(group.address, remove)
-
-    def get_group(self, address: str) -> MailGroup | None:
-        """Gen 1 cannot read a group back: always None (see ``can_read_groups``)."""
-        return None
-
-    def add_group_members(self, address: str, members: Iterable[str]) -> None:
-        self.call(
-            "group/addmember", {"group_alias": address, "members": list(members)}, subject=address
-        )
-
-    def remove_group_members(self, address: str, members: Iterable[str]) -> None:
-        self.call(
-            "group/deletemember",
-            {"group_alias": address, "members": list(members)},
-            subject=address,
-        )
-
-    def add_group_allow_list(self, address: str, accounts: Iterable[str]) -> None:
-        self.call(
-            "group/addallowlist",
-            {"group_alias": address, "allow_list": ",".join(accounts)},
-            subject=address,
-        )
-
-    def remove_group_allow_list(self, address: str, accounts: Iterable[str]) -> None:
-        self.call(
-            "group/delallowlist",
-            {"group_alias": address, "allow_list": ",".join(accounts)},
-            subject=address,
-        )
 
     # --- single sign-on, mail, listen -----------------------------------------------------
 
@@ -708,21 +593,5 @@ class ExmailV1Provider:
             err = transport_error(call, exc)
         else:
             data = self._decode(call, response, None) or {}
-            return self._listen_events(data, str(version))
+            return listen_events(data, str(version))
         raise err
-
-    @staticmethod
-    def _listen_events(data: Mapping[str, Any], version: str) -> tuple[list[MailEvent], str]:
-        new_version = str_field(data, "Ver") or version
-        user = str_field(data, "UserName")
-        if not user:
-            return [], new_version  # {"Ret":0} (nothing) or a bare version bump
-        event = MailEvent(
-            email=normalise_email(user),
-            new_count=parse_errcode(data.get("NewCount")) or 0,
-            version=new_version,
-            mail_id=str_field(data, "MailId"),
-            sender=str_field(data, "Sender"),
-            subject=str_field(data, "Subject"),
-        )
-        return [event], new_version

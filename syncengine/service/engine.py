@@ -123,19 +123,22 @@ def call_policy(
 
 class StagingDirectoryStore:
     """The Gen 1 provider's ``user/list`` cursor and last read directory, kept in the staging
-    database (``watch_state`` row ``exmail.v1.directory``); the repository is opened on first
-    use, so a provider that never reads the directory never opens the database."""
+    database (``watch_state`` row ``exmail.v1.directory``; the department tree in the row
+    ``exmail.v1.parties``); the repository is opened on first use, so a provider that never
+    reads the directory never opens the database."""
 
     NAME = "exmail.v1.directory"
+    PARTIES = "exmail.v1.parties"
 
-    def __init__(self, repo: Callable[[], Repository]) -> None:
+    def __init__(self, repo: Callable[[], Repository], name: str = NAME) -> None:
         self._repo = repo
+        self.name = name
 
     def load(self) -> str | None:
-        return self._repo().get_cursor(self.NAME)
+        return self._repo().get_cursor(self.name)
 
     def save(self, text: str) -> None:
-        self._repo().set_cursor(self.NAME, text)
+        self._repo().set_cursor(self.name, text)
 
 
 class Engine:
@@ -201,6 +204,9 @@ class Engine:
 
                     assert isinstance(provider, ExmailV1Provider)
                     provider.directory_store = StagingDirectoryStore(lambda: self.repo)
+                    provider.party_store = StagingDirectoryStore(
+                        lambda: self.repo, StagingDirectoryStore.PARTIES
+                    )
                     provider.wall_clock = lambda: self.now().timestamp()
                 self._provider = provider
             return self._provider
@@ -239,6 +245,16 @@ class Engine:
         if seen is None or self.clock() - seen[1] > SEEN_STATE_SECONDS:
             return None
         return seen[0]
+
+    def read_in_full(self) -> None:
+        """The next directory read is a full one (``--full-read``): on Gen 1 every member and
+        the whole department tree, whatever the stored cursor; Gen 2 always reads in full."""
+        if self.config.exmail.api == "v1":
+            from syncengine.providers.exmail_v1 import ExmailV1Provider
+
+            provider = self.provider
+            assert isinstance(provider, ExmailV1Provider)
+            provider.full_read_next = True
 
     def department_exists(self, path: str) -> bool:
         """The executor's cheap look-before-redo probe, answered by the provider."""

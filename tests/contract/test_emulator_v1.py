@@ -460,3 +460,20 @@ def test_allow_list_groups(raw_v1: RawV1) -> None:
         "group/addallowlist", {"group_alias": "all@example.com", "allow_list": "lisi@example.com"}
     )
     assert not_list.json() == err(1100, "invalid_param")
+
+
+def test_a_party_mod_journals_a_mod_for_each_member_it_moves(raw_v1: RawV1) -> None:
+    """A member's ``PartyList`` is part of what ``user/get`` answers: renaming or moving a
+    party changes the record of every member in its subtree, so each is journaled as a MOD
+    (see the README's emulator section); members elsewhere and empty parties are not."""
+    ver = raw_v1.json("user/list", {"Ver": "0"})["Ver"]
+    raw_v1.write("party/sync", {"action": "3", "srcpath": "研发中心", "dstpath": "技术中心"})
+    raw_v1.write("party/sync", {"action": "2", "dstpath": "空部门"})
+    raw_v1.write("party/sync", {"action": "3", "srcpath": "空部门", "dstpath": "另一个空部门"})
+    later = raw_v1.json("user/list", {"ver": str(ver)})
+    assert sorted((e["Alias"], e["Action"]) for e in later["List"]) == [
+        ("lisi@example.com", 3),
+        ("zhangsan@example.com", 3),
+    ]
+    got = raw_v1.json("user/get", {"alias": "lisi@example.com"})
+    assert [p["Value"] for p in got["PartyList"]["List"]] == ["技术中心/移动部"]
