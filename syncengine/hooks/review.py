@@ -45,6 +45,7 @@ from starlette.types import ASGIApp
 from syncengine import plan_page
 from syncengine.plan import Plan
 from syncengine.plan_page import ReviewContext
+from syncengine.translations import translations
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class ReviewPages:
         self.failures: dict[str, tuple[int, float]] = {}  # name -> (count, locked until)
         self._lock = threading.Lock()
         self.lang = self.settings.lang
-        self._ = plan_page.translations(self.lang).gettext
+        self._ = translations(self.lang).gettext
 
     # --- plumbing ----------------------------------------------------------------------
 

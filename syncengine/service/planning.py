@@ -488,6 +488,7 @@ def make_plan(
     progress: Callable[[str, int, int | None], None] | None = None,
     now: datetime | None = None,
     actor: str = "cli",
+    read: tuple[MailboxState, float] | None = None,
 ) -> PlanResult:
     """Plan the changes that make Exmail follow the current HR snapshot, and save the plan.
 
@@ -497,7 +498,9 @@ def make_plan(
     it: a blocked plan is kept and shown). ``only`` plans for the named employees alone, with
     explanations. ``allow_removals`` / ``allow_updates`` / ``force`` are the operator's release;
     they do not change the plan, only whether it counts as blocked (``PlanResult.blocked``).
-    No snapshot yet is a StagingError that says to run ``syncengine ingest``.
+    No snapshot yet is a StagingError that says to run ``syncengine ingest``. ``read``: the
+    live state and the seconds its read took, when the caller has just read it (the nightly
+    sync, see :mod:`syncengine.service.noop_proof`); else it is read here.
     """
     started = time.perf_counter()
     now = clock.local(now or engine.now(), engine.config.timezone)  # shown with its offset
@@ -514,16 +517,25 @@ def make_plan(
         # most of a big read is waiting for Exmail's answer, and the loads fill that time.
         # The provider is the thread's until it is joined (also when a load fails).
         provider = engine.provider
-        reading = Background(lambda: provider.read_state(progress=read_progress), "read-state")
+        # A caller that read the state already (the nightly run's early read) passes it.
+        reading = (
+            None
+            if read is not None
+            else Background(lambda: provider.read_state(progress=read_progress), "read-state")
+        )
         try:
             view = load_snapshot_view(repo, snapshot)
             desired = view.desired(*hook_facts(engine, view, now))
             links = repo.load_links()
         except BaseException:
-            reading.wait()
+            if reading is not None:
+                reading.wait()
             raise
-        state = reading.result()
-        read_seconds = reading.seconds
+        if reading is not None:
+            state, read_seconds = reading.result(), reading.seconds
+        else:
+            assert read is not None
+            state, read_seconds = read
         # The read and the loads leave some 20 MiB of cycles (HTTP, SQL) in the old
         # generation, which bulk_objects no longer walks often: one full collection here,
         # before the diff's peak, frees them (about 0.2 s of CPU).

@@ -34,6 +34,8 @@ PURE = [
     "syncengine.hooks.guard",
     "syncengine.guard",
     "syncengine.plan_page",
+    "syncengine.translations",
+    "syncengine.plan_horizon",
     "syncengine.clock",
     "syncengine.freshness",
 ]
