@@ -19,6 +19,8 @@ PKG = Path(__file__).resolve().parents[2] / "syncengine"
 PURE = [
     "syncengine.domain",
     "syncengine.planner",
+    "syncengine.planner_base",
+    "syncengine.planner_people",
     "syncengine.groups",
     "syncengine.policy",
     "syncengine.plan",
