@@ -157,17 +157,15 @@ def build_inputs(
                 break
             p = people[i]
             if kind == "rename":
-                people[i] = Person(**{**p.__dict__, "name": p.name + "新"})
+                people[i] = replace(p, name=p.name + "新")
             elif kind == "move":
-                people[i] = Person(
-                    **{**p.__dict__, "departments": (leaves[(i + 1) % len(leaves)],)}
-                )
+                people[i] = replace(p, departments=(leaves[(i + 1) % len(leaves)],))
             elif kind == "address":
-                people[i] = Person(**{**p.__dict__, "email": f"new.u{i}@{DOMAIN}"})
+                people[i] = replace(p, email=f"new.u{i}@{DOMAIN}")
             elif kind == "leaver":
-                people[i] = Person(**{**p.__dict__, "status": Status.TERMINATED})
+                people[i] = replace(p, status=Status.TERMINATED)
             else:
-                people[i] = Person(**{**p.__dict__, "position": "首席" + p.position})
+                people[i] = replace(p, position="首席" + p.position)
             kinds[kind] += 1
     for j in range(per):  # new hires without an address: generated from pinyin
         name = SURNAMES[j % len(SURNAMES)] + GIVEN[j % len(GIVEN)]
@@ -181,12 +179,7 @@ def build_inputs(
         for d in tree
     ]
     people = [
-        Person(
-            **{
-                **p.__dict__,
-                "departments": tuple(x.replace("财务部", "财务中心", 1) for x in p.departments),
-            }
-        )
+        replace(p, departments=tuple(x.replace("财务部", "财务中心", 1) for x in p.departments))
         if p.departments and p.departments[0].startswith("财务部")
         else p
         for p in people

@@ -191,6 +191,13 @@ class Pacer:
 
     ``acquire()`` takes one token, sleeping (outside the lock) until one is there. ``rate`` 0
     means unlimited. Clock and sleep are injectable for tests.
+
+    ``free_first_second``: a call whose turn (its token's time) falls within one second of this
+    pacer's first call goes at once instead of sleeping until its turn. Every one-second window
+    still holds no more calls than without it: the calls moved earlier all land in the window
+    that starts with the first call, which held exactly them (and no call comes after its turn
+    anyway). A short run (a quiet night's three reads) then never sleeps; a long one is paced
+    from its second second on as before.
     """
 
     def __init__(
@@ -200,6 +207,7 @@ class Pacer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        free_first_second: bool = False,
     ) -> None:
         self.rate = rate
         self.burst = max(1, burst)
@@ -208,6 +216,8 @@ class Pacer:
         self._tokens = float(self.burst)
         self._last = clock()
         self._lock = threading.Lock()
+        self._free_first_second = free_first_second
+        self._first: float | None = None  # when the first call was let through
 
     def acquire(self) -> float:
         """Take one token; returns the seconds waited.
@@ -220,6 +230,8 @@ class Pacer:
             return 0.0
         with self._lock:
             now = self._clock()
+            if self._first is None:
+                self._first = now
             elapsed = max(0.0, now - self._last)
             self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
             self._last = now
@@ -227,6 +239,8 @@ class Pacer:
             if self._tokens >= 0.0:
                 return 0.0
             pause = -self._tokens / self.rate
+            if self._free_first_second and now + pause < self._first + 1.0:
+                return 0.0  # its turn is inside the first window anyway (see the docstring)
         self._sleep(pause)
         return pause
 
@@ -320,10 +334,12 @@ class CallPolicy:
         budget_seconds: float = 0.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        free_first_second: bool = False,
     ) -> None:
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
-        self.pacer = Pacer(rate_per_second, burst, clock=clock, sleep=sleep)
+        self.pacer = Pacer(rate_per_second, burst, clock=clock, sleep=sleep,
+                           free_first_second=free_first_second)  # fmt: skip
         self.budget_seconds = budget_seconds
         self.budget = Budget(budget_seconds)
         self.stats = CallStats()

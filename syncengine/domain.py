@@ -74,7 +74,7 @@ class Department:
         return path_name(self.path)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Person:
     """One person as HR states them: the desired side of the diff."""
 
@@ -95,7 +95,7 @@ class Person:
     with non-empty values; empty for everyone when no label is mapped."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mailbox:
     """One Exmail member as read from the API: the actual side of the diff.
 
@@ -152,7 +152,7 @@ class MailEvent:
     subject: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IdentityLink:
     """The stored tie between an HR employee and the mailbox the engine manages for them.
 
@@ -230,29 +230,38 @@ class MailboxState:
         left out: no Exmail API lists them, so they are learned by checking addresses while
         planning and a later read could never see them again to compare.
         """
-        # The usual zero or one department and alias need no sort (100,000 mailboxes).
-        rows = [
-            [
-                m.email,
-                m.name,
-                m.ext_id,
-                sorted(m.departments) if len(m.departments) > 1 else list(m.departments),
-                sorted(m.aliases) if len(m.aliases) > 1 else list(m.aliases),
-                m.position,
-                m.tel,
-                m.mobile,
-                int(m.gender),
-                m.enabled,
+        # The canonical JSON of {"mailboxes": [rows sorted by address], "parties": [...]} is
+        # hashed a slice of rows at a time: the whole text (tens of MB at 100,000 mailboxes)
+        # and a list of every row are never built, which was the planning run's memory peak.
+        # The usual zero or one department and alias need no sort.
+        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        order = sorted(self.mailboxes, key=lambda m: str(m.email))  # stable, as before
+        digest = hashlib.sha256(b'{"mailboxes":[')
+        for start in range(0, len(order), _FINGERPRINT_SLICE):
+            rows = [
+                [
+                    m.email,
+                    m.name,
+                    m.ext_id,
+                    sorted(m.departments) if len(m.departments) > 1 else list(m.departments),
+                    sorted(m.aliases) if len(m.aliases) > 1 else list(m.aliases),
+                    m.position,
+                    m.tel,
+                    m.mobile,
+                    int(m.gender),
+                    m.enabled,
+                ]
+                for m in order[start : start + _FINGERPRINT_SLICE]
             ]
-            for m in self.mailboxes
-        ]
-        rows.sort(key=lambda r: str(r[0]))
-        canon = {
-            "mailboxes": rows,
-            "parties": sorted(p.path for p in self.parties),
-        }
-        blob = json.dumps(canon, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+            text = dumps(rows)[1:-1]  # the rows without the list's brackets
+            digest.update((text if start == 0 else "," + text).encode("utf-8"))
+        parties = dumps(sorted(p.path for p in self.parties))
+        digest.update(('],"parties":' + parties + "}").encode("utf-8"))
+        return digest.hexdigest()
+
+
+_FINGERPRINT_SLICE = 2000
+"""Mailboxes per slice of :meth:`MailboxState.fingerprint`'s canonical JSON."""
 
 
 # --- normalisers -------------------------------------------------------------------------

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import base64
 import functools
-import gettext
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,10 +35,7 @@ from syncengine.render import (
     summary_line,
     totals,
 )
-
-DOMAIN = "syncengine"
-LOCALE_DIR = Path(__file__).with_name("locale")
-LANGS = ("zh", "en")
+from syncengine.translations import translations
 
 ROW_LIMIT = 100
 """Rows shown per section before "show all" (the page stays light with 10,000 people)."""
@@ -63,14 +58,6 @@ class ReviewContext:
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     plan_id: int | None = None
     signature_valid: bool | None = None  # None: not checked (no key at hand)
-
-
-@functools.lru_cache(maxsize=4)
-def translations(lang: str) -> gettext.NullTranslations:
-    """The catalogue of ``lang`` (English is the message ids themselves)."""
-    if lang not in LANGS:
-        raise ValueError(f"unknown language {lang!r} (known: {', '.join(LANGS)})")
-    return gettext.translation(DOMAIN, localedir=str(LOCALE_DIR), languages=[lang], fallback=True)
 
 
 @functools.lru_cache(maxsize=4)

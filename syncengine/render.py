@@ -176,7 +176,7 @@ class _Tr:
     from the package's catalogues by :mod:`syncengine.plan_page`."""
 
     def __init__(self, lang: str) -> None:
-        from syncengine.plan_page import translations
+        from syncengine.translations import translations
 
         t = translations(lang)
         self.gettext = t.gettext

@@ -303,15 +303,11 @@ class Directory:
                 raise ApiError(
                     60008, 1100, f"department name {new_name!r} exists under {new_parent}"
                 )
-            moved = (new_name, new_parent) != (dept.name, dept.parentid)
+            if (new_name, new_parent) != (dept.name, dept.parentid):  # each member's PartyList
+                scope = set(self.subtree(dept_id))  # changes: a journaled MOD each (README)
+                for user in [u for u in self.users.values() if scope & set(u.department)]:
+                    self._log(user.userid, 3)
             dept.name, dept.parentid = new_name, new_parent
-            if moved:
-                # Each member's party paths (user/get's PartyList) changed: a MOD in the
-                # journal for each member of the subtree (protocol decision, README).
-                scope = set(self.subtree(dept_id))
-                for user in self.users.values():
-                    if scope.intersection(user.department):
-                        self._log(user.userid, 3)
             if order is not None:
                 dept.order = order
 

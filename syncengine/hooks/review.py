@@ -21,6 +21,7 @@ framing, no caching.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import secrets
@@ -44,6 +45,7 @@ from starlette.types import ASGIApp
 from syncengine import plan_page
 from syncengine.plan import Plan
 from syncengine.plan_page import ReviewContext
+from syncengine.translations import translations
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,14 @@ THROTTLED = "Too many failed sign-ins for this name; wait a few minutes."
 MAX_FAILURES = 5
 LOCKOUT_SECONDS = 300.0
 _HASHER = PasswordHasher()
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))  # same work for an unknown name
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash verified for an unknown name (the same work as for a known one). Made once,
+    when the first pages are built, not on import: ``plan`` imports this module and
+    never signs anyone in (an argon2 hash is 0.2 s of CPU and 64 MiB)."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 @dataclass
@@ -143,11 +152,12 @@ class ReviewPages:
         self.prefix = prefix  # where the pages are mounted (a tenant's: /tenants/NAME/review)
         self.settings = backend.settings
         self.accounts = dict(self.settings.approvers)
+        self._dummy = _dummy_hash()
         self.sessions: dict[str, Session] = {}
         self.failures: dict[str, tuple[int, float]] = {}  # name -> (count, locked until)
         self._lock = threading.Lock()
         self.lang = self.settings.lang
-        self._ = plan_page.translations(self.lang).gettext
+        self._ = translations(self.lang).gettext
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -217,7 +227,7 @@ class ReviewPages:
     def _check_password(self, name: str, password: str) -> bool:
         stored = self.accounts.get(name)
         try:
-            return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
+            return _HASHER.verify(stored or self._dummy, password) and stored is not None
         except (VerificationError, InvalidHashError):
             return False
 

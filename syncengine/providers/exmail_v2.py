@@ -15,12 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -44,7 +42,7 @@ from syncengine.errors import (
     NotFoundError,
 )
 from syncengine.plan import Action, ActionKind, adoption_writes
-from syncengine.providers.base import ApiCall, GroupPosting, MailGroup, Progress
+from syncengine.providers.base import ApiCall, Progress
 from syncengine.providers.config import ExmailConfig, Gen2App
 from syncengine.providers.http import (
     TokenAuth,
@@ -61,105 +59,25 @@ from syncengine.providers.http import (
     v2_token_rejected,
 )
 from syncengine.providers.tokens import IssuedToken, SharedTokens, TokenCache
+from syncengine.providers.v2_codec import (
+    APP_TITLE,
+    BATCHCHECK_LIMIT,
+    NEWCOUNT_WINDOW_DAYS,
+    ROOT_ID,
+    WRITE_CALLS,
+    Gen2Department,
+    app_for,
+    department_row,
+    enabled_of,
+    exmail_today,
+    gender_of,
+)
+from syncengine.providers.v2_groups import V2Groups
 
 log = logging.getLogger("syncengine.providers.exmail_v2")
 
-ROOT_ID = 1
 
-_WRITE_CALLS: dict[ActionKind, tuple[str, str]] = {
-    ActionKind.CREATE_DEPARTMENT: ("POST", "department/create"),
-    ActionKind.MOVE_DEPARTMENT: ("POST", "department/update"),
-    ActionKind.DELETE_DEPARTMENT: ("GET", "department/delete"),
-    ActionKind.CREATE_USER: ("POST", "user/create"),
-    ActionKind.UPDATE_USER: ("POST", "user/update"),
-    ActionKind.ADD_ALIAS: ("POST", "user/update"),
-    ActionKind.ENABLE_USER: ("POST", "user/update"),
-    ActionKind.DISABLE_USER: ("POST", "user/update"),
-    ActionKind.SWAP_PRIMARY: ("GET", "user/swapalias"),
-    ActionKind.DELETE_USER: ("GET", "user/delete"),
-    ActionKind.CREATE_GROUP: ("POST", "group/create"),
-    ActionKind.UPDATE_GROUP: ("POST", "group/update"),
-    ActionKind.DELETE_GROUP: ("GET", "group/delete"),
-    ActionKind.ADOPT_GROUP: ("POST", "group/update"),
-}
-"""What each writing action kind sends (method, endpoint); the others make no request."""
-BATCHCHECK_LIMIT = 20
-NEWCOUNT_WINDOW_DAYS = 30
-"""``mail/newcount`` counts unread mail received in this many days up to today."""
-EXMAIL_TZ = ZoneInfo("Asia/Shanghai")
-
-
-def _exmail_today() -> date:
-    return datetime.now(EXMAIL_TZ).date()
-
-
-_APP_BY_PREFIX: dict[str, Gen2App] = {
-    "department/": "contacts",
-    "user/": "contacts",
-    "group/": "contacts",
-    "tag/": "contacts",
-    "service/": "sso",
-    "mail/": "mail",
-    "log/": "log",
-    "useroption/": "settings",
-}
-_APP_TITLE: dict[Gen2App, str] = {
-    "contacts": "通讯录管理 (contacts)",
-    "sso": "单点登录 (single sign-on)",
-    "mail": "新邮件提醒 (new-mail notice)",
-    "log": "系统日志 (logs)",
-    "settings": "功能设置 (settings)",
-}
-
-
-def app_for(call: str) -> Gen2App:
-    """Which application's secret a call needs (a token only works for its application)."""
-    for prefix, app in _APP_BY_PREFIX.items():
-        if call.startswith(prefix):
-            return app
-    raise ValueError(f"no Exmail application serves {call}")
-
-
-@dataclass(frozen=True)
-class Gen2Department:
-    """One row of ``department/list`` with its path worked out (root: ``""``)."""
-
-    id: int
-    name: str
-    parent_id: int
-    order: int
-    path: str
-
-
-def _department_row(call: str, item: Any, path: str = "") -> Gen2Department:
-    """One department object of a list/search answer; a malformed one is a fatal error."""
-    try:
-        return Gen2Department(
-            int(item["id"]),
-            str(item.get("name", "")),
-            int(item.get("parentid", 0) or 0),
-            int(item.get("order", 0) or 0),
-            path,
-        )
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise FatalProviderError(f"answered a malformed department: {item!r}", call=call) from None
-
-
-_GENDERS = {int(g): g for g in Gender}
-
-
-def _gender(value: Any) -> Gender:
-    code = parse_errcode(value)  # "1", 1, "" all tolerated
-    # Looked up, not constructed: an enum call costs more than the rest of a member's reading.
-    return _GENDERS.get(code, Gender.UNSET) if code is not None else Gender.UNSET
-
-
-def _enabled(value: Any) -> bool:
-    code = parse_errcode(value)
-    return code != 0  # absent means enabled
-
-
-class ExmailV2Provider:
+class ExmailV2Provider(V2Groups):
     """:class:`~syncengine.providers.base.MailboxProvider` over Exmail's current API."""
 
     api = "v2"
@@ -170,7 +88,7 @@ class ExmailV2Provider:
         client: httpx.Client,
         *,
         clock: Callable[[], float] = time.monotonic,
-        today: Callable[[], date] = _exmail_today,
+        today: Callable[[], date] = exmail_today,
         shared_tokens: SharedTokens | None = None,
         calls: CallPolicy | None = None,
     ):
@@ -218,7 +136,7 @@ class ExmailV2Provider:
             if auth is None:
                 if app not in self._config.secrets:
                     raise ConfigError(
-                        f"no secret for the {_APP_TITLE[app]} application",
+                        f"no secret for the {APP_TITLE[app]} application",
                         where=f"exmail.secrets.{app}",
                         hint="copy it from the Exmail admin console (应用 -> secret)",
                     )
@@ -334,11 +252,11 @@ class ExmailV2Provider:
         return any(d.path == wanted for d in self.list_departments())
 
     def planned_calls(self, action: Action) -> tuple[ApiCall, ...]:
-        if action.kind not in _WRITE_CALLS:
+        if action.kind not in WRITE_CALLS:
             return ()
         if action.kind is ActionKind.ADOPT_GROUP and not adoption_writes(action):
             return ()  # the group is already as HR wants it: only the ledger takes it over
-        method, endpoint = _WRITE_CALLS[action.kind]
+        method, endpoint = WRITE_CALLS[action.kind]
         calls = [ApiCall(method, "/cgi-bin/" + endpoint)]
         if action.kind is ActionKind.CREATE_USER and action.mailbox and not action.mailbox.enabled:
             calls.append(ApiCall("POST", "/cgi-bin/user/update", "enable=0: user/create has none"))
@@ -349,7 +267,7 @@ class ExmailV2Provider:
         data = self.call("department/list", params={"id": ROOT_ID})
         rows: dict[int, tuple[str, int, int]] = {}
         for item in data.get("department") or []:
-            row = _department_row("department/list", item)
+            row = department_row("department/list", item)
             rows[row.id] = (row.name, row.parent_id, row.order)
         paths: dict[int, str] = {ROOT_ID: ""}
 
@@ -420,7 +338,7 @@ class ExmailV2Provider:
             "department/search", body={"name": name, "fuzzy": 1 if fuzzy else 0}, subject=name
         )
         return [
-            _department_row("department/search", item, normalise_path(str_field(item, "path")))
+            department_row("department/search", item, normalise_path(str_field(item, "path")))
             for item in data.get("department") or []
         ]
 
@@ -467,27 +385,69 @@ class ExmailV2Provider:
 
     # --- users ----------------------------------------------------------------------------
 
-    def _mailbox(self, item: Mapping[str, Any]) -> Mailbox:
+    def _departments(self, ids: Iterable[Any]) -> tuple[str, ...]:
+        """The paths of a member's ``department`` ids (root and garbled ids left out)."""
         departments: list[str] = []
-        for raw in item.get("department") or []:
+        for raw in ids:
             did = parse_errcode(raw)
             if did is None or did == ROOT_ID:
                 continue
             path = self.department_path(did)
             if path and path not in departments:
                 departments.append(path)
+        return tuple(departments)
+
+    def _mailbox(
+        self,
+        item: Mapping[str, Any],
+        departments: tuple[str, ...] | None = None,
+        shared: dict[str, str] | None = None,
+    ) -> Mailbox:
+        """One member record; ``departments`` when the caller already resolved its ids;
+        ``shared`` keeps one copy of each position title across the members of a read."""
+        if departments is None:
+            departments = self._departments(item.get("department") or [])
+        get = item.get
+        userid, name, extid = get("userid"), get("name"), get("extid")
+        position, tel, mobile = get("position"), get("tel"), get("mobile")
+        slaves = get("slaves")
+        position = "" if position is None else str(position)
+        if shared is not None:
+            position = shared.setdefault(position, position)
         return Mailbox(
-            email=normalise_email(str_field(item, "userid")),
-            name=str_field(item, "name"),
-            ext_id=str_field(item, "extid"),
-            departments=tuple(departments),
-            aliases=tuple(normalise_email(str(a)) for a in item.get("slaves") or [] if a),
-            position=str_field(item, "position"),
-            tel=str_field(item, "tel"),
-            mobile=str_field(item, "mobile"),
-            gender=_gender(item.get("gender")),
-            enabled=_enabled(item.get("enable")),
+            email=normalise_email("" if userid is None else str(userid)),
+            name="" if name is None else str(name),
+            ext_id="" if extid is None else str(extid),
+            departments=departments,
+            aliases=tuple(normalise_email(str(a)) for a in slaves if a) if slaves else (),
+            position=position,
+            tel="" if tel is None else str(tel),
+            mobile="" if mobile is None else str(mobile),
+            gender=gender_of(get("gender")),
+            enabled=enabled_of(get("enable")),
         )
+
+    def _mailboxes(self, items: list[Any]) -> list[Mailbox]:
+        """The members of a ``user/list`` answer, in order. ``items`` is emptied as it is read,
+        so each decoded record is let go once it is a Mailbox (the whole directory is never
+        held twice), and members of the same departments share one tuple of paths (their
+        ids resolved once), as do members with the same position title."""
+        paths: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        titles: dict[str, str] = {}
+        out: list[Mailbox] = []
+        items.reverse()
+        pop = items.pop
+        while items:
+            item = pop()
+            ids = tuple(item.get("department") or ())
+            try:
+                departments = paths.get(ids)
+                if departments is None:
+                    departments = paths[ids] = self._departments(ids)
+            except TypeError:  # an unhashable (garbled) id: resolved alone, not shared
+                departments = self._departments(ids)
+            out.append(self._mailbox(item, departments, titles))
+        return out
 
     def read_state(self, *, progress: Progress | None = None) -> MailboxState:
         """Two calls: ``department/list`` and ``user/list`` of the root with ``fetch_child``."""
@@ -508,7 +468,9 @@ class ExmailV2Provider:
             params={"department_id": did, "fetch_child": 1 if recursive else 0},
             subject=f"department {path!r}",
         )
-        return [self._mailbox(u) for u in data.get("userlist") or []]
+        members = data.pop("userlist", None)
+        del data  # the answer's other fields: only the members are kept, and let go one by one
+        return self._mailboxes(members if isinstance(members, list) else list(members or ()))
 
     def simple_list(self, path: str = "", *, recursive: bool = True) -> list[tuple[str, str]]:
         """``user/simplelist``: (address, name) of the members of a department."""
@@ -627,66 +589,6 @@ class ExmailV2Provider:
                 addr = normalise_email(str_field(item, "user"))
                 result[addr] = address_kind(kind)
         return result
-
-    # --- groups ---------------------------------------------------------------------------
-
-    def _group_body(self, group: MailGroup) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "groupid": group.address,
-            "groupname": group.name,
-            "allow_type": int(group.posting),
-        }
-        if group.members:
-            body["userlist"] = list(group.members)
-        if group.groups:
-            body["grouplist"] = list(group.groups)
-        if group.departments:
-            body["department"] = [self.department_id(p) for p in group.departments]
-        if group.posting == GroupPosting.ALLOW_LIST:
-            body["allow_userlist"] = list(group.allow_list)
-        return body
-
-    def create_group(self, group: MailGroup) -> None:
-        self.call("group/create", body=self._group_body(group), subject=group.address)
-
-    def update_group(self, group: MailGroup) -> None:
-        """Replace the group's name, members and posting rights with ``group``'s."""
-        self.call("group/update", body=self._group_body(group), subject=group.address)
-
-    def delete_group(self, address: str) -> None:
-        self.call("group/delete", params={"groupid": address}, subject=address)
-
-    can_read_groups = True
-
-    def change_group(self, group: MailGroup, *, add: Sequence[str], remove: Sequence[str]) -> None:
-        """Gen 2 has no member add/remove call: one ``group/update`` with the whole new list
-        (``add`` / ``remove`` are what the plan shows; the body is ``group``). The member
-        list is always sent, also empty: Exmail then refuses a group left without members
-        (600009) rather than keeping the old list silently."""
-        body = self._group_body(group)
-        body["userlist"] = list(group.members)
-        self.call("group/update", body=body, subject=group.address)
-
-    def get_group(self, address: str) -> MailGroup | None:
-        try:
-            data = self.call("group/get", params={"groupid": address}, subject=address)
-        except NotFoundError:
-            return None
-        posting = parse_errcode(data.get("allow_type"))
-        departments = tuple(
-            self.department_path(d)
-            for d in (parse_errcode(x) for x in data.get("department") or [])
-            if d is not None
-        )
-        return MailGroup(
-            address=normalise_email(str_field(data, "groupid") or address),
-            name=str_field(data, "groupname"),
-            members=tuple(normalise_email(str(u)) for u in data.get("userlist") or []),
-            groups=tuple(normalise_email(str(g)) for g in data.get("grouplist") or []),
-            departments=departments,
-            posting=GroupPosting(posting) if posting in (0, 1, 2, 3) else GroupPosting.COMPANY,
-            allow_list=tuple(normalise_email(str(u)) for u in data.get("allow_userlist") or []),
-        )
 
     # --- single sign-on and mail ----------------------------------------------------------
 

@@ -352,10 +352,20 @@ def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+_V2_TOKEN_DIGITS = tuple(str(code).encode("ascii") for code in sorted(TOKEN_CODES_V2))
+
+
 def v2_token_rejected(response: httpx.Response) -> bool:
-    """40014/40001/42001, or HTTP 401 (a reading no source confirms, tolerated)."""
+    """40014/40001/42001, or HTTP 401 (a reading no source confirms, tolerated).
+
+    An answer without any of the three codes' digits cannot be one (as a number or as a
+    string, the errcode's digits are in the body): it is not decoded here, so the usual answer
+    (a whole ``user/list`` directory among them) is decoded once, by the caller."""
     if response.status_code == 401:
         return True
+    content = response.content
+    if not any(code in content for code in _V2_TOKEN_DIGITS):
+        return False
     body = _json_or_none(response)
     return body is not None and parse_errcode(body.get("errcode")) in TOKEN_CODES_V2
 

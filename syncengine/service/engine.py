@@ -107,8 +107,9 @@ def call_policy(
     clock: Callable[[], float] = time.monotonic,
 ) -> CallPolicy:
     """The process's call policy from the ``[apply]`` settings: ``rate_per_second`` caps every
-    request (burst 1, so no second at the server ever sees more), ``max_attempts`` / backoff
-    retry each read call and each action."""
+    request (burst 1, so no second at the server ever sees more; the calls whose turn falls in
+    the first second go at once, see :class:`~syncengine.callpolicy.Pacer`), ``max_attempts`` /
+    backoff retry each read call and each action."""
     return CallPolicy(
         settings.retry_policy(),
         rate_per_second=settings.rate_per_second * PACE_MARGIN,
@@ -116,6 +117,7 @@ def call_policy(
         budget_seconds=budget_seconds,
         sleep=sleep,
         clock=clock,
+        free_first_second=True,
     )
 
 
@@ -171,7 +173,10 @@ class Engine:
         )
         self._repo: Repository | None = None
         self._provider: MailboxProvider | None = None
-        self._lock = threading.Lock()
+        # One lock each: building the provider (its client's imports, ~50 ms) must not hold
+        # up a thread that only wants the repository (the ingest beside the Gen 2 early read).
+        self._repo_lock = threading.Lock()
+        self._provider_lock = threading.Lock()
         self._seen: tuple[str, float] | None = None
 
     def __enter__(self) -> Engine:
@@ -183,7 +188,7 @@ class Engine:
     @property
     def repo(self) -> Repository:
         """The staging repository (opened, and its schema checked, on first use)."""
-        with self._lock:
+        with self._repo_lock:
             if self._repo is None:
                 self._repo = open_staging(self.config)
             return self._repo
@@ -191,7 +196,7 @@ class Engine:
     @property
     def provider(self) -> MailboxProvider:
         """The Exmail provider, paced and retried by :attr:`calls` (built on first use)."""
-        with self._lock:
+        with self._provider_lock:
             if self._provider is None:
                 provider = build_provider(self.config, transport=self.transport, calls=self.calls)
                 if self.config.exmail.api == "v1":
@@ -256,8 +261,9 @@ class Engine:
         return self.provider.department_exists(path)
 
     def close(self) -> None:
-        with self._lock:
+        with self._provider_lock:
             provider, self._provider = self._provider, None
+        with self._repo_lock:
             repo, self._repo = self._repo, None
         if provider is not None:
             provider.close()

@@ -24,8 +24,9 @@ from syncengine.errors import (
     SyncEngineError,
 )
 from syncengine.notify import Delivery, Event, Notifier
-from syncengine.plan import Plan
+from syncengine.plan import Plan, Release
 from syncengine.providers.base import ApiCall
+from syncengine.service import noop_proof
 from syncengine.service.applying import (
     ApplyFailure,
     ApplyReport,
@@ -101,6 +102,8 @@ class SyncReport:
     report_error: str | None = None
     calls: CallCounts | None = None
     tenant: str | None = None  # the tenant of a config with [tenants] (named in every report)
+    proved_unchanged: bool = False
+    """The plan is the last empty one, proved to stand again (:mod:`.noop_proof`): no diff."""
 
     @property
     def event(self) -> Event:
@@ -155,7 +158,8 @@ class SyncReport:
             "plan": (
                 {"id": plan.plan_id, "checksum": plan.plan.checksum,
                  "summary": dict(plan.plan.summary), "totals": render.totals(plan.plan),
-                 "has_changes": plan.has_changes, "blocked": plan.blocked}
+                 "has_changes": plan.has_changes, "blocked": plan.blocked,
+                 "proved_unchanged": self.proved_unchanged}
                 if plan else None
             ),
             "blocked_reasons": self.blocked_reasons,
@@ -377,13 +381,31 @@ def sync(
             ).resumed
         else:
             fields["unfinished"] = tuple(p.id for p in repo.unfinished_plans())
-        fields["ingest"] = ingest(
-            engine, progress=lambda stage, n: step(stage, n, None), actor=actor
-        )
-        result = make_plan(
-            engine, allow_removals=allow_removals, allow_updates=allow_updates, force=force,
-            progress=step, actor=actor,
-        )  # fmt: skip
+        # Gen 2: the directory is read while the ingest runs (see noop_proof.EarlyRead)
+        early = noop_proof.EarlyRead(engine) if api == "v2" else None
+        try:
+            fields["ingest"] = ingest(
+                engine, progress=lambda stage, n: step(stage, n, None), actor=actor
+            )
+        except BaseException:
+            if early is not None:
+                early.close()
+            raise
+        # A quiet night is proved unchanged when it can be (see noop_proof); else planned,
+        # from the same read of the directory.
+        release = Release(allow_removals=allow_removals, allow_updates=allow_updates,
+                          force=force)  # fmt: skip
+        tried = noop_proof.attempt(engine, release=release, actor=actor, progress=step,
+                                   early=early)  # fmt: skip
+        if tried.result is not None:
+            result = tried.result
+            fields["proved_unchanged"] = True
+        else:
+            result = make_plan(
+                engine, allow_removals=allow_removals, allow_updates=allow_updates,
+                force=force, progress=step, actor=actor, read=tried.read,
+            )  # fmt: skip
+            noop_proof.remember(engine, result, tried.read[0])
         fields["plan"] = result
         plan = result.plan
         if result.blocked:

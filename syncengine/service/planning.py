@@ -7,7 +7,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +41,8 @@ from syncengine.policy import (
     shrink_baseline,
 )
 from syncengine.providers.base import MailboxProvider
+from syncengine.service.address_checks import EarlyChecks, known_addresses, likely_new_addresses
+from syncengine.service.background import Background
 from syncengine.service.engine import Engine
 from syncengine.service.groups import add_groups
 from syncengine.staging import db as staging_db
@@ -324,8 +326,12 @@ GROUP_CHECK_ROUNDS = 4
 """How many times a plan is redone at most because a new address turned out to be a group."""
 
 
-def _addresses_to_create(plan: Plan, state: MailboxState) -> set[str]:
-    """Every address the plan would make exist that the state does not know yet."""
+def _addresses_to_create(
+    plan: Plan, state: MailboxState, known: Collection[str] | None = None
+) -> set[str]:
+    """Every address the plan would make exist that the state does not know yet (``known``:
+    :func:`~syncengine.service.address_checks.known_addresses` of ``state``, when the caller
+    has it)."""
     found: set[str] = set()
     for a in plan.actions:
         if a.mailbox is not None:
@@ -339,10 +345,9 @@ def _addresses_to_create(plan: Plan, state: MailboxState) -> set[str]:
     if not found:
         return found
     # Built only when the plan adds an address: it holds every address of the directory.
-    known = set(map(normalise_email, (m.email for m in state.mailboxes)))
-    known.update(map(normalise_email, (a for m in state.mailboxes if m.aliases for a in m.aliases)))
-    known.update(map(normalise_email, state.groups))
-    return found - known
+    if known is None:
+        known = known_addresses(state)
+    return {a for a in found if a not in known}
 
 
 def diff_knowing_groups(
@@ -356,6 +361,8 @@ def diff_knowing_groups(
     config_fingerprint: str,
     only: list[str] | None = None,
     progress: Callable[[str, int, int | None], None] | None = None,
+    early: EarlyChecks | None = None,
+    known: set[str] | None = None,
 ) -> tuple[Plan, MailboxState]:
     """:func:`planner.diff`, corrected for mail groups, which no Exmail API can list.
 
@@ -365,23 +372,40 @@ def diff_knowing_groups(
     one takes the next free form) instead of a failed create at apply. Returns the plan and
     the state it was made from. ``progress("checking addresses", done, total)`` before and
     after each round of checks.
+
+    ``early``: checks started before the diff (see :mod:`syncengine.service.address_checks`);
+    their answers are used for the addresses the plan creates, the rest is checked after it.
+    An address is checked once per call, whatever the rounds. ``known``: the addresses of
+    ``state`` (:func:`~syncengine.service.address_checks.known_addresses`), if the caller has
+    them.
     """
-    plan = planner.diff(desired, state, links, policy, now,
-                        config_fingerprint=config_fingerprint, only=only)  # fmt: skip
+    try:
+        plan = planner.diff(desired, state, links, policy, now,
+                            config_fingerprint=config_fingerprint, only=only)  # fmt: skip
+    except BaseException:
+        if early is not None:
+            early.wait()  # the provider is not left to a thread; the diff's error is raised
+        raise
+    kinds = early.result() if early is not None else {}
+    known = set(known) if known is not None else known_addresses(state)
     for _ in range(GROUP_CHECK_ROUNDS):
-        new = _addresses_to_create(plan, state)
+        new = _addresses_to_create(plan, state, known)
         if not new:
             break
         if progress is not None:
             progress("checking addresses", 0, len(new))
-        kinds = provider.check_addresses(sorted(new))
+        missing = sorted(a for a in new if a not in kinds)
+        if missing:
+            got = provider.check_addresses(missing)
+            kinds.update((normalise_email(a), k) for a, k in got.items())
         if progress is not None:
             progress("checking addresses", len(new), len(new))
-        groups = {normalise_email(a) for a, k in kinds.items() if k is AddressKind.GROUP}
+        groups = {a for a in new if kinds.get(a) is AddressKind.GROUP}
         if not groups:
             break
         log.info("addresses owned by mail groups, planned around: %s", ", ".join(sorted(groups)))
         state = dataclasses.replace(state, groups=tuple(sorted({*state.groups, *groups})))
+        known.update(groups)
         plan = planner.diff(desired, state, links, policy, now,
                             config_fingerprint=config_fingerprint, only=only)  # fmt: skip
     return plan, state
@@ -464,6 +488,7 @@ def make_plan(
     progress: Callable[[str, int, int | None], None] | None = None,
     now: datetime | None = None,
     actor: str = "cli",
+    read: tuple[MailboxState, float] | None = None,
 ) -> PlanResult:
     """Plan the changes that make Exmail follow the current HR snapshot, and save the plan.
 
@@ -473,7 +498,9 @@ def make_plan(
     it: a blocked plan is kept and shown). ``only`` plans for the named employees alone, with
     explanations. ``allow_removals`` / ``allow_updates`` / ``force`` are the operator's release;
     they do not change the plan, only whether it counts as blocked (``PlanResult.blocked``).
-    No snapshot yet is a StagingError that says to run ``syncengine ingest``.
+    No snapshot yet is a StagingError that says to run ``syncengine ingest``. ``read``: the
+    live state and the seconds its read took, when the caller has just read it (the nightly
+    sync, see :mod:`syncengine.service.noop_proof`); else it is read here.
     """
     started = time.perf_counter()
     now = clock.local(now or engine.now(), engine.config.timezone)  # shown with its offset
@@ -486,16 +513,29 @@ def make_plan(
             if progress is not None:
                 progress("reading mailboxes", done, total)
 
-        # The live state is read before the snapshot and the links are loaded, so that the
-        # read's transient answer (the directory as JSON, then as dicts) and the cycles it
-        # leaves are gone before 100,000 people and links arrive.
-        read_started = time.perf_counter()
+        # The live state is read in a thread while the snapshot and the links are loaded:
+        # most of a big read is waiting for Exmail's answer, and the loads fill that time.
+        # The provider is the thread's until it is joined (also when a load fails).
         provider = engine.provider
-        state = provider.read_state(progress=read_progress)
-        read_seconds = time.perf_counter() - read_started
-        view = load_snapshot_view(repo, snapshot)
-        desired = view.desired(*hook_facts(engine, view, now))
-        links = repo.load_links()
+        # A caller that read the state already (the nightly run's early read) passes it.
+        reading = (
+            None
+            if read is not None
+            else Background(lambda: provider.read_state(progress=read_progress), "read-state")
+        )
+        try:
+            view = load_snapshot_view(repo, snapshot)
+            desired = view.desired(*hook_facts(engine, view, now))
+            links = repo.load_links()
+        except BaseException:
+            if reading is not None:
+                reading.wait()
+            raise
+        if reading is not None:
+            state, read_seconds = reading.result(), reading.seconds
+        else:
+            assert read is not None
+            state, read_seconds = read
         # The read and the loads leave some 20 MiB of cycles (HTTP, SQL) in the old
         # generation, which bulk_objects no longer walks often: one full collection here,
         # before the diff's peak, frees them (about 0.2 s of CPU).
@@ -506,6 +546,14 @@ def make_plan(
         if progress is not None:
             progress("planning", len(view.people), None)
         diff_started = time.perf_counter()
+        # The addresses the plan will probably create are checked (paced calls) while the
+        # diff runs; a targeted plan checks what it creates after it, as before.
+        early = None
+        known = known_addresses(state)
+        if only is None:
+            today = engine.policy.today(now)
+            guess = likely_new_addresses(desired, state, links, engine.policy, today, known)
+            early = EarlyChecks(provider.check_addresses, guess)
         plan, state = diff_knowing_groups(
             provider,
             desired,
@@ -516,6 +564,8 @@ def make_plan(
             config_fingerprint=engine.fingerprint,
             only=list(only) if only is not None else None,
             progress=progress,
+            early=early,
+            known=known,
         )
         if only is None:  # a targeted plan (--only) is about people, not groups
             plan = add_groups(engine, plan, desired, state, links, now)

@@ -44,3 +44,16 @@ def test_an_hr_address_owned_by_a_group_is_a_conflict(ws: Workspace) -> None:
     assert applied.exit_code == 0, applied.output
     users = {u["userid"] for u in ws.emu.state()["users"]}
     assert "sunqi@example.com" in users
+
+
+def test_each_new_address_is_checked_once_per_plan(ws: Workspace) -> None:
+    """The addresses the plan will create are checked while it is made (started before the
+    diff); planning again around the group does not check the same addresses again."""
+    ws.ingest(*ROWS.values(), GROUP_CLASH)
+    ws.emu.clear_calls()
+    result = ws.run("plan", "--out", str(ws.folder / "plan.json"))
+    assert result.exit_code == 0, result.output
+    checks = [c for c in ws.emu.calls() if c["endpoint"].endswith(("/user/check", "/batchcheck"))]
+    # Two new addresses, sunqi@ (E0005, created) and all@ (the group, planned around), in one
+    # call: the plan made again knowing the group does not ask about sunqi@ a second time.
+    assert len(checks) == 1, checks

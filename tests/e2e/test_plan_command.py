@@ -9,6 +9,7 @@ terminates 王五, re-activates 赵六 and hires 孙七 into a department Exmail
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -156,7 +157,8 @@ def test_plan_out_json_round_trips_and_is_saved(workspace: Workspace) -> None:
             ActionKind.ENABLE_USER, ActionKind.DISABLE_USER} <= kinds  # fmt: skip
     create = next(a for a in plan.actions if a.kind is ActionKind.CREATE_USER)
     assert create.depends_on == ("create_department:研发中心/数据部",)
-    assert create.password is not None and "password" not in json.dumps(create.mailbox.__dict__)
+    assert create.password is not None
+    assert "password" not in json.dumps(dataclasses.asdict(create.mailbox))
     config = load_config(workspace.config)
     assert plan.config_fingerprint == service.config_fingerprint(config)
 

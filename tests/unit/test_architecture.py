@@ -19,9 +19,12 @@ PKG = Path(__file__).resolve().parents[2] / "syncengine"
 PURE = [
     "syncengine.domain",
     "syncengine.planner",
+    "syncengine.planner_base",
+    "syncengine.planner_people",
     "syncengine.groups",
     "syncengine.policy",
     "syncengine.plan",
+    "syncengine.plan_codec",
     "syncengine.addresses",
     "syncengine.render",
     "syncengine.connectors.mapping",
@@ -33,6 +36,8 @@ PURE = [
     "syncengine.hooks.guard",
     "syncengine.guard",
     "syncengine.plan_page",
+    "syncengine.translations",
+    "syncengine.plan_horizon",
     "syncengine.clock",
     "syncengine.freshness",
 ]

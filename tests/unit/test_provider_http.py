@@ -418,3 +418,22 @@ def test_redacted_url_never_shows_the_secret(token: str, param: str) -> None:
     encoded = str(httpx.QueryParams({param: token})).partition("=")[2]
     assert token not in shown and encoded not in shown
     assert "userid=a%40b.c" in shown or "userid=a@b.c" in shown
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "rejected"),
+    [
+        (200, {"errcode": 40014, "errmsg": "invalid access_token"}, True),
+        (200, {"errcode": "42001", "errmsg": "expired"}, True),  # a string errcode, tolerated
+        (200, {"errcode": 0, "userlist": [{"mobile": "13840014000"}]}, False),  # digits, code 0
+        (200, {"errcode": 0, "errmsg": "ok", "userlist": []}, False),
+        (401, {}, True),
+    ],
+)
+def test_v2_token_rejection_is_read_from_the_errcode(
+    status: int, body: dict[str, object], rejected: bool
+) -> None:
+    from syncengine.providers.http import v2_token_rejected
+
+    response = httpx.Response(status, content=json.dumps(body).encode())
+    assert v2_token_rejected(response) is rejected

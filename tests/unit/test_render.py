@@ -421,7 +421,8 @@ def test_render_module_is_pure() -> None:
     assert not {m for m in imported if m.startswith("syncengine.")} - {
         "syncengine.plan",
         "syncengine.plan_page",
-    }, "render.py should need nothing but the Plan (and its page module)"
+        "syncengine.translations",
+    }, "render.py should need nothing but the Plan (its page module and catalogues)"
 
 
 def test_plan_page_module_is_pure() -> None:
@@ -439,6 +440,7 @@ def test_plan_page_module_is_pure() -> None:
     assert {m for m in imported if m.startswith("syncengine.")} <= {
         "syncengine.plan",
         "syncengine.render",
+        "syncengine.translations",
     }
 
 

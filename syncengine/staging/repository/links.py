@@ -6,7 +6,9 @@ import logging
 from collections.abc import Collection, Iterable, Sequence
 
 from sqlalchemy import (
+    Text,
     bindparam,
+    cast,
     delete,
     func,
     insert,
@@ -23,6 +25,7 @@ from syncengine.staging.repository.core import RepositoryCore
 from syncengine.staging.repository.records import (
     chunks,
     first_line,
+    rows_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,19 @@ class LinksRepository(RepositoryCore):
                 for emp, email, first, disabled, generated in conn.execute(s):
                     links[emp] = IdentityLink(emp, email, first, disabled, bool(generated))
         return links
+
+    def links_digest(self) -> str:
+        """sha256 of every identity link as stored (what :meth:`load_links` returns), in
+        employee id order, read without building the links."""
+        stmt = select(
+            IdentityLinkRow.employee_id,
+            IdentityLinkRow.email,
+            cast(IdentityLinkRow.first_seen, Text),
+            cast(IdentityLinkRow.disabled_since, Text),
+            IdentityLinkRow.generated,
+        ).order_by(IdentityLinkRow.employee_id)
+        with self._tx("digesting identity links") as conn:
+            return rows_digest("links", conn.execute(stmt))
 
     def links_to(self, emails: Collection[str]) -> dict[str, IdentityLink]:
         """The links whose address is one of ``emails`` (compared lower-case): who owns the

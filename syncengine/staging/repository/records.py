@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -31,6 +32,15 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
+
+
+def rows_digest(label: str, rows: Iterable[Iterable[Any]]) -> str:
+    """sha256 of rows of plain values (each value by its ``repr``, so None, "" and "None"
+    differ), in the order given: the same rows in the same order, the same digest."""
+    digest = hashlib.sha256(label.encode("utf-8"))
+    for row in rows:
+        digest.update(("\x1e" + "\x1f".join(map(repr, row))).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def first_line(exc: BaseException) -> str:
