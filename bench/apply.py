@@ -17,6 +17,8 @@ interleaved on the same machine in the same run; medians over ``--repeat`` runs.
 
     .venv/bin/python bench/apply.py [--people 10000] [--latency-ms 20] [--levels 16,32,64]
         [--repeat 3] [--reference-exe /work/main/.venv/bin/syncengine]
+    .venv/bin/python bench/apply.py --server-only --reference-exe <main's syncengine>
+        (the emulator alone, both builds' emulators interleaved: rate and CPU per request)
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ def free_port() -> int:
 class Emulator:
     """``syncengine emulator`` in a child process, so it does not share our GIL."""
 
-    def __init__(self, latency_ms: float) -> None:
+    def __init__(self, latency_ms: float, exe: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        exe = str(Path(sys.executable).parent / "syncengine")
+        exe = exe or str(Path(sys.executable).parent / "syncengine")
         self.proc = subprocess.Popen(
             [exe, "emulator", "--port", str(self.port), "--latency-ms", str(latency_ms),
              "--control"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -69,6 +71,11 @@ class Emulator:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError("the emulator did not start") from None
                 time.sleep(0.1)
+
+    def cpu(self) -> float:
+        """The emulator process's CPU seconds so far (user + system, from /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def calls(self) -> list[dict[str, Any]]:
         calls: list[dict[str, Any]] = self.http.get("/_emulator/calls").json()["calls"]
@@ -132,6 +139,12 @@ class Run:
     wall: float
     cpu: float
     load: float
+    server_cpu: float  # the emulator's CPU seconds over the same apply
+
+    @property
+    def cores(self) -> float:
+        """CPU the apply and the emulator needed together, in cores, at the rate reached."""
+        return (self.cpu + self.server_cpu) / self.wall
 
     @property
     def rate(self) -> float:
@@ -156,6 +169,7 @@ def timed_apply(exe: str, concurrency: int, people: int, latency_ms: float) -> R
             plan = Path(tmp) / "plan.json"
             run_cli(exe, config, "plan", "--out", str(plan))
             load = os.getloadavg()[0]
+            server_before = emu.cpu()
             started = time.perf_counter()
             proc = subprocess.Popen([exe, "--config", str(config), "apply", str(plan), "--yes",
                                      "--json"], cwd=tmp, stdout=subprocess.PIPE,
@@ -165,6 +179,7 @@ def timed_apply(exe: str, concurrency: int, people: int, latency_ms: float) -> R
             err = proc.stderr.read()
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - started
+            server_cpu = emu.cpu() - server_before
             proc.returncode = os.waitstatus_to_exitcode(status)
             if proc.returncode != 0:
                 raise RuntimeError(f"apply exited {proc.returncode}: {err.decode()[-2000:]}")
@@ -172,16 +187,19 @@ def timed_apply(exe: str, concurrency: int, people: int, latency_ms: float) -> R
             actions = int(report["counts"]["done"])
             if report["failures"] or actions < people:
                 raise RuntimeError(f"apply did not do every create: {report['counts']}")
-            return Run(actions, wall, usage.ru_utime + usage.ru_stime, load)
+            return Run(actions, wall, usage.ru_utime + usage.ru_stime, load, server_cpu)
     finally:
         emu.close()
 
 
-def server_ceiling(concurrency: int, creates: int, latency_ms: float) -> float:
+def server_ceiling(
+    concurrency: int, creates: int, latency_ms: float, exe: str | None = None
+) -> tuple[float, float]:
     """The reference: ``user/create`` calls per second a fresh emulator (same settings)
     delivers to ``concurrency`` raw keep-alive sockets (``http.client``, no engine, no
-    database), i.e. what any client could get from this server on this machine now."""
-    emu = Emulator(latency_ms)
+    database), i.e. what any client could get from this server on this machine now; and
+    the emulator's CPU ms per request meanwhile."""
+    emu = Emulator(latency_ms, exe)
     try:
         got = emu.http.get("/cgi-bin/gettoken", params={
             "corpid": DEMO_CORP_ID, "corpsecret": DEMO_SECRETS["contacts"]}).json()  # fmt: skip
@@ -203,15 +221,17 @@ def server_ceiling(concurrency: int, creates: int, latency_ms: float) -> float:
             conn.close()
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+        cpu_before = emu.cpu()
         started = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         seconds = time.perf_counter() - started
+        cpu_ms = 1000 * (emu.cpu() - cpu_before) / creates
         if errors:
             raise RuntimeError(f"{len(errors)} reference creates failed, first: {errors[0]}")
-        return creates / seconds
+        return creates / seconds, cpu_ms
     finally:
         emu.close()
 
@@ -225,8 +245,14 @@ def main() -> None:
     parser.add_argument("--reference-exe", default=None, metavar="SYNCENGINE")
     parser.add_argument("--server-creates", type=int, default=4000,
                         help="creates for the server-ceiling reference (0: skip it)")  # fmt: skip
+    parser.add_argument("--server-only", action="store_true",
+                        help="only the server reference: this build's emulator and, with "
+                        "--reference-exe, that build's, interleaved")  # fmt: skip
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    if args.server_only:
+        servers(args, levels)
+        return
     subject = str(Path(sys.executable).parent / "syncengine")
     builds = {"this build": subject}
     if args.reference_exe:
@@ -241,17 +267,19 @@ def main() -> None:
         ceilings: list[float] = []
         for i in range(args.repeat):
             if args.server_creates:
-                ceilings.append(server_ceiling(c, args.server_creates, args.latency_ms))
-                print(f"  c={c:>2} server    #{i + 1}: {ceilings[-1]:,.0f} creates/s to raw "
-                      f"sockets ({ceilings[-1] / ideal:.0%} of ideal), load "
-                      f"{os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+                rate, server_ms = server_ceiling(c, args.server_creates, args.latency_ms)
+                ceilings.append(rate)
+                print(f"  c={c:>2} server    #{i + 1}: {rate:,.0f} creates/s to raw sockets "
+                      f"({rate / ideal:.0%} of ideal), emulator CPU {server_ms:.3f} ms/request, "
+                      f"load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
             for name, exe in builds.items():  # interleaved
                 r = timed_apply(exe, c, args.people, args.latency_ms)
                 runs[name].append(r)
                 print(f"  c={c:>2} {name:<10} #{i + 1}: {r.actions:,} actions in {r.wall:.2f} s "
                       f"= {r.rate:,.0f}/s ({r.rate / ideal:.0%} of ideal), CPU "
-                      f"{1000 * r.cpu / r.actions:.2f} ms/action, load {r.load:.2f}",
-                      flush=True)  # fmt: skip
+                      f"{1000 * r.cpu / r.actions:.2f} ms/action (emulator "
+                      f"{1000 * r.server_cpu / r.actions:.2f}; both {r.cores:.2f} cores), "
+                      f"load {r.load:.2f}", flush=True)  # fmt: skip
         ceiling = statistics.median(ceilings) if ceilings else float("nan")
         if ceilings:
             print(f"concurrency {c:>2} server    : median {ceiling:,.0f} creates/s to raw sockets; "
@@ -259,11 +287,41 @@ def main() -> None:
         for name, rs in runs.items():
             rate = statistics.median(r.rate for r in rs)
             cpu = statistics.median(1000 * r.cpu / r.actions for r in rs)
+            server_ms = statistics.median(1000 * r.server_cpu / r.actions for r in rs)
             load = statistics.median(r.load for r in rs)
+            # The CPU both processes would need at the ideal rate, in cores (2 on this VM).
+            need = (cpu + server_ms) * ideal / 1000
             print(f"concurrency {c:>2} {name:<10}: median {rate:,.0f} actions/s; ideal "
                   f"{ideal:,.0f}/s; ratio {rate / ideal:.2f} (of the server's: "
-                  f"{rate / ceiling:.2f}); CPU {cpu:.2f} ms/action; "
+                  f"{rate / ceiling:.2f}); CPU {cpu:.2f} ms/action + emulator "
+                  f"{server_ms:.2f} ms: the ideal rate would need {need:.2f} cores; "
                   f"load average {load:.2f} (n={len(rs)})", flush=True)  # fmt: skip
+
+
+def servers(args: argparse.Namespace, levels: list[int]) -> None:
+    """``--server-only``: the emulator's own rate and CPU per request, builds interleaved."""
+    builds = {"this build": None, "reference": args.reference_exe}
+    if not args.reference_exe:
+        del builds["reference"]
+    print(f"emulator to {args.server_creates:,} raw keep-alive `user/create` calls, "
+          f"{args.latency_ms:g} ms latency, {os.cpu_count()} CPUs", flush=True)  # fmt: skip
+    for c in levels:
+        ideal = c / (args.latency_ms / 1000.0)
+        got: dict[str, list[tuple[float, float, float]]] = {name: [] for name in builds}
+        for i in range(args.repeat):
+            for name, exe in builds.items():
+                load = os.getloadavg()[0]
+                rate, ms = server_ceiling(c, args.server_creates, args.latency_ms, exe)
+                got[name].append((rate, ms, load))
+                print(f"  c={c:>2} {name:<10} #{i + 1}: {rate:,.0f}/s ({rate / ideal:.0%} of "
+                      f"ideal), {ms:.3f} ms CPU/request, load {load:.2f}", flush=True)  # fmt: skip
+        for name, runs in got.items():
+            rate = statistics.median(r[0] for r in runs)
+            ms = statistics.median(r[1] for r in runs)
+            load = statistics.median(r[2] for r in runs)
+            print(f"concurrency {c:>2} {name:<10}: median {rate:,.0f} creates/s, ratio "
+                  f"{rate / ideal:.2f} of the ideal; emulator CPU {ms:.3f} ms/request; "
+                  f"load average {load:.2f} (n={len(runs)})", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ What it guarantees, and why each piece is there:
   any other "not found" fails as before.
 * **Checkpoints.** Every action goes ``pending → running → done / failed / skipped`` through
   the sink, and ``running`` is recorded before the first call is made, so a resumed run knows
-  which actions to re-check.
+  which actions to re-check. An outcome is queued, not waited for: the worker's next start
+  checkpoint commits after it (or with it), and only then is the action settled (counted,
+  its dependants made ready), so no dependant starts before its dependency's outcome is on
+  disk.
 * **Passwords.** Generated here with :mod:`secrets` for each created mailbox, handed to the
   :class:`PasswordSink` *before* the create call (so a run killed right after the call has not
   lost the only copy), sent to the provider, and then dropped. Never in an audit row, a log

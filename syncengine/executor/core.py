@@ -7,6 +7,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 from syncengine.callpolicy import CallPolicy, action_scope
 from syncengine.domain import Mailbox, normalise_path
@@ -42,6 +44,21 @@ from syncengine.plan import Action, ActionKind, Plan
 from syncengine.providers.base import MailboxProvider
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Held:
+    """An action whose outcome write is queued, not yet known to be committed."""
+
+    outcome: ActionOutcome
+    done: Future[None]
+    run: ActionRun
+    started: float
+    link: LinkChange | None
+
+    @property
+    def action(self) -> Action:
+        return self.run.action
 
 
 class Executor:
@@ -180,8 +197,9 @@ class Executor:
         error: BaseException | None = None
         halt = False  # the caller's thread was interrupted (Ctrl-C): start nothing more
 
-        def take() -> tuple[Action, bool] | None:
-            """The next action to run (marked running), or None when this worker is done."""
+        def take(wait: bool = True) -> tuple[Action, bool] | None:
+            """The next action to run (marked running), or None when this worker is done (or,
+            with ``wait`` false, when nothing is ready right now)."""
             nonlocal running
             while True:
                 if error is not None or halt or self._stop.is_set():
@@ -194,7 +212,7 @@ class Executor:
                     status[a.key] = Status.RUNNING
                     running += 1
                     return a, resuming
-                if running == 0:
+                if running == 0 or not wait:
                     return None
                 cond.wait()  # for what the running actions make ready
 
@@ -213,32 +231,73 @@ class Executor:
                     if child in by_key:
                         skip(by_key[child], a.key)
 
-        def work() -> None:
+        def settled(a: Action, outcome: ActionOutcome) -> None:
+            """``a`` is over and its outcome committed: count it, wake whom it concerns."""
+            nonlocal running
+            with cond:
+                running -= 1
+                before = len(ready)
+                settle(a, outcome)
+                if len(ready) > before:
+                    cond.notify(len(ready) - before)
+                elif not ready and running == 0:
+                    cond.notify_all()
+
+        def failed(exc: BaseException) -> None:
+            """The sink failed: stop starting new work (the action stays ``running``)."""
             nonlocal running, error
+            with cond:
+                running -= 1
+                if error is None:
+                    error = exc
+                cond.notify_all()
+
+        def work() -> None:
+            # A worker queues an action's outcome instead of waiting for it (``held``), takes
+            # the next action and waits once: for that action's start checkpoint, committed
+            # with (or after) the held outcome. It settles the held action then, before the
+            # next call; with nothing ready to take, it waits for the held outcome alone.
+            held: _Held | None = None
+
+            def settle_held() -> None:
+                nonlocal held
+                if held is None:
+                    return
+                h, held = held, None
+                try:
+                    outcome = self._complete(h)
+                except BaseException as exc:
+                    failed(exc)
+                    raise
+                settled(h.action, outcome)
+
             while True:
                 with cond:
-                    got = take()
-                    if got is None:
+                    got = take(wait=held is None)
+                    if got is None and held is None:
                         cond.notify_all()  # the others may be done too, or must stop
                         return
+                if got is None:
+                    try:
+                        settle_held()
+                    except BaseException:
+                        return
+                    continue
                 a, resuming = got
                 try:
-                    outcome = self._execute(a, resuming)
+                    result = self._execute(a, resuming, after_start=settle_held)
                 except BaseException as exc:  # the sink failed: stop starting new work
-                    with cond:
-                        running -= 1
-                        if error is None:
-                            error = exc
-                        cond.notify_all()
+                    if held is not None:
+                        try:
+                            settle_held()
+                        except BaseException:
+                            log.debug("the held outcome failed too", exc_info=True)
+                    failed(exc)
                     return
-                with cond:
-                    running -= 1
-                    before = len(ready)
-                    settle(a, outcome)
-                    if len(ready) > before:
-                        cond.notify(len(ready) - before)
-                    elif not ready and running == 0:
-                        cond.notify_all()
+                if isinstance(result, _Held):
+                    held = result
+                else:
+                    settled(a, result)
 
         workers = [
             threading.Thread(target=work, name=f"apply-{i}", daemon=True)
@@ -270,13 +329,28 @@ class Executor:
 
     # --- one action ---------------------------------------------------------------------
 
-    def _execute(self, action: Action, resuming: bool) -> ActionOutcome:
+    def _execute(
+        self, action: Action, resuming: bool, after_start: Callable[[], None] | None = None
+    ) -> ActionOutcome | _Held:
+        """One action, from its start checkpoint to its outcome. ``after_start`` runs once
+        the start checkpoint is committed. A done or failed action that made calls comes
+        back as :class:`_Held`: its outcome queued, to be completed with :meth:`_complete`;
+        the other paths (refused, done in an earlier run) return an outcome committed."""
         started = self._clock()
-        attempts = self.sink.start_action(action, resuming=resuming)
         refused = self._guard(action) if self._guard is not None else None
+        starting = self.sink.start_action_later(action, resuming=resuming)
+        run = ActionRun(action, check_first=resuming and action.kind in WRITE_KINDS)
+        try:
+            if refused is None and not resuming:
+                # A new mailbox's password goes to its channel (a file: fsync) while the
+                # start checkpoint commits: both are durable before the call, as before.
+                HANDLERS[action.kind].prepare(self, run)
+        finally:
+            attempts = starting.result()
+        if after_start is not None:
+            after_start()
         if refused is not None:
             return self._refuse(action, refused, attempts)
-        run = ActionRun(action, check_first=resuming and action.kind in WRITE_KINDS)
         if resuming and self.sink.already_audited_done(action):
             # Killed between its outcome row and its checkpoint: it is done, say nothing twice.
             self.sink.finish_action(action, Status.DONE, None)
@@ -319,19 +393,8 @@ class Executor:
                 )
         run.password = None  # forget it as soon as possible
         link = self._link_change(action) if status is Status.DONE else None
-        try:
-            elapsed = self._record_outcome(run, status, detail, started, link)
-        except SyncEngineError as exc:
-            if link is None:
-                raise
-            # Nothing of it was written (one transaction): the action fails, saying why.
-            status = Status.FAILED
-            detail = (
-                "the change was made in Exmail, but storing the identity link or owned group "
-                f"failed: {exc}"
-            )
-            elapsed = self._record_outcome(run, status, detail, started, None)
-        return ActionOutcome(
+        elapsed, done = self._queue_outcome(run, status, detail, started, link)
+        outcome = ActionOutcome(
             action.key,
             action.kind.value,
             action.target,
@@ -342,12 +405,34 @@ class Executor:
             run.calls,
             elapsed,
         )
+        return _Held(outcome, done, run, started, link)
 
-    def _record_outcome(
+    def _complete(self, held: _Held) -> ActionOutcome:
+        """The outcome of a held action once its write is committed. When the write failed
+        and it carried a link change, nothing of it was written (one transaction): the action
+        fails, saying why, and that outcome is written instead (waited for)."""
+        try:
+            held.done.result()
+        except SyncEngineError as exc:
+            if held.link is None:
+                raise
+            detail = (
+                "the change was made in Exmail, but storing the identity link or owned group "
+                f"failed: {exc}"
+            )
+            elapsed, done = self._queue_outcome(held.run, Status.FAILED, detail, held.started, None)
+            done.result()
+            o = held.outcome
+            return ActionOutcome(o.key, o.kind, o.target, o.employee_id, Status.FAILED,
+                                 detail, o.attempts, o.calls, elapsed)  # fmt: skip
+        return held.outcome
+
+    def _queue_outcome(
         self, run: ActionRun, status: Status, detail: str, started: float, link: LinkChange | None
-    ) -> int:
+    ) -> tuple[int, Future[None]]:
         """The action's attempt rows, its outcome row, its checkpoint and its link change,
-        handed to the sink as one write; the action's duration in ms."""
+        handed to the sink as one write; the action's duration in ms and the write (queued,
+        committed when the future resolves)."""
         action = run.action
         elapsed = int((self._clock() - started) * 1000)
         last = next((r for r in reversed(run.records) if r.call is not None), None)
@@ -365,10 +450,10 @@ class Executor:
             diffs=action_diffs(action),
         )
         self.sink.audit([*run.records, outcome])
-        self.sink.finish_action(
+        done = self.sink.finish_action_later(
             action, status, detail if status is Status.FAILED else None, link=link
         )
-        return elapsed
+        return elapsed, done
 
     def _refuse(self, action: Action, reason: str, attempts: int) -> ActionOutcome:
         """The guard forbids the action: no call, one ``refused`` audit row, failed."""

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 class Handler:
     """The write an action kind makes, and the check that it already took effect."""
 
+    def prepare(self, ex: Executor, run: ActionRun) -> None:
+        """What a first write needs made durable before its call, done while the action's
+        start checkpoint commits (a new mailbox's password); nothing for most kinds."""
+
     def write(self, ex: Executor, run: ActionRun) -> None:
         raise NotImplementedError
 
@@ -79,7 +83,12 @@ class _DeleteDepartment(Handler):
 
 
 class _CreateUser(Handler):
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def prepare(self, ex: Executor, run: ActionRun) -> None:
+        self._password(ex, run)
+
+    @staticmethod
+    def _password(ex: Executor, run: ActionRun) -> PasswordDelivery:
+        """The action's password, generated and handed to its channel once."""
         a = run.action
         mailbox = need(a.mailbox, a, "mailbox")
         if run.password is None:
@@ -92,7 +101,12 @@ class _CreateUser(Handler):
             )
             ex.passwords.deliver(delivery)  # before the call: never lose the only copy
             run.password = delivery
-        pw = run.password
+        return run.password
+
+    def write(self, ex: Executor, run: ActionRun) -> None:
+        a = run.action
+        mailbox = need(a.mailbox, a, "mailbox")
+        pw = self._password(ex, run)
         ex._call(
             run,
             "create_user",

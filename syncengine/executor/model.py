@@ -7,6 +7,7 @@ import logging
 import secrets
 import string
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -159,6 +160,11 @@ class ExecutionSink(Protocol):
         times the action has been started, this time included."""
         ...
 
+    def start_action_later(self, action: Action, *, resuming: bool) -> Future[int]:
+        """:meth:`start_action`, queued: the future resolves (with the count) once the
+        checkpoint is committed; the executor makes no call for the action before that."""
+        ...
+
     def finish_action(
         self,
         action: Action,
@@ -170,6 +176,21 @@ class ExecutionSink(Protocol):
         """``running → done / failed``, or ``pending/running → skipped``, in one transaction
         with the audit rows handed over for the action and the ``link`` change (a done action's
         identity-link bookkeeping): all of it or none."""
+        ...
+
+    def finish_action_later(
+        self,
+        action: Action,
+        status: Status,
+        error: str | None,
+        *,
+        link: LinkChange | None = None,
+    ) -> Future[None]:
+        """:meth:`finish_action`, queued instead of waited for: the future resolves once it
+        is committed (or with the write's error). Writes are committed in the order they are
+        queued, so a :meth:`start_action` the same thread calls afterwards returns only once
+        this future has resolved: the executor settles the action then, and the outcome and
+        the next action's intent share one transaction."""
         ...
 
     def audit(self, records: Sequence[AuditRecord]) -> None:
@@ -237,16 +258,42 @@ DepartmentExists = Callable[[str], bool]
 # --- passwords -----------------------------------------------------------------------------
 
 
+class _RandomBytes:
+    """Uniform draws below ``n`` (``n`` ≤ 256) from the OS's CSPRNG, read in one block: a
+    byte is kept when it falls below the largest multiple of ``n`` (rejection, no modulo
+    bias) and the block is read again when used up. ``secrets.choice`` reads the OS once per
+    draw: 31 reads for a 16-character password."""
+
+    def __init__(self, size: int = 64, source: Callable[[int], bytes] = secrets.token_bytes):
+        self._size = size
+        self._source = source
+        self._block = b""
+        self._at = 0
+
+    def below(self, n: int) -> int:
+        if not 0 < n <= 256:
+            raise ValueError(f"below({n}): n must be between 1 and 256")
+        limit = 256 - 256 % n
+        while True:
+            if self._at >= len(self._block):
+                self._block, self._at = self._source(self._size), 0
+            byte = self._block[self._at]
+            self._at += 1
+            if byte < limit:
+                return byte % n
+
+
 def generate_password(length: int = 16) -> str:
-    """A strong random password: upper, lower, digit and symbol, ``secrets`` only."""
+    """A strong random password: upper, lower, digit and symbol, from the OS's CSPRNG."""
     length = max(MIN_PASSWORD_LENGTH, min(MAX_PASSWORD_LENGTH, length))
     classes = [string.ascii_uppercase, string.ascii_lowercase, string.digits, PASSWORD_SYMBOLS]
     alphabet = "".join(classes)
-    chars = [secrets.choice(c) for c in classes]
-    chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
-    # Fisher-Yates with secrets, so the class positions are not predictable either.
+    draw = _RandomBytes()
+    chars = [c[draw.below(len(c))] for c in classes]
+    chars += [alphabet[draw.below(len(alphabet))] for _ in range(length - len(chars))]
+    # Fisher-Yates with the same draws, so the class positions are not predictable either.
     for i in range(len(chars) - 1, 0, -1):
-        j = secrets.randbelow(i + 1)
+        j = draw.below(i + 1)
         chars[i], chars[j] = chars[j], chars[i]
     return "".join(chars)
 

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -208,7 +209,10 @@ class StagingSink:
     # --- the sink -----------------------------------------------------------------------
 
     def start_action(self, action: Action, *, resuming: bool) -> int:
-        return self.writer.call_merged(self._starts, (self.seqs[action.key], resuming))
+        return self.start_action_later(action, resuming=resuming).result()
+
+    def start_action_later(self, action: Action, *, resuming: bool) -> Future[int]:
+        return self.writer.submit_merged(self._starts, (self.seqs[action.key], resuming))
 
     def finish_action(
         self,
@@ -218,16 +222,32 @@ class StagingSink:
         *,
         link: LinkChange | None = None,
     ) -> None:
+        self.finish_action_later(action, status, error, link=link).result()
+
+    def finish_action_later(
+        self,
+        action: Action,
+        status: ExecStatus,
+        error: str | None,
+        *,
+        link: LinkChange | None = None,
+    ) -> Future[None]:
         with self._lock:
             rows = tuple(self._rows.pop(action.key, ()))
         store = self._identity_link(link.store) if link and link.store else None
         remove = link.remove if link else None
         finish = _Finish(self.seqs[action.key], status.value, error, rows, store, remove)
-        self.writer.call_merged(self._finishes, finish)
+        done = self.writer.submit_merged(self._finishes, finish)
         if remove is not None:
+            done.add_done_callback(lambda fut: self._forget_link(fut, remove))
+        return done
+
+    def _forget_link(self, done: Future[None], employee_id: str) -> None:
+        """A committed link removal: a later store of this employee is a first sighting."""
+        if done.exception() is None:
             with self._lock:
                 if self._links is not None:
-                    self._links.pop(remove, None)
+                    self._links.pop(employee_id, None)
 
     def audit(self, records: Sequence[AuditRecord]) -> None:
         entries = [
@@ -556,7 +576,8 @@ def apply_plan(
                 where=f"plan {plan.checksum[:12]}",
                 hint="run `syncengine plan` again and review the new plan",
             )
-        record = save_plan(repo, plan)
+        if record is None:  # `plan` stored it already, else store it now (to_json is slow)
+            record = save_plan(repo, plan)
         report = _execute_stored(
             engine, record, plan, actor=actor, resumed=False, progress=progress
         )

@@ -301,8 +301,10 @@ def test_a_stop_lets_running_actions_finish_and_starts_nothing_more(bench: Bench
     assert result.interrupted
     states = bench.status(plan_id)
     done = sorted(k for k, v in states.items() if v == "done")
-    # The action whose outcome set the stop, plus those already running then (at most 2).
-    assert 1 <= len(done) <= 3
+    # The action whose outcome set the stop, plus those already started then: a worker takes
+    # (and starts) its next action before it settles the one it finished, whose outcome is
+    # committed with that start, so each of the 3 workers may hold two (at most 6 in all).
+    assert 1 <= len(done) <= 6
     assert set(states.values()) == {"done", "pending"}  # none left running, none failed
     assert sorted(o.key for o in result.outcomes) == done
     made = {u["userid"] for u in bench.emu.state()["users"]}

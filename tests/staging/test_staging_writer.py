@@ -173,3 +173,24 @@ def test_many_checkpoints_at_once_change_all_or_none(staging_repo: Repository) -
     states = {a.seq: (a.status, a.error) for a in repo.load_actions(plan.id)}
     assert states == {1: ("done", None), 2: ("failed", "refused"), 3: ("running", None),
                       4: ("skipped", None)}  # fmt: skip
+
+
+def test_one_checkpoint_through_the_batch_path_names_the_action_it_refuses(
+    staging_repo: Repository,
+) -> None:
+    repo = staging_repo
+    plan = repo.save_plan(
+        checksum="e" * 64,
+        document="{}",
+        actions=[NewAction(seq=i, action_key=f"create_user:v{i}@example.com",
+                           kind="create_user", target=f"v{i}@example.com")
+                 for i in (1, 2)],
+    )  # fmt: skip
+    repo.start_actions(plan.id, [1])
+    repo.finish_actions(plan.id, [(1, "done", None)])
+    with pytest.raises(StagingError, match=r"create_user v2@example\.com\) is pending"):
+        repo.finish_actions(plan.id, [(2, "done", None)])  # never started
+    with pytest.raises(StagingError, match=r"is done; it cannot become failed"):
+        repo.finish_actions(plan.id, [(1, "failed", "late")])
+    states = {a.seq: (a.status, a.error) for a in repo.load_actions(plan.id)}
+    assert states == {1: ("done", None), 2: ("pending", None)}

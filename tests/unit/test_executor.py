@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import string
 import threading
+from collections import Counter
 
 import pytest
 from tenacity import RetryCallState, Retrying
@@ -19,6 +20,7 @@ from syncengine.executor import (
     mailbox_differences,
     update_differences,
 )
+from syncengine.executor.model import _RandomBytes
 
 
 class FakeTime:
@@ -95,6 +97,19 @@ def test_generated_passwords_are_strong_and_distinct() -> None:
             assert set(pw) <= set(string.ascii_letters + string.digits + PASSWORD_SYMBOLS)
             seen.add(pw)
     assert len(seen) == 1000
+
+
+def test_password_draws_are_uniform_without_modulo_bias() -> None:
+    # Every byte value once: below(75) keeps the 225 bytes under 3 x 75 (each result exactly
+    # three times) and drops 225..255 rather than folding them onto 0..30.
+    draw = _RandomBytes(256, source=lambda n: bytes(range(256)))
+    counts = Counter(draw.below(75) for _ in range(225))
+    assert counts == dict.fromkeys(range(75), 3)
+    assert draw.below(75) == 0  # the block was used up: read again, from byte 0
+    full = _RandomBytes(256, source=lambda n: bytes(range(256)))
+    assert [full.below(256) for _ in range(256)] == list(range(256))
+    with pytest.raises(ValueError, match="between 1 and 256"):
+        draw.below(257)
 
 
 def test_password_delivery_repr_hides_the_password() -> None:

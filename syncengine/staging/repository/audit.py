@@ -27,6 +27,10 @@ from syncengine.staging.repository.records import (
 log = logging.getLogger(__name__)
 
 
+_INSERT_AUDIT = insert(AuditEntryRow)
+"""Built once: an apply appends audit rows in every group-commit batch, thousands of times."""
+
+
 class AuditRepository(RepositoryCore):
     """The audit log: one row per API call attempt and per action outcome."""
 
@@ -80,7 +84,7 @@ class AuditRepository(RepositoryCore):
         total = 0
         with self._tx("writing the audit log") as conn:
             for chunk in chunks(entries, self._batch):
-                conn.execute(insert(AuditEntryRow), [self._audit_row(e, now) for e in chunk])
+                conn.execute(_INSERT_AUDIT, [self._audit_row(e, now) for e in chunk])
                 total += len(chunk)
         return total
 

@@ -35,6 +35,8 @@ _DELETE_BY_EMPLOYEE = delete(IdentityLinkRow).where(
     IdentityLinkRow.employee_id == bindparam("w_eid")
 )
 """Built once, run as executemany: no IN list rendered anew for every save."""
+_INSERT_LINK = insert(IdentityLinkRow)
+"""Built once: an apply saves a few links per group-commit batch, thousands of times."""
 
 
 class LinksRepository(RepositoryCore):
@@ -124,7 +126,7 @@ class LinksRepository(RepositoryCore):
                     conn.execute(_DELETE_BY_EMPLOYEE, [{"w_eid": x.employee_id} for x in chunk])
                 for chunk in chunks(items, self._batch):
                     conn.execute(
-                        insert(IdentityLinkRow),
+                        _INSERT_LINK,
                         [
                             {
                                 "employee_id": link.employee_id,

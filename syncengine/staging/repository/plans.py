@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Select,
     Update,
     bindparam,
     exists,
@@ -68,6 +69,16 @@ def _transition_statement(allowed: tuple[str, ...], starting: bool, finishing: b
 def _returning(allowed: tuple[str, ...], starting: bool, finishing: bool) -> ReturningUpdate[Any]:
     """:func:`_transition_statement` returning the changed row, also built once."""
     return _transition_statement(allowed, starting, finishing).returning(*PlanAction.__table__.c)
+
+
+@functools.cache
+def _actions_by_seq() -> Select[Any]:
+    """The rows of some actions of one plan (``w_plan``, ``w_seqs``), built once: the
+    expanding IN list is bound per call, not rebuilt (and re-keyed for the cache)."""
+    return select(PlanAction.__table__).where(
+        PlanAction.plan_id == bindparam("w_plan"),
+        PlanAction.seq.in_(bindparam("w_seqs", expanding=True)),
+    )
 
 
 class PlansRepository(RepositoryCore):
@@ -263,24 +274,27 @@ class PlansRepository(RepositoryCore):
                 won = False
             else:
                 won = conn.execute(_transition_statement(*shape), params).rowcount == 1
-            row = (
-                conn.execute(
-                    select(PlanAction.__table__).where(
-                        PlanAction.plan_id == plan_id, PlanAction.seq == seq
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if row is None:
-                raise StagingError(f"plan {plan_id} has no action {seq}")
             if not won:
-                raise StagingError(
-                    f"plan {plan_id} action {seq} ({row['kind']} {row['target']}) is "
-                    f"{row['status']}; it cannot become {values['status']}",
-                    hint="an action is never applied twice; plan again if it must be redone",
-                )
+                raise self._refusal(conn, plan_id, seq, values["status"])
+            row = self._action_row(conn, plan_id, seq)
         return self._action(row)
+
+    @staticmethod
+    def _action_row(conn: Connection, plan_id: int, seq: int) -> Mapping[Any, Any]:
+        row = conn.execute(_actions_by_seq(), {"w_plan": plan_id, "w_seqs": [seq]}).mappings()
+        found = row.first()
+        if found is None:
+            raise StagingError(f"plan {plan_id} has no action {seq}")
+        return found
+
+    def _refusal(self, conn: Connection, plan_id: int, seq: int, status: str) -> StagingError:
+        """Why action ``seq`` could not become ``status``: what it is and where it stands."""
+        row = self._action_row(conn, plan_id, seq)
+        return StagingError(
+            f"plan {plan_id} action {seq} ({row['kind']} {row['target']}) is "
+            f"{row['status']}; it cannot become {status}",
+            hint="an action is never applied twice; plan again if it must be redone",
+        )
 
     def start_action(self, plan_id: int, seq: int, *, resuming: bool = False) -> ActionRecord:
         """pending → running, attempts + 1, committed before the caller makes the API call.
@@ -298,7 +312,7 @@ class PlansRepository(RepositoryCore):
             allowed,
             {
                 "status": ActionStatus.RUNNING.value,
-                "attempts": PlanAction.attempts + 1,
+                "attempts": True,  # attempts + 1, in the cached statement (see _transition)
                 "started_at": self.now(),
             },
         )
@@ -341,9 +355,7 @@ class PlansRepository(RepositoryCore):
             self._update_many(conn, statement, [{**base, "w_seq": seq} for seq in seqs],
                               plan_id, seqs, ActionStatus.RUNNING.value)  # fmt: skip
             rows = conn.execute(
-                select(PlanAction.__table__).where(
-                    PlanAction.plan_id == plan_id, PlanAction.seq.in_(list(seqs))
-                )
+                _actions_by_seq(), {"w_plan": plan_id, "w_seqs": list(seqs)}
             ).mappings()
             by_seq = {int(r["seq"]): self._action(r) for r in rows}
         return [by_seq[seq] for seq in seqs]
@@ -352,7 +364,7 @@ class PlansRepository(RepositoryCore):
         """:meth:`finish_action` for many ``(seq, status, error)`` at once: one statement per
         final status. When one of them cannot finish, nothing is changed."""
         seqs = [seq for seq, _status, _error in outcomes]
-        if len(outcomes) <= 1 or len(set(seqs)) != len(seqs):
+        if not outcomes or len(set(seqs)) != len(seqs):
             for seq, status, error in outcomes:
                 self.finish_action(plan_id, seq, status, error)
             return
@@ -373,8 +385,15 @@ class PlansRepository(RepositoryCore):
                                         "v_finished": now}  # fmt: skip
                 base.update({f"w_from{i}": s for i, s in enumerate(allowed)})
                 params = [{**base, "w_seq": seq, "v_error": error} for seq, error in items]
-                self._update_many(conn, _transition_statement(allowed, False, True), params,
-                                  plan_id, [seq for seq, _ in items], status)  # fmt: skip
+                try:
+                    self._update_many(conn, _transition_statement(allowed, False, True),
+                                      params, plan_id, [seq for seq, _ in items],
+                                      status)  # fmt: skip
+                except StagingError:
+                    if len(outcomes) > 1:
+                        raise
+                    # One action (nothing changed): name it and its state, as finish_action.
+                    raise self._refusal(conn, plan_id, outcomes[0][0], status) from None
 
     @staticmethod
     def _update_many(
