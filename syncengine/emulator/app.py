@@ -16,7 +16,7 @@ import time
 from typing import Any, Literal
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +28,9 @@ from syncengine.emulator.runtime import Runtime
 from syncengine.emulator.seed import default_seed
 
 log = logging.getLogger(__name__)
+CLIENT_CLOSED = 499
+"""The call log's status of a request whose client went away before it was answered (the
+status nginx logs for it; nothing is sent)."""
 _ERRCODE = re.compile(rb'"errcode"\s*:\s*"?(-?\d+)')
 
 
@@ -103,7 +106,12 @@ class FaultsAndLog:
             if not drop:
                 await send(message)
 
-        await self.app(scope, receive, capture)
+        try:
+            await self.app(scope, receive, capture)
+        except ClientDisconnect:  # the client went away before its body arrived (killed)
+            log.info("emulator: %s %s: the client closed the connection mid-request", method, path)
+            self.rt.record(path, method, CLIENT_CLOSED, None, _ms(started))
+            return
         if drop:
             await _drop(send)
             self.rt.record(path, method, 0, None, _ms(started), dropped=True)

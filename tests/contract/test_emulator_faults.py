@@ -201,3 +201,31 @@ def test_busy_rate_answers_minus_1_or_1002(emulator: RunningEmulator) -> None:
             assert answer.json() == {"errcode": "1002", "error": "temporarily_unavailable"}
     assert answer.status_code == 200
     assert emulator.calls()[-1]["errcode"] in (-1, 1002)
+
+
+def test_a_client_gone_mid_body_is_logged_as_499_without_a_traceback(
+    emulator: RunningEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client killed while sending its body (a SIGKILLed worker) is an ordinary event for a
+    server: the call is logged (status 499, "client closed the request"), and no "Exception in
+    ASGI application" traceback reaches the log."""
+    import socket
+
+    token = RawV2(emulator).token() if emulator.api == "v2" else RawV1(emulator).token()
+    path = "/cgi-bin/user/create" if emulator.api == "v2" else "/openapi/user/sync"
+    query = f"?access_token={token}" if emulator.api == "v2" else ""
+    auth = "" if emulator.api == "v2" else f"Authorization: Bearer {token}\r\n"
+    emulator.clear_calls()
+    head = (
+        f"POST {path}{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}"
+        "Content-Type: application/json\r\nContent-Length: 400\r\n\r\n"
+    )
+    with caplog.at_level("INFO"), socket.create_connection(("127.0.0.1", emulator.port)) as s:
+        s.sendall(head.encode() + b'{"userid": "half')  # then the client is gone
+        s.close()
+        deadline = time.monotonic() + 10
+        while not emulator.calls() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert [(c["endpoint"], c["status"]) for c in emulator.calls()] == [(path, 499)]
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not errors, [r.getMessage() for r in errors]
