@@ -82,20 +82,6 @@ from syncengine.domain import (
     parent_path,
 )
 
-__all__ = [  # the names other modules import from here
-    "DepartmentTable",
-    "MappingResult",
-    "build_department_table",
-    "department_path",
-    "field_value",
-    "field_values",
-    "map_people",
-    "map_records",
-    "normalise_mobile",
-    "parse_date",
-    "text_value",
-]
-
 
 @dataclass(frozen=True)
 class MappingResult:
