@@ -34,7 +34,6 @@ if TYPE_CHECKING:
         ApplyFailure,
         ApplyOutcome,
         ApplyReport,
-        StagingSink,
         apply_plan,
         password_file_path,
         plan_and_apply,
@@ -90,6 +89,7 @@ if TYPE_CHECKING:
         save_plan,
     )
     from syncengine.service.review_pages import check_only, render_plan, show_plan
+    from syncengine.service.staging_sink import StagingSink
 
 _WHERE: dict[str, str] = {
     "db_current": "admin",
@@ -100,7 +100,7 @@ _WHERE: dict[str, str] = {
     "ApplyFailure": "applying",
     "ApplyOutcome": "applying",
     "ApplyReport": "applying",
-    "StagingSink": "applying",
+    "StagingSink": "staging_sink",
     "apply_plan": "applying",
     "password_file_path": "applying",
     "plan_and_apply": "applying",
