@@ -45,7 +45,7 @@ from syncengine.providers.base import MailboxProvider
 
 log = logging.getLogger(__name__)
 
-PREPARERS_PER_SLOTS = 4
+PREPARERS_PER_SLOTS = 2
 """One preparing worker beyond the call slots per this many slots (see Executor._workers)."""
 
 
