@@ -536,10 +536,6 @@ def make_plan(
         else:
             assert read is not None
             state, read_seconds = read
-        # The read and the loads leave some 20 MiB of cycles (HTTP, SQL) in the old
-        # generation, which bulk_objects no longer walks often: one full collection here,
-        # before the diff's peak, frees them (about 0.2 s of CPU).
-        gc.collect()
         desired = dataclasses.replace(
             desired, former=former_employees(repo, snapshot, desired, state, links)
         )
