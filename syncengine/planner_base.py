@@ -135,7 +135,7 @@ class PlannerBase:
                 self.by_ext.add(m.ext_id, e)
         self.groups = {normalise_email(g) for g in actual.groups}
         self.link_email = {eid: norm(lk.email) for eid, lk in links.items()}
-        self._depts_cache: dict[str, tuple[str, ...]] = {}
+        self._depts_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._relocated: dict[str, str] = {}  # path -> after the moves (users' step only)
         self._protected = policy.protected_matcher()
 
@@ -279,6 +279,14 @@ class PlannerBase:
         ``by_address`` is False for leavers: a mailbox is never adopted by address only to be
         disabled or deleted (it may be someone else's old mailbox)."""
         eid = p.employee_id
+        link_email = self.link_email.get(eid)
+        if link_email is not None:
+            # The usual person: a stored link to a mailbox that carries no other employee's
+            # ext_id for them (see below: one mailbox found, by the link).
+            primary = self.owner.get(link_email)
+            by_ext = self.by_ext
+            if primary and eid not in by_ext.more and by_ext.one.get(eid, primary) == primary:
+                return primary, "stored link"
         found: dict[str, str] = {}
         link = self.links.get(eid)
         if link is not None:
