@@ -81,24 +81,83 @@ def likely_new_addresses(
     return {a for a in found if a not in known}
 
 
+def likely_new_by_links(
+    desired: Desired, links: Mapping[str, IdentityLink], policy: Policy, today: date
+) -> set[str]:
+    """The part of :func:`likely_new_addresses` that needs no live state, for checks started
+    while Exmail is still being read: the new HR address of each linked person who keeps a
+    mailbox and whose HR address is not the linked one (an address change), and an address
+    generated for each address-less, unlinked person who keeps one (taken: the HR and the
+    linked addresses).
+
+    Everything else (aliases, unlinked people with an HR address, who may own a mailbox
+    already) waits for the state: without it, a first run with no links would check every
+    address of the directory.
+    """
+    keeps = {Lifecycle.ACTIVE, Lifecycle.ON_LEAVE_KEEP}
+    found: set[str] = set()
+    nameless: list[tuple[str, str]] = []
+    for p in desired.people:
+        link = links.get(p.employee_id)
+        if p.email:
+            if link is None or p.email == link.email:  # the usual person
+                continue
+            address = normalise_email(p.email)
+            if address == normalise_email(link.email) or not address:
+                continue
+            if lifecycle(p, policy, today)[0] in keeps:
+                found.add(address)
+        elif link is None and lifecycle(p, policy, today)[0] in keeps:
+            nameless.append((p.employee_id, p.name))
+    if nameless:
+        hr_addresses = {
+            normalise_email(a) for p in desired.people for a in (p.email, *p.aliases) if a
+        }
+        generated = generate_addresses(
+            nameless,
+            template=policy.address_template,
+            fallback_template=policy.address_fallback_template,
+            domain=policy.domain,
+            taken={*hr_addresses, *(normalise_email(k.email) for k in links.values())},
+        )
+        found.update(generated.values())
+    found.discard("")
+    return found
+
+
 class EarlyChecks:
     """``check(addresses)`` run in a thread (:class:`~syncengine.service.background.
     Background`), started at once unless there is nothing to check; :meth:`result` waits for
-    it. The caller must not use the provider for anything else until it returned."""
+    it. The caller must not use the provider for anything else until it returned.
+
+    ``before``: checks started earlier; this one checks only what they do not, and
+    :attr:`addresses`, :meth:`wait` and :meth:`result` cover both."""
 
     def __init__(
-        self, check: Callable[[list[str]], dict[str, AddressKind]], addresses: Collection[str]
+        self,
+        check: Callable[[list[str]], dict[str, AddressKind]],
+        addresses: Collection[str],
+        before: EarlyChecks | None = None,
     ) -> None:
-        self.addresses = frozenset(addresses)
-        ordered = sorted(self.addresses)
+        self._before = before
+        earlier: frozenset[str] = before.addresses if before is not None else frozenset()
+        ordered = sorted(set(addresses) - earlier)
+        self.addresses: frozenset[str] = earlier | frozenset(ordered)
         self._job = Background(lambda: check(ordered), "address-checks") if ordered else None
 
     def wait(self) -> None:
-        """Wait for the thread, whatever its outcome."""
+        """Wait for the threads, whatever their outcome."""
+        if self._before is not None:
+            self._before.wait()
         if self._job is not None:
             self._job.wait()
 
     def result(self) -> dict[str, AddressKind]:
-        """The kinds of the checked addresses (keys normalised); the check's error, if any."""
-        kinds = self._job.result() if self._job is not None else {}
-        return {normalise_email(a): k for a, k in kinds.items()}
+        """The kinds of the checked addresses (keys normalised); a check's error, if any."""
+        try:
+            kinds = self._before.result() if self._before is not None else {}
+        finally:
+            self.wait()  # both threads are done before anything is raised
+        got = self._job.result() if self._job is not None else {}
+        kinds.update((normalise_email(a), k) for a, k in got.items())
+        return kinds
