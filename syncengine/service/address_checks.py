@@ -75,7 +75,8 @@ def likely_new_addresses(
             template=policy.address_template,
             fallback_template=policy.address_fallback_template,
             domain=policy.domain,
-            taken={*known, *hr_addresses, *(normalise_email(k.email) for k in links.values())},
+            taken=(),
+            taken_in=(known, hr_addresses, {normalise_email(k.email) for k in links.values()}),
         )
         found.update(generated.values())
     return {a for a in found if a not in known}
@@ -118,7 +119,8 @@ def likely_new_by_links(
             template=policy.address_template,
             fallback_template=policy.address_fallback_template,
             domain=policy.domain,
-            taken={*hr_addresses, *(normalise_email(k.email) for k in links.values())},
+            taken=(),
+            taken_in=(hr_addresses, {normalise_email(k.email) for k in links.values()}),
         )
         found.update(generated.values())
     found.discard("")
