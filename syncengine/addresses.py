@@ -172,13 +172,6 @@ def _syllables(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def load_readings() -> None:
-    """Load pypinyin and its phrase dictionary and segmenter now (some 0.2 s of CPU), not at the
-    first generated address: a caller with time to spare (planning, while it waits for
-    Exmail's answer) takes that cost off its critical path."""
-    _syllables("中文")
-
-
 def name_parts(name: str) -> NameParts:
     """Split a name into pinyin family and given syllables (see module doc)."""
     name = unicodedata.normalize("NFKC", name).strip()

@@ -87,43 +87,25 @@ def likely_new_by_links(
 ) -> set[str]:
     """The part of :func:`likely_new_addresses` that needs no live state, for checks started
     while Exmail is still being read: the new HR address of each linked person who keeps a
-    mailbox and whose HR address is not the linked one (an address change), and an address
-    generated for each address-less, unlinked person who keeps one (taken: the HR and the
-    linked addresses).
+    mailbox and whose HR address is not the linked one (an address change).
 
-    Everything else (aliases, unlinked people with an HR address, who may own a mailbox
-    already) waits for the state: without it, a first run with no links would check every
-    address of the directory.
+    Everything else waits for the state: aliases and unlinked people with an HR address (who
+    may own a mailbox already: a first run with no links would check every address of the
+    directory), and generated addresses (pypinyin's 57 MiB loaded while the read's answer is
+    being decoded would add to the run's memory peak).
     """
     keeps = {Lifecycle.ACTIVE, Lifecycle.ON_LEAVE_KEEP}
     found: set[str] = set()
-    nameless: list[tuple[str, str]] = []
     for p in desired.people:
+        if not p.email:
+            continue
         link = links.get(p.employee_id)
-        if p.email:
-            if link is None or p.email == link.email:  # the usual person
-                continue
-            address = normalise_email(p.email)
-            if address == normalise_email(link.email) or not address:
-                continue
-            if lifecycle(p, policy, today)[0] in keeps:
-                found.add(address)
-        elif link is None and lifecycle(p, policy, today)[0] in keeps:
-            nameless.append((p.employee_id, p.name))
-    if nameless:
-        hr_addresses = {
-            normalise_email(a) for p in desired.people for a in (p.email, *p.aliases) if a
-        }
-        generated = generate_addresses(
-            nameless,
-            template=policy.address_template,
-            fallback_template=policy.address_fallback_template,
-            domain=policy.domain,
-            taken=(),
-            taken_in=(hr_addresses, {normalise_email(k.email) for k in links.values()}),
-        )
-        found.update(generated.values())
-    found.discard("")
+        if link is None or p.email == link.email:  # the usual person
+            continue
+        address = normalise_email(p.email)
+        changed = address and address != normalise_email(link.email)
+        if changed and lifecycle(p, policy, today)[0] in keeps:
+            found.add(address)
     return found
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from syncengine import addresses, clock, hookfacts, planner, render, signing
+from syncengine import clock, hookfacts, planner, render, signing
 from syncengine.config import Config
 from syncengine.connectors.mapping import DepartmentTable, build_department_table
 from syncengine.domain import (
@@ -535,15 +535,11 @@ def make_plan(
             desired = view.desired(*hook_facts(engine, view, now))
             links = repo.load_links()
             if reading is not None and only is None and provider.api == "v2":
-                # Gen 2 reads the directory in two calls: the new addresses that can be told
-                # without it (address changes, generated addresses) are checked, at the pace,
-                # while Exmail answers. Gen 1's read is paced member by member: checks queued
-                # among its calls would only delay it.
+                # Gen 2 reads the directory in two calls: the address changes are checked, at
+                # the pace, while Exmail answers. Gen 1's read is paced member by member:
+                # checks queued among its calls would only delay it.
                 pre = likely_new_by_links(desired, links, engine.policy, today)
                 early = EarlyChecks(provider.check_addresses, pre)
-            elif reading is not None and any(not p.email for p in desired.people):
-                # Addresses will be generated: pypinyin is loaded while Exmail answers.
-                addresses.load_readings()
             if reading is not None:
                 state, read_seconds = reading.result(), reading.seconds
             else:
