@@ -201,7 +201,8 @@ class _Planner(PeoplePlanner):
                 tuple(eids),
                 (email,),
             )
-        self.claimed.update(claims.keys())  # matched or contested: not unmanaged
+        self.claimed.update(claim_one)  # matched or contested: not unmanaged
+        self.claimed.update(claim_more)
         for eid, email in matched.items():
             if self._protected(email):
                 self.protected_hits.add(email)
@@ -240,7 +241,8 @@ class _Planner(PeoplePlanner):
             domain=policy.domain,
             # Looked up where they are, not copied into one set of 300,000 addresses.
             taken=(),
-            taken_in=(self.owner, self.groups, hr_addresses, set(self.link_email.values())),
+            taken_in=(owner, self.groups, hr_addresses, {e for e in self.link_email.values()
+                                                       if e not in owner}),
         )  # fmt: skip
         wanted.update(generated)
         by_wanted = Multi()
@@ -282,7 +284,12 @@ class _Planner(PeoplePlanner):
                 )
 
         # Per-person decisions.
-        alias_claims: dict[str, str] = {addr: eid for eid, addr in wanted.items()}
+        # Who claims each address, for HR aliases: only built when someone has one.
+        alias_claims: dict[str, str] = (
+            {addr: eid for eid, addr in wanted.items()}
+            if any(p.aliases for p in self.people)
+            else {}
+        )
         blocked = self.blocked
         for p in self.people:
             eid = p.employee_id
