@@ -70,14 +70,14 @@ def likely_new_addresses(
         hr_addresses = {
             normalise_email(a) for p in desired.people for a in (p.email, *p.aliases) if a
         }
-        linked = {normalise_email(k.email) for k in links.values()}
+        linked = {a for a in (normalise_email(k.email) for k in links.values()) if a not in known}
         generated = generate_addresses(
             [(eid, name) for eid, name in nameless if eid not in ext_ids],
             template=policy.address_template,
             fallback_template=policy.address_fallback_template,
             domain=policy.domain,
             taken=(),
-            taken_in=(known, hr_addresses, linked - known),
+            taken_in=(known, hr_addresses, linked),
         )
         found.update(generated.values())
     return {a for a in found if a not in known}
