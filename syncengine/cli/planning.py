@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
-import functools
-import gc
 import json
 import sys
 from typing import Any
@@ -27,17 +24,6 @@ from syncengine.cli.app import (
 from syncengine.cli.progress import progress_for
 from syncengine.clock import local, shown
 from syncengine.errors import SyncEngineError
-
-
-@functools.cache
-def freeze_at_exit() -> None:
-    """Once per process: ``gc.freeze()`` when the interpreter exits.
-
-    At exit the interpreter walks every object still alive in one last garbage collection:
-    after a 100,000-person plan some 280,000 (pypinyin's phrase dictionary, SQLAlchemy's
-    metadata...), about 0.3 s after the plan is written. Frozen objects are left out of that
-    walk; they are still freed as the interpreter clears its modules."""
-    atexit.register(gc.freeze)
 
 
 @main.command("plan")
@@ -111,7 +97,6 @@ def plan_command(
     from syncengine import render, review
     from syncengine.errors import EXIT_BLOCKED, EXIT_CHANGES
 
-    freeze_at_exit()
     try:
         fmt = review.output_format(out_path, fmt)
     except ValueError as exc:

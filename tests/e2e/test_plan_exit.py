@@ -1,5 +1,5 @@
-"""The ``plan`` process leaves its live objects out of the interpreter's last collection
-(``syncengine.cli.planning.freeze_at_exit``): the real command in a child process, against the
+"""Every command's process leaves its live objects out of the interpreter's last collection
+(``syncengine.cli.app.freeze_at_exit``): the real commands in a child process, against the
 emulator over real HTTP."""
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ main(sys.argv[1:])
 """
 
 
-def test_plan_freezes_the_heap_at_exit(
-    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+@pytest.mark.parametrize("command", [["plan", "--json"], ["sync", "--dry-run"]])
+def test_the_heap_is_frozen_at_exit(
+    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator], command: list[str]
 ) -> None:
     workspace = Workspace(tmp_path, emulator_factory("v2"))
     workspace.ingest(*ROWS.values())
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, "--config", str(workspace.config), "plan", "--json"],
+        [sys.executable, "-c", CHILD, "--config", str(workspace.config), *command],
         capture_output=True, text=True, timeout=100, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert done.returncode in (0, 2, 3), done.stderr
