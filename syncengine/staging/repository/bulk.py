@@ -24,7 +24,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 _Processor = Callable[[Any], Any] | None
 
@@ -39,14 +40,15 @@ class _Compiled:
 
 
 class BulkStatement:
-    """An INSERT, UPDATE or DELETE run as one executemany per call (see the module doc).
+    """An INSERT, UPDATE or DELETE run as one executemany per call (see the module doc), or
+    a SELECT of plain columns (:meth:`rows`).
 
     ``keys``: for an INSERT without ``values()``, the columns it sets (the keys of every
     row). Every row of a call must give every parameter the statement does not carry itself
     and ``shared`` does not give; a missing one is a ``KeyError`` naming it.
     """
 
-    def __init__(self, statement: UpdateBase, keys: Sequence[str] | None = None) -> None:
+    def __init__(self, statement: ClauseElement, keys: Sequence[str] | None = None) -> None:
         self._statement = statement
         self._keys = list(keys) if keys is not None else None
         self._by_dialect: dict[str, _Compiled] = {}
@@ -59,6 +61,8 @@ class BulkStatement:
         if found is not None:
             return found
         compiled = self._statement.compile(dialect=dialect, column_keys=self._keys)
+        if not isinstance(compiled, SQLCompiler):
+            raise TypeError(f"{self!r}: not a SQL statement")
         binds = {name: bind for bind, name in compiled.bind_names.items()}
         if compiled.escaped_bind_names:  # the SQL would name them otherwise
             raise ValueError(f"{self!r}: parameter names that need escaping")
@@ -106,3 +110,14 @@ class BulkStatement:
             )
         result = conn.exec_driver_sql(c.sql, params)
         return int(result.rowcount)
+
+    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """A SELECT's rows for one set of parameters, as the driver returns them (no result
+        processing: for columns the driver answers as they are, integers and text)."""
+        c = self._compiled(conn.dialect)
+        values = [
+            params.get(name, c.defaults.get(name)) if proc is None else proc(params[name])
+            for name, proc in zip(c.names, c.processors, strict=True)
+        ]
+        bound = tuple(values) if c.positional else dict(zip(c.names, values, strict=True))
+        return [tuple(row) for row in conn.exec_driver_sql(c.sql, bound)]

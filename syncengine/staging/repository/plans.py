@@ -80,12 +80,15 @@ def _bulk_transition(allowed: tuple[str, ...], starting: bool, finishing: bool) 
 
 
 @functools.cache
-def _attempts_by_seq() -> Select[int, int]:
-    """The attempts of some actions of one plan (``w_plan``, ``w_seqs``): what a batch of
-    start checkpoints answers, without reading (and decoding) the rest of their rows."""
-    return select(PlanAction.seq, PlanAction.attempts).where(
-        PlanAction.plan_id == bindparam("w_plan"),
-        PlanAction.seq.in_(bindparam("w_seqs", expanding=True)),
+def _attempts_by_seq(count: int) -> BulkStatement:
+    """The attempts of ``count`` actions of one plan (``w_plan``, ``w_seq0``...): what a
+    batch of start checkpoints answers, without reading (and decoding) the rest of their
+    rows; one statement per batch size, compiled once."""
+    return BulkStatement(
+        select(PlanAction.seq, PlanAction.attempts).where(
+            PlanAction.plan_id == bindparam("w_plan"),
+            PlanAction.seq.in_([bindparam(f"w_seq{i}") for i in range(count)]),
+        )
     )
 
 
@@ -381,7 +384,9 @@ class PlansRepository(RepositoryCore):
             return []
         with self._tx("checkpointing actions") as conn:
             self._start_many(conn, plan_id, seqs, resuming)
-            rows = conn.execute(_attempts_by_seq(), {"w_plan": plan_id, "w_seqs": list(seqs)})
+            params = {f"w_seq{i}": seq for i, seq in enumerate(seqs)}
+            params["w_plan"] = plan_id
+            rows = _attempts_by_seq(len(seqs)).rows(conn, params)
             attempts = {int(seq): int(n) for seq, n in rows}
         return [attempts[seq] for seq in seqs]
 
