@@ -44,9 +44,8 @@ from syncengine.errors import (
 from syncengine.plan import Action, ActionKind, adoption_writes
 from syncengine.providers.base import ApiCall, Progress
 from syncengine.providers.config import ExmailConfig, Gen2App
+from syncengine.providers.direct import CurlJsonPost, JsonRequests, QueryToken
 from syncengine.providers.http import (
-    JsonRequests,
-    QueryToken,
     TokenAuth,
     address_kind,
     api_error,
@@ -107,6 +106,7 @@ class ExmailV2Provider(V2Groups):
         # built once per call's shape; the token fetch still goes through the client.
         self._transport: httpx.BaseTransport = client._transport
         self._requests = JsonRequests(client)
+        self._posts = CurlJsonPost.over(client, self.calls.pace)  # the writes, on libcurl
         self._urls: dict[str, httpx.URL] = {}
         self._auth_by_call: dict[str, TokenAuth] = {}
         self._clock = clock
@@ -232,18 +232,23 @@ class ExmailV2Provider(V2Groups):
         if url is None:  # parsed once per call name
             url = self._urls[call] = httpx.URL(self._base + call)
         verb = method or ("POST" if body is not None else "GET")
-        request = self._requests.build(verb, url, params=params, body=body)
-        response = send_direct(
-            self._transport, request, call, auth=auth, pace=self.calls.pace, subject=subject
-        )
-        data = decode_json(call, response, subject=subject)
+        status: int | None = 200
+        if verb == "POST" and body is not None and not params and self._posts is not None:
+            data = self._posts.post(call, url, body, auth, subject)
+        else:
+            request = self._requests.build(verb, url, params=params, body=body)
+            response = send_direct(
+                self._transport, request, call, auth=auth, pace=self.calls.pace, subject=subject
+            )
+            data = decode_json(call, response, subject=subject)
+            status = response.status_code
         code = parse_errcode(data.get("errcode"))
         if code not in (None, 0):
             raise api_error(
                 call,
                 errcode=code,
                 errmsg=str_field(data, "errmsg"),
-                http_status=response.status_code,
+                http_status=status,
                 subject=subject,
             )
         return data

@@ -312,6 +312,11 @@ class TokenAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"TokenAuth({self._tokens!r})"
 
+    @property
+    def tokens(self) -> TokenCache:
+        """The token cache this flow takes its tokens from."""
+        return self._tokens
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         token = self._tokens.get()
         self._apply(request, token)
@@ -339,40 +344,18 @@ def set_query_token(request: httpx.Request, token: str) -> None:
     request.url = request.url.copy_set_param("access_token", token)
 
 
-class QueryToken:
-    """:func:`set_query_token` for one client, with the URL of a call that has no query of
-    its own (every Gen 2 write with a JSON body) kept per token: the same ``access_token``
-    parameter on the same URL, without parsing a URL again for each call (a URL parse and
-    rebuild is a tenth of a write's client CPU). A new token starts an empty table."""
-
-    def __init__(self) -> None:
-        # The token and its table as one value: a thread reads both in one step.
-        self._table: tuple[str, dict[str, httpx.URL]] = ("", {})
-
-    def __call__(self, request: httpx.Request, token: str) -> None:
-        url = request.url
-        if url.query:
-            set_query_token(request, token)
-            return
-        known, urls = self._table
-        if token != known:  # another token: a table of its own
-            urls = {}
-            self._table = (token, urls)
-        key = str(url)
-        found = urls.get(key)
-        if found is None:
-            found = urls[key] = url.copy_set_param("access_token", token)
-        request.url = found
-
-
 def set_bearer_token(request: httpx.Request, token: str) -> None:
     """Gen 1: ``Authorization: Bearer <token>`` (the documented form)."""
     request.headers["Authorization"] = f"Bearer {token}"
 
 
 def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:
+    return _json_content_or_none(response.content)
+
+
+def _json_content_or_none(content: bytes) -> dict[str, Any] | None:
     try:
-        data = json.loads(response.content) if response.content.strip() else None
+        data = json.loads(content) if content.strip() else None
     except (ValueError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
@@ -387,12 +370,16 @@ def v2_token_rejected(response: httpx.Response) -> bool:
     An answer without any of the three codes' digits cannot be one (as a number or as a
     string, the errcode's digits are in the body): it is not decoded here, so the usual answer
     (a whole ``user/list`` directory among them) is decoded once, by the caller."""
-    if response.status_code == 401:
+    return v2_token_rejected_answer(response.status_code, response.content)
+
+
+def v2_token_rejected_answer(status: int, content: bytes) -> bool:
+    """:func:`v2_token_rejected` of an answer's status and (undecoded) body."""
+    if status == 401:
         return True
-    content = response.content
     if not any(code in content for code in _V2_TOKEN_DIGITS):
         return False
-    body = _json_or_none(response)
+    body = _json_content_or_none(content)
     return body is not None and parse_errcode(body.get("errcode")) in TOKEN_CODES_V2
 
 
@@ -502,68 +489,32 @@ class FormRequests:
         )
 
 
-class JsonRequests:
-    """Builds one client's requests without ``Client.build_request`` (see
-    :func:`send_direct`): the client's default headers and timeout merged once, a JSON body
-    encoded exactly as httpx encodes ``json=`` (UTF-8, no spaces, no NaN), query ``params``
-    merged into the URL as httpx merges them."""
-
-    def __init__(self, client: httpx.Client) -> None:
-        self._headers = httpx.Headers(client.headers)  # copied as it is by each Request
-        self._json_headers = httpx.Headers(client.headers)
-        self._json_headers["Content-Type"] = "application/json"
-        self._extensions = {"timeout": client.timeout.as_dict()}
-
-    def build(
-        self,
-        method: str,
-        url: httpx.URL,
-        *,
-        params: Mapping[str, Any] | None = None,
-        body: Mapping[str, Any] | None = None,
-    ) -> httpx.Request:
-        if body is None:
-            return httpx.Request(
-                method,
-                url,
-                params=dict(params) if params else None,
-                headers=self._headers,
-                extensions=dict(self._extensions),
-            )
-        content = json.dumps(
-            body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        ).encode("utf-8")
-        return httpx.Request(
-            method,
-            url,
-            params=dict(params) if params else None,
-            content=content,
-            headers=self._json_headers,
-            extensions=dict(self._extensions),
-        )
-
-
 def decode_json(
     call: str, response: httpx.Response, *, subject: str | None = None
 ) -> dict[str, Any]:
     """The JSON object of an answer, or a typed error for a status or body that is not one."""
     if response.status_code != 200:
         raise status_error(call, response, subject=subject)
+    return decode_json_content(call, response.content, response.status_code)
+
+
+def decode_json_content(call: str, content: bytes, status: int = 200) -> dict[str, Any]:
+    """:func:`decode_json` for a body already known to be an answer to decode (HTTP 200)."""
     try:
-        data = json.loads(response.content)
+        data = json.loads(content)
     except (ValueError, UnicodeDecodeError):
-        excerpt = response.content[:80].decode("utf-8", "replace")
+        excerpt = content[:80].decode("utf-8", "replace")
         raise FatalProviderError(
             f"Exmail answered a body that is not JSON: {redact_text(excerpt)!r}",
             call=call,
-            http_status=response.status_code,
+            http_status=status,
             hint="is exmail.base_url pointing at Exmail (or a proxy's page)?",
         ) from None
     if not isinstance(data, dict):
         raise FatalProviderError(
             f"Exmail answered JSON that is not an object ({type(data).__name__})",
             call=call,
-            http_status=response.status_code,
+            http_status=status,
         )
     return data
 
