@@ -232,7 +232,7 @@ class ExmailV2Provider(V2Groups):
         if url is None:  # parsed once per call name
             url = self._urls[call] = httpx.URL(self._base + call)
         verb = method or ("POST" if body is not None else "GET")
-        status: int | None = 200
+        status = 200
         if verb == "POST" and body is not None and not params and self._posts is not None:
             data = self._posts.post(call, url, body, auth, subject)
         else:
