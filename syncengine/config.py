@@ -45,12 +45,23 @@ DEFAULT_CONFIG_NAME = "syncengine.toml"
 CONFIG_ENV = "SYNCENGINE_CONFIG"
 
 
+MIN_KEEP_SNAPSHOTS = 21
+"""The oldest snapshot whose rows a plan can read: the planner's window for moves and former
+employees (``PREVIOUS_SNAPSHOTS_FOR_MOVES * 4 + 1``) and the review's for leavers' names
+(``NAME_SNAPSHOTS``); a test checks both against this."""
+
+
 class DatabaseConfig(BaseModel):
     """``[database]``: where the staging database lives (SQLite file or PostgreSQL)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = "sqlite:///syncengine.db"
+    keep_snapshots: int = Field(default=60, ge=MIN_KEEP_SNAPSHOTS)
+    """How many of the newest complete HR snapshots keep their rows (people, departments,
+    problems); older ones keep only their counts and times. At least
+    :data:`MIN_KEEP_SNAPSHOTS`: the planner looks that far back (moves, former employees,
+    leavers' names). Housekeeping only: it is not part of the config's fingerprint."""
 
 
 class GeneralConfig(BaseModel):

@@ -36,12 +36,12 @@ from typing import Any, Protocol
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from syncengine.errors import NotFoundError, SyncEngineError
-from syncengine.hooks.access_log import LOGGED_KEY, REFUSAL_KEY
+from syncengine.hooks.bodies import Gone, TooLarge, read_capped, tell, tell_gone
 from syncengine.hooks.metrics import CONTENT_TYPE, Metrics
 from syncengine.hooks.payloads import (
     DepartmentChangeEvent,
@@ -50,7 +50,6 @@ from syncengine.hooks.payloads import (
     UpsertEvent,
     parse_event,
 )
-from syncengine.hooks.server import REFUSED_KEY
 from syncengine.hooks.signing import (
     EARLY_SKEW,
     check_hook_signature,
@@ -121,37 +120,6 @@ MAX_EVENT_ID = 2**63 - 1
 """Ids are BIGINT: a larger number is no event (and must not reach the database driver)."""
 
 
-class _TooLarge(Exception):
-    pass
-
-
-class _Gone(Exception):
-    """The client disconnected before its body was complete (or was cut off as too slow)."""
-
-
-async def _read_capped(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes ``limit`` bytes (never buffered beyond it)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise _Gone from None
-    return b"".join(chunks)
-
-
-def _peer(request: Request) -> str:
-    client = request.client
-    return f"{client.host}:{client.port}" if client else "unknown client"
-
-
 def _expiry(timestamp: str | None, seconds: float) -> datetime:
     """When a signature made at ``timestamp`` (already checked: unix seconds) stops passing."""
     return datetime.fromtimestamp(int((timestamp or "0").strip()) + seconds, UTC)
@@ -161,20 +129,9 @@ def _error(code: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=code)
 
 
-def _tell(request: Request, code: int, message: str) -> None:
-    """Log a refusal as one bounded line (no body, no signature, no secret in it): on the
-    request's access line when the access log is on, else as a WARNING line of its own."""
-    shown = message if len(message) <= 300 else message[:300] + "..."
-    if request.scope.get(LOGGED_KEY):
-        request.scope[REFUSAL_KEY] = shown
-        return
-    log.warning("refused %s %s from %s: %d %s", request.method, request.url.path[:200],
-                _peer(request), code, shown.replace("\n", " "))  # fmt: skip
-
-
 def _logged(request: Request, code: int, message: str, **extra: Any) -> JSONResponse:
-    """A refusal, logged (see :func:`_tell`)."""
-    _tell(request, code, message)
+    """A refusal, logged (see :func:`~syncengine.hooks.bodies.tell`)."""
+    tell(request, code, message)
     return _error(code, message, **extra)
 
 
@@ -194,12 +151,11 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
         if not secret:
             return refused(request, 503, "hooks are not configured: set [hooks] secret")
         try:
-            body = await _read_capped(request, backend.max_body)
-        except _TooLarge:
+            body = await read_capped(request, backend.max_body)
+        except TooLarge:
             return refused(request, 413, f"body larger than {backend.max_body} bytes")
-        except _Gone:
-            if REFUSED_KEY not in request.scope:  # else the server logged the refusal
-                _tell(request, 400, "the client disconnected before the body was complete")
+        except Gone:
+            tell_gone(request)
             return answer(_error(400, "the body was not received"))
         why = check_hook_signature(
             secret,
@@ -311,7 +267,7 @@ def create_app(backend: Backend, *, clock: Callable[[], float] = time.time) -> S
     async def sso_login(request: Request) -> Response:
         def refuse(status: int, reason: str) -> Response:
             metrics.inc("syncengine_sso_requests_total", code=str(status))
-            _tell(request, status, reason)
+            tell(request, status, reason)
             return PlainTextResponse(f"single sign-on refused: {reason}\n", status_code=status)
 
         secret = backend.sso_secret

@@ -38,11 +38,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from syncengine import plan_page
+from syncengine.hooks.bodies import Gone, TooLarge, read_capped, tell, tell_gone
 from syncengine.plan import Plan
 from syncengine.plan_page import ReviewContext
 from syncengine.translations import translations
@@ -205,10 +206,19 @@ class ReviewPages:
                 return None
             return s
 
-    async def form(self, request: Request) -> dict[str, str]:
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
-            return {}
+    async def form(self, request: Request) -> dict[str, str] | Response:
+        """The posted form's fields, or the refusal to send instead: a body past
+        :data:`MAX_FORM_BYTES` is refused by its declared length or as soon as it streams
+        past it (never buffered beyond), and a client gone mid-body gets one log line."""
+        try:
+            body = await read_capped(request, MAX_FORM_BYTES)
+        except TooLarge:
+            message = f"the form is larger than {MAX_FORM_BYTES} bytes"
+            tell(request, 413, message)
+            return PlainTextResponse(message, 413, headers=self._headers())
+        except Gone:
+            tell_gone(request)
+            return PlainTextResponse("the form was not received", 400, headers=self._headers())
         parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         return {k: v[0] for k, v in parsed.items() if v}
 
@@ -233,6 +243,8 @@ class ReviewPages:
 
     async def login(self, request: Request) -> Response:
         data = await self.form(request)
+        if isinstance(data, Response):
+            return data
         cookie = request.cookies.get(LOGIN_COOKIE, "")
         if not cookie or not hmac.compare_digest(cookie, data.get("csrf", "")):
             log.warning("review sign-in refused: missing or wrong CSRF token")
@@ -267,6 +279,8 @@ class ReviewPages:
     async def logout(self, request: Request) -> Response:
         s = self.session(request)
         data = await self.form(request)
+        if isinstance(data, Response):
+            return data
         if s is not None and hmac.compare_digest(s.csrf, data.get("csrf", "")):
             with self._lock:
                 self.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
@@ -332,6 +346,8 @@ class ReviewPages:
             return self._simple(self._t("Sign in to review plans"), 401,
                                 error=self._t("Your session ended; sign in again."))  # fmt: skip
         data = await self.form(request)
+        if isinstance(data, Response):
+            return data
         if not hmac.compare_digest(s.csrf, data.get("csrf", "")):
             log.warning("review: decision by %s refused: missing or wrong CSRF token", s.user)
             return self._simple(self._t("Refused"), 403, user=s.user, csrf=s.csrf,

@@ -332,7 +332,10 @@ def config_fingerprint(config: Config) -> str:
     mapping or Exmail target, another tenant) is refused. Secrets are left out, so rotating a
     secret does not make reviewed plans stale, and the fingerprint reveals nothing about them.
     """
-    data = _without_secrets(config.model_dump(mode="python", exclude={"review"}))
+    # Left out: the review pages and housekeeping (no plan depends on them).
+    data = _without_secrets(
+        config.model_dump(mode="python", exclude={"review": True, "database": {"keep_snapshots"}})
+    )
     if config.tenant is not None:  # a plan of one tenant is refused by every other
         data["tenant"] = config.tenant
     blob = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)

@@ -229,6 +229,9 @@ def ingest(
             reason = str(exc) if isinstance(exc, SyncEngineError) else type(exc).__name__
             repo.fail_snapshot(snapshot_id, reason)
             raise
+        # Housekeeping: the rows of snapshots past the planner's window would grow the
+        # database by a whole export every night, forever.
+        repo.prune_snapshot_rows(config.database.keep_snapshots)
         run.finish(RunStatus.SUCCEEDED, report.counts)
         return report
 

@@ -5,6 +5,7 @@ security headers, and a config that requires approvals without approvers."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,37 @@ def test_sign_in_needs_the_forms_token_and_locks_out_after_five_failures(
         assert "script-src 'sha256-" in r.headers["content-security-policy"]
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["cache-control"] == "no-store"
+
+
+def test_a_form_past_the_cap_is_refused_413_and_not_taken_for_an_empty_form(
+    tmp_path: Path,
+) -> None:
+    """A sign-in body past MAX_FORM_BYTES is answered 413 saying so (it was read whole and then
+    treated as an empty form: "the form expired"), by its declared length or as it streams."""
+    app = pages.with_review(
+        Starlette(), review_backend(service.Engine(config(tmp_path, secure_cookies=False)))
+    )
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        token = login_token(client)
+        big = {"csrf": token, "name": "wang.hr", "password": PASSWORD,
+               "pad": "x" * pages.MAX_FORM_BYTES}  # fmt: skip
+        r = client.post("/review/login", data=big)
+        assert r.status_code == 413, r.text
+        assert f"larger than {pages.MAX_FORM_BYTES} bytes" in r.text
+        assert PASSWORD not in r.text
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the cap holds as it streams
+            yield f"csrf={token}&name=wang.hr&pad=".encode()
+            for _ in range(64):
+                yield b"x" * 1024
+
+        r = client.post("/review/login", content=chunks(),
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert r.status_code == 413, r.text
+        token = login_token(client)  # a form within the cap still signs in
+        r = client.post("/review/login", follow_redirects=False,
+                        data={"csrf": token, "name": "wang.hr", "password": PASSWORD})  # fmt: skip
+        assert r.status_code == 303
 
 
 def test_an_unknown_name_is_refused_like_a_wrong_password(tmp_path: Path) -> None:

@@ -327,6 +327,12 @@ def test_config_fingerprint_ignores_secrets_but_not_settings(
     with_pw = service.config_fingerprint(load_config(ws.config))
     ws.config.write_text(pg.replace(":PW@", ":new-pw@"), encoding="utf-8")
     assert service.config_fingerprint(load_config(ws.config)) == with_pw != fp
+    # Housekeeping changes no plan: keeping more snapshots keeps reviewed plans valid.
+    kept = text.replace('url = "sqlite:///staging.db"',
+                        'url = "sqlite:///staging.db"\nkeep_snapshots = 400')  # fmt: skip
+    assert kept != text
+    ws.config.write_text(kept, encoding="utf-8")
+    assert service.config_fingerprint(load_config(ws.config)) == fp
 
 
 @both

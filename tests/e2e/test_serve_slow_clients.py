@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,11 +31,15 @@ HEAD = b"POST /hooks/hr HTTP/1.1\r\nHost: receiver\r\nContent-Type: application/
 
 @contextmanager
 def serving(
-    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator], **hooks: object
+    tmp_path: Path,
+    emulator_factory: Callable[..., RunningEmulator],
+    tables: dict[str, Any] | None = None,
+    **hooks: object,
 ) -> Iterator[tuple[int, list[str]]]:
-    """``syncengine serve`` with ``[hooks]`` overrides; yields its port and, once the block
-    is left and the process stopped, the lines of its stderr (in the list)."""
-    env = make_env(ApplyEnv(tmp_path, emulator_factory("v2")), **hooks)
+    """``syncengine serve`` with ``[hooks]`` overrides (and other config ``tables``); yields
+    its port and, once the block is left and the process stopped, the lines of its stderr
+    (in the list)."""
+    env = make_env(ApplyEnv(tmp_path, emulator_factory("v2")), tables, **hooks)
     port = free_port()
     lines: list[str] = []
     with serve_process(env, port) as proc:
@@ -151,6 +156,29 @@ def test_a_client_that_vanishes_mid_body_logs_one_line_and_no_traceback(
     assert count(lines, r'"POST /hooks/hr" 400 .*refused="the client disconnected before the '
                         r'body was complete"') == 20, lines  # fmt: skip
     assert len(told(lines)) == 20, lines
+    assert not any("Traceback" in line or "ERROR" in line for line in lines), lines
+
+
+def test_a_reviewer_form_cut_off_mid_body_logs_one_line_and_no_traceback(
+    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    """The review pages read their forms like the hook receiver reads hooks: a sign-in whose
+    client vanishes mid-body is one refusal line, not an ASGI traceback."""
+    from tests.e2e.test_review_browser import review_table
+
+    with serving(tmp_path, emulator_factory, {"review": review_table()}) as (port, lines):
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(base + "/review/login", timeout=5).status_code == 200
+        for _ in range(5):
+            s = connect(port)
+            s.sendall(b"POST /review/login HTTP/1.1\r\nHost: receiver\r\nContent-Type: "
+                      b"application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\n"
+                      b"csrf=abc&name=wang")  # fmt: skip
+            s.close()
+        time.sleep(1.0)  # lets the server see the five disconnects (checked after the stop)
+        assert httpx.get(base + "/healthz", timeout=5).status_code == 200
+    assert count(lines, r'"POST /review/login" 400 .*refused="the client disconnected '
+                        r'before the body was complete"') == 5, lines  # fmt: skip
     assert not any("Traceback" in line or "ERROR" in line for line in lines), lines
 
 

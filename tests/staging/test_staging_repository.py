@@ -162,15 +162,33 @@ def test_compare_counts_new_changed_gone_in_sql(staging_repo: Repository) -> Non
     assert repo.count_people(b) == 55
 
 
-def test_prune_keeps_the_current_snapshot(staging_repo: Repository) -> None:
-    keep = snapshot_with(staging_repo, [person("E1")])
-    staging_repo.complete_snapshot(keep, {})
-    for _ in range(3):
-        staging_repo.fail_snapshot(snapshot_with(staging_repo, [person("E2")]), "x")
-    assert staging_repo.prune_snapshots(keep=1) == 2
-    current = staging_repo.current_snapshot()
-    assert current is not None and current.id == keep
-    assert staging_repo.load_people(keep) == [person("E1")]
+def test_pruning_drops_old_snapshots_rows_and_keeps_every_header(
+    staging_repo: Repository,
+) -> None:
+    repo = staging_repo
+    complete = []
+    for i in range(5):
+        snap = snapshot_with(repo, [person("E1"), person(f"E{i + 2}")])
+        repo.add_problems(snap, [RowProblem(row=2, field="email", value="x", reason="bad")])
+        repo.complete_snapshot(snap, {"people": 2})
+        complete.append(snap)
+    failed = snapshot_with(repo, [person("E9")])
+    repo.add_problems(failed, [RowProblem(row=3, field="email", value="y", reason="bad")])
+    repo.fail_snapshot(failed, "the export was cut off")  # newer, but not complete
+
+    assert repo.prune_snapshot_rows(keep=2) == 3
+    for snap in complete[:3]:
+        assert repo.load_people(snap) == [] and repo.load_problems(snap) == []
+        info = repo.get_snapshot(snap)
+        assert info is not None and info.counts == {"people": 2}  # the header stays
+    for i, snap in enumerate(complete[3:], start=3):
+        assert [p.employee_id for p in repo.load_people(snap)] == ["E1", f"E{i + 2}"]
+        assert len(repo.load_problems(snap)) == 1
+    assert len(repo.load_problems(failed)) == 1  # newer than the cutoff: kept
+    current = repo.current_snapshot()
+    assert current is not None and current.id == complete[-1]
+    assert repo.prune_snapshot_rows(keep=2) == 0  # nothing left to prune
+    assert len(repo.list_snapshots(limit=100)) == 6
 
 
 # --- identity links -----------------------------------------------------------------------

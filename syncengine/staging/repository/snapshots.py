@@ -425,17 +425,40 @@ class SnapshotsRepository(RepositoryCore):
                 new=only_in(new_id, prev_id), changed=tuple(changed), gone=only_in(prev_id, new_id)
             )
 
-    def prune_snapshots(self, keep: int = 10) -> int:
-        """Delete all but the newest ``keep`` snapshots (never the current one)."""
-        with self._tx("pruning snapshots") as conn:
-            ids = list(
-                conn.execute(
-                    select(Snapshot.id).order_by(Snapshot.id.desc()).offset(keep)
-                ).scalars()
-            )
-            if not ids:
+    def prune_snapshot_rows(self, keep: int) -> int:
+        """Delete the people, departments and problems of every snapshot older than the
+        newest ``keep`` complete ones (never the current one's); their header rows stay, with
+        their counts and times, for the shrink brake's baseline and the history. Returns how
+        many snapshots lost their rows (0 when there was nothing left to prune).
+
+        Every reader of older snapshots' rows looks at most a few snapshots back (moves,
+        former employees, leavers' names): ``keep`` must cover that window, which
+        :data:`syncengine.config.MIN_KEEP_SNAPSHOTS` states and a test checks."""
+        if keep < 1:
+            raise ValueError("keep at least one snapshot")
+        with self._tx("pruning old snapshots' rows") as conn:
+            cutoff = conn.execute(
+                select(Snapshot.id)
+                .where(Snapshot.status == SnapshotStatus.COMPLETE.value)
+                .order_by(Snapshot.id.desc())
+                .offset(keep - 1)
+                .limit(1)
+            ).scalar()
+            if cutoff is None:
                 return 0
-            result = conn.execute(
-                delete(Snapshot).where(Snapshot.id.in_(ids), Snapshot.is_current.is_(False))
-            )
-            return int(result.rowcount)
+            current = conn.execute(
+                select(Snapshot.id).where(Snapshot.is_current.is_(True))
+            ).scalar()
+            pruned: set[int] = set()
+            for table in (SnapshotPerson, SnapshotDepartment, SnapshotProblem):
+                old = table.snapshot_id < cutoff
+                if current is not None:
+                    old = and_(old, table.snapshot_id != current)
+                pruned.update(
+                    conn.execute(select(table.snapshot_id).where(old).distinct()).scalars()
+                )
+                conn.execute(delete(table).where(old))
+        if pruned:
+            log.info("removed the rows of %d snapshot(s) older than #%d (their counts stay)",
+                     len(pruned), cutoff)  # fmt: skip
+        return len(pruned)
