@@ -36,7 +36,7 @@ from syncengine.providers.http import (
 )
 
 if TYPE_CHECKING:  # pycurl is imported by whoever made a CurlTransport, not here
-    from syncengine.providers.curl_transport import CurlAnswer, CurlTransport
+    from syncengine.providers.curl_transport import CurlTransport
 
 log = logging.getLogger("syncengine.providers")
 
@@ -175,18 +175,16 @@ class CurlJsonPost:
         headers = [*self._lines(url), b"Content-Length: %d" % len(content)]
         tokens = auth.tokens
         token = tokens.get()
-        answer, sent = self._send(call, url, token, headers, content, subject)
-        if v2_token_rejected_answer(answer.status, answer.content):
+        status, body_out, response = self._send(call, url, token, headers, content, subject)
+        if v2_token_rejected_answer(status, body_out):
             log.info("token refused by %s; fetching a fresh one and retrying once", call)
             tokens.invalidate(token)
             token = tokens.get()
-            answer, sent = self._send(call, url, token, headers, content, subject)
-        log.debug("%s -> HTTP %s", call, answer.status)
-        if answer.status == 200 and answer.header(b"content-encoding") is None:
-            return decode_json_content(call, answer.content)
-        # Not the usual answer: as httpx's own response (status error, decoding).
-        request = httpx.Request("POST", sent, headers=headers_of(headers), content=content)
-        return decode_json(call, answer.response(request), subject=subject)
+            status, body_out, response = self._send(call, url, token, headers, content, subject)
+        log.debug("%s -> HTTP %s", call, status)
+        if response is None:
+            return decode_json_content(call, body_out)
+        return decode_json(call, response, subject=subject)
 
     def _send(
         self,
@@ -196,7 +194,10 @@ class CurlJsonPost:
         headers: list[bytes],
         content: bytes,
         subject: str | None,
-    ) -> tuple[CurlAnswer, httpx.URL]:
+    ) -> tuple[int, bytes, httpx.Response | None]:
+        """One request: its status and (decoded) body, with the ``httpx.Response`` httpx
+        would have made when it is not the usual answer (a status other than 200, or a body
+        with a ``Content-Encoding`` to undo)."""
         sent, text = self._url(url, token)
         self._pace(call)
         try:
@@ -206,10 +207,19 @@ class CurlJsonPost:
             )  # fmt: skip
         except httpx.HTTPError as exc:
             err = transport_error(call, exc, subject=subject)
-        else:
-            return answer, sent
-        log.info("%s failed: %s", call, err)
-        raise err
+            log.info("%s failed: %s", call, err)
+            raise err from None
+        if answer.status == 200 and answer.header(b"content-encoding") is None:
+            return answer.status, answer.content, None
+        request = httpx.Request("POST", sent, headers=headers_of(headers), content=content)
+        try:
+            response = answer.response(request)
+            response.read()  # decoded as httpx decodes it
+        except httpx.HTTPError as exc:  # a body that does not decode
+            err = transport_error(call, exc, subject=subject)
+            log.info("%s failed: %s", call, err)
+            raise err from None
+        return response.status_code, response.content, response
 
 
 def headers_of(lines: list[bytes]) -> list[tuple[bytes, bytes]]:

@@ -5,9 +5,15 @@ redaction are those of the httpx path."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
+import threading
 from collections.abc import Callable
 from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -70,3 +76,68 @@ def test_a_failed_write_is_typed_and_names_no_token(
     assert "access_token=***" in str(dropped.value)
     for text in (str(status.value), str(dropped.value), caplog.text):
         assert token not in text
+
+
+class _Exmail(BaseHTTPRequestHandler):
+    """A Gen 2 server for what the emulator never answers: gzip-encoded bodies (an invalid
+    token among them) and a 429 with Retry-After."""
+
+    tokens: ClassVar[int] = 0
+    seen: ClassVar[list[tuple[str, str]]] = []
+
+    def log_message(self, *_args: object) -> None:
+        return None
+
+    def _answer(self, status: int, body: dict[str, object], *, gzipped: bool = False,
+                extra: dict[str, str] | None = None) -> None:  # fmt: skip
+        data = json.dumps(body).encode()
+        if gzipped:
+            data = gzip.compress(data)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # gettoken
+        type(self).tokens += 1
+        self._answer(200, {"errcode": 0, "access_token": f"tok-{self.tokens}", "expires_in": 7200})
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        token = parse_qs(url.query).get("access_token", [""])[0]
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append((url.path, token))
+        if body.get("position") == "busy":
+            self._answer(429, {"errcode": 45009, "errmsg": "busy"}, extra={"Retry-After": "7"})
+        elif token == "tok-1":
+            self._answer(200, {"errcode": 40014, "errmsg": "invalid access_token"}, gzipped=True)
+        else:
+            self._answer(200, {"errcode": 0, "errmsg": "ok"}, gzipped=True)
+
+
+def test_encoded_answers_and_a_retry_after_take_the_httpx_way() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Exmail)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    config = parse_config({"exmail": {"api": "v2", "base_url": base, "corp_id": "wm-corp",
+                                      "secrets": {"contacts": "s3cret-contacts"}}})  # fmt: skip
+    provider = service.build_provider(config, calls=CallPolicy(RetryPolicy(max_attempts=1)))
+    try:
+        with closing(provider):
+            provider.update_user("a@example.com", UserUpdate(name="甲"))  # gzip: refused, resent
+            with pytest.raises(RetriableProviderError) as info:
+                provider.update_user("a@example.com", UserUpdate(position="busy"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Exmail.tokens == 2
+    assert _Exmail.seen == [("/cgi-bin/user/update", "tok-1"), ("/cgi-bin/user/update", "tok-2"),
+                            ("/cgi-bin/user/update", "tok-2")]  # fmt: skip
+    assert info.value.http_status == 429 and info.value.retry_after == 7.0
+    assert "tok-2" not in str(info.value)
