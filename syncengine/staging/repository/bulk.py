@@ -51,13 +51,14 @@ class BulkStatement:
     def __init__(self, statement: ClauseElement, keys: Sequence[str] | None = None) -> None:
         self._statement = statement
         self._keys = list(keys) if keys is not None else None
-        self._by_dialect: dict[str, _Compiled] = {}
+        self._by_dialect: dict[tuple[str, str, str], _Compiled] = {}
 
     def __repr__(self) -> str:
         return f"BulkStatement({self._statement})"
 
     def _compiled(self, dialect: Dialect) -> _Compiled:
-        found = self._by_dialect.get(dialect.name)
+        key = (dialect.name, dialect.driver, dialect.paramstyle)
+        found = self._by_dialect.get(key)
         if found is not None:
             return found
         compiled = self._statement.compile(dialect=dialect, column_keys=self._keys)
@@ -72,7 +73,7 @@ class BulkStatement:
         )
         defaults = {name: binds[name].value for name in names if not binds[name].required}
         found = _Compiled(compiled.string, names, compiled.positional, processors, defaults)
-        self._by_dialect[dialect.name] = found
+        self._by_dialect[key] = found
         return found
 
     def run(
