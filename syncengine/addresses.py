@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from syncengine.errors import ConfigError
@@ -254,25 +254,34 @@ class AddressAllocator:
     A counter per base keeps a run with a thousand 张伟 linear rather than quadratic.
     """
 
-    def __init__(self, domain: str, taken: Iterable[str]) -> None:
+    def __init__(
+        self,
+        domain: str,
+        taken: Iterable[str],
+        taken_in: Sequence[Container[str]] = (),
+    ) -> None:
+        """``taken``: addresses in any case; ``taken_in``: collections the caller already
+        holds of lower-case addresses, looked up where they are (a planner's are every
+        address of a 100,000-mailbox directory: no copy of them is made)."""
         self.domain = domain.lower()
-        # The same string when it is already lower-case: str.lower() makes a copy of every
-        # one, and ``taken`` is every address of a 100,000-mailbox directory.
+        # The same string when it is already lower-case: str.lower() makes a copy.
         self._taken = {t if t.islower() else t.lower() for t in taken}
+        self._taken_in = tuple(taken_in)
         self._next: dict[str, int] = {}
 
     def take(self, address: str) -> None:
         self._taken.add(address.lower())
 
     def is_taken(self, address: str) -> bool:
-        return address.lower() in self._taken
+        address = address.lower()
+        return address in self._taken or any(address in c for c in self._taken_in)
 
     def allocate(self, local: str) -> str:
         n = self._next.get(local, 1)
         while n <= MAX_SUFFIX:
             candidate = f"{local}{'' if n == 1 else n}@{self.domain}"
             n += 1
-            if candidate not in self._taken:
+            if not self.is_taken(candidate):
                 self._next[local] = n
                 self._taken.add(candidate)
                 return candidate
@@ -290,15 +299,20 @@ def generate_addresses(
     fallback_template: str,
     domain: str,
     taken: Iterable[str],
+    taken_in: Sequence[Container[str]] = (),
 ) -> dict[str, str]:
     """Addresses for ``(employee_id, name)`` pairs, served in employee id order.
 
     The fallback template is used when the main one renders to nothing (a name without any
-    letter pypinyin or ASCII can give).
+    letter pypinyin or ASCII can give). ``taken`` and ``taken_in``: see
+    :class:`AddressAllocator`.
     """
-    alloc = AddressAllocator(domain, taken)
+    ordered = sorted(people)
+    if not ordered:
+        return {}
+    alloc = AddressAllocator(domain, taken, taken_in)
     out: dict[str, str] = {}
-    for employee_id, name in sorted(people):
+    for employee_id, name in ordered:
         local = render_local(template, name, employee_id) or render_local(
             fallback_template, name, employee_id
         )

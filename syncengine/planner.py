@@ -58,7 +58,6 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain as chained
 
 from syncengine.addresses import generate_addresses
 from syncengine.domain import (
@@ -157,9 +156,11 @@ class _Planner(PeoplePlanner):
         # Two stored links on one mailbox (by its primary address or an alias) or on one
         # missing address: neither is trusted.
         by_link = Multi()
-        for eid in sorted(self.links):
-            addr = self.link_email[eid]
-            by_link.add(self.owner.get(addr, addr), eid)
+        owner = self.owner
+        for eid, addr in self.link_email.items():
+            by_link.add(owner.get(addr, addr), eid)
+        for eids in by_link.more.values():
+            eids.sort()  # as if added in employee id order
         for addr, eids in sorted(by_link.more.items()):
             self.conflict(
                 ConflictKind.MAILBOX_CLAIMED_TWICE,
@@ -174,16 +175,23 @@ class _Planner(PeoplePlanner):
         # Matching.
         matched: dict[str, str] = {}  # employee id -> the mailbox matched
         claims = Multi()
+        claim_one, claim_more = claims.one, claims.more
+        noting = self.only is not None
+        contested = self.contested
         for p in self.people:
             eid = p.employee_id
             email, how = self.match(p, states[eid][0] is not Lifecycle.LEAVER)
-            if self.noting(eid):
+            if noting and self.noting(eid):
                 self.note(eid, f"match: {email} by {how}" if email else f"match: {how}")
-            for contested in self.contested.get(eid, ()):
-                claims.add(contested, eid)
+            if contested:
+                for c in contested.get(eid, ()):
+                    claims.add(c, eid)
             if email is None:
                 continue
-            claims.add(email, eid)
+            if email in claim_one or email in claim_more:
+                claims.add(email, eid)
+            else:
+                claim_one[email] = eid  # Multi.add of the usual first claim
             matched[eid] = email
         for email, eids in sorted(claims.more.items()):
             self.conflict(
@@ -193,7 +201,8 @@ class _Planner(PeoplePlanner):
                 tuple(eids),
                 (email,),
             )
-        self.claimed.update(claims.keys())  # matched or contested: not unmanaged
+        self.claimed.update(claim_one)  # matched or contested: not unmanaged
+        self.claimed.update(claim_more)
         for eid, email in matched.items():
             if self._protected(email):
                 self.protected_hits.add(email)
@@ -225,20 +234,32 @@ class _Planner(PeoplePlanner):
                 wanted[eid] = m_email
             elif states[eid][0] in wants_mailbox:
                 to_generate.append((eid, p.name))
-        generated = generate_addresses(
+        generated = {} if not to_generate else generate_addresses(
             to_generate,
             template=policy.address_template,
             fallback_template=policy.address_fallback_template,
             domain=policy.domain,
-            # One set, built by the allocator (not a union of copies of 100,000 addresses).
-            taken=chained(self.owner, self.groups, hr_addresses, self.link_email.values()),
+            # Looked up where they are, not copied into one set of 300,000 addresses.
+            taken=(),
+            taken_in=(owner, self.groups, hr_addresses, {e for e in self.link_email.values()
+                                                       if e not in owner}),
         )  # fmt: skip
         wanted.update(generated)
         by_wanted = Multi()
+        wanted_one, several = by_wanted.one, by_wanted.more
         for eid, addr in wanted.items():
-            by_wanted.add(addr, eid)
-        several = by_wanted.more
-        for addr in sorted(by_wanted.keys()):
+            if addr in wanted_one or addr in several:
+                by_wanted.add(addr, eid)
+            else:
+                wanted_one[addr] = eid
+        # Only the addresses that are a conflict are sorted (the order conflicts are noted in).
+        groups, owner = self.groups, self.owner
+        clashing = list(several)
+        for addr, eid in wanted_one.items():
+            holder = owner.get(addr)
+            if (holder is not None and holder != matched.get(eid)) or addr in groups:
+                clashing.append(addr)
+        for addr in sorted(clashing):
             if addr in several:
                 wanters = several[addr]
                 self.conflict(
@@ -263,20 +284,32 @@ class _Planner(PeoplePlanner):
                 )
 
         # Per-person decisions.
-        alias_claims: dict[str, str] = {addr: eid for eid, addr in wanted.items()}
+        # Who claims each address, for HR aliases: only built when someone has one.
+        alias_claims: dict[str, str] = (
+            {addr: eid for eid, addr in wanted.items()}
+            if any(p.aliases for p in self.people)
+            else {}
+        )
+        blocked = self.blocked
         for p in self.people:
             eid = p.employee_id
-            if eid in self.blocked:
+            if eid in blocked:
                 if eid in matched:
                     self.final_departments[matched[eid]] = self._current_depts(matched[eid])
                 continue
             state, why = states[eid]
-            if self.noting(eid):
+            if noting and self.noting(eid):
                 self.note(eid, f"lifecycle: {state.value} ({why})")
             email = matched.get(eid)
-            if email is not None and self._no_slot_for_new_address(p, state, email, wanted[eid]):
+            if (
+                email is not None
+                and wanted[eid] != email  # the usual: no new address, so no slot needed
+                and self._no_slot_for_new_address(p, state, email, wanted[eid])
+            ):
                 continue
-            aliases = self._hr_aliases(p, wanted.get(eid, ""), email, alias_claims)
+            aliases = (
+                self._hr_aliases(p, wanted.get(eid, ""), email, alias_claims) if p.aliases else ()
+            )
             if email is None:
                 self._unmatched(p, state, why, wanted.get(eid), eid in generated, aliases)
             else:
@@ -331,9 +364,8 @@ class _Planner(PeoplePlanner):
 
         # Unmanaged mailboxes.
         unmanaged: list[str] = []
-        for email in sorted(self.by_email):
-            if email in self.claimed:
-                continue
+        claimed = self.claimed
+        for email in sorted(e for e in self.by_email if e not in claimed):  # the few left
             m = self.by_email[email]
             if self._protected(email):
                 self.protected_hits.add(email)

@@ -59,9 +59,10 @@ class PeoplePlanner(PlannerBase):
 
     def _current_depts(self, email: str) -> tuple[str, ...]:
         """The mailbox's departments after the planned moves, sorted."""
-        got = self._depts_cache.get(email)
+        depts = self.by_email[email].departments
+        got = self._depts_cache.get(depts)  # by departments: a read shares their tuples
         if got is None:
-            depts = self.by_email[email].departments
+            key = depts
             if self.moves:  # a few hundred paths among 100,000 mailboxes: each relocated once
                 moved = self._relocated
                 for d in depts:
@@ -69,7 +70,7 @@ class PeoplePlanner(PlannerBase):
                         moved[d] = self.relocate(d)
                 depts = tuple(moved[d] for d in depts)
             got = sorted_paths(depts)
-            self._depts_cache[email] = got
+            self._depts_cache[key] = got
         return got
 
     def _hr_aliases(

@@ -9,7 +9,9 @@ documented exit code, never a traceback (``--debug`` shows one for bug reports).
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import json
 import logging
 import os
@@ -165,8 +167,21 @@ def main(ctx: click.Context, config_path: str | None, tenant: str | None, debug:
     from syncengine.tenant_log import install_log_tenant
 
     install_log_tenant()
+    freeze_at_exit()
     ctx.obj = State(config_path, debug, tenant)
     ctx.call_on_close(ctx.obj.close)
+
+
+@functools.cache
+def freeze_at_exit() -> None:
+    """Once per process: ``gc.freeze()`` when the interpreter exits.
+
+    At exit the interpreter walks every object still alive in one last garbage collection:
+    after a 100,000-person plan some 280,000 (pypinyin's phrase dictionary, SQLAlchemy's
+    metadata...), about 0.3 s after the plan is written; 0.05 s of a 10,000-person no-op
+    ``sync``. Frozen objects are left out of that walk; they are still freed as the
+    interpreter clears its modules (files and connections are closed by their owners before)."""
+    atexit.register(gc.freeze)
 
 
 def json_option(help: str) -> Callable[[F], F]:

@@ -70,35 +70,79 @@ def likely_new_addresses(
         hr_addresses = {
             normalise_email(a) for p in desired.people for a in (p.email, *p.aliases) if a
         }
+        linked = {a for a in (normalise_email(k.email) for k in links.values()) if a not in known}
         generated = generate_addresses(
             [(eid, name) for eid, name in nameless if eid not in ext_ids],
             template=policy.address_template,
             fallback_template=policy.address_fallback_template,
             domain=policy.domain,
-            taken={*known, *hr_addresses, *(normalise_email(k.email) for k in links.values())},
+            taken=(),
+            taken_in=(known, hr_addresses, linked),
         )
         found.update(generated.values())
     return {a for a in found if a not in known}
 
 
+def likely_new_by_links(
+    desired: Desired, links: Mapping[str, IdentityLink], policy: Policy, today: date
+) -> set[str]:
+    """The part of :func:`likely_new_addresses` that needs no live state, for checks started
+    while Exmail is still being read: the new HR address of each linked person who keeps a
+    mailbox and whose HR address is not the linked one (an address change).
+
+    Everything else waits for the state: aliases and unlinked people with an HR address (who
+    may own a mailbox already: a first run with no links would check every address of the
+    directory), and generated addresses (pypinyin's 57 MiB loaded while the read's answer is
+    being decoded would add to the run's memory peak).
+    """
+    keeps = {Lifecycle.ACTIVE, Lifecycle.ON_LEAVE_KEEP}
+    found: set[str] = set()
+    for p in desired.people:
+        if not p.email:
+            continue
+        link = links.get(p.employee_id)
+        if link is None or p.email == link.email:  # the usual person
+            continue
+        address = normalise_email(p.email)
+        changed = address and address != normalise_email(link.email)
+        if changed and lifecycle(p, policy, today)[0] in keeps:
+            found.add(address)
+    return found
+
+
 class EarlyChecks:
     """``check(addresses)`` run in a thread (:class:`~syncengine.service.background.
     Background`), started at once unless there is nothing to check; :meth:`result` waits for
-    it. The caller must not use the provider for anything else until it returned."""
+    it. The caller must not use the provider for anything else until it returned.
+
+    ``before``: checks started earlier; this one checks only what they do not, and
+    :attr:`addresses`, :meth:`wait` and :meth:`result` cover both."""
 
     def __init__(
-        self, check: Callable[[list[str]], dict[str, AddressKind]], addresses: Collection[str]
+        self,
+        check: Callable[[list[str]], dict[str, AddressKind]],
+        addresses: Collection[str],
+        before: EarlyChecks | None = None,
     ) -> None:
-        self.addresses = frozenset(addresses)
-        ordered = sorted(self.addresses)
+        self._before = before
+        earlier: frozenset[str] = before.addresses if before is not None else frozenset()
+        ordered = sorted(set(addresses) - earlier)
+        self.addresses: frozenset[str] = earlier | frozenset(ordered)
         self._job = Background(lambda: check(ordered), "address-checks") if ordered else None
 
     def wait(self) -> None:
-        """Wait for the thread, whatever its outcome."""
+        """Wait for the threads, whatever their outcome."""
+        if self._before is not None:
+            self._before.wait()
         if self._job is not None:
             self._job.wait()
 
     def result(self) -> dict[str, AddressKind]:
-        """The kinds of the checked addresses (keys normalised); the check's error, if any."""
-        kinds = self._job.result() if self._job is not None else {}
-        return {normalise_email(a): k for a, k in kinds.items()}
+        """The kinds of the checked addresses (keys normalised); a check's error, if any."""
+        try:
+            kinds = self._before.result() if self._before is not None else {}
+        finally:
+            self.wait()  # both threads are done before anything is raised
+        got = self._job.result() if self._job is not None else {}
+        kinds.update((normalise_email(a), k) for a, k in got.items())
+        return kinds

@@ -54,3 +54,20 @@ def test_bulk_decoding_refuses_what_record_by_record_refuses() -> None:
         codec.person_from_dict(json.loads(bad))
     with pytest.raises(ValueError, match="7 is not a valid Gender"):
         codec.people_from_json_texts([bad])
+
+
+def test_bulk_decoding_of_many_records_keeps_each_records_own_error() -> None:
+    """Records are decoded many per ``json.loads``: a damaged record (here two objects in one
+    text, which would shift every record after it) still fails as that record fails alone,
+    also when it is not in the first chunk."""
+    texts = [
+        codec.canonical_json(codec.person_to_dict(p)) for p in people(2 * codec.DECODE_CHUNK + 5)
+    ]
+    assert codec.people_from_json_texts(texts) == people(len(texts))
+    damaged = list(texts)
+    damaged[codec.DECODE_CHUNK + 3] = texts[0] + "," + texts[1]
+    with pytest.raises(json.JSONDecodeError, match="Extra data"):
+        codec.people_from_json_texts(damaged)
+    damaged[codec.DECODE_CHUNK + 3] = "[]"
+    with pytest.raises(AttributeError):
+        codec.people_from_json_texts(damaged)

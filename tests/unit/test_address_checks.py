@@ -82,3 +82,87 @@ def test_early_checks_give_the_answers_or_raise_the_error_in_the_caller() -> Non
         assert "user/batchcheck" in str(exc)
     else:
         raise AssertionError("the check's error was not raised")
+
+
+def test_the_guess_without_the_state_is_the_address_changes_and_generated_addresses() -> None:
+    """What can be checked while Exmail is still being read: a subset of the full guess,
+    nothing that needs the state (aliases, unlinked people who may own a mailbox already) or
+    pypinyin (generated addresses)."""
+    from syncengine.service.address_checks import likely_new_by_links
+
+    policy = Policy(domain="example.com")
+    state = MailboxState(
+        (
+            Mailbox("zhangsan@example.com", "张三", ext_id="E1"),
+            Mailbox("old.li@example.com", "李四", ext_id="E2"),
+            Mailbox("wangwu@example.com", "王五", ext_id="E3"),
+            Mailbox("zhouba@example.com", "周八", ext_id="E6"),
+        )
+    )
+    links = {
+        "E1": IdentityLink("E1", "zhangsan@example.com", NOW),
+        "E2": IdentityLink("E2", "old.li@example.com", NOW),
+        "E3": IdentityLink("E3", "wangwu@example.com", NOW),
+    }
+    people = (
+        Person("E1", "张三", "ZhangSan@example.com", aliases=("san@example.com",)),  # same
+        Person("E2", "李四", "Lisi.New@Example.com"),  # an address change
+        Person("E3", "王五", "wangwu.new@example.com", status=Status.TERMINATED),  # leaving
+        Person("E4", "赵六"),  # a hire without an address: generated after the read
+        Person("E5", "孙七", "sunqi@example.com"),  # unlinked: left to the state
+        Person("E6", "周八", "zhouba@example.com"),  # unlinked, owns a mailbox already
+    )
+    desired = Desired(people=people)
+    today = policy.today(NOW)
+    early = likely_new_by_links(desired, links, policy, today)
+    assert early == {"lisi.new@example.com"}
+    full = likely_new_addresses(desired, state, links, policy, today, known_addresses(state))
+    assert early <= full
+    assert full - early == {"sunqi@example.com", "san@example.com", "zhaoliu@example.com"}
+    # A first run (no links at all) checks nothing before the state is read.
+    assert likely_new_by_links(desired, {}, policy, today) == set()
+
+
+def test_later_checks_ask_only_what_earlier_ones_did_not_and_answer_for_both() -> None:
+    import threading
+
+    from syncengine.domain import AddressKind
+    from syncengine.errors import RetriableProviderError
+    from syncengine.service.address_checks import EarlyChecks
+
+    asked: list[list[str]] = []
+
+    def check(addresses: list[str]) -> dict[str, AddressKind]:
+        asked.append(addresses)
+        return {a: AddressKind.GROUP if a.startswith("g") else AddressKind.FREE for a in addresses}
+
+    first = EarlyChecks(check, {"a@x.com", "g@x.com"})
+    both = EarlyChecks(check, {"g@x.com", "b@x.com"}, before=first)
+    assert both.addresses == {"a@x.com", "b@x.com", "g@x.com"}
+    assert both.result() == {
+        "a@x.com": AddressKind.FREE,
+        "b@x.com": AddressKind.FREE,
+        "g@x.com": AddressKind.GROUP,
+    }
+    assert sorted(asked) == [["a@x.com", "g@x.com"], ["b@x.com"]]
+
+    # The earlier checks fail: the error is raised once the later ones are done too.
+    release = threading.Event()
+    done: list[str] = []
+
+    def failing(addresses: list[str]) -> dict[str, AddressKind]:
+        raise RetriableProviderError("Exmail is busy", call="user/batchcheck")
+
+    def slow(addresses: list[str]) -> dict[str, AddressKind]:
+        release.wait(10)
+        done.append("slow")
+        return {}
+
+    later = EarlyChecks(slow, {"c@x.com"}, before=EarlyChecks(failing, {"a@x.com"}))
+    threading.Timer(0.2, release.set).start()
+    try:
+        later.result()
+    except RetriableProviderError:
+        assert done == ["slow"]  # the provider is no thread's any more
+    else:
+        raise AssertionError("the earlier check's error was not raised")

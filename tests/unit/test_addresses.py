@@ -106,6 +106,20 @@ def test_allocator_is_linear_for_many_equal_names() -> None:
     assert len(set(got)) == 2000
 
 
+def test_addresses_taken_in_the_callers_collections_are_skipped_as_taken_ones_are() -> None:
+    owner = {"zhangwei@x.com": "zhangwei@x.com"}  # a planner's index: keys are addresses
+    groups = {"zhangwei2@x.com"}
+    got = generate_addresses(
+        [("E1", "张伟"), ("E2", "张伟")], template="{pinyin_family}{pinyin_given}",
+        fallback_template="u{employee_id}", domain="X.com", taken=["ZhangWei3@x.com"],
+        taken_in=(owner, groups),
+    )  # fmt: skip
+    assert got == {"E1": "zhangwei4@x.com", "E2": "zhangwei5@x.com"}
+    assert owner == {"zhangwei@x.com": "zhangwei@x.com"} and groups == {"zhangwei2@x.com"}
+    alloc = AddressAllocator("x.com", [], taken_in=(groups,))
+    assert alloc.is_taken("ZhangWei2@X.com") and not alloc.is_taken("zhangwei@x.com")
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.text(max_size=12), st.sampled_from([T, "{given}.{family}", "{initials}-{family}"]))
 def test_any_name_gives_a_valid_lowercase_address(name: str, template: str) -> None:
