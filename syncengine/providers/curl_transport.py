@@ -21,6 +21,8 @@ headers, as with its own transport. Redirects are not followed (neither does the
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from io import BytesIO
 
 import certifi
@@ -45,7 +47,8 @@ _CONNECT_ERRORS = {_COULDNT_RESOLVE_PROXY, _COULDNT_RESOLVE_HOST, _COULDNT_CONNE
 _PROTOCOL_ERRORS = {_GOT_NOTHING, _PARTIAL_FILE}
 
 
-def _seconds_ms(value: object, default: float) -> int:
+def timeout_ms(value: object, default: float = 15.0) -> int:
+    """An httpx timeout (seconds, None: unset) as libcurl's milliseconds, at least 1."""
     seconds = value if isinstance(value, int | float) else default
     return max(1, int(seconds * 1000))
 
@@ -63,6 +66,35 @@ def _parse_head(raw: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
         if sep:
             headers.append((name.strip(), value.strip()))
     return version or b"HTTP/1.1", rest.partition(b" ")[2], headers
+
+
+@dataclass(frozen=True)
+class CurlAnswer:
+    """A response as libcurl received it (the last head, the body as sent: not decoded)."""
+
+    status: int
+    version: bytes
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    content: bytes
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first header of that name (case-insensitive), None when absent."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        return None
+
+    def response(self, request: httpx.Request) -> httpx.Response:
+        """The answer as the :class:`httpx.Response` httpx's own transport would give."""
+        return httpx.Response(
+            self.status,
+            headers=self.headers,
+            content=self.content,
+            request=request,
+            extensions={"http_version": self.version, "reason_phrase": self.reason},
+        )
 
 
 class CurlTransport(httpx.BaseTransport):
@@ -92,16 +124,50 @@ class CurlTransport(httpx.BaseTransport):
             self._idle.append(curl)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        timeout = request.extensions.get("timeout", {})
+        connect = timeout_ms(timeout.get("connect"))
+        read = timeout_ms(timeout.get("read"))
+        # httpx's headers as they are (Host, Content-Length and Accept-Encoding included).
+        sent = [b"%s: %s" % pair for pair in request.headers.raw]
+        answer = self.perform(
+            request.method, str(request.url), sent, body, connect, read, lambda: request
+        )
+        return answer.response(request)
+
+    def perform(
+        self,
+        method: str,
+        url: str,
+        headers: list[bytes],
+        body: bytes,
+        connect_ms: int,
+        read_ms: int,
+        request: Callable[[], httpx.Request],
+    ) -> CurlAnswer:
+        """One request as it goes on the wire: ``headers`` as complete lines (libcurl adds
+        none of its own but the request line), ``body`` sent as it is. A failure is raised
+        as the httpx exception of the same failure, carrying ``request()`` (built only then:
+        a caller that sends without an httpx request makes one for the error alone)."""
         curl = self._take()
         try:
-            return self._perform(curl, request)
+            return self._perform(curl, method, url, headers, body, connect_ms, read_ms, request)
         finally:
             self._give_back(curl)
 
-    def _perform(self, curl: pycurl.Curl, request: httpx.Request) -> httpx.Response:
-        body = request.read()
-        method = request.method.upper()
-        curl.setopt(pycurl.URL, str(request.url))
+    def _perform(
+        self,
+        curl: pycurl.Curl,
+        method: str,
+        url: str,
+        headers: list[bytes],
+        body: bytes,
+        connect_ms: int,
+        read_ms: int,
+        request: Callable[[], httpx.Request],
+    ) -> CurlAnswer:
+        method = method.upper()
+        curl.setopt(pycurl.URL, url)
         if method == "GET" and not body:
             curl.setopt(pycurl.HTTPGET, 1)
             curl.setopt(pycurl.CUSTOMREQUEST, None)
@@ -109,32 +175,20 @@ class CurlTransport(httpx.BaseTransport):
             curl.setopt(pycurl.POSTFIELDSIZE, len(body))
             curl.setopt(pycurl.COPYPOSTFIELDS, body)
             curl.setopt(pycurl.CUSTOMREQUEST, None if method == "POST" else method)
-        # httpx's headers as they are (Host, Content-Length and Accept-Encoding included);
         # "Expect:" stops libcurl from adding its own 100-continue handshake.
-        sent = [b"%s: %s" % pair for pair in request.headers.raw]
-        sent.append(b"Expect:")
-        curl.setopt(pycurl.HTTPHEADER, sent)
-        timeout = request.extensions.get("timeout", {})
-        connect = _seconds_ms(timeout.get("connect"), 15.0)
-        read = _seconds_ms(timeout.get("read"), 15.0)
-        curl.setopt(pycurl.CONNECTTIMEOUT_MS, connect)
-        curl.setopt(pycurl.TIMEOUT_MS, connect + read)
+        curl.setopt(pycurl.HTTPHEADER, [*headers, b"Expect:"])
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, connect_ms)
+        curl.setopt(pycurl.TIMEOUT_MS, connect_ms + read_ms)
         out, head = BytesIO(), BytesIO()
         curl.setopt(pycurl.WRITEFUNCTION, out.write)
         curl.setopt(pycurl.HEADERFUNCTION, head.write)
         try:
             curl.perform()
         except pycurl.error as exc:
-            raise self._error(curl, exc, request) from None
+            raise self._error(curl, exc, request()) from None
         status = int(curl.getinfo(pycurl.RESPONSE_CODE))
-        version, reason, headers = _parse_head(head.getvalue())
-        return httpx.Response(
-            status,
-            headers=headers,
-            content=out.getvalue(),
-            request=request,
-            extensions={"http_version": version, "reason_phrase": reason},
-        )
+        version, reason, headers_in = _parse_head(head.getvalue())
+        return CurlAnswer(status, version, reason, headers_in, out.getvalue())
 
     @staticmethod
     def _error(curl: pycurl.Curl, exc: pycurl.error, request: httpx.Request) -> httpx.HTTPError:

@@ -312,6 +312,11 @@ class TokenAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"TokenAuth({self._tokens!r})"
 
+    @property
+    def tokens(self) -> TokenCache:
+        """The token cache this flow takes its tokens from."""
+        return self._tokens
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         token = self._tokens.get()
         self._apply(request, token)
@@ -345,8 +350,12 @@ def set_bearer_token(request: httpx.Request, token: str) -> None:
 
 
 def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:
+    return _json_content_or_none(response.content)
+
+
+def _json_content_or_none(content: bytes) -> dict[str, Any] | None:
     try:
-        data = json.loads(response.content) if response.content.strip() else None
+        data = json.loads(content) if content.strip() else None
     except (ValueError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
@@ -361,12 +370,16 @@ def v2_token_rejected(response: httpx.Response) -> bool:
     An answer without any of the three codes' digits cannot be one (as a number or as a
     string, the errcode's digits are in the body): it is not decoded here, so the usual answer
     (a whole ``user/list`` directory among them) is decoded once, by the caller."""
-    if response.status_code == 401:
+    return v2_token_rejected_answer(response.status_code, response.content)
+
+
+def v2_token_rejected_answer(status: int, content: bytes) -> bool:
+    """:func:`v2_token_rejected` of an answer's status and (undecoded) body."""
+    if status == 401:
         return True
-    content = response.content
     if not any(code in content for code in _V2_TOKEN_DIGITS):
         return False
-    body = _json_or_none(response)
+    body = _json_content_or_none(content)
     return body is not None and parse_errcode(body.get("errcode")) in TOKEN_CODES_V2
 
 
@@ -482,21 +495,26 @@ def decode_json(
     """The JSON object of an answer, or a typed error for a status or body that is not one."""
     if response.status_code != 200:
         raise status_error(call, response, subject=subject)
+    return decode_json_content(call, response.content, response.status_code)
+
+
+def decode_json_content(call: str, content: bytes, status: int = 200) -> dict[str, Any]:
+    """:func:`decode_json` for a body already known to be an answer to decode (HTTP 200)."""
     try:
-        data = json.loads(response.content)
+        data = json.loads(content)
     except (ValueError, UnicodeDecodeError):
-        excerpt = response.content[:80].decode("utf-8", "replace")
+        excerpt = content[:80].decode("utf-8", "replace")
         raise FatalProviderError(
             f"Exmail answered a body that is not JSON: {redact_text(excerpt)!r}",
             call=call,
-            http_status=response.status_code,
+            http_status=status,
             hint="is exmail.base_url pointing at Exmail (or a proxy's page)?",
         ) from None
     if not isinstance(data, dict):
         raise FatalProviderError(
             f"Exmail answered JSON that is not an object ({type(data).__name__})",
             call=call,
-            http_status=response.status_code,
+            http_status=status,
         )
     return data
 

@@ -74,8 +74,8 @@ class StagingSink:
         for resuming in (False, True):
             seqs = [seq for seq, r in items if r is resuming]
             if seqs:
-                for rec in self.repo.start_actions(self.plan_id, seqs, resuming=resuming):
-                    attempts[rec.seq] = rec.attempts
+                counted = self.repo.start_actions_attempts(self.plan_id, seqs, resuming=resuming)
+                attempts.update(zip(seqs, counted, strict=True))
         return [attempts[seq] for seq, _ in items]
 
     def _finish(self, items: list[_Finish]) -> list[None]:

@@ -210,6 +210,39 @@ def test_v2_refused_token_is_refreshed_once_and_the_call_retried() -> None:
     assert seen == ["gettoken:-", "user/delete:tok-old", "gettoken:-", "user/delete:tok-new"]
 
 
+def test_v2_writes_carry_the_current_token_and_the_json_body_httpx_would_send() -> None:
+    """The write path builds its requests itself (no ``Client.build_request``) and keeps the
+    token's URL per token: after a refusal the resend and every later write carry the new
+    token, never the old one; the body is byte for byte what ``httpx`` sends for ``json=``."""
+    from syncengine.domain import UserUpdate
+
+    seen: list[tuple[str, str, bytes, str]] = []
+    tokens = iter(["tok-old", "tok-new"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        name = request.url.path.rsplit("/cgi-bin/", 1)[1]
+        token = request.url.params.get("access_token", "-")
+        seen.append((name, token, request.read(), request.headers.get("content-type", "")))
+        if name == "gettoken":
+            return ok({"errcode": 0, "access_token": next(tokens), "expires_in": 7200})
+        if token == "tok-old" and name == "user/update":
+            return ok({"errcode": 42001, "errmsg": "access_token expired"})
+        return ok({"errcode": 0, "errmsg": "ok"})
+
+    with v2_provider(handler) as p:
+        p.delete_user("a@corp.test")  # a query of its own: userid
+        p.update_user("a@corp.test", UserUpdate(name="张三"))
+        p.update_user("b@corp.test", UserUpdate(position="工程师"))
+    calls = [(name, token) for name, token, _body, _type in seen]
+    assert calls == [("gettoken", "-"), ("user/delete", "tok-old"), ("user/update", "tok-old"),
+                     ("gettoken", "-"), ("user/update", "tok-new"),
+                     ("user/update", "tok-new")]  # fmt: skip
+    expected = httpx.Request("POST", "http://x", json={"userid": "a@corp.test", "name": "张三"})
+    assert seen[2][2] == seen[4][2] == expected.read()
+    assert seen[2][3] == seen[4][3] == "application/json"
+    assert seen[5][2] == '{"userid":"b@corp.test","position":"工程师"}'.encode()
+
+
 def test_v2_token_refused_twice_is_an_authentication_error_not_a_loop() -> None:
     counts = {"gettoken": 0, "call": 0}
 

@@ -21,6 +21,7 @@ from syncengine.errors import StagingError
 from syncengine.staging.models import (
     IdentityLinkRow,
 )
+from syncengine.staging.repository.bulk import BulkStatement
 from syncengine.staging.repository.core import RepositoryCore
 from syncengine.staging.repository.records import (
     chunks,
@@ -31,11 +32,14 @@ from syncengine.staging.repository.records import (
 log = logging.getLogger(__name__)
 
 
-_DELETE_BY_EMPLOYEE = delete(IdentityLinkRow).where(
-    IdentityLinkRow.employee_id == bindparam("w_eid")
+_DELETE_BY_EMPLOYEE = BulkStatement(
+    delete(IdentityLinkRow).where(IdentityLinkRow.employee_id == bindparam("w_eid"))
 )
 """Built once, run as executemany: no IN list rendered anew for every save."""
-_INSERT_LINK = insert(IdentityLinkRow)
+_INSERT_LINK = BulkStatement(
+    insert(IdentityLinkRow),
+    ("employee_id", "email", "first_seen", "disabled_since", "generated", "updated_at"),
+)
 """Built once: an apply saves a few links per group-commit batch, thousands of times."""
 
 
@@ -123,22 +127,19 @@ class LinksRepository(RepositoryCore):
         try:
             with self._tx("saving identity links") as conn:
                 for chunk in chunks(items, self._batch):
-                    conn.execute(_DELETE_BY_EMPLOYEE, [{"w_eid": x.employee_id} for x in chunk])
+                    _DELETE_BY_EMPLOYEE.run(conn, [{"w_eid": x.employee_id} for x in chunk])
                 for chunk in chunks(items, self._batch):
-                    conn.execute(
-                        _INSERT_LINK,
-                        [
-                            {
-                                "employee_id": link.employee_id,
-                                "email": link.email,
-                                "first_seen": link.first_seen,
-                                "disabled_since": link.disabled_since,
-                                "generated": link.generated,
-                                "updated_at": now,
-                            }
-                            for link in chunk
-                        ],
-                    )
+                    rows = [
+                        {
+                            "employee_id": link.employee_id,
+                            "email": link.email,
+                            "first_seen": link.first_seen,
+                            "disabled_since": link.disabled_since,
+                            "generated": link.generated,
+                        }
+                        for link in chunk
+                    ]
+                    _INSERT_LINK.run(conn, rows, {"updated_at": now})
         except IntegrityError as exc:
             raise StagingError(
                 f"saving identity links failed: an address is linked to two employees "
@@ -153,7 +154,7 @@ class LinksRepository(RepositoryCore):
             return
         with self._tx("deleting identity links") as conn:
             for chunk in chunks(list(employee_ids), self._batch):
-                conn.execute(_DELETE_BY_EMPLOYEE, [{"w_eid": eid} for eid in chunk])
+                _DELETE_BY_EMPLOYEE.run(conn, [{"w_eid": eid} for eid in chunk])
 
     def delete_link(self, employee_id: str) -> bool:
         with self._tx("deleting an identity link") as conn:

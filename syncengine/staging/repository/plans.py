@@ -27,6 +27,7 @@ from syncengine.staging.models import (
     PlanAction,
     PlanRow,
 )
+from syncengine.staging.repository.bulk import BulkStatement
 from syncengine.staging.repository.core import RepositoryCore
 from syncengine.staging.repository.records import (
     ActionRecord,
@@ -43,6 +44,7 @@ from syncengine.statuses import (
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 @functools.cache
 def _transition_statement(allowed: tuple[str, ...], starting: bool, finishing: bool) -> Update:
     """One checkpoint UPDATE per shape, built once with bound parameters only (no IN list to
@@ -69,6 +71,25 @@ def _transition_statement(allowed: tuple[str, ...], starting: bool, finishing: b
 def _returning(allowed: tuple[str, ...], starting: bool, finishing: bool) -> ReturningUpdate[Any]:
     """:func:`_transition_statement` returning the changed row, also built once."""
     return _transition_statement(allowed, starting, finishing).returning(*PlanAction.__table__.c)
+
+
+@functools.cache
+def _bulk_transition(allowed: tuple[str, ...], starting: bool, finishing: bool) -> BulkStatement:
+    """:func:`_transition_statement` as the group writer runs it: many rows at once."""
+    return BulkStatement(_transition_statement(allowed, starting, finishing))
+
+
+@functools.cache
+def _attempts_by_seq(count: int) -> BulkStatement:
+    """The attempts of ``count`` actions of one plan (``w_plan``, ``w_seq0``...): what a
+    batch of start checkpoints answers, without reading (and decoding) the rest of their
+    rows; one statement per batch size, compiled once."""
+    return BulkStatement(
+        select(PlanAction.seq, PlanAction.attempts).where(
+            PlanAction.plan_id == bindparam("w_plan"),
+            PlanAction.seq.in_([bindparam(f"w_seq{i}") for i in range(count)]),
+        )
+    )
 
 
 @functools.cache
@@ -349,27 +370,56 @@ class PlansRepository(RepositoryCore):
     def start_actions(
         self, plan_id: int, seqs: Sequence[int], *, resuming: bool = False
     ) -> list[ActionRecord]:
-        """:meth:`start_action` for many actions in one statement (the group writer's batch);
-        the records in the order of ``seqs``. When one of them cannot start, nothing is
-        changed and the error names it."""
+        """:meth:`start_action` for many actions in one statement; the records in the order
+        of ``seqs``. When one of them cannot start, nothing is changed and the error names
+        it."""
         if len(seqs) <= 1 or len(set(seqs)) != len(seqs):
             return [self.start_action(plan_id, seq, resuming=resuming) for seq in seqs]
-        allowed = (
-            (ActionStatus.PENDING, ActionStatus.RUNNING) if resuming else (ActionStatus.PENDING,)
-        )
-        now = self.now()
-        base: dict[str, Any] = {"w_plan": plan_id, "v_status": ActionStatus.RUNNING.value,
-                                "v_started": now}  # fmt: skip
-        base.update({f"w_from{i}": s.value for i, s in enumerate(allowed)})
-        statement = _transition_statement(tuple(s.value for s in allowed), True, False)
         with self._tx("checkpointing actions") as conn:
-            self._update_many(conn, statement, [{**base, "w_seq": seq} for seq in seqs],
-                              plan_id, seqs, ActionStatus.RUNNING.value)  # fmt: skip
+            self._start_many(conn, plan_id, seqs, resuming)
             rows = conn.execute(
                 _actions_by_seq(), {"w_plan": plan_id, "w_seqs": list(seqs)}
             ).mappings()
             by_seq = {int(r["seq"]): self._action(r) for r in rows}
         return [by_seq[seq] for seq in seqs]
+
+    def start_actions_attempts(
+        self, plan_id: int, seqs: Sequence[int], *, resuming: bool = False
+    ) -> list[int]:
+        """:meth:`start_actions` answering only each action's ``attempts`` (the group
+        writer's batch: the rest of the rows is not read back). A single action that cannot
+        start is named with where it stands, as :meth:`start_action` names it."""
+        if len(set(seqs)) != len(seqs):
+            return [self.start_action(plan_id, seq, resuming=resuming).attempts for seq in seqs]
+        if not seqs:
+            return []
+        with self._tx("checkpointing actions") as conn:
+            self._start_many(conn, plan_id, seqs, resuming)
+            params = {f"w_seq{i}": seq for i, seq in enumerate(seqs)}
+            params["w_plan"] = plan_id
+            rows = _attempts_by_seq(len(seqs)).rows(conn, params)
+            attempts = {int(seq): int(n) for seq, n in rows}
+        return [attempts[seq] for seq in seqs]
+
+    def _start_many(
+        self, conn: Connection, plan_id: int, seqs: Sequence[int], resuming: bool
+    ) -> None:
+        allowed = (
+            (ActionStatus.PENDING, ActionStatus.RUNNING) if resuming else (ActionStatus.PENDING,)
+        )
+        shared: dict[str, Any] = {"w_plan": plan_id, "v_status": ActionStatus.RUNNING.value,
+                                  "v_started": self.now()}  # fmt: skip
+        shared.update({f"w_from{i}": s.value for i, s in enumerate(allowed)})
+        statement = _bulk_transition(tuple(s.value for s in allowed), True, False)
+        running = ActionStatus.RUNNING.value
+        try:
+            self._update_many(conn, statement, [{"w_seq": seq} for seq in seqs], shared,
+                              plan_id, seqs, running)  # fmt: skip
+        except StagingError:
+            if len(seqs) > 1:
+                raise
+            # One action (nothing changed): name it and its state, as start_action.
+            raise self._refusal(conn, plan_id, seqs[0], running) from None
 
     def finish_actions(self, plan_id: int, outcomes: Sequence[tuple[int, str, str | None]]) -> None:
         """:meth:`finish_action` for many ``(seq, status, error)`` at once: one statement per
@@ -392,13 +442,13 @@ class PlansRepository(RepositoryCore):
                     allowed = (ActionStatus.RUNNING.value,)
                 else:
                     raise StagingError(f"finish_action: {status!r} is not a final status")
-                base: dict[str, Any] = {"w_plan": plan_id, "v_status": status,
-                                        "v_finished": now}  # fmt: skip
-                base.update({f"w_from{i}": s for i, s in enumerate(allowed)})
-                params = [{**base, "w_seq": seq, "v_error": error} for seq, error in items]
+                shared: dict[str, Any] = {"w_plan": plan_id, "v_status": status,
+                                          "v_finished": now}  # fmt: skip
+                shared.update({f"w_from{i}": s for i, s in enumerate(allowed)})
+                rows = [{"w_seq": seq, "v_error": error} for seq, error in items]
                 try:
-                    self._update_many(conn, _transition_statement(allowed, False, True),
-                                      params, plan_id, [seq for seq, _ in items],
+                    self._update_many(conn, _bulk_transition(allowed, False, True), rows,
+                                      shared, plan_id, [seq for seq, _ in items],
                                       status)  # fmt: skip
                 except StagingError:
                     if len(outcomes) > 1:
@@ -409,8 +459,9 @@ class PlansRepository(RepositoryCore):
     @staticmethod
     def _update_many(
         conn: Connection,
-        statement: Update,
-        params: list[dict[str, Any]],
+        statement: BulkStatement,
+        rows: list[dict[str, Any]],
+        shared: dict[str, Any],
         plan_id: int,
         seqs: Sequence[int],
         status: str,
@@ -418,16 +469,16 @@ class PlansRepository(RepositoryCore):
         """One checkpoint UPDATE as executemany; every row must change (else StagingError,
         and the caller's transaction is rolled back: the single-row path then names it)."""
         if not conn.dialect.supports_sane_multi_rowcount:
-            for one in params:
-                if conn.execute(statement, one).rowcount != 1:
+            for one in rows:
+                if statement.run(conn, [one], shared) != 1:
                     raise StagingError(
                         f"plan {plan_id} action {one['w_seq']} cannot become {status}"
                     )
             return
-        changed = conn.execute(statement, params).rowcount
-        if changed != len(params):
+        changed = statement.run(conn, rows, shared)
+        if changed != len(rows):
             raise StagingError(
-                f"plan {plan_id}: {len(params) - changed} of the actions "
+                f"plan {plan_id}: {len(rows) - changed} of the actions "
                 f"{', '.join(map(str, seqs[:10]))} cannot become {status}",
                 hint="an action is never applied twice; plan again if it must be redone",
             )
