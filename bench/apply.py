@@ -11,7 +11,9 @@ client-side cap: the ideal below assumes none) and the removal brake's ``min_exi
 password file) and its CPU (user + system, from ``wait4``).
 
 Printed per level: actions, wall seconds, actions/s, the ideal (concurrency / latency: one
-call per create, nothing else), their ratio, CPU ms per action, and the load average beside.
+call per create, nothing else), their ratio, CPU ms per action, and the load average beside;
+from the emulator's call log, where the wall time went: the start (process start to the first
+user create), the rate between the first user create and the last call, the end after it.
 With ``--reference-exe`` (another build's ``syncengine``, e.g. main's venv) both builds run
 interleaved on the same machine in the same run; medians over ``--repeat`` runs.
 
@@ -140,6 +142,13 @@ class Run:
     cpu: float
     load: float
     server_cpu: float  # the emulator's CPU seconds over the same apply
+    # From the emulator's call log (its wall clock, the same machine's): seconds from the
+    # process start to the first call and to the first user/create, the creates' rate between
+    # the first user/create and the last call, and the seconds after the last call.
+    first_call: float = float("nan")
+    first_create: float = float("nan")
+    window_rate: float = float("nan")
+    tail: float = float("nan")
 
     @property
     def cores(self) -> float:
@@ -169,7 +178,9 @@ def timed_apply(exe: str, concurrency: int, people: int, latency_ms: float) -> R
             plan = Path(tmp) / "plan.json"
             run_cli(exe, config, "plan", "--out", str(plan))
             load = os.getloadavg()[0]
+            emu.clear()
             server_before = emu.cpu()
+            epoch = time.time()
             started = time.perf_counter()
             proc = subprocess.Popen([exe, "--config", str(config), "apply", str(plan), "--yes",
                                      "--json"], cwd=tmp, stdout=subprocess.PIPE,
@@ -187,7 +198,13 @@ def timed_apply(exe: str, concurrency: int, people: int, latency_ms: float) -> R
             actions = int(report["counts"]["done"])
             if report["failures"] or actions < people:
                 raise RuntimeError(f"apply did not do every create: {report['counts']}")
-            return Run(actions, wall, usage.ru_utime + usage.ru_stime, load, server_cpu)
+            at = [(c["endpoint"], float(c["at"]) - epoch) for c in emu.calls()]
+            creates = [t for endpoint, t in at if endpoint.endswith("/user/create")]
+            last = max(t for _, t in at)
+            return Run(actions, wall, usage.ru_utime + usage.ru_stime, load, server_cpu,
+                       first_call=min(t for _, t in at), first_create=min(creates),
+                       window_rate=len(creates) / (last - min(creates)),
+                       tail=wall - last)  # fmt: skip
     finally:
         emu.close()
 
@@ -279,7 +296,10 @@ def main() -> None:
                       f"= {r.rate:,.0f}/s ({r.rate / ideal:.0%} of ideal), CPU "
                       f"{1000 * r.cpu / r.actions:.2f} ms/action (emulator "
                       f"{1000 * r.server_cpu / r.actions:.2f}; both {r.cores:.2f} cores), "
-                      f"load {r.load:.2f}", flush=True)  # fmt: skip
+                      f"load {r.load:.2f}; first call +{r.first_call:.2f} s, first user "
+                      f"create +{r.first_create:.2f} s, then {r.window_rate:,.0f}/s "
+                      f"({r.window_rate / ideal:.0%} of ideal) to the last call, "
+                      f"{r.tail:.2f} s after it", flush=True)  # fmt: skip
         ceiling = statistics.median(ceilings) if ceilings else float("nan")
         if ceilings:
             print(f"concurrency {c:>2} server    : median {ceiling:,.0f} creates/s to raw sockets; "
@@ -289,13 +309,18 @@ def main() -> None:
             cpu = statistics.median(1000 * r.cpu / r.actions for r in rs)
             server_ms = statistics.median(1000 * r.server_cpu / r.actions for r in rs)
             load = statistics.median(r.load for r in rs)
+            first = statistics.median(r.first_create for r in rs)
+            window = statistics.median(r.window_rate for r in rs)
+            tail = statistics.median(r.tail for r in rs)
             # The CPU both processes would need at the ideal rate, in cores (2 on this VM).
             need = (cpu + server_ms) * ideal / 1000
             print(f"concurrency {c:>2} {name:<10}: median {rate:,.0f} actions/s; ideal "
                   f"{ideal:,.0f}/s; ratio {rate / ideal:.2f} (of the server's: "
                   f"{rate / ceiling:.2f}); CPU {cpu:.2f} ms/action + emulator "
                   f"{server_ms:.2f} ms: the ideal rate would need {need:.2f} cores; "
-                  f"load average {load:.2f} (n={len(rs)})", flush=True)  # fmt: skip
+                  f"first user create +{first:.2f} s, then {window / ideal:.2f} of the ideal, "
+                  f"{tail:.2f} s after the last call; load average {load:.2f} "
+                  f"(n={len(rs)})", flush=True)  # fmt: skip
 
 
 def servers(args: argparse.Namespace, levels: list[int]) -> None:

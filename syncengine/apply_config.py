@@ -4,7 +4,7 @@ reads and writes: one pace, one retry policy) and how initial passwords reach th
 Example::
 
     [apply]
-    concurrency = 4            # actions at once
+    concurrency = 4            # Exmail calls at once (a few more actions are prepared meanwhile)
     rate_per_second = 15       # cap on ALL calls to Exmail per second, reads included (0 = none)
     max_attempts = 8           # tries of one read call / one action's write, the first included
     backoff_initial = 0.5      # seconds; doubles each retry, with jitter

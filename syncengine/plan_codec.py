@@ -287,13 +287,30 @@ def _core_dict(plan: Plan) -> dict[str, Any]:
 
 
 def plan_from_dict(d: Mapping[str, Any]) -> Plan:
+    """The plan a file's dict describes, its ``checksum`` computed as
+    :func:`compute_checksum` does.
+
+    Fast path, judged exactly as the rebuild: when every action is in its canonical form
+    (:func:`_canonical_action`: what :func:`action_to_dict` would write for it, to the type)
+    and so is the rest of the body, the body rebuilt from the plan *is* the parsed body, so
+    the canonical JSON of the parsed body is hashed instead of rebuilding every action's dict.
+    Its sum is kept only when it is the one the file states; otherwise (a file edited, or not
+    in canonical form) the checksum is computed from the rebuilt body, as always."""
+    canonical = True
+    actions: list[Action] = []
+    for item in d["actions"]:
+        action = _canonical_action(item)
+        if action is None:
+            canonical = False
+            action = action_from_dict(item)
+        actions.append(action)
     plan = Plan(
         schema_version=int(d["schema_version"]),
         created_at=datetime.fromisoformat(d["created_at"]),
         config_fingerprint=str(d["config_fingerprint"]),
         state_fingerprint=str(d["state_fingerprint"]),
         tenant=str(d.get("tenant") or ""),
-        actions=tuple(action_from_dict(a) for a in d["actions"]),
+        actions=tuple(actions),
         conflicts=tuple(
             Conflict(
                 kind=ConflictKind(c["kind"]),
@@ -323,4 +340,198 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
         ),
     )
     validate_order(plan.actions)
-    return replace(plan, checksum=compute_checksum(plan))
+    stated = d.get("checksum")
+    checksum = _parsed_checksum(plan, d) if canonical and isinstance(stated, str) else None
+    if checksum is None or checksum != stated:
+        checksum = compute_checksum(plan)
+    return replace(plan, checksum=checksum)
+
+
+def _canonical_json(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _parsed_checksum(plan: Plan, d: Mapping[str, Any]) -> str | None:
+    """The checksum of the parsed body ``d`` (without ``checksum`` and ``signature``) when its
+    part outside the actions is what :func:`body_dict` rebuilds from ``plan`` (the actions
+    are known canonical); None when it is not."""
+    body = {k: v for k, v in d.items() if k not in ("checksum", "signature")}
+    rest = body_dict(replace(plan, actions=()))
+    if _canonical_json({**body, "actions": []}) != _canonical_json(rest):
+        return None
+    return hashlib.sha256(_canonical_json(body).encode("utf-8")).hexdigest()
+
+
+# --- the canonical (fast) action decoder ------------------------------------------------------
+# Each check below mirrors one conversion of action_from_dict / action_to_dict: a value passes
+# only when converting it and writing it back gives the very same JSON (type included), so a
+# plan made of passing actions rebuilds to its parsed body.
+
+_KINDS = {k.value: k for k in ActionKind}
+_GENDERS = {int(g): g for g in Gender}
+_ACTION_KEYS = frozenset(
+    ("key", "kind", "target", "employee_id", "reason", "changes", "depends_on", "mailbox",
+     "update", "new_path", "alias", "link", "password")
+)  # fmt: skip
+_ACTION_KEYS_GROUP = _ACTION_KEYS | {"group"}
+_MAILBOX_KEYS = frozenset(("email", "name", "ext_id", "departments", "aliases", "position",
+                           "tel", "mobile", "gender", "enabled"))  # fmt: skip
+_LINK_KEYS = frozenset(("employee_id", "email", "generated", "disabled_since"))
+_PASSWORD_KEYS = frozenset(("delivery", "change_at_login", "length"))
+_GROUP_KEYS = frozenset(("key", "address", "name", "members", "posting", "allow_list", "add",
+                         "remove", "retiring_since"))  # fmt: skip
+_UPDATE_STR = frozenset(("name", "position", "tel", "mobile", "ext_id"))
+_UPDATE_LISTS = frozenset(("departments", "aliases"))
+
+
+def _strs(v: Any) -> tuple[str, ...] | None:
+    """A JSON list of strings as a tuple; None for anything else."""
+    if type(v) is not list:
+        return None
+    for x in v:
+        if type(x) is not str:
+            return None
+    return tuple(v)
+
+
+def _iso_date(v: Any) -> tuple[bool, date | None]:
+    """(canonical, value) of an optional ISO date (None or "YYYY-MM-DD" exactly)."""
+    if v is None:
+        return True, None
+    if type(v) is not str or not v:
+        return False, None
+    try:
+        day = date.fromisoformat(v)
+    except ValueError:
+        return False, None
+    return day.isoformat() == v, day
+
+
+def _change_value(v: Any) -> tuple[bool, ChangeValue]:
+    t = type(v)
+    if v is None or t is str or t is int or t is bool:
+        return True, cast(ChangeValue, v)
+    strs = _strs(v)
+    return strs is not None, strs
+
+
+def _canonical_mailbox(m: Any) -> Mailbox | None:
+    if type(m) is not dict or m.keys() != _MAILBOX_KEYS:
+        return None
+    departments, aliases = _strs(m["departments"]), _strs(m["aliases"])
+    gender, enabled = m["gender"], m["enabled"]
+    texts = (m["email"], m["name"], m["ext_id"], m["position"], m["tel"], m["mobile"])
+    if (departments is None or aliases is None or type(gender) is not int
+            or gender not in _GENDERS or type(enabled) is not bool
+            or any(type(x) is not str for x in texts)):  # fmt: skip
+        return None
+    return Mailbox(email=m["email"], name=m["name"], ext_id=m["ext_id"],
+                   departments=departments, aliases=aliases, position=m["position"],
+                   tel=m["tel"], mobile=m["mobile"], gender=_GENDERS[gender],
+                   enabled=enabled)  # fmt: skip
+
+
+def _canonical_update(u: Any) -> UserUpdate | None:
+    if type(u) is not dict:
+        return None
+    kwargs: dict[str, Any] = {}
+    for name, v in u.items():
+        if name in _UPDATE_STR:
+            if type(v) is not str:
+                return None
+            kwargs[name] = v
+        elif name in _UPDATE_LISTS:
+            strs = _strs(v)
+            if strs is None:
+                return None
+            kwargs[name] = strs
+        elif name == "gender":
+            if type(v) is not int or v not in _GENDERS:
+                return None
+            kwargs[name] = _GENDERS[v]
+        elif name == "enabled":
+            if type(v) is not bool:
+                return None
+            kwargs[name] = v
+        else:
+            return None
+    return UserUpdate(**kwargs)
+
+
+def _canonical_link(v: Any) -> LinkRecord | None:
+    if type(v) is not dict or v.keys() != _LINK_KEYS:
+        return None
+    ok, since = _iso_date(v["disabled_since"])
+    if (not ok or type(v["employee_id"]) is not str or type(v["email"]) is not str
+            or type(v["generated"]) is not bool):  # fmt: skip
+        return None
+    return LinkRecord(employee_id=v["employee_id"], email=v["email"],
+                      generated=v["generated"], disabled_since=since)  # fmt: skip
+
+
+def _canonical_password(v: Any) -> PasswordPolicy | None:
+    if type(v) is not dict or v.keys() != _PASSWORD_KEYS:
+        return None
+    if (type(v["delivery"]) is not str or type(v["change_at_login"]) is not bool
+            or type(v["length"]) is not int):  # fmt: skip
+        return None
+    return PasswordPolicy(delivery=v["delivery"], change_at_login=v["change_at_login"],
+                          length=v["length"])  # fmt: skip
+
+
+def _canonical_group(v: Any) -> GroupRecord | None:
+    if type(v) is not dict or v.keys() != _GROUP_KEYS:
+        return None
+    ok, since = _iso_date(v["retiring_since"])
+    lists = [_strs(v[k]) for k in ("members", "allow_list", "add", "remove")]
+    if (not ok or any(x is None for x in lists) or type(v["posting"]) is not int
+            or any(type(v[k]) is not str for k in ("key", "address", "name"))):  # fmt: skip
+        return None
+    members, allow_list, add, remove = cast(list[tuple[str, ...]], lists)
+    return GroupRecord(key=v["key"], address=v["address"], name=v["name"], members=members,
+                       posting=v["posting"], allow_list=allow_list, add=add, remove=remove,
+                       retiring_since=since)  # fmt: skip
+
+
+def _canonical_action(d: Any) -> Action | None:
+    """The action of a dict already in the exact form :func:`action_to_dict` writes for it;
+    None when it is not (then :func:`action_from_dict` decodes it and the plan's checksum is
+    computed from the rebuilt body)."""
+    if type(d) is not dict:
+        return None
+    keys = d.keys()
+    if keys != _ACTION_KEYS and keys != _ACTION_KEYS_GROUP:
+        return None
+    kind = _KINDS.get(d["kind"]) if type(d["kind"]) is str else None
+    key, target, employee_id, reason = d["key"], d["target"], d["employee_id"], d["reason"]
+    depends_on = _strs(d["depends_on"])
+    if (kind is None or depends_on is None or type(key) is not str or type(target) is not str
+            or type(employee_id) is not str or type(reason) is not str):  # fmt: skip
+        return None
+    raw_changes = d["changes"]
+    if type(raw_changes) is not dict:
+        return None
+    changes: dict[str, tuple[ChangeValue, ChangeValue]] = {}
+    for name, pair in raw_changes.items():
+        if type(pair) is not list or len(pair) != 2:
+            return None
+        ok_old, old = _change_value(pair[0])
+        ok_new, new = _change_value(pair[1])
+        if not (ok_old and ok_new):
+            return None
+        changes[name] = (old, new)
+    mailbox = link = password = group = update = None
+    if d["mailbox"] is not None and (mailbox := _canonical_mailbox(d["mailbox"])) is None:
+        return None
+    if d["update"] is not None and (update := _canonical_update(d["update"])) is None:
+        return None
+    if d["link"] is not None and (link := _canonical_link(d["link"])) is None:
+        return None
+    if d["password"] is not None and (password := _canonical_password(d["password"])) is None:
+        return None
+    if "group" in keys and (group := _canonical_group(d["group"])) is None:
+        return None
+    return Action(key=key, kind=kind, target=target, employee_id=employee_id, reason=reason,
+                  changes=changes, depends_on=depends_on, mailbox=mailbox, update=update,
+                  new_path=d["new_path"], alias=d["alias"], link=link, password=password,
+                  group=group)  # fmt: skip

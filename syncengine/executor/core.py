@@ -45,6 +45,9 @@ from syncengine.providers.base import MailboxProvider
 
 log = logging.getLogger(__name__)
 
+PREPARERS_PER_SLOTS = 2
+"""One preparing worker beyond the call slots per this many slots (see Executor._workers)."""
+
 
 @dataclass(frozen=True)
 class _Held:
@@ -96,6 +99,10 @@ class Executor:
         self._stop = stop or threading.Event()
         self._created_departments: set[str] = set()  # made by this run (visibility waits)
         self._created_lock = threading.Lock()
+        # ``concurrency`` is the number of Exmail calls at once: each call takes a slot. More
+        # workers than slots prepare actions (start checkpoint, password) while the calls run,
+        # so that a slot freed by a finished call is taken by a prepared action at once.
+        self._slots = threading.Semaphore(max(1, s.concurrency))
 
     # --- scheduling ---------------------------------------------------------------------
 
@@ -301,7 +308,7 @@ class Executor:
 
         workers = [
             threading.Thread(target=work, name=f"apply-{i}", daemon=True)
-            for i in range(max(1, min(self.settings.concurrency, len(todo))))
+            for i in range(max(1, min(self._workers(), len(todo))))
         ]
         for t in workers:
             t.start()
@@ -326,6 +333,13 @@ class Executor:
             seconds=self._clock() - started,
             interrupted=interrupted,
         )
+
+    def _workers(self) -> int:
+        """Worker threads: the call slots plus preparers, so that while ``concurrency`` calls
+        are in flight the next actions' start checkpoints commit (one action's intent is
+        still durable before its own call, its outcome after)."""
+        c = self.settings.concurrency
+        return c + (c + PREPARERS_PER_SLOTS - 1) // PREPARERS_PER_SLOTS
 
     # --- one action ---------------------------------------------------------------------
 
@@ -498,8 +512,9 @@ class Executor:
         """One provider call: timed, and recorded as an attempt row (the provider paces it)."""
         run.calls += 1
         a = run.action
-        t0 = self._clock()
         result, errcode, errmsg = "ok", None, None
+        self._slots.acquire()  # at most ``concurrency`` calls at once
+        t0 = self._clock()
         try:
             return fn()
         except ProviderError as exc:
@@ -511,6 +526,7 @@ class Executor:
             errmsg = str(exc)
             raise
         finally:
+            self._slots.release()
             run.records.append(
                 AuditRecord(
                     action_key=a.key,

@@ -154,8 +154,8 @@ def _execute_stored(
     started = time.perf_counter()
     config, repo = engine.config, engine.repo
     engine.forget_state()  # whatever happens next, the directory is no longer what was read
-    stored = repo.load_actions(record.id)
-    seqs = {a.action_key: a.seq for a in stored}
+    stored = repo.action_states(record.id)
+    seqs = {key: seq for key, seq, _ in stored}
     missing = [a.key for a in plan.actions if a.key not in seqs]
     if missing:
         raise StagingError(
@@ -163,7 +163,7 @@ def _execute_stored(
             f"(first: {missing[0]})",
             hint="the stored plan is inconsistent; make a new plan",
         )
-    statuses = {a.action_key: a.status for a in stored}
+    statuses = {key: status for key, _, status in stored}
     repo.set_plan_status(record.id, PlanStatus.APPLYING)
     calls_before = engine.calls.stats.snapshot()
     with engine.run(RunKind.APPLY, actor) as run:

@@ -291,7 +291,7 @@ def test_a_link_that_cannot_be_stored_fails_only_its_action(bench: Bench) -> Non
 
 
 def test_a_stop_lets_running_actions_finish_and_starts_nothing_more(bench: Bench) -> None:
-    users = [new_user(f"s{i}@example.com", f"S{i}", f"停{i}") for i in range(12)]
+    users = [new_user(f"s{i}@example.com", f"S{i}", f"停{i}") for i in range(24)]
     stop = threading.Event()
     settings = ExecutorSettings(concurrency=3, max_attempts=2, backoff_initial=0.01,
                                 backoff_max=0.05, jitter=0.01)  # fmt: skip
@@ -303,8 +303,9 @@ def test_a_stop_lets_running_actions_finish_and_starts_nothing_more(bench: Bench
     done = sorted(k for k, v in states.items() if v == "done")
     # The action whose outcome set the stop, plus those already started then: a worker takes
     # (and starts) its next action before it settles the one it finished, whose outcome is
-    # committed with that start, so each of the 3 workers may hold two (at most 6 in all).
-    assert 1 <= len(done) <= 6
+    # committed with that start, so each worker may hold two; at concurrency 3 there are 3
+    # call slots and 2 preparing workers (5 workers: at most 10 of the 24 in all).
+    assert 1 <= len(done) <= 10
     assert set(states.values()) == {"done", "pending"}  # none left running, none failed
     assert sorted(o.key for o in result.outcomes) == done
     made = {u["userid"] for u in bench.emu.state()["users"]}

@@ -307,6 +307,9 @@ def test_action_checkpoints_follow_the_lifecycle(staging_repo: Repository) -> No
     assert repo.start_action(plan_id, 4, resuming=True).attempts == 2
 
     assert repo.action_counts(plan_id) == {"done": 1, "failed": 1, "skipped": 1, "running": 1}
+    full = [(a.action_key, a.seq, a.status) for a in repo.load_actions(plan_id)]
+    assert repo.action_states(plan_id) == full  # what an apply reads of its checkpoints
+    assert [status for _, _, status in full] == ["done", "failed", "skipped", "running"]
     assert [p.id for p in repo.unfinished_plans()] == [plan_id]
     repo.finish_action(plan_id, 4, "done")
     assert repo.unfinished_plans() == []

@@ -1,0 +1,163 @@
+"""Reading a plan file hashes the parsed body when it is canonical: the verdict (accepted,
+checksum mismatch, malformed) is the one the rebuilt body gives, for every file."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from syncengine.errors import PlanError
+from syncengine.plan import Action, ActionKind, GroupRecord, Plan, action_key, make_plan
+from syncengine.plan_codec import _canonical_action, action_to_dict, plan_from_dict
+from tests.unit.test_plan import NOW, sample_plan
+
+
+def rich_plan() -> Plan:
+    base = sample_plan()
+    group = GroupRecord(
+        key="team-a",
+        address="team-a@example.com",
+        name="Team A",
+        members=("zhangsan@example.com",),
+        posting=1,
+        allow_list=("boss@example.com",),
+        add=("zhangsan@example.com",),
+    )
+    make_group = Action(
+        key=action_key(ActionKind.CREATE_GROUP, group.address),
+        kind=ActionKind.CREATE_GROUP,
+        target=group.address,
+        reason="owned group",
+        changes={"members": ((), ("zhangsan@example.com",)), "posting": (0, 1)},
+        group=group,
+    )
+    return make_plan(
+        created_at=NOW,
+        config_fingerprint=base.config_fingerprint,
+        state_fingerprint=base.state_fingerprint,
+        actions=[*base.actions, make_group],
+        conflicts=list(base.conflicts),
+        unmanaged=list(base.unmanaged),
+        quarantined=list(base.quarantined),
+        explanations={k: list(v) for k, v in base.explanations.items()},
+    )
+
+
+def _sum(body: dict[str, Any]) -> str:
+    blob = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _verdict(read: Callable[[], Plan]) -> tuple[str, str]:
+    try:
+        plan = read()
+    except PlanError as exc:
+        kind = "mismatch" if "checksum mismatch" in exc.message else "malformed"
+        return kind, ""
+    return "accepted", plan.checksum
+
+
+def _rebuilt_verdict(data: dict[str, Any]) -> tuple[str, str]:
+    """Today's judgment: the checksum of the body rebuilt from the decoded plan (a dict
+    without a stated checksum never takes the fast path)."""
+
+    def read() -> Plan:
+        body = {k: v for k, v in data.items() if k not in ("checksum", "signature")}
+        try:
+            plan = plan_from_dict(body)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PlanError(f"malformed: {exc}") from None
+        if plan.checksum != data.get("checksum"):
+            raise PlanError("checksum mismatch")
+        return plan
+
+    return _verdict(read)
+
+
+def _user(d: dict[str, Any]) -> dict[str, Any]:
+    return next(a for a in d["actions"] if a["kind"] == "create_user")
+
+
+def _disable(d: dict[str, Any]) -> dict[str, Any]:
+    return next(a for a in d["actions"] if a["kind"] == "disable_user")
+
+
+def _group(d: dict[str, Any]) -> dict[str, Any]:
+    return next(a for a in d["actions"] if a["kind"] == "create_group")
+
+
+def _set(path: Callable[[dict[str, Any]], dict[str, Any]], *keys: str, value: Any) -> Any:
+    def edit(d: dict[str, Any]) -> None:
+        target = path(d)
+        for k in keys[:-1]:
+            target = target[k]
+        target[keys[-1]] = value
+
+    return edit
+
+
+EDITS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "nothing": lambda d: None,
+    "gender true": _set(_user, "mailbox", "gender", value=True),
+    "gender as text": _set(_user, "mailbox", "gender", value="1"),
+    "enabled as 1": _set(_user, "mailbox", "enabled", value=1),
+    "departments as text": _set(_user, "mailbox", "departments", value="研发中心"),
+    "extra action key": _set(_user, "extra", value=1),
+    "group null": _set(_user, "group", value=None),
+    "group empty": _set(_group, "group", value={}),
+    "posting true": _set(_group, "group", "posting", value=True),
+    "retiring_since compact": _set(_group, "group", "retiring_since", value="20261129"),
+    "three-item change": _set(_user, "changes", "name", value=[None, "张三", "x"]),
+    "change list of ints": _set(_user, "changes", "departments", value=[None, [1]]),
+    "change float": _set(_user, "changes", "name", value=[None, 1.5]),
+    "change as text": _set(_user, "changes", "name", value="ab"),
+    "disabled_since compact": _set(_disable, "link", "disabled_since", value="20261129"),
+    "disabled_since empty": _set(_disable, "link", "disabled_since", value=""),
+    "update enabled 0": _set(_disable, "update", "enabled", value=0),
+    "update name null": _set(_disable, "update", "name", value=None),
+    "update as text": _set(_disable, "update", value="x"),
+    "update empty": _set(_disable, "update", value={}),
+    "link empty": _set(_disable, "link", value={}),
+    "link generated 0": _set(_disable, "link", "generated", value=0),
+    "password length float": _set(_user, "password", "length", value=16.0),
+    "password empty": _set(_user, "password", value={}),
+    "mailbox empty": _set(_user, "mailbox", value={}),
+    "mailbox position number": _set(_user, "mailbox", "position", value=7),
+    "kind unknown": _set(_user, "kind", value="explode"),
+    "depends_on text": _set(_user, "depends_on", value="create_department:研发中心"),
+    "key number": _set(_user, "key", value=5),
+    "top-level extra key": lambda d: d.update(extra=1),
+    "summary as text": lambda d: d["summary"].update(create_user="1"),
+    "tenant empty": lambda d: d.update(tenant=""),
+    "created_at other form": lambda d: d.update(created_at="2026-11-29T08:00:00.000+00:00"),
+}
+
+
+@pytest.mark.parametrize("restate", [False, True], ids=["stated sum kept", "sum restated"])
+@pytest.mark.parametrize("edit", list(EDITS), ids=list(EDITS))
+def test_a_file_is_judged_as_the_rebuilt_body_judges_it(edit: str, restate: bool) -> None:
+    data = json.loads(rich_plan().to_json())
+    EDITS[edit](data)
+    if restate:  # a file whose stated sum is the one of its own (edited) parsed body
+        data["checksum"] = _sum(
+            {k: v for k, v in data.items() if k not in ("checksum", "signature")}
+        )
+    expected = _rebuilt_verdict(copy.deepcopy(data))
+    assert _verdict(lambda: Plan.from_dict(copy.deepcopy(data))) == expected
+
+
+def test_a_canonical_file_is_read_back_equal_with_the_same_checksum() -> None:
+    plan = rich_plan()
+    again = Plan.from_json(plan.to_json())
+    assert again == plan
+    assert again.checksum == plan.checksum
+
+
+def test_the_canonical_decoder_reads_what_action_to_dict_writes() -> None:
+    for action in rich_plan().actions:
+        assert _canonical_action(json.loads(json.dumps(action_to_dict(action)))) == action
