@@ -151,44 +151,31 @@ class CurlTransport(httpx.BaseTransport):
         a caller that sends without an httpx request makes one for the error alone)."""
         curl = self._take()
         try:
-            return self._perform(curl, method, url, headers, body, connect_ms, read_ms, request)
+            method = method.upper()
+            curl.setopt(pycurl.URL, url)
+            if method == "GET" and not body:
+                curl.setopt(pycurl.HTTPGET, 1)
+                curl.setopt(pycurl.CUSTOMREQUEST, None)
+            else:
+                curl.setopt(pycurl.POSTFIELDSIZE, len(body))
+                curl.setopt(pycurl.COPYPOSTFIELDS, body)
+                curl.setopt(pycurl.CUSTOMREQUEST, None if method == "POST" else method)
+            # "Expect:" stops libcurl from adding its own 100-continue handshake.
+            curl.setopt(pycurl.HTTPHEADER, [*headers, b"Expect:"])
+            curl.setopt(pycurl.CONNECTTIMEOUT_MS, connect_ms)
+            curl.setopt(pycurl.TIMEOUT_MS, connect_ms + read_ms)
+            out, head = BytesIO(), BytesIO()
+            curl.setopt(pycurl.WRITEFUNCTION, out.write)
+            curl.setopt(pycurl.HEADERFUNCTION, head.write)
+            try:
+                curl.perform()
+            except pycurl.error as exc:
+                raise self._error(curl, exc, request()) from None
+            status = int(curl.getinfo(pycurl.RESPONSE_CODE))
+            version, reason, headers_in = _parse_head(head.getvalue())
+            return CurlAnswer(status, version, reason, headers_in, out.getvalue())
         finally:
             self._give_back(curl)
-
-    def _perform(
-        self,
-        curl: pycurl.Curl,
-        method: str,
-        url: str,
-        headers: list[bytes],
-        body: bytes,
-        connect_ms: int,
-        read_ms: int,
-        request: Callable[[], httpx.Request],
-    ) -> CurlAnswer:
-        method = method.upper()
-        curl.setopt(pycurl.URL, url)
-        if method == "GET" and not body:
-            curl.setopt(pycurl.HTTPGET, 1)
-            curl.setopt(pycurl.CUSTOMREQUEST, None)
-        else:
-            curl.setopt(pycurl.POSTFIELDSIZE, len(body))
-            curl.setopt(pycurl.COPYPOSTFIELDS, body)
-            curl.setopt(pycurl.CUSTOMREQUEST, None if method == "POST" else method)
-        # "Expect:" stops libcurl from adding its own 100-continue handshake.
-        curl.setopt(pycurl.HTTPHEADER, [*headers, b"Expect:"])
-        curl.setopt(pycurl.CONNECTTIMEOUT_MS, connect_ms)
-        curl.setopt(pycurl.TIMEOUT_MS, connect_ms + read_ms)
-        out, head = BytesIO(), BytesIO()
-        curl.setopt(pycurl.WRITEFUNCTION, out.write)
-        curl.setopt(pycurl.HEADERFUNCTION, head.write)
-        try:
-            curl.perform()
-        except pycurl.error as exc:
-            raise self._error(curl, exc, request()) from None
-        status = int(curl.getinfo(pycurl.RESPONSE_CODE))
-        version, reason, headers_in = _parse_head(head.getvalue())
-        return CurlAnswer(status, version, reason, headers_in, out.getvalue())
 
     @staticmethod
     def _error(curl: pycurl.Curl, exc: pycurl.error, request: httpx.Request) -> httpx.HTTPError:
