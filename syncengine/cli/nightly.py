@@ -96,6 +96,9 @@ def sync_command(
         return
     if full_read:
         state.engine.read_in_full()
+    # Gen 2: the directory read starts now, before the staging layer is even imported (see
+    # syncengine.service.early_read); the night uses it unless it resumes an apply first.
+    early = service.EarlyRead(state.engine) if state.config.exmail.api == "v2" else None
     line = progress_for(as_json)
     try:
         result = service.sync(
@@ -108,9 +111,12 @@ def sync_command(
             report=report,
             notify=notify,
             progress=line,
+            early=early,
         )
     finally:
         line.close()
+        if early is not None:
+            early.close()
     if as_json:
         echo_json(result.to_dict())
     else:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncengine import render, textfile
 from syncengine.callpolicy import CallCounts
@@ -23,7 +23,6 @@ from syncengine.errors import (
     ConfigError,
     SyncEngineError,
 )
-from syncengine.notify import Delivery, Event, Notifier
 from syncengine.plan import Plan, Release
 from syncengine.providers.base import ApiCall
 from syncengine.service import noop_proof
@@ -33,12 +32,16 @@ from syncengine.service.applying import (
     apply_plan,
     resume_apply,
 )
+from syncengine.service.early_read import EarlyRead
 from syncengine.service.engine import Engine, config_secrets
 from syncengine.service.ingest import IngestReport, ingest
 from syncengine.service.planning import PlanResult, make_plan
 from syncengine.staging.repository import (
     Repository,
 )
+
+if TYPE_CHECKING:
+    from syncengine.notify import Delivery, Event
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +339,7 @@ def sync(
     report: str | None = None,
     notify: bool | None = None,
     progress: SyncProgress | None = None,
+    early: EarlyRead | None = None,
 ) -> SyncReport:
     """The nightly job: finish an interrupted apply, ingest HR, plan, apply; report and notify.
 
@@ -345,12 +349,14 @@ def sync(
     CLI's code; the notification says the same. ``dry_run`` does everything but the writes
     (no resume, no apply, no run lock) and lists the requests the plan would make. ``report``
     is the path of the JSON report (placeholders: see :func:`report_path`). ``notify``
-    defaults to "not a dry run".
+    defaults to "not a dry run". ``early``: a Gen 2 read of the directory the caller has
+    already started (see :mod:`syncengine.service.early_read`); used when this night
+    resumes no interrupted apply, else it is thrown away and the directory read again.
     """
     config = engine.config
     started = time.perf_counter()
     started_at = engine.local_now()  # the company's clock: report names, times shown
-    calls_before = engine.calls.stats.snapshot()
+    calls_before = early.calls_before if early is not None else engine.calls.stats.snapshot()
     engine.calls.new_run()
     notify = (not dry_run) if notify is None else notify
     api = config.exmail.api
@@ -379,18 +385,18 @@ def sync(
             fields["resumed"] = resume_apply(
                 engine, actor=actor, progress=lambda d, t: step("resuming", d, t)
             ).resumed
+            if fields["resumed"] and early is not None:
+                # Written to Exmail since the early read began: what it read may be stale.
+                early.close()
+                early = None
         else:
             fields["unfinished"] = tuple(p.id for p in repo.unfinished_plans())
-        # Gen 2: the directory is read while the ingest runs (see noop_proof.EarlyRead)
-        early = noop_proof.EarlyRead(engine) if api == "v2" else None
-        try:
-            fields["ingest"] = ingest(
-                engine, progress=lambda stage, n: step(stage, n, None), actor=actor
-            )
-        except BaseException:
-            if early is not None:
-                early.close()
-            raise
+        # Gen 2: the directory is read while the ingest runs (see early_read.EarlyRead)
+        if early is None and api == "v2":
+            early = EarlyRead(engine)
+        fields["ingest"] = ingest(
+            engine, progress=lambda stage, n: step(stage, n, None), actor=actor
+        )
         # A quiet night is proved unchanged when it can be (see noop_proof); else planned,
         # from the same read of the directory.
         release = Release(allow_removals=allow_removals, allow_updates=allow_updates,
@@ -449,6 +455,8 @@ def sync(
         fields["error"] = f"interrupted ({type(exc).__name__})"
         unexpected, notify = exc, False
     finally:
+        if early is not None:  # a read the night stopped before using (else a done thread)
+            early.close()
         if locked and repo is not None:
             try:
                 repo.release_lock(SYNC_LOCK)
@@ -474,7 +482,10 @@ def sync(
             log.warning("could not record the end of sync run %s: %s", run_id, exc)
 
     deliveries: list[Delivery] = []
-    if notify:
+    # Notifier.wants() is the same test; without a target its senders are not even imported.
+    if notify and config.notifications.enabled and sync_report.event in config.notifications.on:
+        from syncengine.notify import Notifier
+
         notifier = Notifier(config.notifications, secrets=config_secrets(config),
                             transport=engine.notify_transport, sleep=engine.sleep)  # fmt: skip
         deliveries = notifier.send(
