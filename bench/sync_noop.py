@@ -16,7 +16,9 @@ quiet nights after a quiet night (which this version proves unchanged without a 
 - ``python -c pass``: the interpreter's start alone;
 - ``import floor``: this interpreter importing what any ``sync`` must import
   (:data:`FLOOR_IMPORTS`: click, SQLAlchemy core and ORM with the staging models, the libcurl
-  transport with httpx, tomllib) and doing nothing: no ``sync`` can take less.
+  transport with httpx, tomllib) and doing nothing: no ``sync`` can take less;
+- ``floor, no gc``: the same with the cyclic collector paused during the imports, as
+  ``syncengine.importing.loading`` pauses it for syncengine's own lazy imports.
 
 Printed per subject: the median and minimum wall seconds, the median CPU seconds (user +
 system of the child), the API calls and write calls the emulator saw, the ratio of the
@@ -206,6 +208,8 @@ def main() -> None:
             argv = {label: [str(exe), "sync"] for label, exe in exes.items()}
             argv["python -c pass"] = [sys.executable, "-c", "pass"]
             argv["import floor"] = [sys.executable, "-c", f"import {', '.join(FLOOR_IMPORTS)}"]
+            argv["floor, no gc"] = [sys.executable, "-c", "import gc; gc.disable(); "
+                                    f"import {', '.join(FLOOR_IMPORTS)}"]  # fmt: skip
             if not args.no_diy:
                 argv["diy"] = [sys.executable, str(HERE / "diy_sync.py"), str(root / "hr.csv"),
                                "--base-url", emulator.base_url, "--corp-id", DEMO_CORP_ID,
@@ -235,9 +239,11 @@ def main() -> None:
                     print(line, flush=True)
                 if diy is not None and latency == 0:
                     floor = statistics.median(r[0] for r in runs["import floor"])
+                    bare = statistics.median(r[0] for r in runs["floor, no gc"])
                     print(f"  the target ({TARGET_RATIO:g}x) is {diy / TARGET_RATIO:.2f} s for the "
                           f"whole command; the import floor alone is {floor:.2f} s "
-                          f"({diy / floor:.1f}x)")  # fmt: skip
+                          f"({diy / floor:.1f}x), {bare:.2f} s without the collector "
+                          f"({diy / bare:.1f}x)")  # fmt: skip
             for label, exe in exes.items():  # how the subjects' quiet nights were made
                 _s, _c, out = timed([str(exe), "sync", "--json"], folders[label])
                 proved = json.loads(out).get("plan", {}).get("proved_unchanged")
