@@ -98,7 +98,8 @@ def sync_command(
         state.engine.read_in_full()
     # Gen 2: the directory read starts now, before the staging layer is even imported (see
     # syncengine.service.early_read); the night uses it unless it resumes an apply first.
-    early = service.EarlyRead(state.engine) if state.config.exmail.api == "v2" else None
+    early = service.early_read_for_sync(state.engine, dry_run=dry_run, notify=notify,
+                                        report=report)  # fmt: skip
     line = progress_for(as_json)
     try:
         result = service.sync(

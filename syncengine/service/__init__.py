@@ -75,7 +75,6 @@ if TYPE_CHECKING:
         PlannedAction,
         SyncProgress,
         SyncReport,
-        report_path,
         sync,
         write_report,
     )
@@ -90,6 +89,7 @@ if TYPE_CHECKING:
     )
     from syncengine.service.review_pages import check_only, render_plan, show_plan
     from syncengine.service.staging_sink import StagingSink
+    from syncengine.service.sync_checks import report_path
 
 _WHERE: dict[str, str] = {
     "db_current": "admin",
@@ -114,6 +114,7 @@ _WHERE: dict[str, str] = {
     "demo": "demo",
     "samples_dir": "demo",
     "EarlyRead": "early_read",
+    "early_read_for_sync": "early_read",
     "EmulatorStart": "emulator",
     "run_emulator": "emulator",
     "Engine": "engine",
@@ -141,7 +142,7 @@ _WHERE: dict[str, str] = {
     "SYNC_LOCK": "nightly",
     "SyncProgress": "nightly",
     "SyncReport": "nightly",
-    "report_path": "nightly",
+    "report_path": "sync_checks",
     "sync": "nightly",
     "write_report": "nightly",
     "PlanResult": "planning",
@@ -194,6 +195,7 @@ __all__ = [
     "db_upgrade",
     "demo",
     "diff_knowing_groups",
+    "early_read_for_sync",
     "forward_mail",
     "hook_actor",
     "ingest",

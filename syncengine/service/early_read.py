@@ -19,6 +19,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from syncengine.errors import ConfigError
+from syncengine.service.sync_checks import report_path, sync_secrets
+
 if TYPE_CHECKING:
     from syncengine.callpolicy import CallCounts
     from syncengine.domain import MailboxState
@@ -79,3 +82,21 @@ class EarlyRead:
     def close(self) -> None:
         """Wait for the read to end when the night stops before using it."""
         self._thread.join()
+
+
+def early_read_for_sync(
+    engine: Engine, *, dry_run: bool, notify: bool | None, report: str | None
+) -> EarlyRead | None:
+    """The early read a ``sync`` of ``engine`` can start now, or None: Gen 2 only, and only
+    when what the night checks before any work passes (the ``--report`` placeholders, every
+    secret it needs), so that a night refused for those has still made no call to Exmail."""
+    config = engine.config
+    if config.exmail.api != "v2":
+        return None
+    try:
+        if report is not None:
+            report_path(report, when=engine.local_now(), run_id=0)
+        config.require_secrets(*sync_secrets((not dry_run) if notify is None else notify))
+    except ConfigError:
+        return None  # the night reports it, before any work
+    return EarlyRead(engine)

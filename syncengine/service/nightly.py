@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from syncengine.service.early_read import EarlyRead
 from syncengine.service.engine import Engine, config_secrets
 from syncengine.service.ingest import IngestReport, ingest
 from syncengine.service.planning import PlanResult, make_plan
+from syncengine.service.sync_checks import report_path, sync_secrets
 from syncengine.staging.repository import (
     Repository,
 )
@@ -263,27 +264,6 @@ class SyncReport:
         return out
 
 
-def report_path(template: str, *, when: datetime, run_id: int | None) -> Path:
-    """``--report`` with its placeholders filled: ``{date}`` (2026-11-29), ``{datetime}``
-    (20261129T023000+0800) and ``{run}`` (the sync's run id), so a scheduler needs no shell
-    quoting of ``%`` to keep one report per night. Both are on the company's calendar (the
-    zone of ``when``): a run at 01:47 Beijing time on 1 December writes ``sync-2026-12-01``."""
-    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-    try:
-        text = template.format(
-            date=when.strftime("%Y-%m-%d"),
-            datetime=when.strftime("%Y%m%dT%H%M%S%z"),
-            run=run_id if run_id is not None else "none",
-        )
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(
-            f"bad placeholder in the report path: {exc}",
-            where="--report",
-            hint="use {date}, {datetime} or {run}; double braces for a literal brace",
-        ) from None
-    return Path(text).expanduser()
-
-
 def write_report(path: Path, data: dict[str, Any]) -> None:
     """Write the JSON report through a temporary file and a rename (parents created)."""
     import os
@@ -376,8 +356,7 @@ def sync(
     try:
         repo = engine.repo  # a database that is down is reported like the rest
         # before any work: every secret this run will need (notifications only when sent)
-        config.require_secrets("exmail", "source", "departments", "passwords",
-                               *(("notifications",) if notify else ()))  # fmt: skip
+        config.require_secrets(*sync_secrets(notify))
         run_id = repo.start_run("sync", actor, config_fingerprint=engine.fingerprint)
         if not dry_run:
             repo.acquire_lock(SYNC_LOCK, command=f"syncengine sync ({actor})")
