@@ -12,11 +12,18 @@ quiet nights after a quiet night (which this version proves unchanged without a 
 - ``diy``: bench/diy_sync.py, the reference: sequential, a new connection per request,
   gettoken, then ``user/get`` + a blind ``user/update`` for every HR row;
 - ``syncengine``: this installation's ``syncengine sync``;
-- ``before`` (with ``--before EXE``): another installation's ``syncengine`` (e.g. main's).
+- ``before`` (with ``--before EXE``): another installation's ``syncengine`` (e.g. main's);
+- ``python -c pass``: the interpreter's start alone;
+- ``import floor``: this interpreter importing what any ``sync`` must import
+  (:data:`FLOOR_IMPORTS`: click, SQLAlchemy core and ORM with the staging models, the libcurl
+  transport with httpx, tomllib) and doing nothing: no ``sync`` can take less;
+- ``floor, no gc``: the same with the cyclic collector paused during the imports, as
+  ``syncengine.importing.loading`` pauses it for syncengine's own lazy imports.
 
 Printed per subject: the median and minimum wall seconds, the median CPU seconds (user +
 system of the child), the API calls and write calls the emulator saw, the ratio of the
-DIY's median to the subject's, and the load average. A no-op night must make 0 writes.
+DIY's median to the subject's, and the load average. A no-op night must make 0 writes. The
+floor's ratio is the most any ``sync`` on this stack could reach against the same DIY run.
 
     .venv/bin/python bench/sync_noop.py [--people 10000] [--departments 200]
         [--latency-ms 0,20] [--repeat 3] [--before /path/to/main/.venv/bin/syncengine]
@@ -53,6 +60,16 @@ CHILD_ENV["SYNCENGINE_CONFIG"] = ""
 """The children's environment: no config from the caller's, and byte-code caching on (an
 installed package has its ``.pyc`` files; a shell with PYTHONDONTWRITEBYTECODE=1 would make
 every subject compile its sources on every run, ~0.15 s that no user pays)."""
+FLOOR_IMPORTS = (
+    "click",
+    "tomllib",
+    "sqlalchemy",
+    "sqlalchemy.orm",
+    "syncengine.staging.models",
+    "syncengine.providers.curl_transport",
+)
+"""What every ``sync`` imports before it can do anything: the CLI, the config's TOML, the
+staging database's layer and models, the Gen 2 transport (libcurl, with httpx's types)."""
 TARGET_RATIO = 20.0
 """Issue 14: the no-op night at 0 ms latency at least 20x the sequential DIY script."""
 
@@ -189,6 +206,10 @@ def main() -> None:
                 timed([str(exe), "sync"], folder)  # the first quiet night (plans in full)
             emulator.take_calls()
             argv = {label: [str(exe), "sync"] for label, exe in exes.items()}
+            argv["python -c pass"] = [sys.executable, "-c", "pass"]
+            argv["import floor"] = [sys.executable, "-c", f"import {', '.join(FLOOR_IMPORTS)}"]
+            argv["floor, no gc"] = [sys.executable, "-c", "import gc; gc.disable(); "
+                                    f"import {', '.join(FLOOR_IMPORTS)}"]  # fmt: skip
             if not args.no_diy:
                 argv["diy"] = [sys.executable, str(HERE / "diy_sync.py"), str(root / "hr.csv"),
                                "--base-url", emulator.base_url, "--corp-id", DEMO_CORP_ID,
@@ -207,14 +228,22 @@ def main() -> None:
                 diy = statistics.median(r[0] for r in runs["diy"]) if "diy" in runs else None
                 for label, got in runs.items():
                     wall = statistics.median(r[0] for r in got)
-                    line = (f"  {label:<11} median {wall:6.2f} s  min {min(r[0] for r in got):6.2f}"
-                            f" s  cpu {statistics.median(r[1] for r in got):5.2f} s  "
+                    line = (f"  {label:<14} median {wall:6.2f} s  min "
+                            f"{min(r[0] for r in got):6.2f} s  cpu "
+                            f"{statistics.median(r[1] for r in got):5.2f} s  "
                             f"{got[-1][2]:>6,} API calls  {got[-1][3]:>6,} writes")  # fmt: skip
                     if diy is not None and label != "diy":
                         line += f"  {diy / wall:5.1f}x the DIY script"
-                        if latency == 0:
+                        if latency == 0 and label in exes:
                             line += f" (target >= {TARGET_RATIO:g}x)"
                     print(line, flush=True)
+                if diy is not None and latency == 0:
+                    floor = statistics.median(r[0] for r in runs["import floor"])
+                    bare = statistics.median(r[0] for r in runs["floor, no gc"])
+                    print(f"  the target ({TARGET_RATIO:g}x) is {diy / TARGET_RATIO:.2f} s for the "
+                          f"whole command; the import floor alone is {floor:.2f} s "
+                          f"({diy / floor:.1f}x), {bare:.2f} s without the collector "
+                          f"({diy / bare:.1f}x)")  # fmt: skip
             for label, exe in exes.items():  # how the subjects' quiet nights were made
                 _s, _c, out = timed([str(exe), "sync", "--json"], folders[label])
                 proved = json.loads(out).get("plan", {}).get("proved_unchanged")

@@ -34,7 +34,7 @@ from syncengine.connectors.config import DepartmentsConfig, MappingConfig, Sourc
 from syncengine.errors import ConfigError
 from syncengine.groups_config import GroupsConfig
 from syncengine.hooks.config import HooksConfig
-from syncengine.notify import NotificationsConfig
+from syncengine.notify_config import NotificationsConfig
 from syncengine.policy_config import AddressesConfig, LifecycleConfig, PolicyConfig
 from syncengine.providers.config import ExmailConfig
 from syncengine.review_config import ReviewConfig

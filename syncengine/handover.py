@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from syncengine.errors import ConfigError
 from syncengine.executor import PasswordDelivery, PasswordSink
-from syncengine.notify import (
+from syncengine.notify_config import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,

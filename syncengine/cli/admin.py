@@ -115,7 +115,7 @@ def ingest_command(state: State, as_json: bool) -> None:
     if report.source_unchanged:
         click.echo(
             f"{report.source} is unchanged since snapshot {report.previous_snapshot_id} "
-            f"(same bytes, same config): its {report.rows:,} records were copied, not read again"
+            f"(same bytes, same config): its {report.rows:,} records are reused, not read or copied"
         )
     else:
         click.echo(f"Read {report.rows:,} records from {report.source}")

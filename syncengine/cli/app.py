@@ -49,9 +49,12 @@ class State:
         if self._tenants is None:
             # Imported on first use: the config's models pull in pydantic, httpx and the
             # executor's settings, which --help and a usage error never need.
-            from syncengine.tenants import load_tenants
+            from syncengine.importing import loading
 
-            self._tenants = load_tenants(self.config_path)
+            with loading():
+                from syncengine.tenants import load_tenants
+
+                self._tenants = load_tenants(self.config_path)
         return self._tenants
 
     @property

@@ -96,6 +96,10 @@ def sync_command(
         return
     if full_read:
         state.engine.read_in_full()
+    # Gen 2: the directory read starts now, before the staging layer is even imported (see
+    # syncengine.service.early_read); the night uses it unless it resumes an apply first.
+    early = service.early_read_for_sync(state.engine, dry_run=dry_run, notify=notify,
+                                        report=report)  # fmt: skip
     line = progress_for(as_json)
     try:
         result = service.sync(
@@ -108,9 +112,12 @@ def sync_command(
             report=report,
             notify=notify,
             progress=line,
+            early=early,
         )
     finally:
         line.close()
+        if early is not None:
+            early.close()
     if as_json:
         echo_json(result.to_dict())
     else:

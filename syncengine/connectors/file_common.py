@@ -12,7 +12,6 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-import charset_normalizer
 from pydantic import BaseModel, ConfigDict, Field
 
 from syncengine.errors import SourceError
@@ -174,6 +173,8 @@ def detect_encoding(path: Path) -> str:
         failures.append((offset, candidate))
     _, likely = max(failures)
     line, column, found = locate_decode_error(path, likely)
+    import charset_normalizer  # ~10 ms, for a file whose encoding is not given or known
+
     best = charset_normalizer.from_bytes(head).best()
     guess = f" (charset-normalizer guesses {best.encoding})" if best is not None else ""
     log.info("%s: neither UTF-8 nor GB18030%s", path, guess)

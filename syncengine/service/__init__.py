@@ -75,7 +75,6 @@ if TYPE_CHECKING:
         PlannedAction,
         SyncProgress,
         SyncReport,
-        report_path,
         sync,
         write_report,
     )
@@ -90,6 +89,7 @@ if TYPE_CHECKING:
     )
     from syncengine.service.review_pages import check_only, render_plan, show_plan
     from syncengine.service.staging_sink import StagingSink
+    from syncengine.service.sync_checks import report_path
 
 _WHERE: dict[str, str] = {
     "db_current": "admin",
@@ -113,6 +113,8 @@ _WHERE: dict[str, str] = {
     "DemoResult": "demo",
     "demo": "demo",
     "samples_dir": "demo",
+    "EarlyRead": "early_read",
+    "early_read_for_sync": "early_read",
     "EmulatorStart": "emulator",
     "run_emulator": "emulator",
     "Engine": "engine",
@@ -140,7 +142,7 @@ _WHERE: dict[str, str] = {
     "SYNC_LOCK": "nightly",
     "SyncProgress": "nightly",
     "SyncReport": "nightly",
-    "report_path": "nightly",
+    "report_path": "sync_checks",
     "sync": "nightly",
     "write_report": "nightly",
     "PlanResult": "planning",
@@ -165,6 +167,7 @@ __all__ = [
     "ApplyOutcome",
     "ApplyReport",
     "DemoResult",
+    "EarlyRead",
     "EmulatorStart",
     "Engine",
     "ExmailCheck",
@@ -192,6 +195,7 @@ __all__ = [
     "db_upgrade",
     "demo",
     "diff_knowing_groups",
+    "early_read_for_sync",
     "forward_mail",
     "hook_actor",
     "ingest",
@@ -225,7 +229,10 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    from syncengine.importing import loading
+
+    with loading():  # a use case's first use imports its module (and what it needs)
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
 

@@ -27,16 +27,17 @@ from syncengine.callpolicy import CallPolicy
 from syncengine.config import Config
 from syncengine.errors import SyncEngineError
 from syncengine.executor import ExecutorSettings
+from syncengine.importing import loading
 from syncengine.policy import Policy
 from syncengine.policy_config import policy_from_config
 from syncengine.providers.base import MailboxProvider
 from syncengine.secrets import known_value
-from syncengine.staging import db as staging_db
-from syncengine.staging.repository import Repository
 from syncengine.statuses import RunKind, RunStatus
 
 if TYPE_CHECKING:
     import httpx
+
+    from syncengine.staging.repository import Repository
 
 SEEN_STATE_SECONDS = 60.0
 """How long a directory state this engine read counts as the live one for the stale-plan check,
@@ -53,6 +54,12 @@ def open_staging(config: Config) -> Repository:
     A database behind the code raises DatabaseBehindError naming ``syncengine db upgrade``; a
     brand-new empty SQLite file is created and migrated on the spot (logged).
     """
+    # Imported here: SQLAlchemy and the models (~0.2 s) load while a Gen 2 sync's early
+    # read of the directory is already on its way (see syncengine.service.early_read).
+    with loading():
+        from syncengine.staging import db as staging_db
+        from syncengine.staging.repository import Repository
+
     engine = staging_db.make_engine(config.database_url)
     try:
         staging_db.check_schema(engine)
@@ -75,8 +82,9 @@ def build_provider(
     """
     # Imported here: httpx and the two clients are for the commands that talk to Exmail
     # (``audit``, ``db``, ``events`` never build a provider).
-    from syncengine.providers.http import new_http_client
-    from syncengine.providers.tokens import PROCESS_TOKENS
+    with loading():
+        from syncengine.providers.http import new_http_client
+        from syncengine.providers.tokens import PROCESS_TOKENS
 
     ex = config.exmail
     client = new_http_client(
@@ -91,10 +99,12 @@ def build_provider(
     # Each generation's client is imported only when configured (~0.3 s of a Gen 2 night
     # went to importing the Gen 1 client and its directory reader).
     if ex.api == "v1":
-        from syncengine.providers.exmail_v1 import ExmailV1Provider
+        with loading():
+            from syncengine.providers.exmail_v1 import ExmailV1Provider
 
         return ExmailV1Provider(ex, client, calls=policy, shared_tokens=PROCESS_TOKENS)
-    from syncengine.providers.exmail_v2 import ExmailV2Provider
+    with loading():
+        from syncengine.providers.exmail_v2 import ExmailV2Provider
 
     return ExmailV2Provider(ex, client, calls=policy, shared_tokens=PROCESS_TOKENS)
 

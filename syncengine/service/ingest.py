@@ -73,7 +73,7 @@ class IngestReport:
     quarantined_ids: tuple[str, ...] = ()
     source_unchanged: bool = False
     """The source was byte for byte what the previous snapshot was read from, under the same
-    config and code: its rows were copied rather than read and mapped again."""
+    config and code: it shares that snapshot's rows rather than reading and mapping them again."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -312,16 +312,18 @@ def _copy_previous(
     run_id: int,
     progress: Callable[[str, int], None] | None,
 ) -> tuple[IngestReport, dict[str, Any]]:
-    """The source is what ``previous`` was read from: copy its rows set-wise into the new
-    snapshot instead of reading and mapping them again. The new snapshot is a snapshot like
-    any other (its own id, ingest time and export time), so freshness, hook overlays, holds
-    and brakes see what a re-read would have given; nobody is new, changed or gone."""
+    """The source is what ``previous`` was read from: the new snapshot shares its rows (by
+    reference, see :meth:`~syncengine.staging.repository.Repository.share_snapshot_rows`)
+    instead of reading and mapping them again, or copying 10,000 of them. The new snapshot is
+    a snapshot like any other (its own id, ingest time and export time), so freshness, hook
+    overlays, holds and brakes see what a re-read would have given; nobody is new, changed or
+    gone."""
     repo = engine.repo
     c = previous.counts
     if progress is not None:
         progress("reading", int(c.get("rows", 0)))
         progress("storing", int(c.get("people", 0)))
-    repo.copy_snapshot(previous.id, snapshot_id)
+    repo.share_snapshot_rows(previous.id, snapshot_id)
     report = IngestReport(
         run_id=run_id,
         snapshot_id=snapshot_id,

@@ -9,9 +9,9 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncengine import render, textfile
 from syncengine.callpolicy import CallCounts
@@ -23,7 +23,6 @@ from syncengine.errors import (
     ConfigError,
     SyncEngineError,
 )
-from syncengine.notify import Delivery, Event, Notifier
 from syncengine.plan import Plan, Release
 from syncengine.providers.base import ApiCall
 from syncengine.service import noop_proof
@@ -33,12 +32,17 @@ from syncengine.service.applying import (
     apply_plan,
     resume_apply,
 )
+from syncengine.service.early_read import EarlyRead
 from syncengine.service.engine import Engine, config_secrets
 from syncengine.service.ingest import IngestReport, ingest
 from syncengine.service.planning import PlanResult, make_plan
+from syncengine.service.sync_checks import report_path, sync_secrets
 from syncengine.staging.repository import (
     Repository,
 )
+
+if TYPE_CHECKING:
+    from syncengine.notify import Delivery, Event
 
 log = logging.getLogger(__name__)
 
@@ -260,27 +264,6 @@ class SyncReport:
         return out
 
 
-def report_path(template: str, *, when: datetime, run_id: int | None) -> Path:
-    """``--report`` with its placeholders filled: ``{date}`` (2026-11-29), ``{datetime}``
-    (20261129T023000+0800) and ``{run}`` (the sync's run id), so a scheduler needs no shell
-    quoting of ``%`` to keep one report per night. Both are on the company's calendar (the
-    zone of ``when``): a run at 01:47 Beijing time on 1 December writes ``sync-2026-12-01``."""
-    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-    try:
-        text = template.format(
-            date=when.strftime("%Y-%m-%d"),
-            datetime=when.strftime("%Y%m%dT%H%M%S%z"),
-            run=run_id if run_id is not None else "none",
-        )
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(
-            f"bad placeholder in the report path: {exc}",
-            where="--report",
-            hint="use {date}, {datetime} or {run}; double braces for a literal brace",
-        ) from None
-    return Path(text).expanduser()
-
-
 def write_report(path: Path, data: dict[str, Any]) -> None:
     """Write the JSON report through a temporary file and a rename (parents created)."""
     import os
@@ -336,6 +319,7 @@ def sync(
     report: str | None = None,
     notify: bool | None = None,
     progress: SyncProgress | None = None,
+    early: EarlyRead | None = None,
 ) -> SyncReport:
     """The nightly job: finish an interrupted apply, ingest HR, plan, apply; report and notify.
 
@@ -345,12 +329,14 @@ def sync(
     CLI's code; the notification says the same. ``dry_run`` does everything but the writes
     (no resume, no apply, no run lock) and lists the requests the plan would make. ``report``
     is the path of the JSON report (placeholders: see :func:`report_path`). ``notify``
-    defaults to "not a dry run".
+    defaults to "not a dry run". ``early``: a Gen 2 read of the directory the caller has
+    already started (see :mod:`syncengine.service.early_read`); used when this night
+    resumes no interrupted apply, else it is thrown away and the directory read again.
     """
     config = engine.config
     started = time.perf_counter()
     started_at = engine.local_now()  # the company's clock: report names, times shown
-    calls_before = engine.calls.stats.snapshot()
+    calls_before = early.calls_before if early is not None else engine.calls.stats.snapshot()
     engine.calls.new_run()
     notify = (not dry_run) if notify is None else notify
     api = config.exmail.api
@@ -370,8 +356,7 @@ def sync(
     try:
         repo = engine.repo  # a database that is down is reported like the rest
         # before any work: every secret this run will need (notifications only when sent)
-        config.require_secrets("exmail", "source", "departments", "passwords",
-                               *(("notifications",) if notify else ()))  # fmt: skip
+        config.require_secrets(*sync_secrets(notify))
         run_id = repo.start_run("sync", actor, config_fingerprint=engine.fingerprint)
         if not dry_run:
             repo.acquire_lock(SYNC_LOCK, command=f"syncengine sync ({actor})")
@@ -379,18 +364,18 @@ def sync(
             fields["resumed"] = resume_apply(
                 engine, actor=actor, progress=lambda d, t: step("resuming", d, t)
             ).resumed
+            if fields["resumed"] and early is not None:
+                # Written to Exmail since the early read began: what it read may be stale.
+                early.close()
+                early = None
         else:
             fields["unfinished"] = tuple(p.id for p in repo.unfinished_plans())
-        # Gen 2: the directory is read while the ingest runs (see noop_proof.EarlyRead)
-        early = noop_proof.EarlyRead(engine) if api == "v2" else None
-        try:
-            fields["ingest"] = ingest(
-                engine, progress=lambda stage, n: step(stage, n, None), actor=actor
-            )
-        except BaseException:
-            if early is not None:
-                early.close()
-            raise
+        # Gen 2: the directory is read while the ingest runs (see early_read.EarlyRead)
+        if early is None and api == "v2":
+            early = EarlyRead(engine)
+        fields["ingest"] = ingest(
+            engine, progress=lambda stage, n: step(stage, n, None), actor=actor
+        )
         # A quiet night is proved unchanged when it can be (see noop_proof); else planned,
         # from the same read of the directory.
         release = Release(allow_removals=allow_removals, allow_updates=allow_updates,
@@ -449,6 +434,8 @@ def sync(
         fields["error"] = f"interrupted ({type(exc).__name__})"
         unexpected, notify = exc, False
     finally:
+        if early is not None:  # a read the night stopped before using (else a done thread)
+            early.close()
         if locked and repo is not None:
             try:
                 repo.release_lock(SYNC_LOCK)
@@ -474,7 +461,10 @@ def sync(
             log.warning("could not record the end of sync run %s: %s", run_id, exc)
 
     deliveries: list[Delivery] = []
-    if notify:
+    # Notifier.wants() is the same test; without a target its senders are not even imported.
+    if notify and config.notifications.enabled and sync_report.event in config.notifications.on:
+        from syncengine.notify import Notifier
+
         notifier = Notifier(config.notifications, secrets=config_secrets(config),
                             transport=engine.notify_transport, sleep=engine.sleep)  # fmt: skip
         deliveries = notifier.send(

@@ -25,8 +25,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from syncengine.freshness import SnapshotAge
 from syncengine.holds import from_snapshot_counts
 from syncengine.plan import Plan, Release, compute_checksum
 from syncengine.plan_horizon import plan_horizon
+from syncengine.service.early_read import EarlyRead
 from syncengine.service.engine import Engine
 from syncengine.service.ingest import DIGEST_KEY, code_fingerprint
 from syncengine.service.planning import (
@@ -179,54 +178,6 @@ def read_live(
     started = time.perf_counter()
     state = engine.provider.read_state(progress=read_progress)
     return state, time.perf_counter() - started
-
-
-class EarlyRead:
-    """The live directory, read in a thread of its own while the ingest runs (the two do not
-    depend on each other): the wait on Exmail and the database work of the ingest overlap.
-    For Gen 2 only, whose read is two calls: a night whose source then fails has spent
-    little; a Gen 1 read (a call per member) waits until the snapshot is there."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._read: tuple[MailboxState, float] | None = None
-        self._error: BaseException | None = None
-        self._events: queue.SimpleQueue[tuple[int, int | None]] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="read-state", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        started = time.perf_counter()
-        try:
-            state = self._engine.provider.read_state(
-                progress=lambda done, total: self._events.put((done, total))
-            )
-        except BaseException as exc:  # handed to the caller's thread by result()
-            self._error = exc
-            return
-        self._read = (state, time.perf_counter() - started)
-
-    def result(
-        self, progress: Callable[[str, int, int | None], None] | None = None
-    ) -> tuple[MailboxState, float]:
-        """The state and the read's seconds (its error raised here); its progress is passed
-        on from the caller's thread."""
-        while True:
-            self._thread.join(0.1)
-            while not self._events.empty():
-                done, total = self._events.get()
-                if progress is not None:
-                    progress("reading mailboxes", done, total)
-            if not self._thread.is_alive():
-                break
-        if self._error is not None:
-            raise self._error
-        assert self._read is not None
-        return self._read
-
-    def close(self) -> None:
-        """Wait for the read to end when the night stops before using it."""
-        self._thread.join()
 
 
 def attempt(

@@ -394,3 +394,15 @@ def test_sample_config_matches_the_emulator_seed() -> None:
     ids = {u.get("extid") for u in seed["users"]} - {""}
     export = read(SAMPLES, type="csv", path="hr-export.csv")
     assert ids <= {r["工号"] for r in export}  # the demo directory's people are in HR
+
+
+def test_a_file_neither_utf8_nor_gb18030_names_the_bytes_and_offers_a_guess(
+    tmp_path: Path,
+) -> None:
+    """The refusal (with charset-normalizer's guess in the hint, imported only for it)."""
+    (tmp_path / "p.csv").write_bytes("工号,姓名\r\nE1,".encode() + b"\xff\xfe\xff\r\n")
+    with pytest.raises(SourceError) as caught:
+        read(tmp_path, type="csv", path="p.csv")
+    message = str(caught.value)
+    assert "line 2, column 4: bytes 0xff 0xfe" in message and "p.csv" in message
+    assert "charset-normalizer guesses" in message

@@ -1,10 +1,10 @@
-"""An ingest of an unchanged source copies the previous snapshot instead of re-reading it.
+"""An ingest of an unchanged source reuses the previous snapshot instead of re-reading it.
 
 The samples (a GB18030 CSV export with quarantined rows, a department table in its own CSV)
 through the real ``ingest`` command into a real database (SQLite and PostgreSQL): the same
-bytes under the same config give a new snapshot copied set-wise, equal in everything a
-consumer reads to what a re-read gives; one changed byte, a changed department file or a
-changed config reads the source again.
+bytes under the same config give a new snapshot sharing the previous one's rows, equal in
+everything a consumer reads to what a re-read gives; one changed byte, a changed department
+file or a changed config reads the source again.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def test_the_text_output_says_the_records_were_copied(demo: Path) -> None:  # no
     second = ingest(demo)
     assert second.exit_code == 0, second.output
     assert "is unchanged since snapshot 1 (same bytes, same config)" in second.stdout
-    assert "301 records were copied, not read again" in second.stdout
+    assert "301 records are reused, not read or copied" in second.stdout
     assert "Snapshot 2 is now current (previous: 1)" in second.stdout
     assert first.stdout.split("Problems", 1)[1] == second.stdout.split("Problems", 1)[1]
 

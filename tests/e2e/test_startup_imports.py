@@ -11,9 +11,13 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from syncengine.emulator.harness import RunningEmulator
+from tests.e2e.test_apply_support import ApplyEnv, base_rows, people
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -206,3 +210,28 @@ def test_a_text_report_does_not_load_the_page_templates() -> None:
     assert done.returncode == 0, done.stderr
     line, jinja = done.stdout.splitlines()
     assert line and jinja == "False"
+
+
+NOT_ON_A_QUIET_NIGHT = ("smtplib", "charset_normalizer", "jinja2")
+"""Loaded by a night only when it needs them: the mail sender (a notification target is
+configured), the encoding guesser (a file that is neither UTF-8 nor GB18030), the plan page."""
+
+
+def test_a_quiet_gen2_night_without_notification_targets_loads_no_sender(
+    tmp_path: Path, emulator_factory: Callable[..., RunningEmulator]
+) -> None:
+    """A Gen 2 ``sync`` whose export did not change, through the real CLI in a fresh
+    interpreter: the senders of :mod:`syncengine.notify` (smtplib, the e-mail message) and
+    charset-normalizer stay unloaded; the night still reads, ingests and proves its plan."""
+    env = ApplyEnv(tmp_path, emulator_factory("v2"))
+    env.write(base_rows() + people(5))
+    for night in ("adopts", "plans in full", "is proved unchanged"):
+        done, loaded = loaded_by(["--config", str(env.config_path), "sync", "--json"], tmp_path)
+        assert done.returncode == 0, (night, done.stderr)
+    report = json.loads(done.stdout[: done.stdout.rfind("}") + 1])
+    assert report["plan"]["proved_unchanged"] is True
+    assert report["snapshot"]["source_unchanged"] is True
+    assert "sqlalchemy" in loaded and "pycurl" in loaded
+    assert loaded.isdisjoint({*HEAVY, *NOT_ON_A_QUIET_NIGHT}), sorted(
+        loaded & {*HEAVY, *NOT_ON_A_QUIET_NIGHT}
+    )

@@ -300,8 +300,11 @@ def test_a_report_that_cannot_be_written_does_not_hide_the_outcome(env: ApplyEnv
     assert r.exit_code == 0, r.output
     assert "sync succeeded" in r.stdout and "report NOT written" in r.stdout
     env.assert_converged()
+    before = len(env.emulator.calls())
     r = env.cli("sync", "--report", str(env.root / "r-{nope}.json"))
     assert r.exit_code == EXIT_ERROR and "{date}, {datetime} or {run}" in r.output
+    # Refused before any work: not even the Gen 2 early read of the directory was started.
+    assert len(env.emulator.calls()) == before
 
 
 READS = {

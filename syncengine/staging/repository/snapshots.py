@@ -16,7 +16,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
@@ -48,6 +47,10 @@ from syncengine.statuses import (
 
 log = logging.getLogger(__name__)
 
+ROWS_FROM = "rows_from_snapshot"
+"""The ``counts`` key of a snapshot that shares another snapshot's rows: that one's id (see
+:meth:`SnapshotsRepository.share_snapshot_rows`)."""
+
 
 class SnapshotsRepository(RepositoryCore):
     """HR snapshots: people, departments and quarantined rows of one ingest; comparisons."""
@@ -75,17 +78,20 @@ class SnapshotsRepository(RepositoryCore):
             ).scalar_one()
         return int(snap_id)
 
-    def _require_loading(self, conn: Connection, snapshot_id: int) -> None:
-        status = conn.execute(
-            select(Snapshot.status).where(Snapshot.id == snapshot_id)
-        ).scalar_one_or_none()
-        if status is None:
+    def _require_loading(self, conn: Connection, snapshot_id: int) -> int:
+        """Raise unless the snapshot is loading; the id its rows are stored under."""
+        row = conn.execute(
+            select(Snapshot.status, Snapshot.counts).where(Snapshot.id == snapshot_id)
+        ).first()
+        if row is None:
             raise StagingError(f"snapshot {snapshot_id} does not exist")
+        status, counts = row
         if status != SnapshotStatus.LOADING.value:
             raise StagingError(
                 f"snapshot {snapshot_id} is {status}; only a loading snapshot takes records",
                 hint="start a new snapshot with begin_snapshot()",
             )
+        return self._owner_of(snapshot_id, counts)
 
     def _bulk_insert(
         self, what: str, snapshot_id: int, table: Any, rows: Iterable[dict[str, Any]]
@@ -93,7 +99,12 @@ class SnapshotsRepository(RepositoryCore):
         total = 0
         try:
             with self._tx(what) as conn:
-                self._require_loading(conn, snapshot_id)
+                if self._require_loading(conn, snapshot_id) != snapshot_id:
+                    raise StagingError(
+                        f"snapshot {snapshot_id} shares another snapshot's rows; it takes no "
+                        "records of its own",
+                        hint="start a new snapshot with begin_snapshot()",
+                    )
                 for chunk in chunks(rows, self._batch):
                     conn.execute(insert(table), chunk)
                     total += len(chunk)
@@ -157,37 +168,68 @@ class SnapshotsRepository(RepositoryCore):
         )
         return self._bulk_insert("storing problems", snapshot_id, SnapshotProblem, rows)
 
-    def copy_snapshot(self, source_id: int, snapshot_id: int) -> None:
-        """Copy the people, departments and problems of snapshot ``source_id`` into the
-        loading snapshot ``snapshot_id``, set-wise in the database (no row passes through
-        Python): the ingest of an unchanged source. Problems keep their order."""
-        tables: tuple[tuple[Any, tuple[str, ...]], ...] = (
-            (SnapshotPerson, ("employee_id", "content_hash", "email", "name", "status", "data")),
-            (SnapshotDepartment, ("path", "hr_id", "parent_hr_id", "name", "content_hash")),
-            (SnapshotProblem, ("row", "field", "value", "reason", "employee_id")),
-        )
-        with self._tx("copying a snapshot") as conn:
+    def share_snapshot_rows(self, source_id: int, snapshot_id: int) -> int:
+        """Give the loading snapshot ``snapshot_id`` the people, departments and problems of
+        snapshot ``source_id`` by reference, without copying a row: the ingest of an
+        unchanged source. Its header records which snapshot owns the rows (``counts`` key
+        :data:`ROWS_FROM`, never a chain: the owner of ``source_id``'s rows), and every
+        reader of a snapshot's rows below reads the owner's, so the snapshot reads exactly
+        like a copy; :meth:`prune_snapshot_rows` keeps an owner's rows while a snapshot it
+        keeps refers to them. Returns the owner's id."""
+        with self._tx("sharing a snapshot's rows") as conn:
             self._require_loading(conn, snapshot_id)
-            for table, columns in tables:
-                rows = select(
-                    literal(snapshot_id).label("snapshot_id"),
-                    *(getattr(table, c) for c in columns),
-                ).where(table.snapshot_id == source_id)
-                if table is SnapshotProblem:
-                    rows = rows.order_by(SnapshotProblem.id)
-                conn.execute(insert(table).from_select(("snapshot_id", *columns), rows))
+            owner = self._owners(conn, [source_id]).get(source_id)
+            if owner is None:
+                raise StagingError(f"snapshot {source_id} does not exist")
+            if conn.execute(
+                select(SnapshotPerson.employee_id)
+                .where(SnapshotPerson.snapshot_id == snapshot_id)
+                .limit(1)
+            ).first():
+                raise StagingError(
+                    f"snapshot {snapshot_id} has people of its own; it cannot share another's",
+                    hint="start a new snapshot with begin_snapshot()",
+                )
+            conn.execute(
+                update(Snapshot).where(Snapshot.id == snapshot_id).values(counts={ROWS_FROM: owner})
+            )
+        return owner
+
+    @staticmethod
+    def _owner_of(snapshot_id: int, counts: Mapping[str, Any] | None) -> int:
+        owner = (counts or {}).get(ROWS_FROM)
+        return int(owner) if isinstance(owner, int) else snapshot_id
+
+    def _owners(self, conn: Connection, snapshot_ids: Collection[int]) -> dict[int, int]:
+        """Snapshot id -> the id of the snapshot whose rows it reads (itself, or the one it
+        shares them with, see :meth:`share_snapshot_rows`); unknown ids are left out."""
+        out: dict[int, int] = {}
+        for chunk in chunks(sorted(set(snapshot_ids)), 500):
+            rows = conn.execute(select(Snapshot.id, Snapshot.counts).where(Snapshot.id.in_(chunk)))
+            out.update((i, self._owner_of(i, counts)) for i, counts in rows)
+        return out
+
+    def _rows_of(self, conn: Connection, snapshot_id: int) -> int:
+        """The id under which ``snapshot_id``'s rows are stored (itself for an unknown id,
+        which then simply has none)."""
+        return self._owners(conn, [snapshot_id]).get(snapshot_id, snapshot_id)
 
     def complete_snapshot(self, snapshot_id: int, counts: Mapping[str, Any]) -> SnapshotInfo:
         """Mark the snapshot complete and make it the current one, in one transaction."""
         with self._tx("completing a snapshot") as conn:
-            self._require_loading(conn, snapshot_id)
+            owner = self._require_loading(conn, snapshot_id)
+            # The reference to shared rows is the header's own (see share_snapshot_rows), never
+            # one carried over in ``counts`` from the snapshot the caller took them from.
+            stored = {k: v for k, v in counts.items() if k != ROWS_FROM}
+            if owner != snapshot_id:
+                stored[ROWS_FROM] = owner
             conn.execute(
                 update(Snapshot)
                 .where(Snapshot.id == snapshot_id)
                 .values(
                     status=SnapshotStatus.COMPLETE.value,
                     completed_at=self.now(),
-                    counts=dict(counts),
+                    counts=stored,
                 )
             )
             # One statement flips the flag: the old current one off, this one on.
@@ -270,12 +312,12 @@ class SnapshotsRepository(RepositoryCore):
         self, snapshot_id: int, employee_ids: Collection[str] | None = None
     ) -> list[Person]:
         """The snapshot's people ordered by employee id; optionally only the named ones."""
-        stmt = (
-            select(SnapshotPerson.data)
-            .where(SnapshotPerson.snapshot_id == snapshot_id)
-            .order_by(SnapshotPerson.employee_id)
-        )
         with self._tx("loading people") as conn:
+            stmt = (
+                select(SnapshotPerson.data)
+                .where(SnapshotPerson.snapshot_id == self._rows_of(conn, snapshot_id))
+                .order_by(SnapshotPerson.employee_id)
+            )
             if employee_ids is None:
                 return [codec.person_from_dict(d) for d in conn.execute(stmt).scalars()]
             people: list[Person] = []
@@ -288,12 +330,12 @@ class SnapshotsRepository(RepositoryCore):
         """:meth:`load_people` of a whole snapshot, for the planner: the records are read as
         their stored JSON text (one cast, any dialect) and decoded by
         :func:`syncengine.staging.codec.people_from_json_texts`. Same people, same order."""
-        stmt = (
-            select(cast(SnapshotPerson.data, Text))
-            .where(SnapshotPerson.snapshot_id == snapshot_id)
-            .order_by(SnapshotPerson.employee_id)
-        )
         with self._tx("loading people") as conn:
+            stmt = (
+                select(cast(SnapshotPerson.data, Text))
+                .where(SnapshotPerson.snapshot_id == self._rows_of(conn, snapshot_id))
+                .order_by(SnapshotPerson.employee_id)
+            )
             return codec.people_from_json_texts(conn.execute(stmt).scalars())
 
     def snapshot_digest(self, snapshot_id: int) -> str:
@@ -302,6 +344,7 @@ class SnapshotsRepository(RepositoryCore):
         Two snapshots with the same digest load as the same people and departments; read
         without decoding a record (a few milliseconds for 10,000 people)."""
         with self._tx("digesting a snapshot") as conn:
+            snapshot_id = self._rows_of(conn, snapshot_id)
             people = conn.execute(
                 select(SnapshotPerson.employee_id, SnapshotPerson.content_hash)
                 .where(SnapshotPerson.snapshot_id == snapshot_id)
@@ -335,17 +378,19 @@ class SnapshotsRepository(RepositoryCore):
         """Every distinct (path, HR id or "") of the departments of these snapshots."""
         if not snapshot_ids:
             return set()
-        stmt = (
-            select(SnapshotDepartment.path, SnapshotDepartment.hr_id)
-            .where(SnapshotDepartment.snapshot_id.in_(sorted(snapshot_ids)))
-            .distinct()
-        )
         with self._tx("listing earlier departments") as conn:
+            owners = set(self._owners(conn, snapshot_ids).values())
+            stmt = (
+                select(SnapshotDepartment.path, SnapshotDepartment.hr_id)
+                .where(SnapshotDepartment.snapshot_id.in_(sorted(owners)))
+                .distinct()
+            )
             return {(path, hr_id or "") for path, hr_id in conn.execute(stmt)}
 
     def load_department_rows(self, snapshot_id: int) -> list[StoredDepartment]:
         """The snapshot's departments with their parents' HR ids, ordered by path."""
         with self._tx("loading departments") as conn:
+            snapshot_id = self._rows_of(conn, snapshot_id)
             rows = conn.execute(
                 select(
                     SnapshotDepartment.path,
@@ -364,6 +409,7 @@ class SnapshotsRepository(RepositoryCore):
 
     def load_problems(self, snapshot_id: int) -> list[RowProblem]:
         with self._tx("loading problems") as conn:
+            snapshot_id = self._rows_of(conn, snapshot_id)
             rows = conn.execute(
                 select(
                     SnapshotProblem.reason,
@@ -379,6 +425,7 @@ class SnapshotsRepository(RepositoryCore):
 
     def count_people(self, snapshot_id: int) -> int:
         with self._tx("counting people") as conn:
+            snapshot_id = self._rows_of(conn, snapshot_id)
             return int(
                 conn.execute(
                     select(func.count())
@@ -392,6 +439,7 @@ class SnapshotsRepository(RepositoryCore):
         new = aliased(SnapshotPerson)
         old = aliased(SnapshotPerson)
         with self._tx("comparing snapshots") as conn:
+            new_id = self._rows_of(conn, new_id)
             if prev_id is None:
                 ids = conn.execute(
                     select(new.employee_id)
@@ -399,6 +447,9 @@ class SnapshotsRepository(RepositoryCore):
                     .order_by(new.employee_id)
                 ).scalars()
                 return SnapshotDiff(tuple(ids), (), ())
+            prev_id = self._rows_of(conn, prev_id)
+            if prev_id == new_id:  # the same rows
+                return SnapshotDiff((), (), ())
 
             def only_in(a_id: int, b_id: int) -> tuple[str, ...]:
                 a, b = aliased(SnapshotPerson), aliased(SnapshotPerson)
@@ -446,18 +497,23 @@ class SnapshotsRepository(RepositoryCore):
             ).scalar()
             if cutoff is None:
                 return 0
-            current = conn.execute(
-                select(Snapshot.id).where(Snapshot.is_current.is_(True))
-            ).scalar()
+            # Kept: the rows of the newest ``keep`` and of the current snapshot, and the rows
+            # any of those (or a newer, still loading one) shares (see share_snapshot_rows).
+            kept = conn.execute(
+                select(Snapshot.id, Snapshot.counts).where(
+                    or_(Snapshot.id >= cutoff, Snapshot.is_current.is_(True))
+                )
+            )
+            shared = sorted({o for i, c in kept if (o := self._owner_of(i, c)) < cutoff})
             pruned: set[int] = set()
             for table in (SnapshotPerson, SnapshotDepartment, SnapshotProblem):
                 old = table.snapshot_id < cutoff
-                if current is not None:
-                    old = and_(old, table.snapshot_id != current)
-                pruned.update(
-                    conn.execute(select(table.snapshot_id).where(old).distinct()).scalars()
-                )
-                conn.execute(delete(table).where(old))
+                if shared:
+                    old = and_(old, table.snapshot_id.not_in(shared))
+                found = set(conn.execute(select(table.snapshot_id).where(old).distinct()).scalars())
+                if found:  # a quiet night finds none: the snapshot it passes by shares its rows
+                    conn.execute(delete(table).where(old))
+                    pruned.update(found)
         if pruned:
             log.info("removed the rows of %d snapshot(s) older than #%d (their counts stay)",
                      len(pruned), cutoff)  # fmt: skip
