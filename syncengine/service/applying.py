@@ -30,7 +30,7 @@ from syncengine.service.engine import Engine
 from syncengine.service.planning import PlanResult, make_plan, save_plan
 from syncengine.service.staging_sink import StagingSink
 from syncengine.staging.repository import (
-    PlanRecord,
+    PlanHeader,
     Repository,
 )
 from syncengine.statuses import ActionStatus, PlanStatus, RunKind, RunStatus
@@ -142,7 +142,7 @@ def password_file_path(config: Config) -> Path:
 
 def _execute_stored(
     engine: Engine,
-    record: PlanRecord,
+    record: PlanHeader,
     plan: Plan,
     *,
     actor: str,
@@ -341,14 +341,14 @@ def apply_plan(
         enforcement.check_brakes(plan, enforcement.ground(engine.config, repo), release)
         enforcement.check_approval(engine.config, repo, plan)
         resumed = _resume_unfinished(engine, actor=actor, progress=progress)
-        record = repo.load_plan(plan.checksum)
+        record = repo.plan_header(plan.checksum)
         if record is not None and record.status == PlanStatus.APPLYING:
             # Killed after its last action but before the plan was marked: close it.
             counts = repo.action_counts(record.id)
             if not counts.get(ActionStatus.PENDING) and not counts.get(ActionStatus.RUNNING):
                 bad = counts.get(ActionStatus.FAILED, 0) + counts.get(ActionStatus.SKIPPED, 0)
                 repo.set_plan_status(record.id, PlanStatus.FAILED if bad else PlanStatus.APPLIED)
-                record = repo.load_plan(record.id)
+                record = repo.plan_header(record.id)
         if record is not None and record.status in (PlanStatus.APPLIED, PlanStatus.FAILED):
             return ApplyOutcome(
                 resumed=tuple(resumed), applied=_already_applied(repo, record, plan)
@@ -424,7 +424,7 @@ def plan_and_apply(
     )
 
 
-def _already_applied(repo: Repository, record: PlanRecord, plan: Plan) -> ApplyReport:
+def _already_applied(repo: Repository, record: PlanHeader, plan: Plan) -> ApplyReport:
     """A plan applied before: report it, write nothing (a plan is never applied twice)."""
     counts = repo.action_counts(record.id)
     failures = tuple(
