@@ -404,8 +404,13 @@ class Plan:
         return text
 
     @classmethod
-    def from_json(cls, text: str, *, source: str = "plan") -> Plan:
-        """Read a plan file; refuse a wrong schema version or a checksum that does not match."""
+    def from_json(cls, text: str, *, source: str = "plan", copy_of: str | None = None) -> Plan:
+        """Read a plan file; refuse a wrong schema version or a checksum that does not match.
+
+        ``copy_of``: the checksum of a saved plan whose document ``text`` is known to be, byte
+        for byte (its sha256 is the stored one's, see ``Repository.plan_of_document``). That
+        checksum was computed from the plan itself when it was saved, so when the text states
+        it, it is not computed again from the body; any other text is judged as always."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -416,10 +421,12 @@ class Plan:
             ) from None
         if not isinstance(data, dict):
             raise PlanError("not a plan file (top level is not an object)", where=source)
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(data, source=source, copy_of=copy_of)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "plan") -> Plan:
+    def from_dict(
+        cls, data: Mapping[str, Any], *, source: str = "plan", copy_of: str | None = None
+    ) -> Plan:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise PlanError(
@@ -430,7 +437,7 @@ class Plan:
         from syncengine.plan_codec import plan_from_dict
 
         try:
-            plan = plan_from_dict(data)
+            plan = plan_from_dict(data, copy_of=copy_of)
         except PlanError as exc:
             raise PlanError(exc.message, where=source, hint="make a new plan") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

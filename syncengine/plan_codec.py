@@ -286,9 +286,10 @@ def _core_dict(plan: Plan) -> dict[str, Any]:
     }
 
 
-def plan_from_dict(d: Mapping[str, Any]) -> Plan:
+def plan_from_dict(d: Mapping[str, Any], *, copy_of: str | None = None) -> Plan:
     """The plan a file's dict describes, its ``checksum`` computed as
-    :func:`compute_checksum` does.
+    :func:`compute_checksum` does (or, with ``copy_of``, that checksum when the dict states
+    it: see :meth:`Plan.from_json`).
 
     Fast path, judged exactly as the rebuild: when every action is in its canonical form
     (:func:`_canonical_action`: what :func:`action_to_dict` would write for it, to the type)
@@ -341,6 +342,8 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
     )
     validate_order(plan.actions)
     stated = d.get("checksum")
+    if copy_of is not None and stated == copy_of:
+        return replace(plan, checksum=copy_of)
     checksum = _parsed_checksum(plan, d) if canonical and isinstance(stated, str) else None
     if checksum is None or checksum != stated:
         checksum = compute_checksum(plan)

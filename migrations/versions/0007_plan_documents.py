@@ -8,7 +8,10 @@ The plan file's text (14 MB for 10,000 creates) moves from ``plans.document`` to
 ``plan_documents`` (one row per plan, deleted with it). On SQLite an UPDATE rewrites the whole
 row, overflow pages included: every change of a plan's status (twice per apply) wrote the
 document again, and reading a plan's status read it. The plan row is now small; the document
-is written once, when the plan is saved, and read only by what needs it. Use ``op.*`` only.
+is written once, when the plan is saved, and read only by what needs it. ``sha256`` is the
+hash of the document's UTF-8 text (the plan file's bytes): ``apply PLANFILE`` finds the stored
+plan a file is the copy of without decoding it (plans saved before this revision have none).
+Use ``op.*`` only.
 """
 
 from __future__ import annotations
@@ -27,10 +30,9 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "plan_documents",
-        sa.Column(
-            "plan_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("plan_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("document", sa.Text(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
             ["plan_id"],
             ["plans.id"],
@@ -39,6 +41,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("plan_id", name=op.f("pk_plan_documents")),
     )
+    op.create_index(op.f("ix_plan_documents_sha256"), "plan_documents", ["sha256"])
     op.execute("INSERT INTO plan_documents (plan_id, document) SELECT id, document FROM plans")
     with op.batch_alter_table("plans") as batch:
         batch.drop_column("document")
@@ -54,4 +57,5 @@ def downgrade() -> None:
     op.execute("UPDATE plans SET document = '' WHERE document IS NULL")
     with op.batch_alter_table("plans") as batch:
         batch.alter_column("document", existing_type=sa.Text(), nullable=False)
+    op.drop_index(op.f("ix_plan_documents_sha256"), table_name="plan_documents")
     op.drop_table("plan_documents")

@@ -219,10 +219,10 @@ def apply_command(
             if not outcome.reports and not as_json:
                 click.echo("nothing to resume: no interrupted apply")
         elif planfile is not None:
-            plan = service.read_plan_file(planfile)
-            outcome = service.apply_plan(
-                state.engine, plan, checksum=checksum, actor=actor, progress=progress, **release
-            )
+            outcome = service.apply_plan_file(
+                state.engine, planfile, checksum=checksum, actor=actor, progress=progress,
+                after_decode=_keep_for_good, **release,
+            )  # fmt: skip
         else:
 
             def confirm(earlier: service.ApplyOutcome, result: service.PlanResult) -> bool:
@@ -264,6 +264,15 @@ def apply_command(
             click.echo("some actions failed (listed above); fix the cause and run "
                        "'syncengine plan' / 'syncengine apply' again", err=True)  # fmt: skip
         sys.exit(EXIT_FAILED_ACTIONS)
+
+
+def _keep_for_good(_plan: object) -> None:
+    """The plan just decoded (~50 objects per action) lives until this process ends: freeze
+    the heap, so that the garbage collections the apply triggers no longer walk it (for
+    10,000 creates, 0.3 s of full collections that could never free any of it)."""
+    import gc
+
+    gc.freeze()
 
 
 AUDIT_COLUMNS = (

@@ -215,7 +215,9 @@ class PlanRow(Base):
 
 class PlanDocument(Base):
     """A saved plan's document (the plan file's text), apart from its row: on SQLite an
-    UPDATE rewrites the whole row, so a status change would write the document again."""
+    UPDATE rewrites the whole row, so a status change would write the document again.
+    ``sha256``: of the document's UTF-8 text, i.e. of the plan file's bytes (None for plans
+    saved before migration 0007)."""
 
     __tablename__ = "plan_documents"
 
@@ -223,6 +225,7 @@ class PlanDocument(Base):
         BigId, ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True
     )
     document: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(HASH_LEN), index=True)
 
 
 class PlanApproval(Base):

@@ -37,10 +37,10 @@ def test_a_status_change_does_not_write_the_document_again(tmp_path: Path) -> No
     engine = staging_db.make_engine(url)
     repo = Repository(engine)
     try:
-        document = '{"actions": [' + ",".join(['{"key": "%06d"}' % i for i in range(200_000)])
-        document += "]}"  # ~3 MB
-        record = repo.save_plan(checksum="a" * 64, document=document,
-                                actions=[NewAction(0, "k0", "create_user", "x@example.com")])  # fmt: skip
+        keys = ",".join(f'{{"key": "{i:06d}"}}' for i in range(200_000))
+        document = '{"actions": [' + keys + "]}"  # ~3 MB
+        action = NewAction(0, "k0", "create_user", "x@example.com")
+        record = repo.save_plan(checksum="a" * 64, document=document, actions=[action])
         wal = Path(f"{path}-wal")
         with sqlite3.connect(path) as raw:
             assert raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # not busy

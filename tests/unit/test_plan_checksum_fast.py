@@ -228,3 +228,16 @@ def assert_fields_read_alike(action: Action) -> None:
 @pytest.mark.parametrize("kind_at", range(len(rich_plan().actions)))
 def test_both_decoders_read_every_field_into_the_same_place(kind_at: int) -> None:
     assert_fields_read_alike(rich_plan().actions[kind_at])
+
+
+def test_a_known_copy_takes_the_stored_checksum_only_when_the_file_states_it() -> None:
+    """``copy_of``: the caller matched the text's bytes to a saved plan's document. A text
+    stating another checksum is judged as always (an edit stays a checksum mismatch)."""
+    plan = rich_plan()
+    text = plan.to_json()
+    assert Plan.from_json(text, copy_of=plan.checksum) == Plan.from_json(text)
+    edited = text.replace("Team A", "Team B")
+    with pytest.raises(PlanError, match="checksum mismatch"):
+        Plan.from_json(edited, copy_of="f" * 64)
+    with pytest.raises(PlanError, match="checksum mismatch"):
+        Plan.from_json(edited)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -103,6 +104,12 @@ def _actions_by_seq() -> Select[Any]:
     )
 
 
+def document_sha256(document: str | bytes) -> str:
+    """sha256 of a plan document's UTF-8 text: of the plan file's bytes as written."""
+    data = document.encode("utf-8") if isinstance(document, str) else document
+    return hashlib.sha256(data).hexdigest()
+
+
 def _plans() -> Select[Any]:
     """Saved plans with their documents (kept in their own table, see PlanDocument)."""
     return select(PlanRow.__table__, PlanDocument.document).join(
@@ -169,7 +176,10 @@ class PlansRepository(RepositoryCore):
                     )
                     .returning(PlanRow.id)
                 ).scalar_one()
-                conn.execute(insert(PlanDocument).values(plan_id=plan_id, document=document))
+                sha256 = document_sha256(document)
+                conn.execute(
+                    insert(PlanDocument).values(plan_id=plan_id, document=document, sha256=sha256)
+                )
                 for chunk in chunks(actions, self._batch):
                     conn.execute(
                         insert(PlanAction),
@@ -212,6 +222,23 @@ class PlansRepository(RepositoryCore):
         cond = PlanRow.id == plan if isinstance(plan, int) else PlanRow.checksum == plan
         with self._tx("reading a plan") as conn:
             row = conn.execute(select(PlanRow.__table__).where(cond)).mappings().first()
+        return self._header(row) if row else None
+
+    def plan_of_document(self, sha256: str) -> PlanHeader | None:
+        """The saved plan whose document's UTF-8 text hashes to ``sha256`` (see
+        :func:`document_sha256`): the plan a file with these bytes is a copy of."""
+        with self._tx("finding a plan by its document") as conn:
+            row = (
+                conn.execute(
+                    select(PlanRow.__table__)
+                    .join(PlanDocument, PlanDocument.plan_id == PlanRow.id)
+                    .where(PlanDocument.sha256 == sha256)
+                    .order_by(PlanRow.id)
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
         return self._header(row) if row else None
 
     def plan_document(self, plan_id: int) -> str:
