@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncengine import enforcement
 from syncengine.apply_config import DEFAULT_PASSWORD_FILE
@@ -30,7 +30,6 @@ from syncengine.handover import HandoverSink
 from syncengine.passwords import FilePasswordDelivery
 from syncengine.plan import ActionKind, Plan, Release
 from syncengine.service.engine import Engine
-from syncengine.service.planning import PlanResult, make_plan, save_plan
 from syncengine.service.staging_sink import StagingSink
 from syncengine.staging.repository import (
     PlanHeader,
@@ -38,6 +37,9 @@ from syncengine.staging.repository import (
     document_sha256,
 )
 from syncengine.statuses import ActionStatus, PlanStatus, RunKind, RunStatus
+
+if TYPE_CHECKING:
+    from syncengine.service.planning import PlanResult
 
 log = logging.getLogger(__name__)
 
@@ -388,11 +390,12 @@ def apply_plan_file(
     repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
     early: _StateRead | None = None
     try:
+        if engine.config.exmail.api == "v2" and engine.seen_state is None:
+            early = _StateRead(engine)  # builds the provider while the file hashes
         stored = repo.plan_of_document(document_sha256(data))
         del data
-        if (stored is not None and stored.status == PlanStatus.SAVED
-                and engine.config.exmail.api == "v2" and engine.seen_state is None):  # fmt: skip
-            early = _StateRead(engine)  # a whole Gen 2 read is two calls
+        if early is not None:  # a whole Gen 2 read is two calls; only for a plan to apply
+            early.start(stored is not None and stored.status == PlanStatus.SAVED)
         plan = decode_plan(text, source=str(path), copy_of=stored.checksum if stored else None)
         del text
         if after_decode is not None:
@@ -406,11 +409,14 @@ def apply_plan_file(
 
 
 class _StateRead:
-    """The live directory state's fingerprint, read by a thread of its own."""
+    """The live directory state's fingerprint, read by a thread of its own: it builds the
+    provider at once, and reads (a call to Exmail) only once told to by :meth:`start`."""
 
     def __init__(self, engine: Engine) -> None:
         self._value: str | None = None
         self._error: BaseException | None = None
+        self._read_it = False
+        self._go = threading.Event()
         self._thread = threading.Thread(
             target=self._read, args=(engine,), name="apply-state-read", daemon=True
         )
@@ -418,18 +424,32 @@ class _StateRead:
 
     def _read(self, engine: Engine) -> None:
         try:
-            self._value = engine.provider.read_state().fingerprint()
+            provider = engine.provider
+            self._go.wait()
+            if self._read_it:
+                self._value = provider.read_state().fingerprint()
         except BaseException as exc:  # raised in the caller's thread by result()
             self._error = exc
 
+    @property
+    def was_read(self) -> bool:
+        return self._read_it
+
+    def start(self, read: bool) -> None:
+        """Read now (``read``), or end without a call."""
+        self._read_it = read
+        self._go.set()
+
     def wait(self) -> None:
+        self._go.set()
         self._thread.join()
 
     def result(self) -> str:
+        """The fingerprint read (its error raised here), else the state read now."""
         self._thread.join()
         if self._error is not None:
             raise self._error
-        assert self._value is not None
+        assert self._value is not None, "the state was not read"
         return self._value
 
 
@@ -499,7 +519,7 @@ def _apply_locked(
         )
     live = engine.seen_state
     if live != plan.state_fingerprint:
-        if early is not None and not resumed:  # read under this lock, nothing written since
+        if early is not None and early.was_read and not resumed:  # under this lock, no write since
             live = early.result()
         else:
             live = engine.provider.read_state().fingerprint()
@@ -514,6 +534,8 @@ def _apply_locked(
             hint="run `syncengine plan` again and review the new plan",
         )
     if record is None:  # `plan` stored it already, else store it now (to_json is slow)
+        from syncengine.service.planning import save_plan  # (planning's imports: 12 ms)
+
         record = save_plan(repo, plan)
     report = _execute_stored(engine, record, plan, actor=actor, resumed=False, progress=progress)
     return ApplyOutcome(resumed=tuple(resumed), applied=report)
@@ -539,6 +561,8 @@ def plan_and_apply(
         "force": force,
     }
     earlier = resume_apply(engine, actor=actor, progress=progress)
+    from syncengine.service.planning import make_plan
+
     result = make_plan(engine, actor=actor, **release)
     plan = result.plan
     if plan.has_changes and not result.blocked and not confirm(earlier, result):
