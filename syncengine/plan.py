@@ -410,7 +410,15 @@ class Plan:
         ``copy_of``: the checksum of a saved plan whose document ``text`` is known to be, byte
         for byte (its sha256 is the stored one's, see ``Repository.plan_of_document``). That
         checksum was computed from the plan itself when it was saved, so when the text states
-        it, it is not computed again from the body; any other text is judged as always."""
+        it, it is not computed again from the body, and the text is decoded straight into the
+        plan's types (:func:`~syncengine.plan_codec.plan_from_saved_copy`); any other text is
+        judged as always."""
+        if copy_of is not None:
+            from syncengine.plan_codec import plan_from_saved_copy
+
+            saved = plan_from_saved_copy(text, copy_of)
+            if saved is not None:
+                return saved
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -421,12 +429,10 @@ class Plan:
             ) from None
         if not isinstance(data, dict):
             raise PlanError("not a plan file (top level is not an object)", where=source)
-        return cls.from_dict(data, source=source, copy_of=copy_of)
+        return cls.from_dict(data, source=source)
 
     @classmethod
-    def from_dict(
-        cls, data: Mapping[str, Any], *, source: str = "plan", copy_of: str | None = None
-    ) -> Plan:
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "plan") -> Plan:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise PlanError(
@@ -437,7 +443,7 @@ class Plan:
         from syncengine.plan_codec import plan_from_dict
 
         try:
-            plan = plan_from_dict(data, copy_of=copy_of)
+            plan = plan_from_dict(data)
         except PlanError as exc:
             raise PlanError(exc.message, where=source, hint="make a new plan") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -8,15 +8,20 @@ stay importable from there.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime
 from typing import Any, cast
 
+import msgspec
+
 from syncengine.domain import Gender, Mailbox, UserUpdate
+from syncengine.errors import PlanError
 from syncengine.plan import (
+    SCHEMA_VERSION,
     Action,
     ActionKind,
     BlockedReason,
@@ -286,10 +291,9 @@ def _core_dict(plan: Plan) -> dict[str, Any]:
     }
 
 
-def plan_from_dict(d: Mapping[str, Any], *, copy_of: str | None = None) -> Plan:
+def plan_from_dict(d: Mapping[str, Any]) -> Plan:
     """The plan a file's dict describes, its ``checksum`` computed as
-    :func:`compute_checksum` does (or, with ``copy_of``, that checksum when the dict states
-    it: see :meth:`Plan.from_json`).
+    :func:`compute_checksum` does.
 
     Fast path, judged exactly as the rebuild: when every action is in its canonical form
     (:func:`_canonical_action`: what :func:`action_to_dict` would write for it, to the type)
@@ -305,6 +309,17 @@ def plan_from_dict(d: Mapping[str, Any], *, copy_of: str | None = None) -> Plan:
             canonical = False
             action = action_from_dict(item)
         actions.append(action)
+    plan = _plan_with(d, actions)
+    stated = d.get("checksum")
+    checksum = _parsed_checksum(plan, d) if canonical and isinstance(stated, str) else None
+    if checksum is None or checksum != stated:
+        checksum = compute_checksum(plan)
+    return replace(plan, checksum=checksum)
+
+
+def _plan_with(d: Mapping[str, Any], actions: Sequence[Action]) -> Plan:
+    """The plan of a file's dict whose actions are decoded already (order validated; no
+    checksum yet)."""
     plan = Plan(
         schema_version=int(d["schema_version"]),
         created_at=datetime.fromisoformat(d["created_at"]),
@@ -341,13 +356,57 @@ def plan_from_dict(d: Mapping[str, Any], *, copy_of: str | None = None) -> Plan:
         ),
     )
     validate_order(plan.actions)
-    stated = d.get("checksum")
-    if copy_of is not None and stated == copy_of:
-        return replace(plan, checksum=copy_of)
-    checksum = _parsed_checksum(plan, d) if canonical and isinstance(stated, str) else None
-    if checksum is None or checksum != stated:
-        checksum = compute_checksum(plan)
-    return replace(plan, checksum=checksum)
+    return plan
+
+
+# --- a saved plan's own document, typed in one pass ------------------------------------------
+
+
+class _SavedDocument(msgspec.Struct):
+    """A plan file as :meth:`Plan.to_json` writes it: the actions typed, the rest as JSON."""
+
+    schema_version: int
+    checksum: str
+    actions: list[Action]
+    created_at: Any
+    config_fingerprint: Any
+    state_fingerprint: Any
+    conflicts: Any
+    unmanaged: Any
+    protected: Any
+    quarantined: Any
+    blocked_reasons: Any
+    explanations: Any
+    summary: Any
+    signature: Any = ""
+    tenant: Any = ""
+    held: Any = ()
+
+
+@functools.cache
+def _saved_decoder() -> msgspec.json.Decoder[_SavedDocument]:
+    return msgspec.json.Decoder(_SavedDocument)
+
+
+def plan_from_saved_copy(text: str, copy_of: str) -> Plan | None:
+    """The plan of ``text``, known to be byte for byte the document of the saved plan whose
+    checksum is ``copy_of`` (see :meth:`Plan.from_json`): decoded by msgspec straight into the
+    plan's types (a quarter of the time of :func:`json.loads` then the action decoders), the
+    checksum being the stored one. None when the text does not state that checksum in this
+    schema version, or does not decode so: the caller then reads it as any other file."""
+    try:
+        doc = _saved_decoder().decode(text)
+    except msgspec.MsgspecError:
+        return None
+    if doc.checksum != copy_of or doc.schema_version != SCHEMA_VERSION:
+        return None
+    rest = {f: getattr(doc, f) for f in doc.__struct_fields__ if f != "actions"}
+    try:
+        plan = _plan_with(rest, doc.actions)
+    except (PlanError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    signature = doc.signature if isinstance(doc.signature, str) else ""
+    return replace(plan, checksum=copy_of, signature=signature)
 
 
 def _canonical_json(body: Any) -> str:

@@ -154,13 +154,16 @@ def _execute_stored(
     actor: str,
     resumed: bool,
     progress: Callable[[int, int], None] | None,
+    stored: list[tuple[str, int, str]] | None = None,
 ) -> ApplyReport:
     """Run (or finish) one stored plan under the lock already held: checkpoints decide what
-    is left; the run, the plan status and the password file are kept up to date."""
+    is left (``stored``: its action states, read under this lock, else read now); the run,
+    the plan status and the password file are kept up to date."""
     started = time.perf_counter()
     config, repo = engine.config, engine.repo
     engine.forget_state()  # whatever happens next, the directory is no longer what was read
-    stored = repo.action_states(record.id)
+    if stored is None:
+        stored = repo.action_states(record.id)
     seqs = {key: seq for key, seq, _ in stored}
     missing = [a.key for a in plan.actions if a.key not in seqs]
     if missing:
@@ -296,10 +299,10 @@ def _no_collection() -> Iterator[None]:
             gc.enable()
 
 
-def decode_plan(text: str, *, source: str, copy_of: str | None = None) -> Plan:
+def decode_plan(text: str, *, source: str) -> Plan:
     """:meth:`Plan.from_json` (checksum verified), without garbage collections meanwhile."""
     with _no_collection():
-        return Plan.from_json(text, source=source, copy_of=copy_of)
+        return Plan.from_json(text, source=source)
 
 
 def read_plan_file(path: str | Path) -> Plan:
@@ -382,24 +385,35 @@ def apply_plan_file(
     again, see :meth:`Plan.from_json`), and on Gen 2 the live directory is read for the
     stale-plan check while the file decodes, instead of after it. That read is not used when
     plans an interrupted run left were finished first (they wrote: the directory is read
-    again). ``after_decode(plan)`` is called once the plan is decoded."""
-    data = _plan_file_bytes(path)
-    text = _utf8(data, path)
+    again). ``after_decode(plan)`` is called once the plan is decoded, before the garbage
+    collector resumes: a process that keeps the plan to the end can freeze the heap then (the
+    first collection after the decode would otherwise walk every object of the plan)."""
     release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
-    repo = engine.repo
-    repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
     early: _StateRead | None = None
+    if engine.config.exmail.api == "v2" and engine.seen_state is None:
+        early = _StateRead(engine)  # builds the provider while the file is read and hashed
+    repo: Repository | None = None
     try:
-        if engine.config.exmail.api == "v2" and engine.seen_state is None:
-            early = _StateRead(engine)  # builds the provider while the file hashes
+        data = _plan_file_bytes(path)
+        text = _utf8(data, path)
+        repo = engine.repo
+        repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
+    except BaseException:
+        if early is not None:
+            early.wait()
+        raise
+    try:
         stored = repo.plan_of_document(document_sha256(data))
         del data
         if early is not None:  # a whole Gen 2 read is two calls; only for a plan to apply
             early.start(stored is not None and stored.status == PlanStatus.SAVED)
-        plan = decode_plan(text, source=str(path), copy_of=stored.checksum if stored else None)
-        del text
-        if after_decode is not None:
-            after_decode(plan)
+        with _no_collection():  # after_decode runs before collections resume (see the doc)
+            plan = Plan.from_json(
+                text, source=str(path), copy_of=stored.checksum if stored else None
+            )
+            del text
+            if after_decode is not None:
+                after_decode(plan)
         _check_plan(engine, plan, checksum, release)
         return _apply_locked(engine, plan, release, actor=actor, progress=progress, early=early)
     finally:
@@ -517,6 +531,8 @@ def _apply_locked(
                 seconds=0.0,
             ),
         )
+    # Read while the early state read may still be in flight (no write happens before both).
+    states = repo.action_states(record.id) if record is not None else None
     live = engine.seen_state
     if live != plan.state_fingerprint:
         if early is not None and early.was_read and not resumed:  # under this lock, no write since
@@ -537,7 +553,8 @@ def _apply_locked(
         from syncengine.service.planning import save_plan  # (planning's imports: 12 ms)
 
         record = save_plan(repo, plan)
-    report = _execute_stored(engine, record, plan, actor=actor, resumed=False, progress=progress)
+    report = _execute_stored(engine, record, plan, actor=actor, resumed=False, progress=progress,
+                             stored=states)  # fmt: skip
     return ApplyOutcome(resumed=tuple(resumed), applied=report)
 
 
