@@ -266,12 +266,17 @@ def apply_command(
         sys.exit(EXIT_FAILED_ACTIONS)
 
 
-def _keep_for_good(_plan: object) -> None:
-    """The plan just decoded (~50 objects per action) lives until this process ends: freeze
-    the heap, so that the garbage collections the apply triggers no longer walk it (for
-    10,000 creates, 0.3 s of full collections that could never free any of it)."""
+def _keep_for_good(plan: object) -> None:
+    """The plan just decoded (~50 objects per action) lives until this process ends.
+
+    The heap is frozen, so that the garbage collections the apply triggers no longer walk it
+    (for 10,000 creates, 0.3 s of full collections that could never free any of it), and the
+    plan is held by a frozen list that holds itself: no collection and no exit frees it object
+    by object either (0.01 s after the last call); the process's memory goes back whole."""
     import gc
 
+    kept: list[object] = [plan]
+    kept.append(kept)
     gc.freeze()
 
 
