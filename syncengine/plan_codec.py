@@ -16,8 +16,6 @@ from dataclasses import replace
 from datetime import date, datetime
 from typing import Any, cast
 
-import msgspec
-
 from syncengine.domain import Gender, Mailbox, UserUpdate
 from syncengine.errors import PlanError
 from syncengine.plan import (
@@ -362,40 +360,43 @@ def _plan_with(d: Mapping[str, Any], actions: Sequence[Action]) -> Plan:
 # --- a saved plan's own document, typed in one pass ------------------------------------------
 
 
-class _SavedDocument(msgspec.Struct):
-    """A plan file as :meth:`Plan.to_json` writes it: the actions typed, the rest as JSON."""
-
-    schema_version: int
-    checksum: str
-    actions: list[Action]
-    created_at: Any
-    config_fingerprint: Any
-    state_fingerprint: Any
-    conflicts: Any
-    unmanaged: Any
-    protected: Any
-    quarantined: Any
-    blocked_reasons: Any
-    explanations: Any
-    summary: Any
-    signature: Any = ""
-    tenant: Any = ""
-    held: Any = ()
-
-
 @functools.cache
-def _saved_decoder() -> msgspec.json.Decoder[_SavedDocument]:
-    return msgspec.json.Decoder(_SavedDocument)
+def _saved_decoder() -> Any:
+    """msgspec's decoder of a plan file as :meth:`Plan.to_json` writes it: the actions typed,
+    the rest as JSON (msgspec is imported here: only ``apply`` of a saved plan's copy uses it)."""
+    import msgspec
+
+    class SavedDocument(msgspec.Struct):
+        schema_version: int
+        checksum: str
+        actions: list[Action]
+        created_at: Any
+        config_fingerprint: Any
+        state_fingerprint: Any
+        conflicts: Any
+        unmanaged: Any
+        protected: Any
+        quarantined: Any
+        blocked_reasons: Any
+        explanations: Any
+        summary: Any
+        signature: Any = ""
+        tenant: Any = ""
+        held: Any = ()
+
+    return msgspec.json.Decoder(SavedDocument)
 
 
-def plan_from_saved_copy(text: str, copy_of: str) -> Plan | None:
-    """The plan of ``text``, known to be byte for byte the document of the saved plan whose
-    checksum is ``copy_of`` (see :meth:`Plan.from_json`): decoded by msgspec straight into the
-    plan's types (a quarter of the time of :func:`json.loads` then the action decoders), the
-    checksum being the stored one. None when the text does not state that checksum in this
-    schema version, or does not decode so: the caller then reads it as any other file."""
+def plan_from_saved_copy(data: str | bytes, copy_of: str) -> Plan | None:
+    """The plan of ``data`` (a file's bytes or text), known to be byte for byte the document of
+    the saved plan whose checksum is ``copy_of`` (see :meth:`Plan.from_saved_copy`): decoded
+    by msgspec straight into the plan's types (a quarter of the time of :func:`json.loads`
+    then the action decoders), the checksum being the stored one. None when it does not state
+    that checksum in this schema version, or does not decode so (invalid UTF-8 included)."""
+    import msgspec
+
     try:
-        doc = _saved_decoder().decode(text)
+        doc = _saved_decoder().decode(data)
     except msgspec.MsgspecError:
         return None
     if doc.checksum != copy_of or doc.schema_version != SCHEMA_VERSION:

@@ -395,7 +395,6 @@ def apply_plan_file(
     repo: Repository | None = None
     try:
         data = _plan_file_bytes(path)
-        text = _utf8(data, path)
         repo = engine.repo
         repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
     except BaseException:
@@ -404,14 +403,13 @@ def apply_plan_file(
         raise
     try:
         stored = repo.plan_of_document(document_sha256(data))
-        del data
         if early is not None:  # a whole Gen 2 read is two calls; only for a plan to apply
             early.start(stored is not None and stored.status == PlanStatus.SAVED)
         with _no_collection():  # after_decode runs before collections resume (see the doc)
-            plan = Plan.from_json(
-                text, source=str(path), copy_of=stored.checksum if stored else None
-            )
-            del text
+            plan = Plan.from_saved_copy(data, stored.checksum) if stored is not None else None
+            if plan is None:
+                plan = Plan.from_json(_utf8(data, path), source=str(path))
+            del data
             if after_decode is not None:
                 after_decode(plan)
         _check_plan(engine, plan, checksum, release)

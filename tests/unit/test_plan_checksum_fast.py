@@ -245,16 +245,14 @@ def test_both_decoders_read_every_field_into_the_same_place(kind_at: int) -> Non
 
 
 def test_a_known_copy_takes_the_stored_checksum_only_when_the_file_states_it() -> None:
-    """``copy_of``: the caller matched the text's bytes to a saved plan's document. A text
-    stating another checksum is judged as always (an edit stays a checksum mismatch)."""
+    """``Plan.from_saved_copy``: the caller matched the bytes to a saved plan's document. A file
+    stating another checksum, cut short or not UTF-8 is not read this way (the caller reads it
+    as any file: an edit stays a checksum mismatch)."""
     plan = rich_plan()
     text = plan.to_json()
-    copy = Plan.from_json(text, copy_of=plan.checksum)
+    copy = Plan.from_saved_copy(text.encode("utf-8"), plan.checksum)
     assert copy == Plan.from_json(text) == plan_from_saved_copy(text, plan.checksum)
-    assert (copy.checksum, copy.signature) == (plan.checksum, plan.signature)
-    assert plan_from_saved_copy(text, "f" * 64) is None  # another plan's: not this route
-    edited = text.replace("Team A", "Team B")
-    with pytest.raises(PlanError, match="checksum mismatch"):
-        Plan.from_json(edited, copy_of="f" * 64)
-    with pytest.raises(PlanError, match="checksum mismatch"):
-        Plan.from_json(edited)
+    assert copy is not None and (copy.checksum, copy.signature) == (plan.checksum, plan.signature)
+    assert Plan.from_saved_copy(text, "f" * 64) is None  # another plan's: not this route
+    assert Plan.from_saved_copy(text.encode("utf-8")[:-50], plan.checksum) is None  # cut short
+    assert Plan.from_saved_copy(b"\xff" + text.encode("utf-8"), plan.checksum) is None
