@@ -106,3 +106,14 @@ def test_an_edited_copy_of_a_saved_plan_is_still_refused(env: ApplyEnv) -> None:
             assert json.loads(r.output)["applied"]["status"] == "applied"
         else:
             assert r.exit_code == EXIT_ERROR and "checksum mismatch" in r.output
+
+
+def test_the_apply_command_leaves_its_callers_heap_as_it_found_it(env: ApplyEnv) -> None:
+    """The command freezes the heap once the plan is decoded (the apply's collections skip
+    the plan); a process that goes on after it (this test runner) gets it back unfrozen."""
+    plan_file = env.ingest_and_plan()
+    gc.unfreeze()
+    r = env.cli("apply", str(plan_file), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["applied"]["status"] == "applied"
+    assert gc.get_freeze_count() == 0
