@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,15 +27,16 @@ from syncengine.handover import HandoverSink
 from syncengine.passwords import FilePasswordDelivery
 from syncengine.plan import ActionKind, Plan, Release
 from syncengine.service.engine import Engine
+from syncengine.service.plan_file import decode_plan
 from syncengine.service.staging_sink import StagingSink
 from syncengine.staging.repository import (
     PlanHeader,
     Repository,
-    document_sha256,
 )
 from syncengine.statuses import ActionStatus, PlanStatus, RunKind, RunStatus
 
 if TYPE_CHECKING:
+    from syncengine.service.applying_file import StateRead
     from syncengine.service.planning import PlanResult
 
 log = logging.getLogger(__name__)
@@ -263,7 +261,7 @@ def _resume_unfinished(
     return reports
 
 
-def _lock_command(actor: str) -> str:
+def lock_command(actor: str) -> str:
     return f"syncengine apply ({actor})"
 
 
@@ -277,59 +275,12 @@ def resume_apply(
     the run lock. Done actions are not repeated; actions left ``running`` are checked against
     the live directory before being redone. Nothing to resume is not an error."""
     repo = engine.repo
-    repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
+    repo.acquire_lock(APPLY_LOCK, command=lock_command(actor))
     try:
         reports = _resume_unfinished(engine, actor=actor, progress=progress)
     finally:
         repo.release_lock(APPLY_LOCK)
     return ApplyOutcome(resumed=tuple(reports), applied=None)
-
-
-@contextmanager
-def _no_collection() -> Iterator[None]:
-    """The cyclic garbage collector paused: decoding a plan makes ~50 objects per action
-    (500,000 for 10,000 creates) and no cycle, so the collections they trigger walk them
-    all for nothing (0.16 s of a 10,000-create plan's 0.39 s decode)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def decode_plan(text: str, *, source: str) -> Plan:
-    """:meth:`Plan.from_json` (checksum verified), without garbage collections meanwhile."""
-    with _no_collection():
-        return Plan.from_json(text, source=source)
-
-
-def read_plan_file(path: str | Path) -> Plan:
-    """A plan file as written by ``syncengine plan --out``; its checksum is verified."""
-    data = _plan_file_bytes(path)
-    return decode_plan(_utf8(data, path), source=str(path))
-
-
-def _utf8(data: bytes, path: str | Path) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PlanError(f"cannot read the plan file: {exc}", where=str(path)) from None
-
-
-def _plan_file_bytes(path: str | Path) -> bytes:
-    p = Path(path)
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise PlanError(
-            "plan file not found",
-            where=str(p),
-            hint="pass the file written by 'syncengine plan --out FILE'",
-        ) from None
-    except OSError as exc:
-        raise PlanError(f"cannot read the plan file: {exc}", where=str(p)) from None
 
 
 def apply_plan(
@@ -356,116 +307,16 @@ def apply_plan(
     are in the report (the CLI exits 4); they fail only their dependants.
     """
     release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
-    _check_plan(engine, plan, checksum, release)
+    check_plan(engine, plan, checksum, release)
     repo = engine.repo
-    repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
+    repo.acquire_lock(APPLY_LOCK, command=lock_command(actor))
     try:
-        return _apply_locked(engine, plan, release, actor=actor, progress=progress, early=None)
+        return apply_locked(engine, plan, release, actor=actor, progress=progress, early=None)
     finally:
         repo.release_lock(APPLY_LOCK)
 
 
-def apply_plan_file(
-    engine: Engine,
-    path: str | Path,
-    *,
-    checksum: str | None = None,
-    allow_removals: int | None = None,
-    allow_updates: int | None = None,
-    force: bool = False,
-    actor: str = "cli",
-    progress: Callable[[int, int], None] | None = None,
-    after_decode: Callable[[Plan], None] | None = None,
-) -> ApplyOutcome:
-    """:func:`read_plan_file` then :func:`apply_plan`, with the same checks and refusals,
-    under the run lock taken before the file is decoded.
-
-    When the file's bytes are the document of a plan ``plan`` saved (same sha256) and not yet
-    applied: its stored checksum is taken once the file states it (the body is not hashed
-    again, see :meth:`Plan.from_json`), and on Gen 2 the live directory is read for the
-    stale-plan check while the file decodes, instead of after it. That read is not used when
-    plans an interrupted run left were finished first (they wrote: the directory is read
-    again). ``after_decode(plan)`` is called once the plan is decoded, before the garbage
-    collector resumes: a process that keeps the plan to the end can freeze the heap then (the
-    first collection after the decode would otherwise walk every object of the plan)."""
-    release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
-    early: _StateRead | None = None
-    if engine.config.exmail.api == "v2" and engine.seen_state is None:
-        early = _StateRead(engine)  # builds the provider while the file is read and hashed
-    repo: Repository | None = None
-    try:
-        data = _plan_file_bytes(path)
-        repo = engine.repo
-        repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
-    except BaseException:
-        if early is not None:
-            early.wait()
-        raise
-    try:
-        stored = repo.plan_of_document(document_sha256(data))
-        if early is not None:  # a whole Gen 2 read is two calls; only for a plan to apply
-            early.start(stored is not None and stored.status == PlanStatus.SAVED)
-        with _no_collection():  # after_decode runs before collections resume (see the doc)
-            plan = Plan.from_saved_copy(data, stored.checksum) if stored is not None else None
-            if plan is None:
-                plan = Plan.from_json(_utf8(data, path), source=str(path))
-            del data
-            if after_decode is not None:
-                after_decode(plan)
-        _check_plan(engine, plan, checksum, release)
-        return _apply_locked(engine, plan, release, actor=actor, progress=progress, early=early)
-    finally:
-        if early is not None:
-            early.wait()  # never outlives the lock (nor the engine)
-        repo.release_lock(APPLY_LOCK)
-
-
-class _StateRead:
-    """The live directory state's fingerprint, read by a thread of its own: it builds the
-    provider at once, and reads (a call to Exmail) only once told to by :meth:`start`."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._value: str | None = None
-        self._error: BaseException | None = None
-        self._read_it = False
-        self._go = threading.Event()
-        self._thread = threading.Thread(
-            target=self._read, args=(engine,), name="apply-state-read", daemon=True
-        )
-        self._thread.start()
-
-    def _read(self, engine: Engine) -> None:
-        try:
-            provider = engine.provider
-            self._go.wait()
-            if self._read_it:
-                self._value = provider.read_state().fingerprint()
-        except BaseException as exc:  # raised in the caller's thread by result()
-            self._error = exc
-
-    @property
-    def was_read(self) -> bool:
-        return self._read_it
-
-    def start(self, read: bool) -> None:
-        """Read now (``read``), or end without a call."""
-        self._read_it = read
-        self._go.set()
-
-    def wait(self) -> None:
-        self._go.set()
-        self._thread.join()
-
-    def result(self) -> str:
-        """The fingerprint read (its error raised here), else the state read now."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._value is not None, "the state was not read"
-        return self._value
-
-
-def _check_plan(engine: Engine, plan: Plan, checksum: str | None, release: Release) -> None:
+def check_plan(engine: Engine, plan: Plan, checksum: str | None, release: Release) -> None:
     """The refusals that need no lock: the reviewed checksum, the tenant, the config, the
     plan's own brakes and the engine's signature."""
     enforcement.check_reviewed_checksum(plan, checksum)
@@ -489,14 +340,14 @@ def _check_plan(engine: Engine, plan: Plan, checksum: str | None, release: Relea
     enforcement.verify_signature(engine.config, plan)
 
 
-def _apply_locked(
+def apply_locked(
     engine: Engine,
     plan: Plan,
     release: Release,
     *,
     actor: str,
     progress: Callable[[int, int], None] | None,
-    early: _StateRead | None,
+    early: StateRead | None,
 ) -> ApplyOutcome:
     """:func:`apply_plan` once its lock-free checks passed, under the run lock."""
     repo = engine.repo
