@@ -72,5 +72,5 @@ def check_approval(config: Config, repo: Repository, plan: Plan) -> None:
     """Refuse a plan the approval policy holds until an approver signs it off."""
     from syncengine import approvals
 
-    record = repo.load_plan(plan.checksum)
+    record = repo.plan_header(plan.checksum)
     approvals.require_approval(config, repo, plan, plan_id=record.id if record else None)

@@ -404,6 +404,18 @@ class Plan:
         return text
 
     @classmethod
+    def from_saved_copy(cls, data: str | bytes, checksum: str) -> Plan | None:
+        """The plan of a file whose bytes are known to be the document of the saved plan
+        ``checksum`` (their sha256 is the stored one's, see ``Repository.plan_of_document``).
+        That checksum was computed from the plan itself when it was saved, so when the file
+        states it, it is not computed again: the file is decoded straight into the plan's
+        types (:func:`~syncengine.plan_codec.plan_from_saved_copy`). None when the file does
+        not state it or does not decode so: read it with :meth:`from_json`, as any file."""
+        from syncengine.plan_codec import plan_from_saved_copy
+
+        return plan_from_saved_copy(data, checksum)
+
+    @classmethod
     def from_json(cls, text: str, *, source: str = "plan") -> Plan:
         """Read a plan file; refuse a wrong schema version or a checksum that does not match."""
         try:

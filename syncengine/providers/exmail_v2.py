@@ -477,11 +477,31 @@ class ExmailV2Provider(V2Groups):
         return out
 
     def read_state(self, *, progress: Progress | None = None) -> MailboxState:
-        """Two calls: ``department/list`` and ``user/list`` of the root with ``fetch_child``."""
-        departments = self.list_departments()
+        """Two calls at once: ``department/list``, and ``user/list`` of the root with
+        ``fetch_child`` (its members' departments are resolved once both answers are in)."""
+        members: list[Any] = []
+        failed: list[BaseException] = []
+
+        def read_members() -> None:
+            try:
+                data = self.call("user/list", params={"department_id": ROOT_ID, "fetch_child": 1},
+                                 subject="department ''")  # fmt: skip
+                got = data.pop("userlist", None)
+                members.extend(got if isinstance(got, list) else list(got or ()))
+            except BaseException as exc:  # raised below, in the caller's thread
+                failed.append(exc)
+
+        reader = threading.Thread(target=read_members, name="v2-user-list", daemon=True)
+        reader.start()
+        try:
+            departments = self.list_departments()
+        finally:
+            reader.join()
+        if failed:
+            raise failed[0]
         if progress:
             progress(0, None)
-        users = self.list_users("", recursive=True)
+        users = self._mailboxes(members)
         if progress:
             progress(len(users), len(users))
         parties = tuple(Party(d.path, d.id) for d in departments if d.id != ROOT_ID)

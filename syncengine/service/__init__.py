@@ -37,9 +37,9 @@ if TYPE_CHECKING:
         apply_plan,
         password_file_path,
         plan_and_apply,
-        read_plan_file,
         resume_apply,
     )
+    from syncengine.service.applying_file import apply_plan_file
     from syncengine.service.audit import query_audit
     from syncengine.service.check import ExmailCheck, check_exmail
     from syncengine.service.demo import DEMO_MARKER, DemoResult, demo, samples_dir
@@ -78,6 +78,7 @@ if TYPE_CHECKING:
         sync,
         write_report,
     )
+    from syncengine.service.plan_file import read_plan_file
     from syncengine.service.planning import (
         PlanResult,
         SnapshotView,
@@ -102,10 +103,11 @@ _WHERE: dict[str, str] = {
     "ApplyReport": "applying",
     "StagingSink": "staging_sink",
     "apply_plan": "applying",
+    "apply_plan_file": "applying_file",
     "password_file_path": "applying",
     "plan_and_apply": "applying",
     "query_audit": "audit",
-    "read_plan_file": "applying",
+    "read_plan_file": "plan_file",
     "resume_apply": "applying",
     "ExmailCheck": "check",
     "check_exmail": "check",
@@ -184,6 +186,7 @@ __all__ = [
     "SyncProgress",
     "SyncReport",
     "apply_plan",
+    "apply_plan_file",
     "build_provider",
     "check_exmail",
     "check_only",

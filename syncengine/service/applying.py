@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncengine import enforcement
 from syncengine.apply_config import DEFAULT_PASSWORD_FILE
@@ -27,13 +27,17 @@ from syncengine.handover import HandoverSink
 from syncengine.passwords import FilePasswordDelivery
 from syncengine.plan import ActionKind, Plan, Release
 from syncengine.service.engine import Engine
-from syncengine.service.planning import PlanResult, make_plan, save_plan
+from syncengine.service.plan_file import decode_plan
 from syncengine.service.staging_sink import StagingSink
 from syncengine.staging.repository import (
-    PlanRecord,
+    PlanHeader,
     Repository,
 )
 from syncengine.statuses import ActionStatus, PlanStatus, RunKind, RunStatus
+
+if TYPE_CHECKING:
+    from syncengine.service.applying_file import StateRead
+    from syncengine.service.planning import PlanResult
 
 log = logging.getLogger(__name__)
 
@@ -142,19 +146,22 @@ def password_file_path(config: Config) -> Path:
 
 def _execute_stored(
     engine: Engine,
-    record: PlanRecord,
+    record: PlanHeader,
     plan: Plan,
     *,
     actor: str,
     resumed: bool,
     progress: Callable[[int, int], None] | None,
+    stored: list[tuple[str, int, str]] | None = None,
 ) -> ApplyReport:
     """Run (or finish) one stored plan under the lock already held: checkpoints decide what
-    is left; the run, the plan status and the password file are kept up to date."""
+    is left (``stored``: its action states, read under this lock, else read now); the run,
+    the plan status and the password file are kept up to date."""
     started = time.perf_counter()
     config, repo = engine.config, engine.repo
     engine.forget_state()  # whatever happens next, the directory is no longer what was read
-    stored = repo.action_states(record.id)
+    if stored is None:
+        stored = repo.action_states(record.id)
     seqs = {key: seq for key, seq, _ in stored}
     missing = [a.key for a in plan.actions if a.key not in seqs]
     if missing:
@@ -242,7 +249,7 @@ def _resume_unfinished(
 ) -> list[ApplyReport]:
     reports = []
     for record in engine.repo.unfinished_plans():
-        plan = Plan.from_json(record.document, source=f"stored plan #{record.id}")
+        plan = decode_plan(record.document, source=f"stored plan #{record.id}")
         log.warning(
             "resuming plan #%s (%s), left unfinished by an earlier run",
             record.id,
@@ -254,7 +261,7 @@ def _resume_unfinished(
     return reports
 
 
-def _lock_command(actor: str) -> str:
+def lock_command(actor: str) -> str:
     return f"syncengine apply ({actor})"
 
 
@@ -268,28 +275,12 @@ def resume_apply(
     the run lock. Done actions are not repeated; actions left ``running`` are checked against
     the live directory before being redone. Nothing to resume is not an error."""
     repo = engine.repo
-    repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
+    repo.acquire_lock(APPLY_LOCK, command=lock_command(actor))
     try:
         reports = _resume_unfinished(engine, actor=actor, progress=progress)
     finally:
         repo.release_lock(APPLY_LOCK)
     return ApplyOutcome(resumed=tuple(reports), applied=None)
-
-
-def read_plan_file(path: str | Path) -> Plan:
-    """A plan file as written by ``syncengine plan --out``; its checksum is verified."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanError(
-            "plan file not found",
-            where=str(p),
-            hint="pass the file written by 'syncengine plan --out FILE'",
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"cannot read the plan file: {exc}", where=str(p)) from None
-    return Plan.from_json(text, source=str(p))
 
 
 def apply_plan(
@@ -315,6 +306,19 @@ def apply_plan(
     run left are finished first. A plan already applied is not applied again. Failed actions
     are in the report (the CLI exits 4); they fail only their dependants.
     """
+    release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
+    check_plan(engine, plan, checksum, release)
+    repo = engine.repo
+    repo.acquire_lock(APPLY_LOCK, command=lock_command(actor))
+    try:
+        return apply_locked(engine, plan, release, actor=actor, progress=progress, early=None)
+    finally:
+        repo.release_lock(APPLY_LOCK)
+
+
+def check_plan(engine: Engine, plan: Plan, checksum: str | None, release: Release) -> None:
+    """The refusals that need no lock: the reviewed checksum, the tenant, the config, the
+    plan's own brakes and the engine's signature."""
     enforcement.check_reviewed_checksum(plan, checksum)
     tenant = engine.config.tenant or ""
     if plan.tenant != tenant:
@@ -332,64 +336,75 @@ def apply_plan(
             where=f"plan {plan.checksum[:12]}",
             hint="make a new plan with this configuration: syncengine plan",
         )
-    release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
     plan.raise_if_unsafe(release)
     enforcement.verify_signature(engine.config, plan)
+
+
+def apply_locked(
+    engine: Engine,
+    plan: Plan,
+    release: Release,
+    *,
+    actor: str,
+    progress: Callable[[int, int], None] | None,
+    early: StateRead | None,
+) -> ApplyOutcome:
+    """:func:`apply_plan` once its lock-free checks passed, under the run lock."""
     repo = engine.repo
-    repo.acquire_lock(APPLY_LOCK, command=_lock_command(actor))
-    try:
-        enforcement.check_brakes(plan, enforcement.ground(engine.config, repo), release)
-        enforcement.check_approval(engine.config, repo, plan)
-        resumed = _resume_unfinished(engine, actor=actor, progress=progress)
-        record = repo.load_plan(plan.checksum)
-        if record is not None and record.status == PlanStatus.APPLYING:
-            # Killed after its last action but before the plan was marked: close it.
-            counts = repo.action_counts(record.id)
-            if not counts.get(ActionStatus.PENDING) and not counts.get(ActionStatus.RUNNING):
-                bad = counts.get(ActionStatus.FAILED, 0) + counts.get(ActionStatus.SKIPPED, 0)
-                repo.set_plan_status(record.id, PlanStatus.FAILED if bad else PlanStatus.APPLIED)
-                record = repo.load_plan(record.id)
-        if record is not None and record.status in (PlanStatus.APPLIED, PlanStatus.FAILED):
-            return ApplyOutcome(
-                resumed=tuple(resumed), applied=_already_applied(repo, record, plan)
-            )
-        if record is not None and any(r.plan_id == record.id for r in resumed):
-            return ApplyOutcome(resumed=tuple(resumed), applied=None)
-        if not plan.actions:
-            return ApplyOutcome(
-                resumed=tuple(resumed),
-                applied=ApplyReport(
-                    plan_id=record.id if record else None,
-                    run_id=None,
-                    checksum=plan.checksum,
-                    status="no-changes",
-                    counts={"actions": 0},
-                    failures=(),
-                    calls=0,
-                    seconds=0.0,
-                ),
-            )
-        live = engine.seen_state
-        if live != plan.state_fingerprint:
-            live = engine.provider.read_state().fingerprint()
-        if live != plan.state_fingerprint:
-            if record is not None:
-                repo.set_plan_status(record.id, PlanStatus.ABANDONED)
-            raise StalePlanError(
-                "stale plan: the Exmail directory changed since the plan was made "
-                f"(state {plan.state_fingerprint[:12]} then, {live[:12]} now); "
-                "nothing was written",
-                where=f"plan {plan.checksum[:12]}",
-                hint="run `syncengine plan` again and review the new plan",
-            )
-        if record is None:  # `plan` stored it already, else store it now (to_json is slow)
-            record = save_plan(repo, plan)
-        report = _execute_stored(
-            engine, record, plan, actor=actor, resumed=False, progress=progress
+    enforcement.check_brakes(plan, enforcement.ground(engine.config, repo), release)
+    enforcement.check_approval(engine.config, repo, plan)
+    resumed = _resume_unfinished(engine, actor=actor, progress=progress)
+    record = repo.plan_header(plan.checksum)
+    if record is not None and record.status == PlanStatus.APPLYING:
+        # Killed after its last action but before the plan was marked: close it.
+        counts = repo.action_counts(record.id)
+        if not counts.get(ActionStatus.PENDING) and not counts.get(ActionStatus.RUNNING):
+            bad = counts.get(ActionStatus.FAILED, 0) + counts.get(ActionStatus.SKIPPED, 0)
+            repo.set_plan_status(record.id, PlanStatus.FAILED if bad else PlanStatus.APPLIED)
+            record = repo.plan_header(record.id)
+    if record is not None and record.status in (PlanStatus.APPLIED, PlanStatus.FAILED):
+        return ApplyOutcome(resumed=tuple(resumed), applied=_already_applied(repo, record, plan))
+    if record is not None and any(r.plan_id == record.id for r in resumed):
+        return ApplyOutcome(resumed=tuple(resumed), applied=None)
+    if not plan.actions:
+        return ApplyOutcome(
+            resumed=tuple(resumed),
+            applied=ApplyReport(
+                plan_id=record.id if record else None,
+                run_id=None,
+                checksum=plan.checksum,
+                status="no-changes",
+                counts={"actions": 0},
+                failures=(),
+                calls=0,
+                seconds=0.0,
+            ),
         )
-        return ApplyOutcome(resumed=tuple(resumed), applied=report)
-    finally:
-        repo.release_lock(APPLY_LOCK)
+    # Read while the early state read may still be in flight (no write happens before both).
+    states = repo.action_states(record.id) if record is not None else None
+    live = engine.seen_state
+    if live != plan.state_fingerprint:
+        if early is not None and early.was_read and not resumed:  # under this lock, no write since
+            live = early.result()
+        else:
+            live = engine.provider.read_state().fingerprint()
+    if live != plan.state_fingerprint:
+        if record is not None:
+            repo.set_plan_status(record.id, PlanStatus.ABANDONED)
+        raise StalePlanError(
+            "stale plan: the Exmail directory changed since the plan was made "
+            f"(state {plan.state_fingerprint[:12]} then, {live[:12]} now); "
+            "nothing was written",
+            where=f"plan {plan.checksum[:12]}",
+            hint="run `syncengine plan` again and review the new plan",
+        )
+    if record is None:  # `plan` stored it already, else store it now (to_json is slow)
+        from syncengine.service.planning import save_plan  # (planning's imports: 12 ms)
+
+        record = save_plan(repo, plan)
+    report = _execute_stored(engine, record, plan, actor=actor, resumed=False, progress=progress,
+                             stored=states)  # fmt: skip
+    return ApplyOutcome(resumed=tuple(resumed), applied=report)
 
 
 def plan_and_apply(
@@ -412,6 +427,8 @@ def plan_and_apply(
         "force": force,
     }
     earlier = resume_apply(engine, actor=actor, progress=progress)
+    from syncengine.service.planning import make_plan
+
     result = make_plan(engine, actor=actor, **release)
     plan = result.plan
     if plan.has_changes and not result.blocked and not confirm(earlier, result):
@@ -424,7 +441,7 @@ def plan_and_apply(
     )
 
 
-def _already_applied(repo: Repository, record: PlanRecord, plan: Plan) -> ApplyReport:
+def _already_applied(repo: Repository, record: PlanHeader, plan: Plan) -> ApplyReport:
     """A plan applied before: report it, write nothing (a plan is never applied twice)."""
     counts = repo.action_counts(record.id)
     failures = tuple(

@@ -197,7 +197,8 @@ class IdentityLinkRow(Base):
 
 
 class PlanRow(Base):
-    """A saved plan: the serialised document plus what proves it is the reviewed one."""
+    """A saved plan: what proves it is the reviewed one, and where its apply stands (its
+    document is in :class:`PlanDocument`)."""
 
     __tablename__ = "plans"
 
@@ -209,8 +210,22 @@ class PlanRow(Base):
     state_fingerprint: Mapped[str | None] = mapped_column(String(HASH_LEN))
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
     block_reasons: Mapped[list[Any]]
-    document: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(SHORT_LEN))
+
+
+class PlanDocument(Base):
+    """A saved plan's document (the plan file's text), apart from its row: on SQLite an
+    UPDATE rewrites the whole row, so a status change would write the document again.
+    ``sha256``: of the document's UTF-8 text, i.e. of the plan file's bytes (None for plans
+    saved before migration 0007)."""
+
+    __tablename__ = "plan_documents"
+
+    plan_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True
+    )
+    document: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(HASH_LEN), index=True)
 
 
 class PlanApproval(Base):

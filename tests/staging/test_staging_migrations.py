@@ -28,6 +28,7 @@ TABLES = {
     "snapshot_problems",
     "identity_links",
     "plans",
+    "plan_documents",
     "plan_approvals",
     "plan_actions",
     "audit_log",

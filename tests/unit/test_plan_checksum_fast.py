@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -20,6 +21,7 @@ from syncengine.plan_codec import (
     action_from_dict,
     action_to_dict,
     plan_from_dict,
+    plan_from_saved_copy,
 )
 from syncengine.planner import Desired, diff
 from syncengine.policy import Policy
@@ -190,6 +192,7 @@ def test_every_planned_action_reads_back_the_same_by_both_decoders(
         assert_fields_read_alike(action)
     again = Plan.from_json(plan.to_json())
     assert again == plan and again.checksum == plan.checksum
+    assert plan_from_saved_copy(plan.to_json(), plan.checksum) == again
 
 
 def _distinct_leaves(value: Any, counter: list[int]) -> Any:
@@ -208,23 +211,48 @@ def _distinct_leaves(value: Any, counter: list[int]) -> Any:
 def _decoded(decode: Callable[[Any], Action | None], d: Any) -> Action | str | None:
     try:
         return decode(d)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, msgspec.MsgspecError) as exc:
         return f"refused: {type(exc).__name__}"
+
+
+def _typed(d: Any) -> Action:
+    """An action decoded as :func:`plan_from_saved_copy` decodes each one (msgspec, typed)."""
+    return msgspec.json.decode(json.dumps(d, ensure_ascii=False), type=Action)
 
 
 def assert_fields_read_alike(action: Action) -> None:
     """Each field of ``action``'s written form, made distinct in turn, is read by the fast
-    decoder exactly as the general one reads it (or refused by the fast one)."""
+    decoders (the canonical one, and the typed one of a saved plan's copy) exactly as the
+    general one reads it (or refused by the fast one)."""
     written = json.loads(json.dumps(action_to_dict(action), ensure_ascii=False))
+    assert _typed(written) == action
     for key in written:
         if key in ("kind", "key"):
             continue
         d = {**written, key: _distinct_leaves(written[key], [0])}
+        general = _decoded(action_from_dict, d)
         fast = _decoded(_canonical_action, d)
         if fast is not None:  # the fast decoder takes it: the general one must agree
-            assert fast == _decoded(action_from_dict, d), (action.kind, key)
+            assert fast == general, (action.kind, key)
+        typed = _decoded(_typed, d)
+        if not isinstance(typed, str):  # the typed decoder takes it: the same again
+            assert typed == general, (action.kind, key, "typed")
 
 
 @pytest.mark.parametrize("kind_at", range(len(rich_plan().actions)))
 def test_both_decoders_read_every_field_into_the_same_place(kind_at: int) -> None:
     assert_fields_read_alike(rich_plan().actions[kind_at])
+
+
+def test_a_known_copy_takes_the_stored_checksum_only_when_the_file_states_it() -> None:
+    """``Plan.from_saved_copy``: the caller matched the bytes to a saved plan's document. A file
+    stating another checksum, cut short or not UTF-8 is not read this way (the caller reads it
+    as any file: an edit stays a checksum mismatch)."""
+    plan = rich_plan()
+    text = plan.to_json()
+    copy = Plan.from_saved_copy(text.encode("utf-8"), plan.checksum)
+    assert copy == Plan.from_json(text) == plan_from_saved_copy(text, plan.checksum)
+    assert copy is not None and (copy.checksum, copy.signature) == (plan.checksum, plan.signature)
+    assert Plan.from_saved_copy(text, "f" * 64) is None  # another plan's: not this route
+    assert Plan.from_saved_copy(text.encode("utf-8")[:-50], plan.checksum) is None  # cut short
+    assert Plan.from_saved_copy(b"\xff" + text.encode("utf-8"), plan.checksum) is None

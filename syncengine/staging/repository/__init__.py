@@ -25,7 +25,7 @@ from syncengine.staging.repository.events import EventsRepository
 from syncengine.staging.repository.groups import GroupsRepository
 from syncengine.staging.repository.leases import LeasesRepository, LeaseTaken
 from syncengine.staging.repository.links import LinksRepository
-from syncengine.staging.repository.plans import PlansRepository
+from syncengine.staging.repository.plans import PlansRepository, document_sha256
 from syncengine.staging.repository.records import (
     DEFAULT_BATCH,
     REDACTED,
@@ -37,6 +37,7 @@ from syncengine.staging.repository.records import (
     HookEvent,
     LockInfo,
     NewAction,
+    PlanHeader,
     PlanRecord,
     RunInfo,
     SignatureReplay,
@@ -80,6 +81,7 @@ __all__ = [
     "LockInfo",
     "Merged",
     "NewAction",
+    "PlanHeader",
     "PlanRecord",
     "Repository",
     "RunInfo",
@@ -87,6 +89,7 @@ __all__ = [
     "SnapshotDiff",
     "SnapshotInfo",
     "StoredDepartment",
+    "document_sha256",
     "holder_is_dead",
     "pid_alive",
     "process_started_at",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from syncengine.errors import StagingError
 from syncengine.staging.models import (
     PlanAction,
+    PlanDocument,
     PlanRow,
 )
 from syncengine.staging.repository.bulk import BulkStatement
@@ -32,6 +34,7 @@ from syncengine.staging.repository.core import RepositoryCore
 from syncengine.staging.repository.records import (
     ActionRecord,
     NewAction,
+    PlanHeader,
     PlanRecord,
     chunks,
     first_line,
@@ -44,7 +47,6 @@ from syncengine.statuses import (
 log = logging.getLogger(__name__)
 
 
-@functools.cache
 @functools.cache
 def _transition_statement(allowed: tuple[str, ...], starting: bool, finishing: bool) -> Update:
     """One checkpoint UPDATE per shape, built once with bound parameters only (no IN list to
@@ -102,6 +104,19 @@ def _actions_by_seq() -> Select[Any]:
     )
 
 
+def document_sha256(document: str | bytes) -> str:
+    """sha256 of a plan document's UTF-8 text: of the plan file's bytes as written."""
+    data = document.encode("utf-8") if isinstance(document, str) else document
+    return hashlib.sha256(data).hexdigest()
+
+
+def _plans() -> Select[Any]:
+    """Saved plans with their documents (kept in their own table, see PlanDocument)."""
+    return select(PlanRow.__table__, PlanDocument.document).join(
+        PlanDocument, PlanDocument.plan_id == PlanRow.id
+    )
+
+
 class PlansRepository(RepositoryCore):
     """Plans and their actions (the checkpoints an apply moves through)."""
 
@@ -112,6 +127,12 @@ class PlansRepository(RepositoryCore):
         data = dict(row)
         data["block_reasons"] = tuple(data["block_reasons"] or ())
         return PlanRecord(**data)
+
+    @staticmethod
+    def _header(row: Mapping[Any, Any]) -> PlanHeader:
+        data = dict(row)
+        data["block_reasons"] = tuple(data["block_reasons"] or ())
+        return PlanHeader(**data)
 
     @staticmethod
     def _action(row: Mapping[Any, Any]) -> ActionRecord:
@@ -133,9 +154,9 @@ class PlansRepository(RepositoryCore):
     ) -> PlanRecord:
         """Store a plan and its actions (all pending), or return the plan already stored under
         this checksum untouched: applying the same reviewed plan again resumes it."""
-        existing = self.load_plan(checksum)
+        existing = self.plan_header(checksum)
         if existing is not None:
-            return existing
+            return PlanRecord(**vars(existing), document=self.plan_document(existing.id))
         seqs = [a.seq for a in actions]
         if len(set(seqs)) != len(seqs):
             raise StagingError(f"plan {checksum[:12]}: two actions share a sequence number")
@@ -151,11 +172,14 @@ class PlansRepository(RepositoryCore):
                         state_fingerprint=state_fingerprint,
                         blocked=blocked,
                         block_reasons=list(block_reasons),
-                        document=document,
                         status=PlanStatus.SAVED.value,
                     )
                     .returning(PlanRow.id)
                 ).scalar_one()
+                sha256 = document_sha256(document)
+                conn.execute(
+                    insert(PlanDocument).values(plan_id=plan_id, document=document, sha256=sha256)
+                )
                 for chunk in chunks(actions, self._batch):
                     conn.execute(
                         insert(PlanAction),
@@ -182,22 +206,56 @@ class PlansRepository(RepositoryCore):
                 f"saving plan {checksum[:12]} failed: {first_line(exc)}",
                 hint="action keys must be unique within a plan",
             ) from None
-        saved = self.load_plan(int(plan_id))
+        saved = self.plan_header(int(plan_id))
         assert saved is not None
-        return saved
+        return PlanRecord(**vars(saved), document=document)
 
     def load_plan(self, plan: int | str) -> PlanRecord | None:
-        """A plan by id (int) or checksum (str)."""
+        """A plan by id (int) or checksum (str), with its document."""
+        cond = PlanRow.id == plan if isinstance(plan, int) else PlanRow.checksum == plan
+        with self._tx("reading a plan") as conn:
+            row = conn.execute(_plans().where(cond)).mappings().first()
+        return self._plan(row) if row else None
+
+    def plan_header(self, plan: int | str) -> PlanHeader | None:
+        """A plan by id (int) or checksum (str), without reading its document."""
         cond = PlanRow.id == plan if isinstance(plan, int) else PlanRow.checksum == plan
         with self._tx("reading a plan") as conn:
             row = conn.execute(select(PlanRow.__table__).where(cond)).mappings().first()
-        return self._plan(row) if row else None
+        return self._header(row) if row else None
+
+    def plan_of_document(self, sha256: str) -> PlanHeader | None:
+        """The saved plan whose document's UTF-8 text hashes to ``sha256`` (see
+        :func:`document_sha256`): the plan a file with these bytes is a copy of."""
+        with self._tx("finding a plan by its document") as conn:
+            row = (
+                conn.execute(
+                    select(PlanRow.__table__)
+                    .join(PlanDocument, PlanDocument.plan_id == PlanRow.id)
+                    .where(PlanDocument.sha256 == sha256)
+                    .order_by(PlanRow.id)
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+        return self._header(row) if row else None
+
+    def plan_document(self, plan_id: int) -> str:
+        """The document of the saved plan ``plan_id``."""
+        with self._tx("reading a plan document") as conn:
+            document = conn.execute(
+                select(PlanDocument.document).where(PlanDocument.plan_id == plan_id)
+            ).scalar()
+        if document is None:
+            raise StagingError(f"plan #{plan_id} has no stored document")
+        return str(document)
 
     def plans_with_checksum_prefix(self, prefix: str, *, limit: int = 2) -> list[PlanRecord]:
         """Stored plans whose checksum starts with ``prefix`` (lower-case hex), newest first."""
         with self._tx("finding a plan by checksum prefix") as conn:
             rows = conn.execute(
-                select(PlanRow.__table__)
+                _plans()
                 .where(PlanRow.checksum.startswith(prefix, autoescape=True))
                 .order_by(PlanRow.id.desc())
                 .limit(limit)
@@ -215,7 +273,7 @@ class PlansRepository(RepositoryCore):
         statuses = [PlanStatus.APPLIED.value, PlanStatus.FAILED.value]
         with self._tx("listing applied plans") as conn:
             rows = conn.execute(
-                select(PlanRow.__table__)
+                _plans()
                 .where(PlanRow.status.in_(statuses), PlanRow.run_id.is_not(None))
                 .order_by(PlanRow.id.desc())
                 .limit(limit)
@@ -233,7 +291,7 @@ class PlansRepository(RepositoryCore):
         )
         with self._tx("listing unfinished plans") as conn:
             rows = conn.execute(
-                select(PlanRow.__table__)
+                _plans()
                 .where(PlanRow.status == PlanStatus.APPLYING.value, open_action)
                 .order_by(PlanRow.id)
             ).mappings()

@@ -135,7 +135,9 @@ class ActionRecord:
 
 
 @dataclass(frozen=True)
-class PlanRecord:
+class PlanHeader:
+    """A saved plan without its document: what an apply checks (status, fingerprints)."""
+
     id: int
     created_at: datetime
     run_id: int | None
@@ -144,8 +146,14 @@ class PlanRecord:
     state_fingerprint: str | None
     blocked: bool
     block_reasons: tuple[str, ...]
-    document: str
     status: str
+
+
+@dataclass(frozen=True)
+class PlanRecord(PlanHeader):
+    """A saved plan with its document (the plan file's text)."""
+
+    document: str
 
 
 @dataclass(frozen=True)
