@@ -7,8 +7,8 @@ mailbox created enabled, a user updated: the bulk of a big apply), and for each 
 
 1. asks the guard, builds the request (a new mailbox's password is generated then), and
    queues the batch's start checkpoints (one transaction through the sink's group writer);
-2. hands the batch's passwords to their channel (one fsync for the batch, while the
-   checkpoints commit);
+2. hands the batch's passwords to their channel (one fsync for the batch, on a thread of
+   its own, while the checkpoints commit);
 3. sends an action's request only once its start checkpoint is committed and its password is
    on disk (intent recorded before the call, as on the threaded path), at most
    ``concurrency`` requests in flight across the lane and the workers (the same slots);
@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from syncengine.domain import Mailbox, UserUpdate
@@ -79,7 +79,7 @@ def deliver_all(passwords: PasswordSink, deliveries: Sequence[PasswordDelivery])
 class _Started:
     """A lane action between its start and its answer."""
 
-    __slots__ = ("attempts", "call", "future", "post", "run", "started")
+    __slots__ = ("attempts", "call", "future", "handed", "post", "run", "started", "waits")
 
     def __init__(self, run: ActionRun, call: str, post: DirectPost, started: float) -> None:
         self.run = run
@@ -87,7 +87,9 @@ class _Started:
         self.post = post
         self.started = started
         self.attempts = 0
-        self.future: Future[int] | None = None
+        self.future: Future[int] | None = None  # the start checkpoint
+        self.handed: Future[None] | None = None  # the password, handed over
+        self.waits = 1  # of the two above, those not done yet
 
 
 class Lane:
@@ -105,6 +107,7 @@ class Lane:
         self._sendable: deque[_Started] = deque()
         self._outcomes: deque[_Held] = deque()  # appended by the writer thread
         self._holding = 0  # outcomes queued, not yet settled
+        self._handing = ThreadPoolExecutor(1, thread_name_prefix="apply-passwords")
 
     def run(self) -> None:
         try:
@@ -114,6 +117,7 @@ class Lane:
             raise
         finally:
             self._poster.close()
+            self._handing.shutdown()
 
     def _loop(self) -> None:
         board, poster = self._board, self._poster
@@ -162,17 +166,15 @@ class Lane:
             st.future = ex.sink.start_action_later(st.run.action, resuming=False)
             st.future.add_done_callback(self._on_commit(key))
         deliveries = [st.run.password for st in begun if st.run.password is not None]
-        if deliveries:
-            try:
-                deliver_all(ex.passwords, deliveries)
-            except BaseException as exc:  # no call without its password on disk
-                for st in begun:
-                    self._starting.pop(st.run.action.key, None)
-                    self._active -= 1
-                    board.failed(exc)
-                raise
+        if deliveries:  # on their own thread: a sync must not hold up the answers
+            handed = self._handing.submit(deliver_all, ex.passwords, deliveries)
+            for st in begun:
+                if st.run.password is not None:
+                    st.handed = handed
+                    st.waits += 1
+                    handed.add_done_callback(self._on_commit(st.run.action.key))
 
-    def _on_commit(self, key: str) -> Callable[[Future[int]], None]:
+    def _on_commit(self, key: str) -> Callable[[Future[Any]], None]:
         return lambda _f: self._committed.append(key)
 
     def _send(self) -> None:
@@ -211,12 +213,17 @@ class Lane:
         """Start checkpoints committed: their requests may go. Outcomes committed: settle."""
         board = self._board
         while self._committed:
-            st = self._starting.pop(self._committed.popleft(), None)
-            if st is None:
-                continue
+            key = self._committed.popleft()
+            st = self._starting[key]
+            st.waits -= 1
+            if st.waits:
+                continue  # its password or its checkpoint is not durable yet
+            del self._starting[key]
             assert st.future is not None
             try:
                 st.attempts = st.future.result()
+                if st.handed is not None:
+                    st.handed.result()  # no call without its password on disk
             except BaseException as exc:  # the sink failed: the action stays running
                 self._active -= 1
                 board.failed(exc)

@@ -143,20 +143,31 @@ class MultiPoster:
         return _Handle(curl)
 
     def wait(self, timeout: float) -> None:
-        """Until a transfer has something to do, at most ``timeout`` seconds."""
-        if self._flights:
+        """Until a transfer has something to do, at most ``timeout`` seconds (and no longer
+        than libcurl's own next timer: a connection just added starts only when driven)."""
+        if not self._flights:
+            if timeout > 0:
+                time.sleep(timeout)
+            return
+        self._perform()
+        due = self._multi.timeout()  # ms; -1: no timer set
+        if due >= 0:
+            timeout = min(timeout, due / 1000)
+        if timeout > 0:
             self._multi.select(timeout)
-        elif timeout > 0:
-            time.sleep(timeout)
+
+    def _perform(self) -> None:
+        multi = self._multi
+        while True:
+            ret, _running = multi.perform()
+            if ret != pycurl.E_CALL_MULTI_PERFORM:
+                return
 
     def answers(self) -> list[Answer]:
         """The requests finished since the last look (a token refused once is sent again
         and answers later)."""
         multi = self._multi
-        while True:
-            ret, _running = multi.perform()
-            if ret != pycurl.E_CALL_MULTI_PERFORM:
-                break
+        self._perform()
         out: list[Answer] = []
         while True:
             queued, ok, failed = multi.info_read()
