@@ -134,10 +134,21 @@ class Lane:
                 continue
             soon = bool(self._starting or self._sendable) or self._holding > 0
             poster.wait(WRITER_WAIT if soon else LANE_WAIT)
-            for tag, result, seconds in poster.answers():
+            answers = poster.answers()
+            if answers:
+                # The freed slots' next requests go on the wire before the answers are
+                # judged and recorded: an answer's Python work never delays a call.
+                for _ in answers:
+                    self._ex._slots.release()
+                self._drain_starts()
+                self._send()
+                poster.drive()
+            for tag, result, seconds in answers:
                 assert isinstance(tag, _Started)
                 self._answered(tag, result, seconds)
-            self._drain()
+            self._drain_starts()
+            self._send()
+            self._drain_outcomes()
 
     # --- starting -----------------------------------------------------------------------
 
@@ -184,12 +195,13 @@ class Lane:
             try:
                 self._poster.add(st.post, st)
             except ProviderError as exc:  # the token could not be fetched: nothing sent
+                slots.release()
                 self._answered(st, exc, 0.0)
 
     # --- ending -------------------------------------------------------------------------
 
     def _answered(self, st: _Started, result: Any, seconds: float) -> None:
-        self._ex._slots.release()
+        """A request answered (its slot released already): done, or a worker's to go on."""
         run = st.run
         run.calls += 1
         if isinstance(result, ProviderError):
@@ -209,8 +221,8 @@ class Lane:
         self._holding += 1
         held.done.add_done_callback(lambda _f: self._outcomes.append(held))
 
-    def _drain(self) -> None:
-        """Start checkpoints committed: their requests may go. Outcomes committed: settle."""
+    def _drain_starts(self) -> None:
+        """Start checkpoints committed and passwords on disk: their requests may go."""
         board = self._board
         while self._committed:
             key = self._committed.popleft()
@@ -229,7 +241,10 @@ class Lane:
                 board.failed(exc)
                 continue
             self._sendable.append(st)
-        self._send()
+
+    def _drain_outcomes(self) -> None:
+        """Outcomes committed: their actions are settled (their dependants may start)."""
+        board = self._board
         while self._outcomes:
             held = self._outcomes.popleft()
             self._active -= 1

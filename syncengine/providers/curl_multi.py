@@ -156,6 +156,11 @@ class MultiPoster:
         if timeout > 0:
             self._multi.select(timeout)
 
+    def drive(self) -> None:
+        """Let libcurl do what it can now (send what was just added) without waiting."""
+        if self._flights:
+            self._perform()
+
     def _perform(self) -> None:
         multi = self._multi
         while True:
