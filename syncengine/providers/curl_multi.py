@@ -19,6 +19,7 @@ provider's errcode check, and no URL with its token in a message or a log line.
 from __future__ import annotations
 
 import logging
+import select
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from syncengine.providers.direct import CurlJsonPost
 from syncengine.providers.http import TokenAuth, transport_error, v2_token_rejected_answer
 
 log = logging.getLogger("syncengine.providers")
+
+_READ = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR  # libcurl reads to learn which
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,14 @@ class MultiPoster:
         self._multi = pycurl.CurlMulti()
         self._idle: list[_Handle] = []
         self._flights: dict[int, _Flight] = {}
+        # libcurl's socket interface: it says which sockets to watch for what, and when its
+        # next timer is due; only the sockets with something to do are then handed to it
+        # (``perform`` would look at every transfer in flight, each time).
+        self._watch = select.epoll()
+        self._watched: set[int] = set()
+        self._due: float | None = None  # when libcurl's timer expires (monotonic seconds)
+        self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
+        self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
 
     @property
     def in_flight(self) -> int:
@@ -142,37 +153,58 @@ class MultiPoster:
         curl.setopt(pycurl.HTTPHEADER, [*self._poster.lines(url), b"Expect:"])
         return _Handle(curl)
 
+    def _on_socket(self, what: int, fd: int, _multi: object, _data: object) -> None:
+        if what == pycurl.POLL_REMOVE:
+            if fd in self._watched:
+                self._watched.discard(fd)
+                try:
+                    self._watch.unregister(fd)
+                except OSError:  # closed already: the kernel dropped it itself
+                    pass
+            return
+        events = (select.EPOLLIN if what & pycurl.POLL_IN else 0) | (
+            select.EPOLLOUT if what & pycurl.POLL_OUT else 0
+        )
+        if fd in self._watched:
+            self._watch.modify(fd, events)
+        else:
+            self._watch.register(fd, events)
+            self._watched.add(fd)
+
+    def _on_timer(self, ms: int) -> None:
+        self._due = None if ms < 0 else time.monotonic() + ms / 1000
+
     def wait(self, timeout: float) -> None:
         """Until a transfer has something to do, at most ``timeout`` seconds (and no longer
-        than libcurl's own next timer: a connection just added starts only when driven)."""
+        than libcurl's own next timer), then let libcurl do it."""
         if not self._flights:
             if timeout > 0:
                 time.sleep(timeout)
             return
-        self._perform()
-        due = self._multi.timeout()  # ms; -1: no timer set
-        if due >= 0:
-            timeout = min(timeout, due / 1000)
-        if timeout > 0:
-            self._multi.select(timeout)
+        if self._due is not None:
+            timeout = max(0.0, min(timeout, self._due - time.monotonic()))
+        act = self._multi.socket_action
+        for fd, events in self._watch.poll(timeout):
+            mask = (pycurl.CSELECT_IN if events & _READ else 0) | (
+                pycurl.CSELECT_OUT if events & select.EPOLLOUT else 0
+            )
+            act(fd, mask)
+        self._timers()
+
+    def _timers(self) -> None:
+        """Run libcurl's timer when it is due (a transfer just added starts this way)."""
+        while self._due is not None and self._due <= time.monotonic():
+            self._due = None
+            self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
 
     def drive(self) -> None:
-        """Let libcurl do what it can now (send what was just added) without waiting."""
-        if self._flights:
-            self._perform()
-
-    def _perform(self) -> None:
-        multi = self._multi
-        while True:
-            ret, _running = multi.perform()
-            if ret != pycurl.E_CALL_MULTI_PERFORM:
-                return
+        """Let libcurl start what was just added, without waiting."""
+        self._timers()
 
     def answers(self) -> list[Answer]:
         """The requests finished since the last look (a token refused once is sent again
         and answers later)."""
         multi = self._multi
-        self._perform()
         out: list[Answer] = []
         while True:
             queued, ok, failed = multi.info_read()
@@ -231,3 +263,4 @@ class MultiPoster:
             handle.curl.close()
         self._idle.clear()
         self._multi.close()
+        self._watch.close()
