@@ -79,7 +79,8 @@ def deliver_all(passwords: PasswordSink, deliveries: Sequence[PasswordDelivery])
 class _Started:
     """A lane action between its start and its answer."""
 
-    __slots__ = ("attempts", "call", "future", "handed", "post", "run", "started", "waits")
+    __slots__ = ("attempts", "call", "future", "handed", "index", "post", "run", "started",
+                 "waits")  # fmt: skip
 
     def __init__(self, run: ActionRun, call: str, post: DirectPost, started: float) -> None:
         self.run = run
@@ -87,7 +88,8 @@ class _Started:
         self.post = post
         self.started = started
         self.attempts = 0
-        self.future: Future[int] | None = None  # the start checkpoint
+        self.future: Future[Any] | None = None  # the start checkpoint (or its batch's)
+        self.index: int | None = None  # its place in the batch's answer
         self.handed: Future[None] | None = None  # the password, handed over
         self.waits = 1  # of the two above, those not done yet
 
@@ -171,22 +173,32 @@ class Lane:
             begun.append(_Started(run, made[0], made[1], ex._clock()))
         if not begun:
             return
-        for st in begun:
-            key = st.run.action.key
+        keys = [st.run.action.key for st in begun]
+        for key, st in zip(keys, begun, strict=True):
             self._starting[key] = st
-            st.future = ex.sink.start_action_later(st.run.action, resuming=False)
-            st.future.add_done_callback(self._on_commit(key))
+        many = getattr(ex.sink, "start_actions_later", None)
+        if many is not None:  # the batch's checkpoints as one write
+            batch: Future[list[int]] = many([st.run.action for st in begun], resuming=False)
+            for i, st in enumerate(begun):
+                st.future, st.index = batch, i
+            batch.add_done_callback(self._on_commit(keys))
+        else:
+            for key, st in zip(keys, begun, strict=True):
+                st.future = ex.sink.start_action_later(st.run.action, resuming=False)
+                st.future.add_done_callback(self._on_commit([key]))
         deliveries = [st.run.password for st in begun if st.run.password is not None]
         if deliveries:  # on their own thread: a sync must not hold up the answers
             handed = self._handing.submit(deliver_all, ex.passwords, deliveries)
+            waiting = []
             for st in begun:
                 if st.run.password is not None:
                     st.handed = handed
                     st.waits += 1
-                    handed.add_done_callback(self._on_commit(st.run.action.key))
+                    waiting.append(st.run.action.key)
+            handed.add_done_callback(self._on_commit(waiting))
 
-    def _on_commit(self, key: str) -> Callable[[Future[Any]], None]:
-        return lambda _f: self._committed.append(key)
+    def _on_commit(self, keys: list[str]) -> Callable[[Future[Any]], None]:
+        return lambda _f: self._committed.extend(keys)
 
     def _send(self) -> None:
         slots = self._ex._slots
@@ -233,7 +245,8 @@ class Lane:
             del self._starting[key]
             assert st.future is not None
             try:
-                st.attempts = st.future.result()
+                done = st.future.result()
+                st.attempts = done if st.index is None else done[st.index]
                 if st.handed is not None:
                     st.handed.result()  # no call without its password on disk
             except BaseException as exc:  # the sink failed: the action stays running
