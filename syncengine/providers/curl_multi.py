@@ -183,6 +183,9 @@ class MultiPoster:
             return
         if self._due is not None:
             timeout = max(0.0, min(timeout, self._due - time.monotonic()))
+        self._poll(timeout)
+
+    def _poll(self, timeout: float) -> None:
         act = self._multi.socket_action
         for fd, events in self._watch.poll(timeout):
             mask = (pycurl.CSELECT_IN if events & _READ else 0) | (
@@ -198,8 +201,11 @@ class MultiPoster:
             self._multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
 
     def drive(self) -> None:
-        """Let libcurl start what was just added, without waiting."""
-        self._timers()
+        """Put what was just added on the wire now, without waiting for anything else: its
+        transfer is started, and its socket written as soon as it can be."""
+        if self._flights:
+            self._timers()
+            self._poll(0)
 
     def answers(self) -> list[Answer]:
         """The requests finished since the last look (a token refused once is sent again
