@@ -124,7 +124,7 @@ class Lane:
     def _loop(self) -> None:
         board, poster = self._board, self._poster
         while True:
-            room = self._cap - (self._active - self._holding)  # answered ones do not count
+            room = self._cap - self._active
             if room > 0:
                 taken = board.take_lane(room)
                 if taken:
