@@ -181,6 +181,7 @@ class MultiPoster:
             if timeout > 0:
                 time.sleep(timeout)
             return
+        self._timers()  # what was added since the last look starts now, not after the wait
         if self._due is not None:
             timeout = max(0.0, min(timeout, self._due - time.monotonic()))
         self._poll(timeout)

@@ -9,14 +9,15 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from syncengine import service
 from syncengine.config import parse_config
 from syncengine.emulator.harness import RunningEmulator
-from syncengine.executor import ExecutorSettings
+from syncengine.executor import ExecutionSink, Executor, ExecutorSettings
+from syncengine.executor.core import LANE_FROM
 from syncengine.executor.lane import DirectWrites
 from syncengine.plan import Action
 from syncengine.staging.repository import Repository
@@ -56,9 +57,20 @@ def took_effect(call: dict[str, Any]) -> bool:
     return bool(call["dropped"]) or (call["status"] == 200 and call["errcode"] in (0, None))
 
 
+def test_the_lane_is_taken_from_lane_from_calls_at_once(bench: Bench) -> None:
+    def lane(concurrency: int, **kw: Any) -> bool:
+        ex = Executor(bench.provider, cast(ExecutionSink, None),
+                      settings=ExecutorSettings(concurrency=concurrency), **kw)  # fmt: skip
+        return ex.direct_writes is not None
+
+    assert lane(LANE_FROM) and lane(LANE_FROM + 16)
+    assert not lane(LANE_FROM - 1) and not lane(4)
+    assert lane(4, lane=True) and not lane(LANE_FROM, lane=False)
+
+
 def test_every_create_goes_once_and_is_audited_once(bench: Bench) -> None:
     users = creates(40)
-    result, plan_id = bench.run(plan_of(users), SETTINGS)
+    result, plan_id = bench.run(plan_of(users), SETTINGS, lane=True)
     assert result.ok and result.counts()["done"] == 40
     assert set(bench.status(plan_id).values()) == {"done"}
     calls = create_calls(bench.emu)
@@ -80,7 +92,7 @@ def test_a_transient_answer_mid_batch_is_retried_and_done_once(bench: Bench) -> 
     users = creates(40, "t")
     patient = ExecutorSettings(concurrency=8, max_attempts=12, backoff_initial=0.01,
                                backoff_max=0.02, jitter=0.01, max_retry_seconds=30)  # fmt: skip
-    result, plan_id = bench.run(plan_of(users), patient)
+    result, plan_id = bench.run(plan_of(users), patient, lane=True)
     assert result.ok, result.failures
     rows = bench.repo.query_audit(plan_id=plan_id)
     retried = {r.action_key for r in rows if r.call == "create_user" and r.result == "retry"}
@@ -108,7 +120,7 @@ def test_an_expired_token_mid_batch_is_refreshed_and_each_create_sent_once(
             bench.emu.expire_tokens()
 
     users = creates(40, "x")
-    result, plan_id = bench.run(plan_of(users), SETTINGS, progress=progress)
+    result, plan_id = bench.run(plan_of(users), SETTINGS, progress=progress, lane=True)
     assert expired.is_set() and result.ok, result.failures
     calls = create_calls(bench.emu)
     refused = [c for c in calls if c["errcode"] == 40014]
@@ -128,7 +140,11 @@ def test_a_stop_mid_batch_lets_started_creates_finish_and_starts_nothing_more(
     stop = threading.Event()
     users = creates(120, "s")
     result, plan_id = bench.run(
-        plan_of(users), SETTINGS, progress=lambda d, t: stop.set() if d >= 10 else None, stop=stop
+        plan_of(users),
+        SETTINGS,
+        progress=lambda d, t: stop.set() if d >= 10 else None,
+        stop=stop,
+        lane=True,
     )
     assert result.interrupted
     states = bench.status(plan_id)
@@ -154,7 +170,7 @@ def test_the_emulator_gone_mid_batch_fails_naming_the_action_and_the_call(
     settings = ExecutorSettings(concurrency=4, max_attempts=2, backoff_initial=0.01,
                                 backoff_max=0.02, jitter=0.0, max_retry_seconds=5)  # fmt: skip
     users = creates(60, "g")
-    result, plan_id = bench.run(plan_of(users), settings, progress=progress)
+    result, plan_id = bench.run(plan_of(users), settings, progress=progress, lane=True)
     assert gone.is_set()
     failed = [o for o in result.outcomes if o.status.value == "failed"]
     assert failed, "every create finished before the emulator went away"

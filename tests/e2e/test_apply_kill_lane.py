@@ -1,6 +1,7 @@
-"""``kill -9`` while the lane has a batch of creates in flight (concurrency 16, Gen 2), then
-``apply --resume``: each mailbox is created exactly once (the emulator's call log), every
-action has one ``done`` outcome row, and every password reached the file before its call."""
+"""``kill -9`` while the lane has a batch of creates in flight (Gen 2, concurrency 48: the
+lane's by default), then ``apply --resume``: each mailbox is created exactly once (the
+emulator's call log), every action has one ``done`` outcome row, and every password reached
+the file before its call."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_sigkill_mid_batch_then_resume_creates_each_mailbox_once(
     tmp_path: Path, emulator_factory: Callable[..., RunningEmulator], kill_after: int
 ) -> None:
     env = ApplyEnv(tmp_path, emulator_factory("v2"))
-    env.write(people(120), apply={"concurrency": 16})
+    env.write(people(120), apply={"concurrency": 48})
     plan_file = env.ingest_and_plan()
     plan = service.read_plan_file(plan_file)
     wanted = {a.target for a in plan.actions if a.kind is ActionKind.CREATE_USER}
