@@ -28,7 +28,6 @@ action itself (the workers may be gone).
 from __future__ import annotations
 
 import logging
-import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,8 +49,6 @@ log = logging.getLogger(__name__)
 
 LANE_WAIT = 0.05
 """Seconds the lane waits at most before it looks for new work again."""
-SWITCH_INTERVAL = 0.0005
-"""Seconds another thread may hold the GIL while the lane waits for it (see Lane.run)."""
 WRITER_WAIT = 0.002
 """... and at most while a checkpoint it waits for is being committed."""
 
@@ -115,18 +112,12 @@ class Lane:
         self._handing = ThreadPoolExecutor(1, thread_name_prefix="apply-passwords")
 
     def run(self) -> None:
-        # An answer waits for the GIL before the lane can read it: while another thread
-        # runs Python (the writer building a batch), at most one switch interval. Its
-        # default (5 ms) is a quarter of a call; the lane asks for less while it runs.
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
         try:
             self._loop()
         except BaseException as exc:
             self._board.crash(exc)
             raise
         finally:
-            sys.setswitchinterval(switch)
             self._poster.close()
             self._handing.shutdown()
 
