@@ -101,7 +101,6 @@ class Lane:
         self._ex = ex
         self._board = board
         self._poster = poster
-        self._writes: Any = ex.provider
         self._cap = 2 * ex.settings.concurrency  # actions between take and answer
         self._active = 0  # taken and not yet settled, handed on or given back
         self._starting: dict[str, _Started] = {}
