@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -102,6 +102,14 @@ class HandoverSink:
     def deliver(self, delivery: PasswordDelivery) -> None:
         self.inner.deliver(delivery)
         self.pending[delivery.email.lower()] = delivery
+
+    def deliver_many(self, deliveries: Sequence[PasswordDelivery]) -> None:
+        """:meth:`deliver` for each, through the durable sink's own batch when it has one."""
+        from syncengine.executor.lane import deliver_all
+
+        deliver_all(self.inner, deliveries)
+        for delivery in deliveries:
+            self.pending[delivery.email.lower()] = delivery
 
     def void(self, employee_id: str, email: str, reason: str) -> None:
         self.inner.void(employee_id, email, reason)

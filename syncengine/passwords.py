@@ -18,6 +18,7 @@ import json
 import os
 import stat
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,17 @@ class FilePasswordDelivery:
         return live
 
     def _append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        self._append_all([record])
+
+    def _append_all(self, records: list[dict[str, Any]]) -> None:
+        lines = b"".join(
+            (json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+            for r in records
+        )
         with self._lock:
             if self._fd is None:
                 self._fd = self._open()
-            os.write(self._fd, line)
+            os.write(self._fd, lines)
             self._written += 1
             mine = self._written
         # On disk before the create call is made. Group commit: one fsync covers every line
@@ -105,36 +112,45 @@ class FilePasswordDelivery:
                 self._fd = None
 
     def deliver(self, delivery: PasswordDelivery) -> None:
-        with self._lock:
-            if self._live is None:
-                self._live = self._read_live()
-            earlier = self._live.pop(delivery.email.lower(), 0)
-            self._live[delivery.email.lower()] = 1
+        self.deliver_many([delivery])
+
+    def deliver_many(self, deliveries: Sequence[PasswordDelivery]) -> None:
+        """:meth:`deliver` for each, written with one sync."""
+        records: list[dict[str, Any]] = []
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        if earlier:
-            self._append(
-                {
-                    "at": now,
-                    "run": self.run_id,
-                    "employee_id": delivery.employee_id,
-                    "email": delivery.email,
-                    "superseded": True,
-                    "reason": f"a new password was generated in run {self.run_id} (the earlier "
-                    "create's outcome was unknown): the earlier line(s) are not in use",
-                }
-            )
-        record: dict[str, Any] = {
-            "at": now,
-            "run": self.run_id,
-            "employee_id": delivery.employee_id,
-            "email": delivery.email,
-            "password": delivery.password,
-            "change_at_login": delivery.change_at_login,
-        }
-        if earlier:
-            record["supersedes"] = earlier
-        self._append(record)
-        self.delivered += 1
+        for delivery in deliveries:
+            with self._lock:
+                if self._live is None:
+                    self._live = self._read_live()
+                earlier = self._live.pop(delivery.email.lower(), 0)
+                self._live[delivery.email.lower()] = 1
+            if earlier:
+                records.append(
+                    {
+                        "at": now,
+                        "run": self.run_id,
+                        "employee_id": delivery.employee_id,
+                        "email": delivery.email,
+                        "superseded": True,
+                        "reason": f"a new password was generated in run {self.run_id} (the "
+                        "earlier create's outcome was unknown): the earlier line(s) are not in "
+                        "use",
+                    }
+                )
+            record: dict[str, Any] = {
+                "at": now,
+                "run": self.run_id,
+                "employee_id": delivery.employee_id,
+                "email": delivery.email,
+                "password": delivery.password,
+                "change_at_login": delivery.change_at_login,
+            }
+            if earlier:
+                record["supersedes"] = earlier
+            records.append(record)
+        if records:
+            self._append_all(records)
+        self.delivered += len(deliveries)
 
     def handed_over(self, employee_id: str, email: str, channel: str) -> None:
         """The current password of ``email`` was also sent through ``channel``."""

@@ -9,7 +9,9 @@ What it guarantees, and why each piece is there:
 
 * **Order.** An action runs only when every action in its ``depends_on`` is done. A failed
   action fails nothing else but its dependants, which are marked ``skipped`` with the reason;
-  independent actions go on. Up to ``concurrency`` actions run at once (a thread pool).
+  independent actions go on. Up to ``concurrency`` Exmail calls are made at once: worker
+  threads run the actions, and on Gen 2 over libcurl one lane thread sends the single-call
+  writes (:mod:`syncengine.executor.lane`), handing anything but a success to a worker.
 * **Pace.** Not here: the provider paces every request it sends with the process's one
   :class:`~syncengine.callpolicy.CallPolicy`, so reads and writes share one cap.
 * **Retries.** Only :class:`~syncengine.errors.RetriableProviderError` is retried, with

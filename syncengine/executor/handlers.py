@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from syncengine.domain import AddressKind, normalise_email
+from syncengine.domain import AddressKind, Mailbox, normalise_email
 from syncengine.executor.model import (
     ActionRun,
     Mismatch,
@@ -16,11 +16,12 @@ from syncengine.executor.model import (
     norm_emails,
     update_differences,
 )
-from syncengine.plan import ActionKind, GroupRecord, adoption_writes
+from syncengine.plan import Action, ActionKind, GroupRecord, adoption_writes
 from syncengine.providers.base import GroupPosting, GroupProvider, MailGroup
 
 if TYPE_CHECKING:
-    from syncengine.executor.core import Executor
+    from syncengine.executor.steps import ActionSteps
+    from syncengine.providers.curl_multi import DirectPost
 
 
 # --- what each action kind does, and how to tell it is done -----------------------------------
@@ -31,79 +32,111 @@ if TYPE_CHECKING:
 class Handler:
     """The write an action kind makes, and the check that it already took effect."""
 
-    def prepare(self, ex: Executor, run: ActionRun) -> None:
+    def prepare(self, ex: ActionSteps, run: ActionRun) -> None:
         """What a first write needs made durable before its call, done while the action's
         start checkpoint commits (a new mailbox's password); nothing for most kinds."""
 
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         raise NotImplementedError
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         raise NotImplementedError
+
+    def single(self, action: Action) -> bool:
+        """Whether the action's first write is one request the lane may send (see
+        :mod:`syncengine.executor.lane`); the workers run every other action."""
+        return False
+
+    def post(self, ex: ActionSteps, run: ActionRun) -> tuple[str, DirectPost] | None:
+        """The lane's request for the action's write and the call's name in the attempt
+        row; None when the provider cannot make it one request (the workers run it). What
+        must be durable before the call (a password) is put on ``run``, not handed over."""
+        return None
 
 
 class _NoCall(Handler):
     """``link`` / ``unlink``: bookkeeping only, no Exmail call."""
 
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         return None
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         return True
 
 
 class _CreateDepartment(Handler):
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         a = run.action
         ex._call(run, "create_department", lambda: ex.provider.create_department(a.target))
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         return ex._exists(run, run.action.target)
 
 
 class _MoveDepartment(Handler):
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         a = run.action
         new_path = need(a.new_path, a, "new_path")
         ex._call(run, "move_department", lambda: ex.provider.move_department(a.target, new_path))
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         a = run.action
         new_path = need(a.new_path, a, "new_path")
         return ex._exists(run, new_path) and not ex._exists(run, a.target)
 
 
 class _DeleteDepartment(Handler):
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         a = run.action
         ex._call(run, "delete_department", lambda: ex.provider.delete_department(a.target))
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         return not ex._exists(run, run.action.target)
 
 
 class _CreateUser(Handler):
-    def prepare(self, ex: Executor, run: ActionRun) -> None:
+    def prepare(self, ex: ActionSteps, run: ActionRun) -> None:
         self._password(ex, run)
 
     @staticmethod
-    def _password(ex: Executor, run: ActionRun) -> PasswordDelivery:
+    def _new_password(action: Action, mailbox: Mailbox) -> PasswordDelivery:
+        policy = action.password
+        return PasswordDelivery(
+            employee_id=action.employee_id,
+            email=mailbox.email,
+            password=generate_password(policy.length if policy else 16),
+            change_at_login=policy.change_at_login if policy else True,
+        )
+
+    @classmethod
+    def _password(cls, ex: ActionSteps, run: ActionRun) -> PasswordDelivery:
         """The action's password, generated and handed to its channel once."""
         a = run.action
         mailbox = need(a.mailbox, a, "mailbox")
         if run.password is None:
-            policy = a.password
-            delivery = PasswordDelivery(
-                employee_id=a.employee_id,
-                email=mailbox.email,
-                password=generate_password(policy.length if policy else 16),
-                change_at_login=policy.change_at_login if policy else True,
-            )
+            delivery = cls._new_password(a, mailbox)
             ex.passwords.deliver(delivery)  # before the call: never lose the only copy
             run.password = delivery
         return run.password
 
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def single(self, action: Action) -> bool:
+        return action.mailbox is not None and action.mailbox.enabled
+
+    def post(self, ex: ActionSteps, run: ActionRun) -> tuple[str, DirectPost] | None:
+        writes = ex.direct_writes
+        a = run.action
+        if writes is None or a.mailbox is None:
+            return None
+        pw = self._new_password(a, a.mailbox)
+        made = writes.create_user_post(
+            a.mailbox, password=pw.password, change_password_at_login=pw.change_at_login
+        )
+        if made is None:
+            return None
+        run.password = pw  # handed over by the lane, with its batch, before the call
+        return "create_user", made
+
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         a = run.action
         mailbox = need(a.mailbox, a, "mailbox")
         pw = self._password(ex, run)
@@ -115,7 +148,7 @@ class _CreateUser(Handler):
             ),
         )
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         a = run.action
         wanted = need(a.mailbox, a, "mailbox")
         live = ex._live(run, wanted.email)
@@ -135,12 +168,23 @@ class _CreateUser(Handler):
 class _UpdateUser(Handler):
     """``update_user``, ``add_alias``, ``enable_user``, ``disable_user``: one user/update."""
 
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         a = run.action
         update = need(a.update, a, "update")
         ex._call(run, "update_user", lambda: ex.provider.update_user(a.target, update))
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def single(self, action: Action) -> bool:
+        return action.update is not None and not action.update.is_empty()
+
+    def post(self, ex: ActionSteps, run: ActionRun) -> tuple[str, DirectPost] | None:
+        writes = ex.direct_writes
+        a = run.action
+        if writes is None or a.update is None:
+            return None
+        made = writes.update_user_post(a.target, a.update)
+        return None if made is None else ("update_user", made)
+
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         a = run.action
         update = need(a.update, a, "update")
         live = ex._live(run, a.target)
@@ -148,27 +192,27 @@ class _UpdateUser(Handler):
 
 
 class _SwapPrimary(Handler):
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         a = run.action
         alias = need(a.alias, a, "alias")
         ex._call(run, "swap_alias", lambda: ex.provider.swap_alias(a.target, alias))
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         a = run.action
         live = ex._live(run, need(a.alias, a, "alias"))
         return live is not None and normalise_email(a.target) in norm_emails(live.aliases)
 
 
 class _DeleteUser(Handler):
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         a = run.action
         ex._call(run, "delete_user", lambda: ex.provider.delete_user(a.target))
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         return ex._live(run, run.action.target) is None
 
 
-def _groups(ex: Executor, run: ActionRun) -> GroupProvider:
+def _groups(ex: ActionSteps, run: ActionRun) -> GroupProvider:
     if not isinstance(ex.provider, GroupProvider):
         raise Mismatch(
             f"the provider {type(ex.provider).__name__} has no mail group calls",
@@ -187,7 +231,7 @@ def _mail_group(group: GroupRecord) -> MailGroup:
     )
 
 
-def _is_group(ex: Executor, run: ActionRun, address: str) -> bool:
+def _is_group(ex: ActionSteps, run: ActionRun, address: str) -> bool:
     gp = _groups(ex, run)
     kinds = ex._call(run, "check_addresses", lambda: gp.check_addresses([address]))
     return kinds.get(normalise_email(address)) is AddressKind.GROUP
@@ -203,12 +247,12 @@ def _group_differences(live: MailGroup, wanted: GroupRecord) -> dict[str, tuple[
 
 
 class _CreateGroup(Handler):
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         group = need(run.action.group, run.action, "group")
         gp = _groups(ex, run)
         ex._call(run, "create_group", lambda: gp.create_group(_mail_group(group)))
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         a = run.action
         group = need(a.group, a, "group")
         gp = _groups(ex, run)
@@ -229,7 +273,7 @@ class _CreateGroup(Handler):
 
 
 class _UpdateGroup(Handler):
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         group = need(run.action.group, run.action, "group")
         gp = _groups(ex, run)
         ex._call(
@@ -238,7 +282,7 @@ class _UpdateGroup(Handler):
             lambda: gp.change_group(_mail_group(group), add=group.add, remove=group.remove),
         )
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         group = need(run.action.group, run.action, "group")
         gp = _groups(ex, run)
         if not gp.can_read_groups:
@@ -248,12 +292,12 @@ class _UpdateGroup(Handler):
 
 
 class _DeleteGroup(Handler):
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         a = run.action
         gp = _groups(ex, run)
         ex._call(run, "delete_group", lambda: gp.delete_group(a.target))
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         return not _is_group(ex, run, run.action.target)
 
 
@@ -262,7 +306,7 @@ class _AdoptGroup(Handler):
     ``group/update`` when HR wants other members, name or posting, else no call; the ledger
     row is stored on success like any group action's."""
 
-    def write(self, ex: Executor, run: ActionRun) -> None:
+    def write(self, ex: ActionSteps, run: ActionRun) -> None:
         group = need(run.action.group, run.action, "group")
         gp = _groups(ex, run)
         if not gp.can_read_groups:
@@ -278,7 +322,7 @@ class _AdoptGroup(Handler):
                 lambda: gp.change_group(_mail_group(group), add=group.add, remove=group.remove),
             )
 
-    def satisfied(self, ex: Executor, run: ActionRun) -> bool:
+    def satisfied(self, ex: ActionSteps, run: ActionRun) -> bool:
         group = need(run.action.group, run.action, "group")
         gp = _groups(ex, run)
         if not gp.can_read_groups or not adoption_writes(run.action):

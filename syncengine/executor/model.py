@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from syncengine.callpolicy import RetryPolicy
 from syncengine.domain import Mailbox, UserUpdate, normalise_email, normalise_path
 from syncengine.errors import (
+    ProviderError,
     RetriableProviderError,
     SyncEngineError,
 )
@@ -317,6 +318,7 @@ class ActionRun:
     password: PasswordDelivery | None = None
     maybe_written: bool = False  # a write failed retriably: it may have taken effect
     note: str = ""
+    answered: ProviderError | None = None  # the first call's error, made on the lane
 
 
 def is_retriable(exc: BaseException) -> bool:

@@ -109,6 +109,10 @@ class CurlTransport(httpx.BaseTransport):
         with self._lock:
             if self._idle:
                 return self._idle.pop()
+        return self.new_handle()
+
+    def new_handle(self) -> pycurl.Curl:
+        """A curl handle with this transport's fixed options (TLS checks, no redirects)."""
         curl = pycurl.Curl()
         curl.setopt(pycurl.NOSIGNAL, 1)
         curl.setopt(pycurl.TCP_NODELAY, 1)
@@ -176,6 +180,11 @@ class CurlTransport(httpx.BaseTransport):
             return CurlAnswer(status, version, reason, headers_in, out.getvalue())
         finally:
             self._give_back(curl)
+
+    @staticmethod
+    def error(curl: pycurl.Curl, exc: pycurl.error, request: httpx.Request) -> httpx.HTTPError:
+        """The httpx exception of the libcurl failure ``exc`` of ``curl``'s transfer."""
+        return CurlTransport._error(curl, exc, request)
 
     @staticmethod
     def _error(curl: pycurl.Curl, exc: pycurl.error, request: httpx.Request) -> httpx.HTTPError:

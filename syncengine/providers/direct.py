@@ -36,7 +36,7 @@ from syncengine.providers.http import (
 )
 
 if TYPE_CHECKING:  # pycurl is imported by whoever made a CurlTransport, not here
-    from syncengine.providers.curl_transport import CurlTransport
+    from syncengine.providers.curl_transport import CurlAnswer, CurlTransport
 
 log = logging.getLogger("syncengine.providers")
 
@@ -135,6 +135,27 @@ class CurlJsonPost:
             return None
         return cls(client, transport, pace)
 
+    @property
+    def transport(self) -> CurlTransport:
+        return self._transport
+
+    def pace(self, call: str) -> None:
+        """The shared pace before a request goes out (counted as one request)."""
+        self._pace(call)
+
+    def target(self, url: httpx.URL, token: str) -> tuple[httpx.URL, str]:
+        """``url`` with the ``access_token`` (as an httpx URL and as the text sent)."""
+        return self._url(url, token)
+
+    def lines(self, url: httpx.URL) -> list[bytes]:
+        """The header lines every POST to ``url``'s host sends, Content-Length left out."""
+        return self._lines(url)
+
+    @property
+    def timeouts_ms(self) -> tuple[int, int]:
+        """(connect, read) timeouts in ms, as libcurl takes them."""
+        return self._connect_ms, self._read_ms
+
     def _url(self, url: httpx.URL, token: str) -> tuple[httpx.URL, str]:
         """``url`` (no query of its own) with the ``access_token``, kept per token."""
         known, urls = self._sent
@@ -159,6 +180,12 @@ class CurlJsonPost:
             self._headers[key] = lines
         return lines
 
+    def encode(self, body: Mapping[str, Any]) -> bytes:
+        """A JSON body encoded exactly as httpx encodes ``json=``."""
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+            "utf-8"
+        )
+
     def post(
         self,
         call: str,
@@ -169,9 +196,7 @@ class CurlJsonPost:
     ) -> dict[str, Any]:
         """The decoded answer of a 200 (errcode not looked at: the caller's), or the typed
         error of anything else."""
-        content = json.dumps(
-            body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        ).encode("utf-8")
+        content = self.encode(body)
         headers = [*self._lines(url), b"Content-Length: %d" % len(content)]
         tokens = auth.tokens
         token = tokens.get()
@@ -182,8 +207,15 @@ class CurlJsonPost:
             token = tokens.get()
             status, body_out, response = self._send(call, url, token, headers, content, subject)
         log.debug("%s -> HTTP %s", call, status)
+        return self.data(call, body_out, response, subject)
+
+    @staticmethod
+    def data(
+        call: str, content: bytes, response: httpx.Response | None, subject: str | None
+    ) -> dict[str, Any]:
+        """The decoded answer (see :meth:`answered`), or the typed error of it."""
         if response is None:
-            return decode_json_content(call, body_out)
+            return decode_json_content(call, content)
         return decode_json(call, response, subject=subject)
 
     def _send(
@@ -211,6 +243,20 @@ class CurlJsonPost:
             raise err from None
         if answer.status == 200 and answer.header(b"content-encoding") is None:
             return answer.status, answer.content, None
+        return self.answered(call, sent, headers, content, answer, subject)
+
+    @staticmethod
+    def answered(
+        call: str,
+        sent: httpx.URL,
+        headers: list[bytes],
+        content: bytes,
+        answer: CurlAnswer,
+        subject: str | None,
+    ) -> tuple[int, bytes, httpx.Response]:
+        """An answer other than a plain 200 as the ``httpx.Response`` httpx would have made
+        (its body decoded as httpx decodes it); a body that does not decode is the typed
+        error of that failure."""
         request = httpx.Request("POST", sent, headers=headers_of(headers), content=content)
         try:
             response = answer.response(request)

@@ -25,7 +25,6 @@ import httpx
 from syncengine.callpolicy import CallPolicy, RetryPolicy
 from syncengine.domain import (
     AddressKind,
-    Gender,
     Mailbox,
     MailboxState,
     MailEvent,
@@ -74,11 +73,12 @@ from syncengine.providers.v2_codec import (
     gender_of,
 )
 from syncengine.providers.v2_groups import V2Groups
+from syncengine.providers.v2_writes import V2DirectWrites, create_user_body, update_user_body
 
 log = logging.getLogger("syncengine.providers.exmail_v2")
 
 
-class ExmailV2Provider(V2Groups):
+class ExmailV2Provider(V2Groups, V2DirectWrites):
     """:class:`~syncengine.providers.base.MailboxProvider` over Exmail's current API."""
 
     api = "v2"
@@ -217,6 +217,16 @@ class ExmailV2Provider(V2Groups):
             )
         return self._call_once(call, params, body, subject, method)
 
+    def _prepared(self, call: str) -> tuple[httpx.URL, TokenAuth]:
+        """The call's URL (parsed once per call name) and its application's token."""
+        auth = self._auth_by_call.get(call)
+        if auth is None:
+            auth = self._auth_by_call[call] = self._auth_for(app_for(call))
+        url = self._urls.get(call)
+        if url is None:
+            url = self._urls[call] = httpx.URL(self._base + call)
+        return url, auth
+
     def _call_once(
         self,
         call: str,
@@ -225,12 +235,7 @@ class ExmailV2Provider(V2Groups):
         subject: str | None,
         method: str | None,
     ) -> dict[str, Any]:
-        auth = self._auth_by_call.get(call)
-        if auth is None:
-            auth = self._auth_by_call[call] = self._auth_for(app_for(call))
-        url = self._urls.get(call)
-        if url is None:  # parsed once per call name
-            url = self._urls[call] = httpx.URL(self._base + call)
+        url, auth = self._prepared(call)
         verb = method or ("POST" if body is not None else "GET")
         status = 200
         if verb == "POST" and body is not None and not params and self._posts is not None:
@@ -246,15 +251,7 @@ class ExmailV2Provider(V2Groups):
             # reference cycle keeps an answer (21 MB of user/list for 100,000 members) alive
             # until a full collection.
             response.stream = httpx.ByteStream(b"")
-        code = parse_errcode(data.get("errcode"))
-        if code not in (None, 0):
-            raise api_error(
-                call,
-                errcode=code,
-                errmsg=str_field(data, "errmsg"),
-                http_status=status,
-                subject=subject,
-            )
+        self._checked(call, data, subject, status)
         return data
 
     # --- departments ----------------------------------------------------------------------
@@ -563,25 +560,7 @@ class ExmailV2Provider(V2Groups):
     def create_user(
         self, mailbox: Mailbox, *, password: str, change_password_at_login: bool = True
     ) -> None:
-        body: dict[str, Any] = {
-            "userid": mailbox.email,
-            "name": mailbox.name,
-            "department": self._department_ids(mailbox.departments),
-            "password": password,
-            "cpwd_login": 1 if change_password_at_login else 0,
-        }
-        for key, value in (
-            ("position", mailbox.position),
-            ("mobile", mailbox.mobile),
-            ("tel", mailbox.tel),
-            ("extid", mailbox.ext_id),
-        ):
-            if value:
-                body[key] = value
-        if mailbox.gender != Gender.UNSET:
-            body["gender"] = str(int(mailbox.gender))
-        if mailbox.aliases:
-            body["slaves"] = list(mailbox.aliases)
+        body = create_user_body(mailbox, password, change_password_at_login, self._department_ids)
         self.call("user/create", body=body, subject=mailbox.email)
         if not mailbox.enabled:  # user/create has no enable field
             self.call(
@@ -591,26 +570,24 @@ class ExmailV2Provider(V2Groups):
     def update_user(self, email: str, update: UserUpdate) -> None:
         if update.is_empty():
             return
-        body: dict[str, Any] = {"userid": email}
-        if update.name is not None:
-            body["name"] = update.name
-        if update.gender is not None:
-            body["gender"] = str(int(update.gender))
-        for key, value in (
-            ("position", update.position),
-            ("tel", update.tel),
-            ("mobile", update.mobile),
-            ("extid", update.ext_id),
-        ):
-            if value is not None:
-                body[key] = value
-        if update.departments is not None:
-            body["department"] = self._department_ids(update.departments)
-        if update.aliases is not None:
-            body["slaves"] = list(update.aliases)
-        if update.enabled is not None:
-            body["enable"] = 1 if update.enabled else 0
+        body = update_user_body(email, update, self._department_ids)
         self.call("user/update", body=body, subject=email)
+
+    @staticmethod
+    def _checked(
+        call: str, data: Mapping[str, Any], subject: str | None, status: int = 200
+    ) -> Mapping[str, Any]:
+        """A decoded answer when its errcode says success, else the typed error."""
+        code = parse_errcode(data.get("errcode"))
+        if code not in (None, 0):
+            raise api_error(
+                call,
+                errcode=code,
+                errmsg=str_field(data, "errmsg"),
+                http_status=status,
+                subject=subject,
+            )
+        return data
 
     def delete_user(self, email: str) -> None:
         self.call("user/delete", params={"userid": email}, subject=email)

@@ -55,6 +55,9 @@ class StagingSink:
         self.writer = GroupWriter(repo)
         self._starts: Merged[tuple[int, bool], int] = Merged("starting actions", self._start)
         self._finishes: Merged[_Finish, None] = Merged("finishing actions", self._finish)
+        self._batches: Merged[tuple[tuple[int, ...], bool], list[int]] = Merged(
+            "starting batches of actions", self._start_batches
+        )
 
     def close(self) -> None:
         """Commit whatever is still kept or queued and stop the writer thread."""
@@ -78,6 +81,15 @@ class StagingSink:
                 attempts.update(zip(seqs, counted, strict=True))
         return [attempts[seq] for seq, _ in items]
 
+    def _start_batches(self, items: list[tuple[tuple[int, ...], bool]]) -> list[list[int]]:
+        counted = self._start([(seq, resuming) for seqs, resuming in items for seq in seqs])
+        out: list[list[int]] = []
+        at = 0
+        for seqs, _resuming in items:
+            out.append(counted[at : at + len(seqs)])
+            at += len(seqs)
+        return out
+
     def _finish(self, items: list[_Finish]) -> list[None]:
         """Links removed, links saved, audit rows, checkpoints: one statement each."""
         self.repo.delete_links([i.remove for i in items if i.remove is not None])
@@ -97,6 +109,14 @@ class StagingSink:
 
     def start_action_later(self, action: Action, *, resuming: bool) -> Future[int]:
         return self.writer.submit_merged(self._starts, (self.seqs[action.key], resuming))
+
+    def start_actions_later(
+        self, actions: Sequence[Action], *, resuming: bool
+    ) -> Future[list[int]]:
+        """:meth:`start_action_later` for a batch, as one write: the future resolves (with
+        each action's count, in order) once all of them are committed."""
+        seqs = tuple(self.seqs[a.key] for a in actions)
+        return self.writer.submit_merged(self._batches, (seqs, resuming))
 
     def finish_action(
         self,

@@ -62,6 +62,7 @@ class Bench:
             provider: MailboxProvider | None = None,
             progress: Callable[[int, int], None] | None = None,
             stop: threading.Event | None = None,
+            lane: bool | None = None,
             ) -> tuple[ExecutionResult, int]:  # fmt: skip
         rows, seqs = service.checkpoint_rows(plan)
         record = self.repo.save_plan(checksum=plan.checksum, document=plan.to_json(),
@@ -75,7 +76,7 @@ class Bench:
         executor = Executor(prov, sink, settings=settings, sleep=sleep or (lambda s: None),
                             passwords=FilePasswordDelivery(self.tmp / "pw.jsonl"),
                             department_exists=self.provider.department_exists,
-                            progress=progress, stop=stop)  # fmt: skip
+                            progress=progress, stop=stop, lane=lane)  # fmt: skip
         return executor.run(plan, statuses), record.id
 
     def status(self, plan_id: int) -> dict[str, str]:

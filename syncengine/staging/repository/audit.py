@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -35,6 +36,12 @@ _INSERT_AUDIT = BulkStatement(insert(AuditEntryRow), _AUDIT_COLUMNS)
 """Built once: an apply appends audit rows in every group-commit batch, thousands of times."""
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_key(name: str) -> bool:
+    """Whether a diffs key names a secret (the same few field names come back in every row)."""
+    return SECRET_KEY.search(name) is not None
+
+
 class AuditRepository(RepositoryCore):
     """The audit log: one row per API call attempt and per action outcome."""
 
@@ -42,10 +49,14 @@ class AuditRepository(RepositoryCore):
 
     @staticmethod
     def _redact(value: Any) -> Any:
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            return value  # the usual leaf, without the ABC checks below
         if isinstance(value, Mapping):
+            redact = AuditRepository._redact
             return {
-                str(k): REDACTED if SECRET_KEY.search(str(k)) else AuditRepository._redact(v)
-                for k, v in value.items()
+                name: REDACTED if _secret_key(name) else redact(v)
+                for name, v in ((str(k), v) for k, v in value.items())
             }
         if isinstance(value, list | tuple):
             return [AuditRepository._redact(v) for v in value]
