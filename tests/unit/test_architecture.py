@@ -28,6 +28,7 @@ PURE = [
     "syncengine.addresses",
     "syncengine.render",
     "syncengine.connectors.mapping",
+    "syncengine.connectors.person_builder",
     "syncengine.connectors.values",
     "syncengine.connectors.fields",
     "syncengine.connectors.department_table",
