@@ -6,6 +6,7 @@ policy: ``apply`` and the nightly ``sync`` wait for an approval."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -173,10 +174,15 @@ def test_reject_stale_and_edited_plans_are_refused(env: ApplyEnv, browser: Any) 
         _, latest = plan_without(env, "E0003", out="latest.json")
         document = json.loads(old_file.read_text(encoding="utf-8"))
         forged = forge(document, DELETE_ADMIN)
-        with sqlite3.connect(env.db_path) as db:
+        text = json.dumps(forged, ensure_ascii=False)
+        with sqlite3.connect(env.db_path) as db:  # the document and its hash, as a forger would
             db.execute(
-                "UPDATE plans SET document = ?, checksum = ? WHERE id = ?",
-                (json.dumps(forged, ensure_ascii=False), forged["checksum"], latest["plan_id"]),
+                "UPDATE plan_documents SET document = ?, sha256 = ? WHERE plan_id = ?",
+                (text, hashlib.sha256(text.encode("utf-8")).hexdigest(), latest["plan_id"]),
+            )
+            db.execute(
+                "UPDATE plans SET checksum = ? WHERE id = ?",
+                (forged["checksum"], latest["plan_id"]),
             )
         page.goto(f"{base}/review/plans/{latest['plan_id']}")
         page.fill("#comment", "looks fine")
