@@ -54,6 +54,16 @@ RATE_LIMITED: dict[str, frozenset[int]] = {
 }
 
 
+def http_url(value: str) -> str:
+    """``value`` when it is an http(s) URL with a host and a valid port (a config validator's
+    check, shared by chat bots and notification webhooks); ValueError otherwise."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    _ = parts.port  # raises ValueError for a port out of range
+    return value
+
+
 class BotConfig(BaseModel):
     """One ``[[notifications.bots]]`` entry: a WeCom, DingTalk or Feishu group bot."""
 
@@ -68,11 +78,7 @@ class BotConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        _ = parts.port
-        return value
+        return http_url(value)
 
     @property
     def label(self) -> str:

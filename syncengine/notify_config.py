@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from syncengine.chatbots import BotConfig
+from syncengine.chatbots import BotConfig, http_url
 from syncengine.secrets import Secret
 
 Event = Literal["finished", "failed", "blocked"]
@@ -47,11 +47,7 @@ class WebhookConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        _ = parts.port  # raises ValueError for a port out of range
-        return value
+        return http_url(value)
 
     @property
     def label(self) -> str:
