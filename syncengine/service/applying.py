@@ -36,7 +36,7 @@ from syncengine.staging.repository import (
 from syncengine.statuses import ActionStatus, PlanStatus, RunKind, RunStatus
 
 if TYPE_CHECKING:
-    from syncengine.service.applying_file import StateRead
+    from syncengine.service.early_read import EarlyRead
     from syncengine.service.planning import PlanResult
 
 log = logging.getLogger(__name__)
@@ -347,7 +347,7 @@ def apply_locked(
     *,
     actor: str,
     progress: Callable[[int, int], None] | None,
-    early: StateRead | None,
+    early: EarlyRead | None,
 ) -> ApplyOutcome:
     """:func:`apply_plan` once its lock-free checks passed, under the run lock."""
     repo = engine.repo
@@ -385,7 +385,7 @@ def apply_locked(
     live = engine.seen_state
     if live != plan.state_fingerprint:
         if early is not None and early.was_read and not resumed:  # under this lock, no write since
-            live = early.result()
+            live = early.result()[0].fingerprint()
         else:
             live = engine.provider.read_state().fingerprint()
     if live != plan.state_fingerprint:

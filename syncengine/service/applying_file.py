@@ -3,7 +3,6 @@ exact copy, decoded while the live directory is read for the stale-plan check.""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from syncengine.service.applying import (
     check_plan,
     lock_command,
 )
+from syncengine.service.early_read import EarlyRead
 from syncengine.service.engine import Engine
 from syncengine.service.plan_file import no_collection, plan_file_bytes, utf8_text
 from syncengine.staging.repository import Repository, document_sha256
@@ -45,9 +45,9 @@ def apply_plan_file(
     collector resumes: a process that keeps the plan to the end can freeze the heap then (the
     first collection after the decode would otherwise walk every object of the plan)."""
     release = Release(allow_removals=allow_removals, allow_updates=allow_updates, force=force)
-    early: StateRead | None = None
+    early: EarlyRead | None = None
     if engine.config.exmail.api == "v2" and engine.seen_state is None:
-        early = StateRead(engine)  # builds the provider while the file is read and hashed
+        early = EarlyRead(engine, start=False)  # reads once the file is known (below)
     repo: Repository | None = None
     try:
         data = plan_file_bytes(path)
@@ -55,7 +55,7 @@ def apply_plan_file(
         repo.acquire_lock(APPLY_LOCK, command=lock_command(actor))
     except BaseException:
         if early is not None:
-            early.wait()
+            early.close()
         raise
     try:
         stored = repo.plan_of_document(document_sha256(data))
@@ -72,50 +72,5 @@ def apply_plan_file(
         return apply_locked(engine, plan, release, actor=actor, progress=progress, early=early)
     finally:
         if early is not None:
-            early.wait()  # never outlives the lock (nor the engine)
+            early.close()  # never outlives the lock (nor the engine)
         repo.release_lock(APPLY_LOCK)
-
-
-class StateRead:
-    """The live directory state's fingerprint, read by a thread of its own: it builds the
-    provider at once, and reads (a call to Exmail) only once told to by :meth:`start`."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._value: str | None = None
-        self._error: BaseException | None = None
-        self._read_it = False
-        self._go = threading.Event()
-        self._thread = threading.Thread(
-            target=self._read, args=(engine,), name="apply-state-read", daemon=True
-        )
-        self._thread.start()
-
-    def _read(self, engine: Engine) -> None:
-        try:
-            provider = engine.provider
-            self._go.wait()
-            if self._read_it:
-                self._value = provider.read_state().fingerprint()
-        except BaseException as exc:  # raised in the caller's thread by result()
-            self._error = exc
-
-    @property
-    def was_read(self) -> bool:
-        return self._read_it
-
-    def start(self, read: bool) -> None:
-        """Read now (``read``), or end without a call."""
-        self._read_it = read
-        self._go.set()
-
-    def wait(self) -> None:
-        self._go.set()
-        self._thread.join()
-
-    def result(self) -> str:
-        """The fingerprint read (its error raised here), else the state read now."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._value is not None, "the state was not read"
-        return self._value

@@ -35,14 +35,21 @@ class EarlyRead:
 
     The provider is built in the caller's thread, so the reading thread imports nothing
     (two threads importing at once could meet in a circular import); ``calls_before`` is
-    the engine's call count before the read's first call, for the night's report."""
+    the engine's call count before the read's first call, for the night's report.
 
-    def __init__(self, engine: Engine) -> None:
+    ``start=False`` (``apply PLANFILE``): the thread waits until :meth:`start` says whether
+    to read at all (only once the file is known to be a saved plan to apply)."""
+
+    def __init__(self, engine: Engine, *, start: bool = True) -> None:
         self._engine = engine
         self.calls_before: CallCounts = engine.calls.stats.snapshot()
         self._read: tuple[MailboxState, float] | None = None
         self._error: BaseException | None = None
         self._events: queue.SimpleQueue[tuple[int, int | None]] = queue.SimpleQueue()
+        self._read_it = start
+        self._go = threading.Event()
+        if start:
+            self._go.set()
         try:
             engine.provider  # noqa: B018  (built here; see the class docstring)
         except Exception:
@@ -50,7 +57,20 @@ class EarlyRead:
         self._thread = threading.Thread(target=self._run, name="read-state", daemon=True)
         self._thread.start()
 
+    @property
+    def was_read(self) -> bool:
+        """Whether the read was (or is being) made."""
+        return self._read_it
+
+    def start(self, read: bool) -> None:
+        """Read now (``read``), or end without a call."""
+        self._read_it = read
+        self._go.set()
+
     def _run(self) -> None:
+        self._go.wait()
+        if not self._read_it:
+            return
         started = time.perf_counter()
         try:
             state = self._engine.provider.read_state(
@@ -66,6 +86,7 @@ class EarlyRead:
     ) -> tuple[MailboxState, float]:
         """The state and the read's seconds (its error raised here); its progress is passed
         on from the caller's thread."""
+        self._go.set()
         while True:
             self._thread.join(0.1)
             while not self._events.empty():
@@ -76,11 +97,12 @@ class EarlyRead:
                 break
         if self._error is not None:
             raise self._error
-        assert self._read is not None
+        assert self._read is not None, "the state was not read"
         return self._read
 
     def close(self) -> None:
-        """Wait for the read to end when the night stops before using it."""
+        """Wait for the read to end (or never begin) when the caller stops before using it."""
+        self._go.set()
         self._thread.join()
 
 
